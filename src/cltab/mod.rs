@@ -1,0 +1,364 @@
+//! The cltab file: configuration model and parser.
+//!
+//! A cltab is Cluster::Init's inittab-like file. Each entry line is
+//! `group:tag:levels:mode:command`; the command is everything after the fourth
+//! colon. Lines `:::name:value` are settings. Parsing is pure (text in, model
+//! or a list of every error out) so it is table-tested without files.
+//!
+//! Invariants of a parsed [`Cltab`]: tags are unique across the whole file,
+//! group and tag are non-empty, every mode is known, every setting is known and
+//! its value valid.
+
+mod settings;
+
+pub use settings::{SETTING_NAMES, Settings};
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How an entry runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Foreground: the level switch waits for it to exit.
+    Wait,
+    /// Background, started once, never restarted.
+    Once,
+    /// Background, restarted whenever it exits.
+    Respawn,
+    /// Never started; a running process of it is stopped.
+    Off,
+    /// Foreground; its exit status decides PASSED/FAILED for the group.
+    Test,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        Some(match s {
+            "wait" => Mode::Wait,
+            "once" => Mode::Once,
+            "respawn" => Mode::Respawn,
+            "off" => Mode::Off,
+            "test" => Mode::Test,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Wait => "wait",
+            Mode::Once => "once",
+            Mode::Respawn => "respawn",
+            Mode::Off => "off",
+            Mode::Test => "test",
+        }
+    }
+
+    /// Foreground entries block the start sequence until they exit.
+    pub fn is_foreground(self) -> bool {
+        matches!(self, Mode::Wait | Mode::Test)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The levels field of an entry, kept as written.
+///
+/// A field with a comma is a list of labels (empty items ignored); a field
+/// without a comma is a set of one-character levels; in both cases the whole
+/// field also matches as one label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Levels(String);
+
+impl Levels {
+    pub fn new(field: &str) -> Levels {
+        Levels(field.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn contains(&self, level: &str) -> bool {
+        if level.is_empty() {
+            return false;
+        }
+        if self.0 == level {
+            return true;
+        }
+        if self.0.contains(',') {
+            self.0
+                .split(',')
+                .any(|item| !item.is_empty() && item == level)
+        } else {
+            let mut chars = level.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => self.0.contains(c),
+                _ => false,
+            }
+        }
+    }
+}
+
+/// One cltab entry line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub group: String,
+    pub tag: String,
+    pub levels: Levels,
+    pub mode: Mode,
+    pub command: String,
+    /// 1-based line number in the file.
+    pub line: usize,
+}
+
+impl Entry {
+    /// Whether the entry should run (or have run) at `level`.
+    pub fn wanted_at(&self, level: &str) -> bool {
+        self.mode != Mode::Off && self.levels.contains(level)
+    }
+}
+
+/// A parsed, valid cltab.
+#[derive(Clone, Debug)]
+pub struct Cltab {
+    pub path: PathBuf,
+    pub settings: Settings,
+    /// Entries in file order.
+    pub entries: Vec<Arc<Entry>>,
+}
+
+impl Cltab {
+    /// Group names in order of first appearance.
+    pub fn groups(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for e in &self.entries {
+            if !out.contains(&e.group.as_str()) {
+                out.push(&e.group);
+            }
+        }
+        out
+    }
+
+    pub fn entries_of<'a>(&'a self, group: &'a str) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
+        self.entries.iter().filter(move |e| e.group == group)
+    }
+
+    /// Read and parse a cltab file.
+    pub fn load(path: &Path) -> Result<Cltab, CltabErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| CltabErrors {
+            errors: vec![CltabError {
+                file: path.to_path_buf(),
+                line: 0,
+                kind: ErrorKind::Unreadable(e.to_string()),
+            }],
+        })?;
+        parse(path, &text)
+    }
+}
+
+/// What is wrong with one line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ErrorKind {
+    #[error("cannot read the cltab: {0}")]
+    Unreadable(String),
+    #[error("too few fields: expected group:tag:levels:mode:command")]
+    TooFewFields,
+    #[error("empty group name")]
+    EmptyGroup,
+    #[error("empty tag")]
+    EmptyTag,
+    #[error("unknown mode '{0}' (expected wait, once, respawn, off or test)")]
+    UnknownMode(String),
+    #[error("duplicate tag '{tag}' (first used on line {first_line})")]
+    DuplicateTag { tag: String, first_line: usize },
+    #[error("unknown setting '{0}' (known: {known})", known = SETTING_NAMES.join(", "))]
+    UnknownSetting(String),
+    #[error("bad value '{value}' for setting '{name}': {why}")]
+    BadSetting {
+        name: String,
+        value: String,
+        why: String,
+    },
+}
+
+impl ErrorKind {
+    /// Stable code of this error, for scripts and docs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ErrorKind::Unreadable(_) => "CLTAB_UNREADABLE",
+            ErrorKind::TooFewFields => "CLTAB_TOO_FEW_FIELDS",
+            ErrorKind::EmptyGroup => "CLTAB_EMPTY_GROUP",
+            ErrorKind::EmptyTag => "CLTAB_EMPTY_TAG",
+            ErrorKind::UnknownMode(_) => "CLTAB_UNKNOWN_MODE",
+            ErrorKind::DuplicateTag { .. } => "CLTAB_DUPLICATE_TAG",
+            ErrorKind::UnknownSetting(_) => "CLTAB_UNKNOWN_SETTING",
+            ErrorKind::BadSetting { .. } => "CLTAB_BAD_SETTING",
+        }
+    }
+}
+
+/// One error, naming file and line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CltabError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub kind: ErrorKind,
+}
+
+impl fmt::Display for CltabError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(
+                f,
+                "{}: {} [{}]",
+                self.file.display(),
+                self.kind,
+                self.kind.code()
+            )
+        } else {
+            write!(
+                f,
+                "{}:{}: {} [{}]",
+                self.file.display(),
+                self.line,
+                self.kind,
+                self.kind.code()
+            )
+        }
+    }
+}
+
+/// Every error found in one cltab, in line order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct CltabErrors {
+    pub errors: Vec<CltabError>,
+}
+
+impl fmt::Display for CltabErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl CltabErrors {
+    pub fn lines(&self) -> Vec<String> {
+        self.errors.iter().map(|e| e.to_string()).collect()
+    }
+}
+
+/// Split a line into at most five fields: the fifth keeps its colons.
+fn split_fields(line: &str) -> Option<[&str; 5]> {
+    let mut it = line.splitn(5, ':');
+    Some([it.next()?, it.next()?, it.next()?, it.next()?, it.next()?])
+}
+
+/// Parse cltab text. `path` is only used in error messages and kept in the model.
+pub fn parse(path: &Path, text: &str) -> Result<Cltab, CltabErrors> {
+    let mut errors = Vec::new();
+    let mut entries: Vec<Arc<Entry>> = Vec::new();
+    let mut settings = Settings::default();
+    let mut err = |line: usize, kind: ErrorKind| {
+        errors.push(CltabError {
+            file: path.to_path_buf(),
+            line,
+            kind,
+        })
+    };
+
+    for (idx, raw) in text.lines().enumerate() {
+        let line_no = idx + 1;
+        let line = raw.trim_end_matches('\r');
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let Some([group, tag, levels, mode, command]) = split_fields(line) else {
+            err(line_no, ErrorKind::TooFewFields);
+            continue;
+        };
+        let (group, tag, levels, mode) = (group.trim(), tag.trim(), levels.trim(), mode.trim());
+
+        if group.is_empty() && tag.is_empty() && levels.is_empty() {
+            // A settings line: `:::name:value`.
+            if let Err(kind) = settings.set(mode, command.trim()) {
+                err(line_no, kind);
+            }
+            continue;
+        }
+        if group.is_empty() {
+            err(line_no, ErrorKind::EmptyGroup);
+        }
+        if tag.is_empty() {
+            err(line_no, ErrorKind::EmptyTag);
+        }
+        let parsed_mode = Mode::parse(mode);
+        if parsed_mode.is_none() {
+            err(line_no, ErrorKind::UnknownMode(mode.to_string()));
+        }
+        if !tag.is_empty()
+            && let Some(first) = entries.iter().find(|e| e.tag == tag)
+        {
+            err(
+                line_no,
+                ErrorKind::DuplicateTag {
+                    tag: tag.to_string(),
+                    first_line: first.line,
+                },
+            );
+            continue;
+        }
+        if let (Some(mode), false, false) = (parsed_mode, group.is_empty(), tag.is_empty()) {
+            entries.push(Arc::new(Entry {
+                group: group.to_string(),
+                tag: tag.to_string(),
+                levels: Levels::new(levels),
+                mode,
+                command: command.to_string(),
+                line: line_no,
+            }));
+        }
+    }
+
+    if errors.is_empty() {
+        Ok(Cltab {
+            path: path.to_path_buf(),
+            settings,
+            entries,
+        })
+    } else {
+        Err(CltabErrors { errors })
+    }
+}
+
+/// Read only the settings of a cltab, ignoring entry errors: the client uses
+/// this to find the socket path. Unknown or bad settings are ignored here
+/// (the daemon reports them).
+pub fn scan_settings(text: &str) -> Settings {
+    let mut settings = Settings::default();
+    for raw in text.lines() {
+        let line = raw.trim_end_matches('\r');
+        if let Some([g, t, l, name, value]) = split_fields(line)
+            && g.trim().is_empty()
+            && t.trim().is_empty()
+            && l.trim().is_empty()
+        {
+            let _ = settings.set(name.trim(), value.trim());
+        }
+    }
+    settings
+}
+
+#[cfg(test)]
+mod tests;

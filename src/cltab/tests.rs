@@ -1,0 +1,155 @@
+use super::*;
+use std::path::Path;
+
+fn p(text: &str) -> Result<Cltab, CltabErrors> {
+    parse(Path::new("/etc/cltab"), text)
+}
+
+/// (text, expected errors as (line, code))
+#[test]
+fn every_error_is_reported_with_its_line() {
+    let cases: &[(&str, &[(usize, &str)])] = &[
+        ("web:a:1:respawn:sleep 1\n", &[]),
+        ("web:a:1:respawn\n", &[(1, "CLTAB_TOO_FEW_FIELDS")]),
+        ("just text\n", &[(1, "CLTAB_TOO_FEW_FIELDS")]),
+        (":a:1:once:true\n", &[(1, "CLTAB_EMPTY_GROUP")]),
+        ("web::1:once:true\n", &[(1, "CLTAB_EMPTY_TAG")]),
+        ("web:a:1:sometimes:true\n", &[(1, "CLTAB_UNKNOWN_MODE")]),
+        ("web:a:1:Respawn:true\n", &[(1, "CLTAB_UNKNOWN_MODE")]),
+        (
+            "web:a:1:once:true\ndb:a:2:once:true\n",
+            &[(2, "CLTAB_DUPLICATE_TAG")],
+        ),
+        (":::bogus:1\n", &[(1, "CLTAB_UNKNOWN_SETTING")]),
+        (":::stop_term_after:soon\n", &[(1, "CLTAB_BAD_SETTING")]),
+        (":::stop_term_after:-1\n", &[(1, "CLTAB_BAD_SETTING")]),
+        (":::socket_mode:999\n", &[(1, "CLTAB_BAD_SETTING")]),
+        (":::respawn_burst:x\n", &[(1, "CLTAB_BAD_SETTING")]),
+        (":::socket:\n", &[(1, "CLTAB_BAD_SETTING")]),
+        // Several problems at once, all reported, in line order.
+        (
+            "# comment\n\nweb:a:1:once:true\n::1:once:x\nweb:b:1:nope:x\nweb:a:2:wait:y\nshort\n",
+            &[
+                (4, "CLTAB_EMPTY_GROUP"),
+                (4, "CLTAB_EMPTY_TAG"),
+                (5, "CLTAB_UNKNOWN_MODE"),
+                (6, "CLTAB_DUPLICATE_TAG"),
+                (7, "CLTAB_TOO_FEW_FIELDS"),
+            ],
+        ),
+    ];
+    for (text, expected) in cases {
+        let got: Vec<(usize, &str)> = match p(text) {
+            Ok(_) => vec![],
+            Err(e) => e.errors.iter().map(|e| (e.line, e.kind.code())).collect(),
+        };
+        assert_eq!(&got, expected, "cltab text {text:?}");
+    }
+}
+
+#[test]
+fn messages_name_file_line_and_both_lines_of_a_duplicate() {
+    let err = p("web:a:1:once:true\n\ndb:a:2:once:true\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/etc/cltab:3: duplicate tag 'a' (first used on line 1) [CLTAB_DUPLICATE_TAG]"
+    );
+    let err = p("web:x:1:later:true\n").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("/etc/cltab:1: unknown mode 'later'")
+    );
+}
+
+#[test]
+fn fields_and_command_with_colons() {
+    let tab = p("  # indented comment\nweb:srv:123:respawn:/bin/echo a:b:c  \n").unwrap();
+    assert_eq!(tab.entries.len(), 1);
+    let e = &tab.entries[0];
+    assert_eq!(
+        (
+            e.group.as_str(),
+            e.tag.as_str(),
+            e.levels.as_str(),
+            e.mode,
+            e.command.as_str(),
+            e.line
+        ),
+        ("web", "srv", "123", Mode::Respawn, "/bin/echo a:b:c  ", 2)
+    );
+}
+
+#[test]
+fn every_mode_parses() {
+    for (word, mode) in [
+        ("wait", Mode::Wait),
+        ("once", Mode::Once),
+        ("respawn", Mode::Respawn),
+        ("off", Mode::Off),
+        ("test", Mode::Test),
+    ] {
+        let tab = p(&format!("g:t:1:{word}:true\n")).unwrap();
+        assert_eq!(tab.entries[0].mode, mode);
+    }
+}
+
+#[test]
+fn levels_matching() {
+    // (field, level, matches)
+    let cases = [
+        ("12", "1", true),
+        ("12", "2", true),
+        ("12", "3", false),
+        ("12", "12", true),
+        ("12", "", false),
+        ("0", "0", true),
+        ("long1,long2,5", "long2", true),
+        ("long1,long2,5", "5", true),
+        ("long1,long2,5", "l", false),
+        ("long1,long2,5", "long1,long2,5", true),
+        ("solo,", "solo", true),
+        ("solo,", "s", false),
+        ("solo,", "", false),
+        ("abc", "abc", true),
+        ("abc", "b", true),
+        ("abc", "ab", false),
+        ("", "1", false),
+        ("é1", "é", true),
+    ];
+    for (field, level, want) in cases {
+        assert_eq!(
+            Levels::new(field).contains(level),
+            want,
+            "field {field:?} level {level:?}"
+        );
+    }
+}
+
+#[test]
+fn settings_lines() {
+    let tab = p(":::socket:/tmp/s\n:::clstat:/tmp/c\n:::log:/tmp/l\n:::socket_mode:0660\n:::stop_term_after:0.5\n:::respawn_burst:3\n").unwrap();
+    let s = &tab.settings;
+    assert_eq!(s.socket.as_deref(), Some(Path::new("/tmp/s")));
+    assert_eq!(s.clstat.as_deref(), Some(Path::new("/tmp/c")));
+    assert_eq!(s.log.as_deref(), Some(Path::new("/tmp/l")));
+    assert_eq!(s.socket_mode, Some(0o660));
+    assert_eq!(
+        s.stop_term_after,
+        Some(std::time::Duration::from_millis(500))
+    );
+    assert_eq!(s.respawn_burst, Some(3));
+    assert!(tab.entries.is_empty());
+}
+
+#[test]
+fn group_zero_and_groups_in_order() {
+    let tab = p("0:a:0:once:true\nweb:b:1:once:true\n0:c:1:once:true\n").unwrap();
+    assert_eq!(tab.groups(), vec!["0", "web"]);
+    assert_eq!(tab.entries_of("0").count(), 2);
+}
+
+#[test]
+fn scan_settings_ignores_bad_entries() {
+    let s = scan_settings("web:a:1:bogus:x\n:::socket:/run/x.s\n:::nonsense:1\n");
+    assert_eq!(s.socket.as_deref(), Some(Path::new("/run/x.s")));
+}

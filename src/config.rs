@@ -1,0 +1,125 @@
+//! Resolved configuration: embedded defaults < command-line flags < cltab
+//! settings (Cluster::Init's precedence: the cltab has the last word, for the
+//! daemon and the client alike).
+
+use crate::cltab::Settings;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CLTAB: &str = "/etc/cltab";
+pub const DEFAULT_SOCKET: &str = "/var/run/clinit/clinit.s";
+pub const DEFAULT_CLSTAT: &str = "/var/run/clinit/clstat";
+pub const DEFAULT_LOG: &str = "/var/run/clinit/log";
+pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
+
+/// Paths given on the command line (each optional).
+#[derive(Clone, Debug, Default)]
+pub struct CliPaths {
+    pub cltab: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub clstat: Option<PathBuf>,
+    pub log: Option<PathBuf>,
+}
+
+impl CliPaths {
+    pub fn cltab(&self) -> PathBuf {
+        self.cltab
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CLTAB))
+    }
+}
+
+/// Where the daemon and client find things.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paths {
+    pub cltab: PathBuf,
+    pub socket: PathBuf,
+    pub clstat: PathBuf,
+    pub log: PathBuf,
+    pub logdir: Option<PathBuf>,
+    pub socket_mode: u32,
+}
+
+impl Paths {
+    pub fn resolve(cli: &CliPaths, s: &Settings) -> Paths {
+        let pick = |set: &Option<PathBuf>, flag: &Option<PathBuf>, default: &str| {
+            set.clone()
+                .or_else(|| flag.clone())
+                .unwrap_or_else(|| PathBuf::from(default))
+        };
+        Paths {
+            cltab: cli.cltab(),
+            socket: pick(&s.socket, &cli.socket, DEFAULT_SOCKET),
+            clstat: pick(&s.clstat, &cli.clstat, DEFAULT_CLSTAT),
+            log: pick(&s.log, &cli.log, DEFAULT_LOG),
+            logdir: s.logdir.clone(),
+            socket_mode: s.socket_mode.unwrap_or(DEFAULT_SOCKET_MODE),
+        }
+    }
+
+    /// The lock file that makes "one daemon per socket" race-free.
+    pub fn socket_lock(&self) -> PathBuf {
+        lock_path_for(&self.socket)
+    }
+}
+
+pub fn lock_path_for(socket: &Path) -> PathBuf {
+    let mut s = socket.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// Respawn throttling: a run shorter than `fast` counts as a rapid restart;
+/// after more than `burst` of them in a row, each restart waits `delay`,
+/// doubling up to `delay_max`; a run of at least `reset` clears the count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RespawnPolicy {
+    pub fast: Duration,
+    pub burst: u32,
+    pub delay: Duration,
+    pub delay_max: Duration,
+    pub reset: Duration,
+}
+
+/// Stop escalation and respawn policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// SIGINT first; SIGTERM this long after.
+    pub term_after: Duration,
+    /// SIGKILL this long after SIGTERM.
+    pub kill_after: Duration,
+    pub respawn: RespawnPolicy,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            term_after: Duration::from_secs(5),
+            kill_after: Duration::from_secs(10),
+            respawn: RespawnPolicy {
+                fast: Duration::from_secs(1),
+                burst: 5,
+                delay: Duration::from_secs(1),
+                delay_max: Duration::from_secs(60),
+                reset: Duration::from_secs(10),
+            },
+        }
+    }
+}
+
+impl Timing {
+    pub fn resolve(s: &Settings) -> Timing {
+        let d = Timing::default();
+        Timing {
+            term_after: s.stop_term_after.unwrap_or(d.term_after),
+            kill_after: s.stop_kill_after.unwrap_or(d.kill_after),
+            respawn: RespawnPolicy {
+                fast: s.respawn_fast.unwrap_or(d.respawn.fast),
+                burst: s.respawn_burst.unwrap_or(d.respawn.burst),
+                delay: s.respawn_delay.unwrap_or(d.respawn.delay),
+                delay_max: s.respawn_delay_max.unwrap_or(d.respawn.delay_max),
+                reset: s.respawn_reset.unwrap_or(d.respawn.reset),
+            },
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! Table tests of the entry and group machines. Time is simulated: every
+//! `now` is a base instant plus an offset, nothing sleeps.
+
+use super::*;
+use crate::cltab::{Entry, Levels, Mode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn entry(group: &str, tag: &str, levels: &str, mode: Mode) -> Arc<Entry> {
+    Arc::new(Entry {
+        group: group.into(),
+        tag: tag.into(),
+        levels: Levels::new(levels),
+        mode,
+        command: format!("run-{tag}"),
+        line: 1,
+    })
+}
+
+fn timing() -> Timing {
+    Timing::default()
+}
+
+fn at(base: Instant, ms: u64) -> Instant {
+    base + Duration::from_millis(ms)
+}
+
+fn kinds(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Spawn { spec, level } => format!("spawn {} @{level}", spec.tag),
+            Action::Signal {
+                tag, pid, signal, ..
+            } => format!("signal {tag} {pid} {}", signal.as_str()),
+            Action::ArmTimer { timer, .. } => match &timer.kind {
+                TimerKind::Escalate { to, .. } => format!("timer {} escalate {:?}", timer.tag, to),
+                TimerKind::Backoff { .. } => format!("timer {} backoff", timer.tag),
+            },
+            Action::SweepLeftovers { tag, .. } => format!("sweep {tag}"),
+            Action::Log { level, .. } => format!("log {level:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn entry_transitions() {
+    let base = Instant::now();
+    let t = timing();
+    let ctx = Ctx {
+        level: "1",
+        timing: &t,
+    };
+    let running = |mode| Slot {
+        spec: entry("g", "a", "1", mode),
+        proc: Proc::Running {
+            pid: 10,
+            since: base,
+        },
+        stats: Stats::default(),
+    };
+    let with = |mode, proc| Slot {
+        spec: entry("g", "a", "1", mode),
+        proc,
+        stats: Stats::default(),
+    };
+    let stopping = |phase| Proc::Stopping {
+        pid: 10,
+        since: base,
+        phase,
+    };
+    // (from, event, expected state name, expected actions)
+    let cases: Vec<(Slot, ProcEvent, &str, Vec<&str>)> = vec![
+        (
+            with(Mode::Once, Proc::Idle),
+            ProcEvent::Start,
+            "starting",
+            vec!["spawn a @1"],
+        ),
+        (
+            with(
+                Mode::Once,
+                Proc::Spawning {
+                    stop_pending: false,
+                },
+            ),
+            ProcEvent::Spawned { pid: 10 },
+            "running",
+            vec![],
+        ),
+        (
+            with(
+                Mode::Once,
+                Proc::Spawning {
+                    stop_pending: false,
+                },
+            ),
+            ProcEvent::Stop,
+            "starting",
+            vec![],
+        ),
+        (
+            with(Mode::Once, Proc::Spawning { stop_pending: true }),
+            ProcEvent::Spawned { pid: 10 },
+            "stopping",
+            vec!["signal a 10 SIGINT", "timer a escalate Term"],
+        ),
+        (
+            with(
+                Mode::Once,
+                Proc::Spawning {
+                    stop_pending: false,
+                },
+            ),
+            ProcEvent::SpawnFailed,
+            "exited",
+            vec![],
+        ),
+        (
+            with(Mode::Once, Proc::Spawning { stop_pending: true }),
+            ProcEvent::SpawnFailed,
+            "idle",
+            vec![],
+        ),
+        (
+            running(Mode::Once),
+            ProcEvent::Exited {
+                pid: 10,
+                status: ExitStatus::Code(0),
+            },
+            "exited",
+            vec![],
+        ),
+        (
+            running(Mode::Once),
+            ProcEvent::Exited {
+                pid: 11,
+                status: ExitStatus::Code(0),
+            },
+            "running",
+            vec![],
+        ),
+        (
+            running(Mode::Respawn),
+            ProcEvent::Exited {
+                pid: 10,
+                status: ExitStatus::Signal(9),
+            },
+            "starting",
+            vec!["spawn a @1"],
+        ),
+        (
+            running(Mode::Once),
+            ProcEvent::Stop,
+            "stopping",
+            vec!["signal a 10 SIGINT", "timer a escalate Term"],
+        ),
+        (running(Mode::Once), ProcEvent::Start, "running", vec![]),
+        (
+            with(Mode::Once, stopping(StopPhase::Int)),
+            ProcEvent::Timer(TimerKind::Escalate {
+                pid: 10,
+                to: StopPhase::Term,
+            }),
+            "stopping",
+            vec!["signal a 10 SIGTERM", "timer a escalate Kill", "log Warn"],
+        ),
+        (
+            with(Mode::Once, stopping(StopPhase::Term)),
+            ProcEvent::Timer(TimerKind::Escalate {
+                pid: 10,
+                to: StopPhase::Kill,
+            }),
+            "stopping",
+            vec!["signal a 10 SIGKILL", "log Warn"],
+        ),
+        // Stale timers: wrong pid, wrong phase.
+        (
+            with(Mode::Once, stopping(StopPhase::Int)),
+            ProcEvent::Timer(TimerKind::Escalate {
+                pid: 9,
+                to: StopPhase::Term,
+            }),
+            "stopping",
+            vec![],
+        ),
+        (
+            with(Mode::Once, stopping(StopPhase::Term)),
+            ProcEvent::Timer(TimerKind::Escalate {
+                pid: 10,
+                to: StopPhase::Term,
+            }),
+            "stopping",
+            vec![],
+        ),
+        (
+            with(Mode::Respawn, stopping(StopPhase::Int)),
+            ProcEvent::Exited {
+                pid: 10,
+                status: ExitStatus::Signal(2),
+            },
+            "idle",
+            vec!["sweep a"],
+        ),
+        (
+            with(
+                Mode::Once,
+                Proc::Exited {
+                    status: ExitStatus::Code(0),
+                    at: base,
+                },
+            ),
+            ProcEvent::Start,
+            "exited",
+            vec![],
+        ),
+        (
+            with(
+                Mode::Once,
+                Proc::Exited {
+                    status: ExitStatus::Code(0),
+                    at: base,
+                },
+            ),
+            ProcEvent::Stop,
+            "idle",
+            vec!["sweep a"],
+        ),
+        (
+            with(
+                Mode::Respawn,
+                Proc::Backoff {
+                    until: at(base, 5),
+                    status: ExitStatus::Code(1),
+                },
+            ),
+            ProcEvent::Stop,
+            "idle",
+            vec![],
+        ),
+        (
+            with(
+                Mode::Respawn,
+                Proc::Backoff {
+                    until: at(base, 5),
+                    status: ExitStatus::Code(1),
+                },
+            ),
+            ProcEvent::Timer(TimerKind::Backoff { until: at(base, 5) }),
+            "starting",
+            vec!["log Info", "spawn a @1"],
+        ),
+        (
+            with(
+                Mode::Respawn,
+                Proc::Backoff {
+                    until: at(base, 5),
+                    status: ExitStatus::Code(1),
+                },
+            ),
+            ProcEvent::Timer(TimerKind::Backoff { until: at(base, 4) }),
+            "throttled",
+            vec![],
+        ),
+        (
+            with(Mode::Once, Proc::Idle),
+            ProcEvent::Stop,
+            "idle",
+            vec![],
+        ),
+    ];
+    for (i, (slot, ev, want_state, want_actions)) in cases.into_iter().enumerate() {
+        let (s, a) = step_proc(slot, ev.clone(), at(base, 100), &ctx);
+        assert_eq!(s.proc.name(), want_state, "case {i}: {ev:?}");
+        assert_eq!(kinds(&a), want_actions, "case {i}: {ev:?}");
+    }
+}
+
+#[test]
+fn respawn_backoff_table() {
+    let t = timing(); // fast 1s, burst 5, delay 1s doubling to 60s, reset 10s
+    let ms = Duration::from_millis;
+    // (rapid before, run length, rapid after, delay)
+    let cases = [
+        (0, ms(100), 1, None),
+        (4, ms(100), 5, None),
+        (5, ms(100), 6, Some(ms(1000))),
+        (6, ms(100), 7, Some(ms(2000))),
+        (8, ms(100), 9, Some(ms(8000))),
+        (11, ms(100), 12, Some(ms(60_000))),
+        (40, ms(100), 41, Some(ms(60_000))),
+        (7, ms(5000), 7, Some(ms(2000))), // neither rapid nor stable
+        (7, ms(10_000), 0, None),         // a stable run resets
+    ];
+    for (before, ran, after, delay) in cases {
+        assert_eq!(
+            respawn_delay(before, ran, &t),
+            (after, delay),
+            "rapid {before} ran {ran:?}"
+        );
+    }
+}
+
+fn group(entries: &[(&str, &str, Mode)]) -> Group {
+    Group::new(
+        "g",
+        entries.iter().map(|(tag, lv, m)| entry("g", tag, lv, *m)),
+    )
+}
+
+fn tell(g: Group, level: &str, now: Instant) -> (Group, Vec<Action>) {
+    g.step(
+        GroupEvent::Tell {
+            level: level.into(),
+        },
+        now,
+        &timing(),
+    )
+}
+
+fn ev(g: Group, tag: &str, e: ProcEvent, now: Instant) -> (Group, Vec<Action>) {
+    g.step(
+        GroupEvent::Proc {
+            tag: tag.into(),
+            ev: e,
+        },
+        now,
+        &timing(),
+    )
+}
+
+#[test]
+fn group_starts_in_file_order_and_waits_for_foreground() {
+    let b = Instant::now();
+    let g = group(&[
+        ("w", "1", Mode::Wait),
+        ("r", "1", Mode::Respawn),
+        ("o", "2", Mode::Once),
+    ]);
+    let (g, a) = tell(g, "1", b);
+    assert_eq!(kinds(&a), ["spawn w @1"]);
+    assert_eq!(g.state(), GroupState::Starting);
+    let (g, a) = ev(g, "w", ProcEvent::Spawned { pid: 1 }, b);
+    assert!(a.is_empty());
+    let (g, a) = ev(
+        g,
+        "w",
+        ProcEvent::Exited {
+            pid: 1,
+            status: ExitStatus::Code(0),
+        },
+        b,
+    );
+    assert_eq!(kinds(&a), ["spawn r @1"]);
+    assert_eq!(g.state(), GroupState::Starting);
+    let (g, _) = ev(g, "r", ProcEvent::Spawned { pid: 2 }, b);
+    assert_eq!(g.state(), GroupState::Done);
+    assert_eq!(g.phase.level(), Some("1"));
+}
+
+#[test]
+fn group_states_table() {
+    let b = Instant::now();
+    let code = |c| ExitStatus::Code(c);
+    // (entries, exits of the foreground entries in order, final state)
+    type Case<'a> = (Vec<(&'a str, &'a str, Mode)>, Vec<i32>, GroupState);
+    let cases: Vec<Case> = vec![
+        (vec![], vec![], GroupState::Done),
+        (vec![("x", "2", Mode::Once)], vec![], GroupState::Done),
+        (
+            vec![("t1", "1", Mode::Test), ("t2", "1", Mode::Test)],
+            vec![0, 0],
+            GroupState::Passed,
+        ),
+        (
+            vec![("t1", "1", Mode::Test), ("t2", "1", Mode::Test)],
+            vec![0, 3],
+            GroupState::Failed,
+        ),
+        (
+            vec![("t1", "1", Mode::Test), ("w", "1", Mode::Wait)],
+            vec![0, 0],
+            GroupState::Done,
+        ),
+        (
+            vec![("t1", "1", Mode::Test), ("w", "1", Mode::Wait)],
+            vec![1, 0],
+            GroupState::Failed,
+        ),
+        (vec![("w", "1", Mode::Wait)], vec![5], GroupState::Done),
+        (vec![("off", "1", Mode::Off)], vec![], GroupState::Done),
+    ];
+    for (i, (entries, exits, want)) in cases.into_iter().enumerate() {
+        let mut g = group(&entries);
+        let (g2, _) = tell(g, "1", b);
+        g = g2;
+        for (pid, c) in (101..).zip(exits) {
+            let tag = g
+                .slots
+                .iter()
+                .find(|s| matches!(s.proc, Proc::Spawning { .. }))
+                .map(|s| s.spec.tag.clone())
+                .expect("a foreground entry is being started");
+            let (g2, _) = ev(g, &tag, ProcEvent::Spawned { pid }, b);
+            let (g2, _) = ev(
+                g2,
+                &tag,
+                ProcEvent::Exited {
+                    pid,
+                    status: code(c),
+                },
+                b,
+            );
+            g = g2;
+        }
+        assert_eq!(g.state(), want, "case {i}");
+    }
+}
+
+#[test]
+fn switching_levels_stops_others_first_and_keeps_shared_entries() {
+    let b = Instant::now();
+    let g = group(&[
+        ("a", "12", Mode::Respawn),
+        ("b", "1", Mode::Respawn),
+        ("c", "2", Mode::Once),
+        ("w", "12", Mode::Wait),
+    ]);
+    let (g, _) = tell(g, "1", b);
+    let (g, _) = ev(g, "a", ProcEvent::Spawned { pid: 1 }, b);
+    let (g, _) = ev(g, "b", ProcEvent::Spawned { pid: 2 }, b);
+    let (g, a) = ev(g, "w", ProcEvent::Spawned { pid: 3 }, b);
+    assert!(a.is_empty());
+    let (g, _) = ev(
+        g,
+        "w",
+        ProcEvent::Exited {
+            pid: 3,
+            status: ExitStatus::Code(0),
+        },
+        b,
+    );
+    assert_eq!(g.state(), GroupState::Done);
+
+    // To level 2: b is stopped first; a keeps running; w already ran.
+    let (g, a) = tell(g, "2", at(b, 10));
+    assert_eq!(kinds(&a), ["signal b 2 SIGINT", "timer b escalate Term"]);
+    assert_eq!(g.state(), GroupState::Stopping);
+    let (g, a) = ev(
+        g,
+        "b",
+        ProcEvent::Exited {
+            pid: 2,
+            status: ExitStatus::Signal(2),
+        },
+        at(b, 20),
+    );
+    assert_eq!(kinds(&a), ["sweep b", "spawn c @2"]);
+    let (g, _) = ev(g, "c", ProcEvent::Spawned { pid: 4 }, at(b, 20));
+    assert_eq!(g.state(), GroupState::Done);
+    assert_eq!(g.slots[0].proc, Proc::Running { pid: 1, since: b });
+    assert!(matches!(g.slots[3].proc, Proc::Exited { .. }));
+
+    // A tell may arrive in any state: to level 3 while nothing of it exists.
+    let (g, a) = tell(g, "3", at(b, 30));
+    assert_eq!(
+        kinds(&a),
+        [
+            "signal a 1 SIGINT",
+            "timer a escalate Term",
+            "signal c 4 SIGINT",
+            "timer c escalate Term",
+            "sweep w"
+        ]
+    );
+    assert_eq!(g.state(), GroupState::Stopping);
+}
+
+#[test]
+fn tell_during_start_takes_over() {
+    let b = Instant::now();
+    let g = group(&[("w", "1", Mode::Wait), ("r", "1", Mode::Respawn)]);
+    let (g, _) = tell(g, "1", b);
+    let (g, _) = ev(g, "w", ProcEvent::Spawned { pid: 7 }, b);
+    let (g, a) = tell(g, "2", b);
+    assert_eq!(kinds(&a), ["signal w 7 SIGINT", "timer w escalate Term"]);
+    let (g, a) = ev(
+        g,
+        "w",
+        ProcEvent::Exited {
+            pid: 7,
+            status: ExitStatus::Signal(2),
+        },
+        b,
+    );
+    assert_eq!(kinds(&a), ["sweep w"]);
+    assert_eq!(g.state(), GroupState::Done);
+    assert_eq!(g.phase.level(), Some("2"));
+}
+
+#[test]
+fn reread_retires_changed_entries_and_keeps_unchanged() {
+    let b = Instant::now();
+    let g = group(&[("a", "1", Mode::Respawn), ("b", "1", Mode::Respawn)]);
+    let (g, _) = tell(g, "1", b);
+    let (g, _) = ev(g, "a", ProcEvent::Spawned { pid: 1 }, b);
+    let (g, _) = ev(g, "b", ProcEvent::Spawned { pid: 2 }, b);
+    let mut changed = (*entry("g", "b", "1", Mode::Respawn)).clone();
+    changed.command = "new".into();
+    let (g, a) = g.reconfigure(
+        vec![entry("g", "a", "1", Mode::Respawn), Arc::new(changed)],
+        b,
+        &timing(),
+    );
+    // The changed entry is stopped; its new version waits for the next tell.
+    assert_eq!(kinds(&a), ["signal b 2 SIGINT", "timer b escalate Term"]);
+    assert_eq!(g.retired.len(), 1);
+    assert_eq!(g.slots[0].proc, Proc::Running { pid: 1, since: b });
+    // The retired one's exit is routed by pid and it disappears.
+    let (g, _) = ev(
+        g,
+        "b",
+        ProcEvent::Exited {
+            pid: 2,
+            status: ExitStatus::Signal(2),
+        },
+        b,
+    );
+    assert!(g.retired.is_empty());
+    assert_eq!(g.slots[1].proc, Proc::Idle);
+    assert_eq!(g.state(), GroupState::Done);
+}
+
+#[test]
+fn halt_stops_everything() {
+    let b = Instant::now();
+    let g = group(&[("a", "1", Mode::Respawn)]);
+    let (g, _) = tell(g, "1", b);
+    let (g, _) = ev(g, "a", ProcEvent::Spawned { pid: 1 }, b);
+    assert!(!g.is_quiet());
+    let (g, a) = g.step(GroupEvent::Halt, b, &timing());
+    assert_eq!(kinds(&a), ["signal a 1 SIGINT", "timer a escalate Term"]);
+    assert_eq!(g.state(), GroupState::Stopping);
+    let (g, _) = ev(
+        g,
+        "a",
+        ProcEvent::Exited {
+            pid: 1,
+            status: ExitStatus::Signal(2),
+        },
+        b,
+    );
+    assert!(g.is_quiet());
+}
