@@ -6,10 +6,17 @@
 //!
 //! - [`cltab`]: the configuration file, parsed into entries and settings
 //!   (pure; every error names file and line).
+//! - [`proto`]: request/response types and length-prefixed JSON framing.
+//! - [`daemon`]: socket listener, one event loop, request handlers.
+//! - [`supervisor::executor`]: the only place that spawns, signals, reaps.
+//! - [`client`]: talking to a daemon (CLI and tests).
 //! - [`config`]: defaults < command-line flags < cltab settings.
 //! - [`supervisor::machine`]: pure state machines for one entry's process and
 //!   for one group's level switch: `step(state, event, now) -> (state, actions)`.
 
+pub mod client;
 pub mod cltab;
 pub mod config;
+pub mod daemon;
+pub mod proto;
 pub mod supervisor;

@@ -1,0 +1,198 @@
+//! Client/daemon protocol: length-prefixed JSON frames.
+//!
+//! Each frame is a 4-byte big-endian length followed by that many bytes of
+//! UTF-8 JSON; frames larger than [`MAX_FRAME`] are refused. The client first
+//! sends [`Hello`] with [`PROTOCOL_VERSION`]; the daemon answers with its own
+//! `Hello` or an error. Then each [`RequestFrame`] gets one [`ResponseFrame`]
+//! with the same id.
+
+use crate::supervisor::machine::{ExitStatus, GroupState};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+pub const MAX_FRAME: usize = 4 * 1024 * 1024;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Hello {
+    pub version: u32,
+    pub agent: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    Tell { group: String, level: String },
+    Status { group: Option<String> },
+    Reread,
+    Shutdown,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RequestFrame {
+    pub id: u64,
+    #[serde(flatten)]
+    pub req: Request,
+}
+
+/// Stable error codes; see the README for their exit statuses.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    BadRequest,
+    VersionMismatch,
+    NoSuchGroup,
+    CltabInvalid,
+    ShuttingDown,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorCode::NoSuchGroup => 3,
+            ErrorCode::CltabInvalid => 4,
+            ErrorCode::BadRequest | ErrorCode::VersionMismatch => 7,
+            ErrorCode::ShuttingDown => 9,
+            ErrorCode::Internal => 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorReply {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EntryStatus {
+    pub tag: String,
+    pub mode: String,
+    pub levels: String,
+    pub command: String,
+    pub state: String,
+    pub pid: Option<i32>,
+    /// Unix time (seconds) of the last start.
+    pub started: Option<f64>,
+    pub starts: u32,
+    pub restarts: u32,
+    pub last_exit: Option<ExitStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GroupStatus {
+    pub group: String,
+    pub level: Option<String>,
+    pub state: GroupState,
+    pub entries: Vec<EntryStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    Ok,
+    Pong,
+    Status { groups: Vec<GroupStatus> },
+    Error(ErrorReply),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ResponseFrame {
+    pub id: u64,
+    #[serde(flatten)]
+    pub reply: Reply,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed")]
+    Closed,
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME}")]
+    TooLarge(usize),
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let body = serde_json::to_vec(msg).expect("protocol types serialize");
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Blocking read of one frame (the client side).
+pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, FrameError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Closed,
+        _ => FrameError::Io(e),
+    })?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
+    w.write_all(&encode(msg))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_have_a_stable_shape() {
+        let cases = [
+            (Request::Ping, r#"{"id":1,"op":"ping"}"#),
+            (
+                Request::Tell {
+                    group: "web".into(),
+                    level: "3".into(),
+                },
+                r#"{"id":1,"op":"tell","group":"web","level":"3"}"#,
+            ),
+            (
+                Request::Status { group: None },
+                r#"{"id":1,"op":"status","group":null}"#,
+            ),
+            (Request::Reread, r#"{"id":1,"op":"reread"}"#),
+            (Request::Shutdown, r#"{"id":1,"op":"shutdown"}"#),
+        ];
+        for (req, json) in cases {
+            let frame = RequestFrame { id: 1, req };
+            assert_eq!(serde_json::to_string(&frame).unwrap(), json);
+            let back: RequestFrame = serde_json::from_str(json).unwrap();
+            assert_eq!(back, frame);
+        }
+    }
+
+    #[test]
+    fn oversized_and_malformed_frames_are_errors() {
+        let mut big = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        big.extend_from_slice(b"{}");
+        assert!(matches!(
+            read_frame::<RequestFrame>(&mut &big[..]),
+            Err(FrameError::TooLarge(_))
+        ));
+        let mut bad = 3u32.to_be_bytes().to_vec();
+        bad.extend_from_slice(b"{x}");
+        assert!(matches!(
+            read_frame::<RequestFrame>(&mut &bad[..]),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            read_frame::<RequestFrame>(&mut &b""[..]),
+            Err(FrameError::Closed)
+        ));
+    }
+}

@@ -1,0 +1,199 @@
+//! The executor: the only place that spawns, signals, reaps and keeps timers.
+//!
+//! It turns [`Action`]s into effects and effects back into events for the
+//! state machines. Each child runs in its own process group, with stdin from
+//! /dev/null, stdout/stderr appended to the log (or a per-entry file), and
+//! `CLINIT_GROUP`, `CLINIT_TAG`, `CLINIT_LEVEL` in its environment.
+
+use super::machine::{Action, ExitStatus, LogLevel, Pid, ProcEvent, Timer};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid as NixPid;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// An event for one entry, produced by an effect.
+pub type EntryEvent = (String, String, ProcEvent);
+
+pub struct Executor {
+    log: File,
+    logdir: Option<PathBuf>,
+    children: HashMap<Pid, (String, String)>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    timer_data: HashMap<u64, Timer>,
+    seq: u64,
+}
+
+impl Executor {
+    pub fn new(log: File, logdir: Option<PathBuf>) -> Executor {
+        Executor {
+            log,
+            logdir,
+            children: HashMap::new(),
+            timers: BinaryHeap::new(),
+            timer_data: HashMap::new(),
+            seq: 0,
+        }
+    }
+
+    pub fn child_count(&self) -> usize {
+        self.children.len()
+    }
+
+    fn output(&self, group: &str, tag: &str) -> std::io::Result<File> {
+        match &self.logdir {
+            Some(dir) => OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("{group}.{tag}.log"))),
+            None => self.log.try_clone(),
+        }
+    }
+
+    /// Perform one action; a spawn reports its result at once.
+    pub fn perform(&mut self, action: Action) -> Option<EntryEvent> {
+        match action {
+            Action::Spawn { spec, level } => {
+                let (g, t) = (spec.group.clone(), spec.tag.clone());
+                let result = self.output(&g, &t).and_then(|out| {
+                    let err = out.try_clone()?;
+                    Command::new("/bin/sh")
+                        .arg("-c")
+                        .arg(&spec.command)
+                        .env("CLINIT_GROUP", &g)
+                        .env("CLINIT_TAG", &t)
+                        .env("CLINIT_LEVEL", &level)
+                        .stdin(Stdio::null())
+                        .stdout(out)
+                        .stderr(err)
+                        .process_group(0)
+                        .spawn()
+                });
+                match result {
+                    Ok(child) => {
+                        let pid = child.id() as Pid;
+                        // The child is reaped by waitpid(-1) in `reap`.
+                        drop(child);
+                        tracing::debug!("{g}:{t} started, pid {pid}");
+                        self.children.insert(pid, (g.clone(), t.clone()));
+                        Some((g, t, ProcEvent::Spawned { pid }))
+                    }
+                    Err(e) => {
+                        tracing::error!("{g}:{t}: cannot start '{}': {e}", spec.command);
+                        Some((g, t, ProcEvent::SpawnFailed))
+                    }
+                }
+            }
+            Action::Signal {
+                group,
+                tag,
+                pid,
+                signal,
+            } => {
+                if let Err(e) = kill(NixPid::from_raw(-pid), signal) {
+                    tracing::debug!("{group}:{tag}: signal {signal} to process group {pid}: {e}");
+                }
+                None
+            }
+            Action::ArmTimer { at, timer } => {
+                self.seq += 1;
+                self.timers.push(Reverse((at, self.seq)));
+                self.timer_data.insert(self.seq, timer);
+                None
+            }
+            Action::SweepLeftovers { group, tag } => {
+                sweep_leftovers(&group, &tag, &self.children);
+                None
+            }
+            Action::Log { level, message } => {
+                match level {
+                    LogLevel::Info => tracing::info!("{message}"),
+                    LogLevel::Warn => tracing::warn!("{message}"),
+                }
+                None
+            }
+        }
+    }
+
+    /// Reap every exited child.
+    pub fn reap(&mut self) -> Vec<EntryEvent> {
+        let mut out = Vec::new();
+        loop {
+            let (pid, status) = match waitpid(NixPid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), ExitStatus::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    (pid.as_raw(), ExitStatus::Signal(sig as i32))
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            if let Some((g, t)) = self.children.remove(&pid) {
+                tracing::debug!("{g}:{t} pid {pid} exited: {status}");
+                out.push((g, t, ProcEvent::Exited { pid, status }));
+            }
+        }
+        out
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    pub fn due_timers(&mut self, now: Instant) -> Vec<Timer> {
+        let mut out = Vec::new();
+        while let Some(Reverse((at, seq))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(t) = self.timer_data.remove(&seq) {
+                out.push(t);
+            }
+        }
+        out
+    }
+}
+
+/// Stop descendants of an entry that left its process group (a daemonizing
+/// program calls setsid) and were adopted by this daemon, the child
+/// subreaper: they are recognised by their inherited CLINIT_GROUP/CLINIT_TAG.
+fn sweep_leftovers(group: &str, tag: &str, children: &HashMap<Pid, (String, String)>) {
+    let me = std::process::id() as Pid;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let want_g = format!("CLINIT_GROUP={group}");
+    let want_t = format!("CLINIT_TAG={tag}");
+    for ent in dir.flatten() {
+        let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<Pid>().ok()) else {
+            continue;
+        };
+        if children.contains_key(&pid) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state ppid ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<Pid>().ok());
+        if ppid != Some(me) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+        if vars.contains(&want_g.as_bytes()) && vars.contains(&want_t.as_bytes()) {
+            tracing::warn!("{group}:{tag}: stopping leftover descendant pid {pid} (SIGTERM)");
+            let _ = kill(NixPid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+}

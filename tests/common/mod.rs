@@ -1,0 +1,163 @@
+//! Test harness: runs the real `clinit` binary in a temp dir with its own
+//! socket, and waits on state queries with deadlines (never fixed sleeps).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_clinit")
+}
+
+impl Daemon {
+    /// Write a cltab (socket, clstat and log settings are prepended) and
+    /// start the daemon; returns once it answers on its socket.
+    pub fn start(entries: &str) -> Daemon {
+        let d = Daemon::prepare(entries);
+        let d = d.spawn();
+        d.wait_until("daemon answers", || d.run(&["status"]).status.success());
+        d
+    }
+
+    pub fn prepare(entries: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let text = format!(
+            ":::socket:{}/clinit.s\n:::clstat:{}/clstat\n:::log:{}/log\n{entries}",
+            p.display(),
+            p.display(),
+            p.display()
+        );
+        std::fs::write(p.join("cltab"), text).unwrap();
+        Daemon { dir, child: None }
+    }
+
+    pub fn spawn(mut self) -> Daemon {
+        let child = Command::new(bin())
+            .args(["-c", self.cltab().to_str().unwrap(), "-d"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn cltab(&self) -> PathBuf {
+        self.path("cltab")
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("-c")
+            .arg(self.cltab())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "clinit {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
+    }
+
+    pub fn entry(&self, tag: &str) -> serde_json::Value {
+        for g in self.status_json().as_array().unwrap() {
+            for e in g["entries"].as_array().unwrap() {
+                if e["tag"] == tag {
+                    return e.clone();
+                }
+            }
+        }
+        panic!("no entry {tag}");
+    }
+
+    pub fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let end = Instant::now() + DEADLINE;
+        while !cond() {
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for: {what}\nlog:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Wait until `clinit status GROUP` prints exactly `line`.
+    pub fn wait_status(&self, group: &str, line: &str) {
+        self.wait_until(&format!("status '{line}'"), || {
+            String::from_utf8_lossy(&self.run(&["status", group]).stdout).trim() == line
+        });
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("log")).unwrap_or_default()
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_default()
+    }
+
+    /// Shut down and wait for the daemon to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = self.run(&["shutdown"]);
+        let mut child = self.child.take().unwrap();
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < end, "daemon did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn alive(pid: i64) -> bool {
+    // Zombies count as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+                .unwrap_or(true)
+        })
+        .unwrap_or(false)
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

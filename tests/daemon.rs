@@ -1,0 +1,224 @@
+//! The real binary, as a user runs it.
+
+mod common;
+use common::*;
+
+#[test]
+fn modes_levels_and_status_file() {
+    let mut d = Daemon::start(
+        "web:prep:1:wait:echo prep $CLINIT_GROUP $CLINIT_TAG $CLINIT_LEVEL > prep.out\n\
+         web:srv:12:respawn:sleep 1000\n\
+         web:job:1:once:echo once >> once.out\n\
+         web:never:1:off:echo off > off.out\n\
+         web:chk:2:test:true\n",
+    );
+    let dir = d.dir.path().to_str().unwrap().to_string();
+    // Commands run in the daemon's directory; use absolute paths via cd.
+    let _ = dir;
+    d.ok(&["tell", "web", "1"]);
+    d.wait_status("web", "web 1 DONE");
+    assert_eq!(d.entry("srv")["state"], "running");
+    assert_eq!(d.entry("prep")["last_exit"]["code"], 0);
+    assert_eq!(d.entry("never")["state"], "idle");
+    assert_eq!(d.read("clstat"), "Cluster::Init::Group web 1 DONE\n");
+    let pid = d.entry("srv")["pid"].as_i64().unwrap();
+
+    // Level 2 keeps srv running untouched, runs the test.
+    d.ok(&["web", "2"]);
+    d.wait_status("web", "web 2 DONE");
+    assert_eq!(d.entry("srv")["pid"].as_i64().unwrap(), pid);
+    assert_eq!(d.entry("chk")["last_exit"]["code"], 0);
+
+    // Unknown group: message and exit 3.
+    let out = d.run(&["tell", "nope", "1"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "clinit: no such group: nope"
+    );
+
+    // Shutdown stops everything, removes the socket, empties the status file.
+    let st = d.stop();
+    assert!(st.success());
+    assert!(!alive(pid), "srv still alive after shutdown");
+    assert!(!d.path("clinit.s").exists());
+    assert_eq!(d.read("clstat"), "");
+}
+
+#[test]
+fn test_entries_decide_passed_and_failed_and_level_zero_works() {
+    let d = Daemon::start("0:t1:0:test:true\n0:t2:0:test:true\n0:t3:1:test:false\n");
+    d.ok(&["tell", "0", "0"]);
+    d.wait_status("0", "0 0 PASSED");
+    d.ok(&["tell", "0", "1"]);
+    d.wait_status("0", "0 1 FAILED");
+    // Long labels and an empty level.
+    d.ok(&["tell", "0", "nothing-here"]);
+    d.wait_status("0", "0 nothing-here DONE");
+}
+
+#[test]
+fn respawn_after_sigkill() {
+    let d = Daemon::start("g:r:1:respawn:sleep 1000\n");
+    d.ok(&["tell", "g", "1"]);
+    d.wait_status("g", "g 1 DONE");
+    let pid = d.entry("r")["pid"].as_i64().unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    d.wait_until("respawned", || {
+        d.entry("r")["pid"].as_i64().is_some_and(|p| p != pid)
+    });
+    assert_eq!(d.entry("r")["restarts"], 1);
+    assert_eq!(d.entry("r")["last_exit"]["signal"], 9);
+}
+
+#[test]
+fn throttle_is_logged() {
+    let d = Daemon::start(":::respawn_burst:2\n:::respawn_delay:0.2\ng:r:1:respawn:exit 3\n");
+    d.ok(&["tell", "g", "1"]);
+    d.wait_until("throttle logged", || {
+        d.log().contains("respawning too rapidly")
+    });
+    d.wait_until("throttle delay over", || {
+        d.log().contains("throttle delay over")
+    });
+}
+
+#[test]
+fn stop_escalates_for_a_process_ignoring_int_and_term() {
+    let d = Daemon::start(
+        ":::stop_term_after:0.2\n:::stop_kill_after:0.2\n\
+         g:stubborn:1:respawn:trap '' INT TERM; while :; do sleep 0.05; done\n",
+    );
+    d.ok(&["tell", "g", "1"]);
+    d.wait_status("g", "g 1 DONE");
+    let pid = d.entry("stubborn")["pid"].as_i64().unwrap();
+    d.ok(&["tell", "g", "2"]);
+    d.wait_status("g", "g 2 DONE");
+    assert!(!alive(pid));
+    assert!(d.log().contains("sent SIGTERM"), "{}", d.log());
+    assert!(d.log().contains("sent SIGKILL"), "{}", d.log());
+    assert_eq!(d.entry("stubborn")["last_exit"]["signal"], 9);
+}
+
+/// Start a daemon whose cltab has one entry built from the temp dir path.
+fn with_entry(line: impl Fn(&std::path::Path) -> String) -> Daemon {
+    let d = Daemon::prepare("");
+    let text = std::fs::read_to_string(d.cltab()).unwrap() + &line(d.dir.path());
+    std::fs::write(d.cltab(), text).unwrap();
+    let d = d.spawn();
+    d.wait_until("daemon answers", || d.run(&["status"]).status.success());
+    d
+}
+
+fn grandchild_stops_with_entry(d: &Daemon) {
+    d.ok(&["tell", "g", "1"]);
+    d.wait_until("grandchild started", || {
+        d.read("gc.pid").trim().parse::<i64>().is_ok()
+    });
+    let gc: i64 = d.read("gc.pid").trim().parse().unwrap();
+    assert!(alive(gc));
+    d.ok(&["tell", "g", "2"]);
+    d.wait_status("g", "g 2 DONE");
+    d.wait_until("grandchild stopped", || !alive(gc));
+}
+
+#[test]
+fn grandchildren_in_the_process_group_stop_with_their_entry() {
+    let d = with_entry(|dir| {
+        format!(
+            "g:tree:1:once:sleep 1000 & echo $! > {}/gc.pid; wait\n",
+            dir.display()
+        )
+    });
+    grandchild_stops_with_entry(&d);
+}
+
+#[test]
+fn daemonized_grandchildren_are_adopted_and_stopped() {
+    // setsid puts the grandchild in a new session and process group, out of
+    // reach of the group signal; its parent exits at once, so the daemon
+    // (a child subreaper) adopts it and stops it with its entry.
+    let d = with_entry(|dir| {
+        format!(
+            "g:dmn:1:once:setsid sh -c 'echo $$ > {}/gc.pid; exec sleep 1000' &\n",
+            dir.display()
+        )
+    });
+    grandchild_stops_with_entry(&d);
+    assert!(d.log().contains("leftover descendant"), "{}", d.log());
+}
+
+#[test]
+fn reread_good_and_bad() {
+    let d = Daemon::start("g:keep:1:respawn:sleep 1000\ng:chg:1:respawn:sleep 1000\n");
+    d.ok(&["tell", "g", "1"]);
+    d.wait_status("g", "g 1 DONE");
+    let keep = d.entry("keep")["pid"].as_i64().unwrap();
+    let chg = d.entry("chg")["pid"].as_i64().unwrap();
+    let base = std::fs::read_to_string(d.cltab()).unwrap();
+    let base = base
+        .lines()
+        .filter(|l| l.starts_with(":::"))
+        .collect::<Vec<_>>()
+        .join("\n");
+
+    // A bad cltab: errors returned, exit 4, old configuration kept.
+    std::fs::write(
+        d.cltab(),
+        format!("{base}\ng:keep:1:sometimes:x\ng::1:once:x\n"),
+    )
+    .unwrap();
+    let out = d.run(&["reread"]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cltab:4: unknown mode 'sometimes'"), "{err}");
+    assert!(err.contains("cltab:5: empty tag"), "{err}");
+    assert_eq!(d.entry("keep")["pid"].as_i64().unwrap(), keep);
+
+    // A good one: the changed entry is stopped, the unchanged one untouched.
+    std::fs::write(
+        d.cltab(),
+        format!("{base}\ng:keep:1:respawn:sleep 1000\ng:chg:1:respawn:sleep 999\n"),
+    )
+    .unwrap();
+    d.ok(&[]);
+    d.wait_until("changed entry stopped", || !alive(chg));
+    assert_eq!(d.entry("keep")["pid"].as_i64().unwrap(), keep);
+    assert_eq!(d.entry("chg")["state"], "idle");
+    // The next tell uses the new entries.
+    d.ok(&["tell", "g", "1"]);
+    d.wait_until("new entry started", || d.entry("chg")["state"] == "running");
+    assert_eq!(d.entry("chg")["command"], "sleep 999");
+}
+
+#[test]
+fn errors_have_exit_codes() {
+    // Invalid cltab: the daemon refuses to start, exit 4, message on stderr.
+    let d = Daemon::prepare("g:a:1:bogus:x\n");
+    let out = d.run(&["-d"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown mode 'bogus'"));
+    // No daemon: exit 5 naming the socket, quickly.
+    let t = std::time::Instant::now();
+    let out = d.run(&["status"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("clinit.s"));
+    assert!(t.elapsed() < std::time::Duration::from_secs(1));
+}
+
+#[test]
+fn a_second_daemon_is_refused_and_a_stale_socket_replaced() {
+    let d = Daemon::prepare("g:a:1:once:true\n");
+    std::fs::write(d.path("clinit.s"), "stale").unwrap();
+    let d = d.spawn();
+    d.wait_until("daemon answers", || d.run(&["status"]).status.success());
+    let out = d.run(&["-d"]);
+    assert_eq!(out.status.code(), Some(8));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another clinit daemon"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.path("clinit.s"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
