@@ -72,6 +72,11 @@ impl Client {
         })
     }
 
+    /// How long to wait for a reply (default 60 s).
+    pub fn set_timeout(&mut self, t: Duration) {
+        let _ = self.stream.set_read_timeout(Some(t));
+    }
+
     pub fn request(&mut self, req: Request) -> Result<Reply, ClientError> {
         let id = self.next_id;
         self.next_id += 1;

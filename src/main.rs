@@ -5,6 +5,7 @@ use clinit::client::{Client, ClientError};
 use clinit::cltab;
 use clinit::config::{CliPaths, Paths};
 use clinit::proto::{GroupStatus, Reply, Request};
+use clinit::supervisor::machine::GroupState;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,11 +50,27 @@ enum Cmd {
     },
     /// Reread the cltab.
     Reread,
+    /// Wait until a group is at LEVEL (if given) and in a state: by default
+    /// any settled state (DONE, PASSED, FAILED).
+    Wait {
+        group: String,
+        level: Option<String>,
+        /// STARTING, STOPPING, DONE, PASSED or FAILED.
+        #[arg(long, value_parser = parse_state)]
+        state: Option<GroupState>,
+        /// Give up after this many seconds (exit 6).
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+    },
     /// Stop every group and make the daemon exit.
     Shutdown,
     /// Cluster::Init form: `[GROUP] LEVEL` tells GROUP (default: the host name).
     #[command(external_subcommand)]
     Compat(Vec<String>),
+}
+
+fn parse_state(s: &str) -> Result<GroupState, String> {
+    GroupState::parse(s).ok_or_else(|| format!("unknown state '{s}'"))
 }
 
 fn fail(msg: impl std::fmt::Display, code: i32) -> ExitCode {
@@ -103,6 +120,28 @@ fn status(p: &Paths, group: Option<String>, json: bool) -> Result<(), ClientErro
     Ok(())
 }
 
+fn wait(
+    p: &Paths,
+    group: &str,
+    level: &Option<String>,
+    state: Option<GroupState>,
+    timeout: f64,
+) -> Result<(), ClientError> {
+    let timeout = std::time::Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
+    let mut c = Client::connect(&p.socket)?;
+    c.set_timeout(timeout + std::time::Duration::from_secs(5));
+    let reply = c.request(Request::Wait {
+        group: group.to_string(),
+        level: level.clone(),
+        state,
+        timeout_ms: timeout.as_millis() as u64,
+    })?;
+    if let Reply::Status { groups } = reply {
+        print_status(&groups);
+    }
+    Ok(())
+}
+
 fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -133,6 +172,16 @@ fn main() -> ExitCode {
         )
         .map(|_| ()),
         (Some(Cmd::Status { group, json }), _, _) => status(&p, group.clone(), *json),
+        (
+            Some(Cmd::Wait {
+                group,
+                level,
+                state,
+                timeout,
+            }),
+            _,
+            _,
+        ) => wait(&p, group, level, *state, *timeout),
         (Some(Cmd::Reread), _, _) | (None, false, false) => call(&p, Request::Reread).map(|_| ()),
         (Some(Cmd::Compat(args)), _, _) => {
             let req = match args.as_slice() {

@@ -222,3 +222,64 @@ fn a_second_daemon_is_refused_and_a_stale_socket_replaced() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[test]
+fn wait_answers_when_the_group_settles_or_times_out() {
+    let d = Daemon::start(":::stop_term_after:5\ng:w:1:wait:sleep 0.3\ng:t:2:test:false\n");
+    d.ok(&["tell", "g", "1"]);
+    // Blocks in the daemon (no client polling) until the wait entry exits.
+    assert_eq!(d.ok(&["wait", "g", "1"]).trim(), "g 1 DONE");
+    d.ok(&["tell", "g", "2"]);
+    assert_eq!(
+        d.ok(&["wait", "g", "2", "--state", "failed"]).trim(),
+        "g 2 FAILED"
+    );
+    let out = d.run(&["wait", "g", "9", "--timeout", "0.2"]);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timed out waiting for group g"));
+    let out = d.run(&["wait", "nope"]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn malformed_and_oversized_requests_do_not_disturb_the_daemon() {
+    use std::io::{Read, Write};
+    let d = Daemon::start("g:a:1:once:true\n");
+    let sock = d.path("clinit.s");
+    // Garbage instead of a hello.
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.write_all(&5u32.to_be_bytes()).unwrap();
+    s.write_all(b"hello").unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(String::from_utf8_lossy(&buf).contains("BAD_REQUEST"));
+    // An oversized frame after a good hello.
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let hello = br#"{"version":1,"agent":"test"}"#;
+    s.write_all(&(hello.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(hello).unwrap();
+    s.write_all(&(u32::MAX).to_be_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(String::from_utf8_lossy(&buf).contains("exceeds the limit"));
+    // An unknown op keeps the connection and names the problem.
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.write_all(&(hello.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(hello).unwrap();
+    let req = br#"{"id":7,"op":"explode"}"#;
+    s.write_all(&(req.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(req).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap(); // hello reply
+    let mut body = vec![0; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(reply["id"], 7);
+    assert_eq!(reply["code"], "BAD_REQUEST");
+    // The daemon still serves.
+    d.ok(&["tell", "g", "1"]);
+    assert_eq!(d.ok(&["wait", "g"]).trim(), "g 1 DONE");
+}

@@ -10,7 +10,7 @@ use crate::proto::{
 };
 use crate::supervisor::Supervisor;
 use crate::supervisor::executor::{EntryEvent, Executor};
-use crate::supervisor::machine::{Action, ProcEvent};
+use crate::supervisor::machine::{Action, GroupState, ProcEvent};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -53,6 +53,31 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Sta
 }
 
 type Incoming = (Request, oneshot::Sender<Reply>);
+
+/// A parked `wait` request.
+struct Waiter {
+    group: String,
+    level: Option<String>,
+    state: Option<GroupState>,
+    deadline: Instant,
+    reply: oneshot::Sender<Reply>,
+}
+
+impl Waiter {
+    fn satisfied(&self, sup: &Supervisor) -> bool {
+        sup.summary().iter().any(|(g, level, state)| {
+            *g == self.group
+                && self
+                    .level
+                    .as_ref()
+                    .is_none_or(|l| Some(l) == level.as_ref())
+                && match self.state {
+                    Some(s) => s == *state,
+                    None => state.is_settled(),
+                }
+        })
+    }
+}
 
 /// Write a file atomically: temp file, fsync, rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -167,6 +192,7 @@ async fn event_loop(
     );
     let mut last_summary = None;
     let mut halting = false;
+    let mut waiters: Vec<Waiter> = Vec::new();
     write_status(&sup, &paths, &mut last_summary);
 
     loop {
@@ -174,7 +200,11 @@ async fn event_loop(
             tracing::info!("every process has stopped; exiting");
             return Ok(());
         }
-        let deadline = exec.next_deadline();
+        let deadline = waiters
+            .iter()
+            .map(|w| w.deadline)
+            .chain(exec.next_deadline())
+            .min();
         let mut events: VecDeque<EntryEvent> = VecDeque::new();
         let mut actions: Vec<Action> = Vec::new();
         tokio::select! {
@@ -188,9 +218,18 @@ async fn event_loop(
                 }
             }
             Some((req, reply)) = rx.recv() => {
-                let (r, a) = handle(req, &mut sup, &mut halting, &cli);
-                let _ = reply.send(r);
-                actions = a;
+                if let Request::Wait { group, level, state, timeout_ms } = req {
+                    if sup.has_group(&group) {
+                        let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
+                        waiters.push(Waiter { group, level, state, deadline, reply });
+                    } else {
+                        let _ = reply.send(error(ErrorCode::NoSuchGroup, format!("no such group: {group}")));
+                    }
+                } else {
+                    let (r, a) = handle(req, &mut sup, &mut halting, &cli);
+                    let _ = reply.send(r);
+                    actions = a;
+                }
             }
         }
         // Drain: actions produce events (spawn results), events produce actions.
@@ -206,6 +245,34 @@ async fn event_loop(
             actions = sup.proc_event(&g, &t, ev, Instant::now());
         }
         write_status(&sup, &paths, &mut last_summary);
+        answer_waiters(&mut waiters, &sup);
+    }
+}
+
+/// Answer every waiter whose condition holds or whose time is up.
+fn answer_waiters(waiters: &mut Vec<Waiter>, sup: &Supervisor) {
+    let now = Instant::now();
+    for w in std::mem::take(waiters) {
+        if w.reply.is_closed() {
+            continue;
+        }
+        if w.satisfied(sup) {
+            let groups = sup.status(Some(&w.group), now);
+            let _ = w.reply.send(Reply::Status { groups });
+        } else if now >= w.deadline {
+            let want = match (&w.level, w.state) {
+                (Some(l), Some(s)) => format!("level {l} and state {}", s.as_str()),
+                (Some(l), None) => format!("level {l} settled"),
+                (None, Some(s)) => format!("state {}", s.as_str()),
+                (None, None) => "a settled state".to_string(),
+            };
+            let _ = w.reply.send(error(
+                ErrorCode::Timeout,
+                format!("timed out waiting for group {} to reach {want}", w.group),
+            ));
+        } else {
+            waiters.push(w);
+        }
     }
 }
 
@@ -269,6 +336,8 @@ fn handle(
     }
     match req {
         Request::Ping => (Reply::Pong, vec![]),
+        // Parked by the event loop, never handled here.
+        Request::Wait { .. } => (error(ErrorCode::Internal, "wait not parked".into()), vec![]),
         Request::Tell { group, level } => match sup.tell(&group, &level, now) {
             Some(actions) => {
                 tracing::info!("tell {group} {level}");

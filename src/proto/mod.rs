@@ -23,10 +23,23 @@ pub struct Hello {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Ping,
-    Tell { group: String, level: String },
-    Status { group: Option<String> },
+    Tell {
+        group: String,
+        level: String,
+    },
+    Status {
+        group: Option<String>,
+    },
     Reread,
     Shutdown,
+    /// Answer once `group` is at `level` (if given) and in `state` (if given;
+    /// otherwise any settled state: DONE, PASSED, FAILED), or TIMEOUT.
+    Wait {
+        group: String,
+        level: Option<String>,
+        state: Option<GroupState>,
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -44,6 +57,7 @@ pub enum ErrorCode {
     VersionMismatch,
     NoSuchGroup,
     CltabInvalid,
+    Timeout,
     ShuttingDown,
     Internal,
 }
@@ -53,6 +67,7 @@ impl ErrorCode {
         match self {
             ErrorCode::NoSuchGroup => 3,
             ErrorCode::CltabInvalid => 4,
+            ErrorCode::Timeout => 6,
             ErrorCode::BadRequest | ErrorCode::VersionMismatch => 7,
             ErrorCode::ShuttingDown => 9,
             ErrorCode::Internal => 1,
@@ -167,6 +182,15 @@ mod tests {
             ),
             (Request::Reread, r#"{"id":1,"op":"reread"}"#),
             (Request::Shutdown, r#"{"id":1,"op":"shutdown"}"#),
+            (
+                Request::Wait {
+                    group: "web".into(),
+                    level: Some("3".into()),
+                    state: Some(GroupState::Done),
+                    timeout_ms: 500,
+                },
+                r#"{"id":1,"op":"wait","group":"web","level":"3","state":"DONE","timeout_ms":500}"#,
+            ),
         ];
         for (req, json) in cases {
             let frame = RequestFrame { id: 1, req };
