@@ -10,6 +10,7 @@
 //! - [`daemon`]: socket listener, one event loop, request handlers.
 //! - [`supervisor::executor`]: the only place that spawns, signals, reaps.
 //! - [`client`]: talking to a daemon (CLI and tests).
+//! - [`store`]: persistence behind a trait (embedded files now, etcd later).
 //! - [`config`]: defaults < command-line flags < cltab settings.
 //! - [`supervisor::machine`]: pure state machines for one entry's process and
 //!   for one group's level switch: `step(state, event, now) -> (state, actions)`.
@@ -19,4 +20,5 @@ pub mod cltab;
 pub mod config;
 pub mod daemon;
 pub mod proto;
+pub mod store;
 pub mod supervisor;

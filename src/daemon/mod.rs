@@ -8,12 +8,12 @@ use crate::proto::{
     self, ErrorCode, ErrorReply, Hello, PROTOCOL_VERSION, Reply, Request, RequestFrame,
     ResponseFrame,
 };
+use crate::store::{Embedded, Store, write_atomic};
 use crate::supervisor::Supervisor;
 use crate::supervisor::executor::{EntryEvent, Executor};
 use crate::supervisor::machine::{Action, GroupState, ProcEvent};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Instant;
@@ -77,17 +77,6 @@ impl Waiter {
                 }
         })
     }
-}
-
-/// Write a file atomically: temp file, fsync, rename.
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let mut f = File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 fn ensure_parent(path: &Path) -> Result<(), StartError> {
@@ -192,8 +181,9 @@ async fn event_loop(
     );
     let mut last_summary = None;
     let mut halting = false;
+    let mut store = Embedded::new(&paths.clstat);
     let mut waiters: Vec<Waiter> = Vec::new();
-    write_status(&sup, &paths, &mut last_summary);
+    write_status(&sup, &mut store, &mut last_summary);
 
     loop {
         if halting && sup.is_quiet() {
@@ -244,7 +234,7 @@ async fn event_loop(
             };
             actions = sup.proc_event(&g, &t, ev, Instant::now());
         }
-        write_status(&sup, &paths, &mut last_summary);
+        write_status(&sup, &mut store, &mut last_summary);
         answer_waiters(&mut waiters, &sup);
     }
 }
@@ -290,7 +280,7 @@ fn begin_halt(sup: &mut Supervisor) -> Vec<Action> {
 
 fn write_status(
     sup: &Supervisor,
-    paths: &Paths,
+    store: &mut impl Store,
     last: &mut Option<
         Vec<(
             String,
@@ -303,8 +293,8 @@ fn write_status(
     if last.as_ref() == Some(&now) {
         return;
     }
-    if let Err(e) = write_atomic(&paths.clstat, sup.clstat().as_bytes()) {
-        tracing::error!("cannot write status file {}: {e}", paths.clstat.display());
+    if let Err(e) = store.write_status(&sup.clstat()) {
+        tracing::error!("{e}");
     }
     *last = Some(now);
 }

@@ -1,0 +1,77 @@
+//! Persistence behind a trait: the embedded implementation writes files on
+//! this machine; a later etcd implementation will hold shared state. Nothing
+//! above the trait knows which one it talks to.
+//!
+//! Today the store keeps the status file. Goals (issue 3), lock tokens and
+//! records (issue 4) will be added as methods here.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot write {path}: {err}")]
+    Write { path: PathBuf, err: std::io::Error },
+}
+
+pub trait Store {
+    /// Replace the status file contents (Cluster::Init clstat format).
+    fn write_status(&mut self, text: &str) -> Result<(), StoreError>;
+}
+
+/// One machine's store: plain files, written atomically.
+pub struct Embedded {
+    clstat: PathBuf,
+}
+
+impl Embedded {
+    pub fn new(clstat: &Path) -> Embedded {
+        Embedded {
+            clstat: clstat.to_path_buf(),
+        }
+    }
+}
+
+impl Store for Embedded {
+    fn write_status(&mut self, text: &str) -> Result<(), StoreError> {
+        write_atomic(&self.clstat, text.as_bytes()).map_err(|err| StoreError::Write {
+            path: self.clstat.clone(),
+            err,
+        })
+    }
+}
+
+/// Write a file atomically: temp file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_is_replaced_whole_and_no_temp_file_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("clstat");
+        let mut s = Embedded::new(&p);
+        s.write_status("Cluster::Init::Group a 1 DONE\n").unwrap();
+        s.write_status("Cluster::Init::Group a 2 STARTING\n")
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "Cluster::Init::Group a 2 STARTING\n"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let err = Embedded::new(&dir.path().join("no/such/dir/clstat"))
+            .write_status("x")
+            .unwrap_err();
+        assert!(err.to_string().contains("no/such/dir/clstat"));
+    }
+}
