@@ -102,12 +102,17 @@ fn print_status(groups: &[GroupStatus]) {
     }
 }
 
-fn call(p: &Paths, req: Request) -> Result<Reply, ClientError> {
-    Client::connect(&p.socket)?.request(req)
+/// Send one request and print the daemon's reply text, if any.
+fn call(p: &Paths, req: Request) -> Result<(), ClientError> {
+    if let Reply::Message { text } = Client::connect(&p.socket)?.request(req)? {
+        println!("{text}");
+    }
+    Ok(())
 }
 
 fn status(p: &Paths, group: Option<String>, json: bool) -> Result<(), ClientError> {
-    if let Reply::Status { groups } = call(p, Request::Status { group })? {
+    let reply = Client::connect(&p.socket)?.request(Request::Status { group })?;
+    if let Reply::Status { groups } = reply {
         if json {
             println!(
                 "{}",
@@ -160,17 +165,14 @@ fn main() -> ExitCode {
                 Err(e) => fail(e.to_string(), e.exit_code()),
             };
         }
-        (Some(Cmd::Shutdown), _, _) | (None, false, true) => {
-            call(&p, Request::Shutdown).map(|_| ())
-        }
+        (Some(Cmd::Shutdown), _, _) | (None, false, true) => call(&p, Request::Shutdown),
         (Some(Cmd::Tell { group, level }), _, _) => call(
             &p,
             Request::Tell {
                 group: group.clone(),
                 level: level.clone(),
             },
-        )
-        .map(|_| ()),
+        ),
         (Some(Cmd::Status { group, json }), _, _) => status(&p, group.clone(), *json),
         (
             Some(Cmd::Wait {
@@ -182,7 +184,7 @@ fn main() -> ExitCode {
             _,
             _,
         ) => wait(&p, group, level, *state, *timeout),
-        (Some(Cmd::Reread), _, _) | (None, false, false) => call(&p, Request::Reread).map(|_| ()),
+        (Some(Cmd::Reread), _, _) | (None, false, false) => call(&p, Request::Reread),
         (Some(Cmd::Compat(args)), _, _) => {
             let req = match args.as_slice() {
                 [] => Request::Reread,
@@ -201,7 +203,7 @@ fn main() -> ExitCode {
                     );
                 }
             };
-            call(&p, req).map(|_| ())
+            call(&p, req)
         }
     };
     let result = result.and_then(|()| {

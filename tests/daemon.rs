@@ -23,8 +23,9 @@ fn modes_levels_and_status_file() {
     assert_eq!(d.read("clstat"), "Cluster::Init::Group web 1 DONE\n");
     let pid = d.entry("srv")["pid"].as_i64().unwrap();
 
-    // Level 2 keeps srv running untouched, runs the test.
-    d.ok(&["web", "2"]);
+    // Level 2 keeps srv running untouched, runs the test. The client prints
+    // the daemon's reply, as Cluster::Init's did.
+    assert_eq!(d.ok(&["web", "2"]), "level transition started\n");
     d.wait_status("web", "web 2 DONE");
     assert_eq!(d.entry("srv")["pid"].as_i64().unwrap(), pid);
     assert_eq!(d.entry("chk")["last_exit"]["code"], 0);
@@ -38,6 +39,7 @@ fn modes_levels_and_status_file() {
     );
 
     // Shutdown stops everything, removes the socket, empties the status file.
+    assert_eq!(d.ok(&["-k"]), "all groups halting\n");
     let st = d.stop();
     assert!(st.success());
     assert!(!alive(pid), "srv still alive after shutdown");
@@ -181,7 +183,7 @@ fn reread_good_and_bad() {
         format!("{base}\ng:keep:1:respawn:sleep 1000\ng:chg:1:respawn:sleep 999\n"),
     )
     .unwrap();
-    d.ok(&[]);
+    assert_eq!(d.ok(&[]), "cltab reread: 1 groups, 2 entries\n");
     d.wait_until("changed entry stopped", || !alive(chg));
     assert_eq!(d.entry("keep")["pid"].as_i64().unwrap(), keep);
     assert_eq!(d.entry("chg")["state"], "idle");

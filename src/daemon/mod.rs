@@ -139,7 +139,6 @@ pub fn run(cli: &CliPaths) -> Result<(), StartError> {
         Supervisor::new(cltab),
         executor,
         paths.clone(),
-        cli.clone(),
     ));
     let _ = std::fs::remove_file(&paths.socket);
     let _ = write_atomic(&paths.clstat, b"");
@@ -164,7 +163,6 @@ async fn event_loop(
     mut sup: Supervisor,
     mut exec: Executor,
     paths: Paths,
-    cli: CliPaths,
 ) -> Result<(), StartError> {
     let mut sigchld = signal(SignalKind::child()).map_err(io_err("signal setup", &paths.socket))?;
     let mut sigterm =
@@ -216,7 +214,7 @@ async fn event_loop(
                         let _ = reply.send(error(ErrorCode::NoSuchGroup, format!("no such group: {group}")));
                     }
                 } else {
-                    let (r, a) = handle(req, &mut sup, &mut halting, &cli);
+                    let (r, a) = handle(req, &mut sup, &mut halting);
                     let _ = reply.send(r);
                     actions = a;
                 }
@@ -299,16 +297,17 @@ fn write_status(
     *last = Some(now);
 }
 
+fn message(text: &str) -> Reply {
+    Reply::Message {
+        text: text.to_string(),
+    }
+}
+
 fn error(code: ErrorCode, message: String) -> Reply {
     Reply::Error(ErrorReply { code, message })
 }
 
-fn handle(
-    req: Request,
-    sup: &mut Supervisor,
-    halting: &mut bool,
-    cli: &CliPaths,
-) -> (Reply, Vec<Action>) {
+fn handle(req: Request, sup: &mut Supervisor, halting: &mut bool) -> (Reply, Vec<Action>) {
     let now = Instant::now();
     if *halting
         && !matches!(
@@ -331,7 +330,7 @@ fn handle(
         Request::Tell { group, level } => match sup.tell(&group, &level, now) {
             Some(actions) => {
                 tracing::info!("tell {group} {level}");
-                (Reply::Ok, actions)
+                (message("level transition started"), actions)
             }
             None => (
                 error(ErrorCode::NoSuchGroup, format!("no such group: {group}")),
@@ -357,7 +356,12 @@ fn handle(
         Request::Reread => match Cltab::load(&sup.cltab.path.clone()) {
             Ok(tab) => {
                 tracing::info!("reread {}", tab.path.display());
-                (Reply::Ok, sup.reread(tab, now))
+                let text = format!(
+                    "cltab reread: {} groups, {} entries",
+                    tab.groups().len(),
+                    tab.entries.len()
+                );
+                (message(&text), sup.reread(tab, now))
             }
             Err(e) => {
                 tracing::error!("reread failed; keeping the running configuration:\n{e}");
@@ -366,11 +370,10 @@ fn handle(
         },
         Request::Shutdown => {
             if *halting {
-                return (Reply::Ok, vec![]);
+                return (message("all groups halting"), vec![]);
             }
             *halting = true;
-            let _ = cli;
-            (Reply::Ok, begin_halt(sup))
+            (message("all groups halting"), begin_halt(sup))
         }
     }
 }

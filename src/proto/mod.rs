@@ -108,8 +108,15 @@ pub struct GroupStatus {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
     Ok,
+    /// A request done, with the text the client prints (Cluster::Init's
+    /// replies: "level transition started", "all groups halting").
+    Message {
+        text: String,
+    },
     Pong,
-    Status { groups: Vec<GroupStatus> },
+    Status {
+        groups: Vec<GroupStatus>,
+    },
     Error(ErrorReply),
 }
 

@@ -1,0 +1,273 @@
+//! Core supervisor benchmark (issue 2). Run through `bash bench/run.sh`,
+//! which also measures supervisord and prints ratios; alone:
+//! `cargo bench --bench core -- [N] [--json]`.
+//!
+//! Measures, with N respawn entries of `sleep`:
+//! - bare spawn loop: std::process::Command spawning N sleeps;
+//! - clinit daemon start -> all N running (tell + wait reply);
+//! - CLI `clinit status` wall time at N and at 10 entries;
+//! - one in-process request round trip (Ping) and a raw UNIX-socket round trip;
+//! - daemon RSS with N children;
+//! - SIGKILL of a respawn child -> new pid visible in status.
+
+use clinit::client::Client;
+use clinit::proto::{Reply, Request};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_clinit");
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn bare_spawn(n: usize) -> f64 {
+    let t = Instant::now();
+    let mut kids: Vec<_> = (0..n)
+        .map(|_| {
+            Command::new("sleep")
+                .arg("100000")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn sleep")
+        })
+        .collect();
+    let dt = t.elapsed().as_secs_f64();
+    for k in &mut kids {
+        let _ = k.kill();
+        let _ = k.wait();
+    }
+    dt
+}
+
+fn raw_socket_rtt_us(iters: usize) -> f64 {
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        for _ in 0..iters {
+            b.read_exact(&mut buf).unwrap();
+            b.write_all(&buf).unwrap();
+        }
+    });
+    let msg = [7u8; 64];
+    let mut buf = [0u8; 64];
+    let t = Instant::now();
+    for _ in 0..iters {
+        a.write_all(&msg).unwrap();
+        a.read_exact(&mut buf).unwrap();
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
+    echo.join().unwrap();
+    us
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Run {
+    all_running_s: f64,
+    cli_status_ms: f64,
+    request_us: f64,
+    rss_mb: f64,
+    respawn_ms: f64,
+}
+
+fn connect_with_deadline(sock: &Path) -> Client {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Client::connect(sock) {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > end => panic!("daemon never answered: {e}"),
+            Err(_) => std::thread::yield_now(),
+        }
+    }
+}
+
+fn cli_status_ms(cltab: &Path) -> f64 {
+    median(
+        (0..15)
+            .map(|_| {
+                let t = Instant::now();
+                let out = Command::new(BIN)
+                    .arg("-c")
+                    .arg(cltab)
+                    .arg("status")
+                    .output()
+                    .unwrap();
+                assert!(out.status.success());
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
+}
+
+fn clinit_run(n: usize) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut tab = format!(
+        ":::socket:{0}/s\n:::clstat:{0}/clstat\n:::log:{0}/log\n:::stop_term_after:1\n:::stop_kill_after:1\nr:r0:1:respawn:sleep 100000\n",
+        d.display()
+    );
+    for i in 0..n {
+        tab.push_str(&format!("b:s{i}:1:respawn:sleep 100000\n"));
+    }
+    let cltab = d.join("cltab");
+    std::fs::write(&cltab, tab).unwrap();
+
+    let t = Instant::now();
+    let mut daemon = Command::new(BIN)
+        .arg("-c")
+        .arg(&cltab)
+        .arg("-d")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = d.join("s");
+    let mut c = connect_with_deadline(&sock);
+    c.request(Request::Tell {
+        group: "b".into(),
+        level: "1".into(),
+    })
+    .unwrap();
+    c.request(Request::Wait {
+        group: "b".into(),
+        level: Some("1".into()),
+        state: None,
+        timeout_ms: 120_000,
+    })
+    .unwrap();
+    let all_running_s = t.elapsed().as_secs_f64();
+
+    let cli_status_ms = cli_status_ms(&cltab);
+
+    let iters = 20_000;
+    let t = Instant::now();
+    for _ in 0..iters {
+        c.request(Request::Ping).unwrap();
+    }
+    let request_us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
+
+    let rss_mb = rss_kb(daemon.id()) as f64 / 1024.0;
+
+    c.request(Request::Tell {
+        group: "r".into(),
+        level: "1".into(),
+    })
+    .unwrap();
+    c.request(Request::Wait {
+        group: "r".into(),
+        level: Some("1".into()),
+        state: None,
+        timeout_ms: 10_000,
+    })
+    .unwrap();
+    let pid_of = |c: &mut Client| -> Option<i32> {
+        match c
+            .request(Request::Status {
+                group: Some("r".into()),
+            })
+            .unwrap()
+        {
+            Reply::Status { groups } => groups[0].entries[0].pid,
+            _ => None,
+        }
+    };
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let end = Instant::now() + Duration::from_secs(10);
+        let old = loop {
+            if let Some(p) = pid_of(&mut c) {
+                break p;
+            }
+            assert!(Instant::now() < end);
+        };
+        let t = Instant::now();
+        unsafe { libc::kill(old, libc::SIGKILL) };
+        loop {
+            if let Some(p) = pid_of(&mut c)
+                && p != old
+            {
+                break;
+            }
+            assert!(Instant::now() < end, "no respawn");
+        }
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let respawn_ms = median(samples);
+
+    c.request(Request::Shutdown).unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    while daemon.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = daemon.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Run {
+        all_running_s,
+        cli_status_ms,
+        request_us,
+        rss_mb,
+        respawn_ms,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let json = args.iter().any(|a| a == "--json");
+    let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1000);
+    let bare_s = bare_spawn(n);
+    let raw_us = raw_socket_rtt_us(20_000);
+    let big = clinit_run(n);
+    let small = clinit_run(10);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "n": n,
+                "bare_spawn_s": bare_s,
+                "raw_socket_rtt_us": raw_us,
+                "start_to_all_running_s": big.all_running_s,
+                "cli_status_ms": big.cli_status_ms,
+                "cli_status_ms_n10": small.cli_status_ms,
+                "request_us": big.request_us,
+                "rss_mb": big.rss_mb,
+                "respawn_ms": big.respawn_ms,
+            })
+        );
+    } else {
+        println!("N = {n}");
+        println!("bare spawn loop, N sleeps:          {bare_s:.3} s");
+        println!(
+            "clinit start -> all running:        {:.3} s ({:.2}x bare)",
+            big.all_running_s,
+            big.all_running_s / bare_s
+        );
+        println!(
+            "clinit CLI status (N / 10 entries): {:.2} ms / {:.2} ms",
+            big.cli_status_ms, small.cli_status_ms
+        );
+        println!(
+            "in-process request round trip:      {:.1} us ({:.2}x raw socket {raw_us:.1} us)",
+            big.request_us,
+            big.request_us / raw_us
+        );
+        println!("daemon RSS with N children:         {:.1} MB", big.rss_mb);
+        println!(
+            "SIGKILL -> respawned pid:           {:.2} ms",
+            big.respawn_ms
+        );
+    }
+}
