@@ -285,3 +285,50 @@ fn malformed_and_oversized_requests_do_not_disturb_the_daemon() {
     d.ok(&["tell", "g", "1"]);
     assert_eq!(d.ok(&["wait", "g"]).trim(), "g 1 DONE");
 }
+
+#[test]
+fn a_daemonized_grandchild_ignoring_sigterm_is_killed() {
+    let d = with_entry(|dir| {
+        format!(
+            ":::stop_kill_after:0.3\ng:dmn:1:once:setsid sh -c 'trap \"\" TERM; echo $$ > {}/gc.pid; while :; do sleep 0.05; done' &\n",
+            dir.display()
+        )
+    });
+    grandchild_stops_with_entry(&d);
+    assert!(d.log().contains("sent SIGKILL"), "{}", d.log());
+}
+
+#[test]
+fn sigterm_to_the_daemon_shuts_down_gracefully() {
+    let mut d = Daemon::start("g:r:1:respawn:sleep 1000\n");
+    d.ok(&["tell", "g", "1"]);
+    d.ok(&["wait", "g"]);
+    let pid = d.entry("r")["pid"].as_i64().unwrap();
+    let mut child = d.child.take().unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert!(st.success());
+    assert!(!alive(pid));
+    assert!(!d.path("clinit.s").exists());
+    assert_eq!(d.read("clstat"), "");
+}
+
+#[test]
+fn socket_mode_and_per_entry_log_files() {
+    let d = with_entry(|dir| {
+        format!(
+            ":::socket_mode:0660\n:::logdir:{}/out\ng:hi:1:once:echo hello from $CLINIT_TAG\n",
+            dir.display()
+        )
+    });
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.path("clinit.s"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660);
+    d.ok(&["tell", "g", "1"]);
+    d.wait_until("output written", || {
+        d.read("out/g.hi.log") == "hello from hi\n"
+    });
+}

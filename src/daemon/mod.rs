@@ -133,7 +133,8 @@ pub fn run(cli: &CliPaths) -> Result<(), StartError> {
         tracing::warn!("cannot become child subreaper: {e}");
     }
 
-    let executor = Executor::new(log, paths.logdir.clone());
+    let kill_after = crate::config::Timing::resolve(&cltab.settings).kill_after;
+    let executor = Executor::new(log, paths.logdir.clone(), kill_after);
     let result = rt.block_on(event_loop(
         listener,
         Supervisor::new(cltab),
@@ -184,7 +185,7 @@ async fn event_loop(
     write_status(&sup, &mut store, &mut last_summary);
 
     loop {
-        if halting && sup.is_quiet() {
+        if halting && sup.is_quiet() && !exec.has_leftovers() {
             tracing::info!("every process has stopped; exiting");
             return Ok(());
         }

@@ -27,10 +27,14 @@ pub struct Executor {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_data: HashMap<u64, Timer>,
     seq: u64,
+    /// Adopted descendants sent SIGTERM by a sweep, with the time at which
+    /// they get SIGKILL if still alive; removed when reaped.
+    leftovers: HashMap<Pid, Instant>,
+    kill_after: std::time::Duration,
 }
 
 impl Executor {
-    pub fn new(log: File, logdir: Option<PathBuf>) -> Executor {
+    pub fn new(log: File, logdir: Option<PathBuf>, kill_after: std::time::Duration) -> Executor {
         Executor {
             log,
             logdir,
@@ -38,7 +42,14 @@ impl Executor {
             timers: BinaryHeap::new(),
             timer_data: HashMap::new(),
             seq: 0,
+            leftovers: HashMap::new(),
+            kill_after,
         }
+    }
+
+    /// Adopted descendants are still being stopped.
+    pub fn has_leftovers(&self) -> bool {
+        !self.leftovers.is_empty()
     }
 
     pub fn child_count(&self) -> usize {
@@ -107,7 +118,10 @@ impl Executor {
                 None
             }
             Action::SweepLeftovers { group, tag } => {
-                sweep_leftovers(&group, &tag, &self.children);
+                let deadline = Instant::now() + self.kill_after;
+                for pid in sweep_leftovers(&group, &tag, &self.children) {
+                    self.leftovers.entry(pid).or_insert(deadline);
+                }
                 None
             }
             Action::Log { level, message } => {
@@ -132,6 +146,7 @@ impl Executor {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
             };
+            self.leftovers.remove(&pid);
             if let Some((g, t)) = self.children.remove(&pid) {
                 tracing::debug!("{g}:{t} pid {pid} exited: {status}");
                 out.push((g, t, ProcEvent::Exited { pid, status }));
@@ -141,10 +156,24 @@ impl Executor {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        timer
+            .into_iter()
+            .chain(self.leftovers.values().copied())
+            .min()
     }
 
+    /// Fire due timers (returned for the machines) and kill leftovers whose
+    /// grace period is over.
     pub fn due_timers(&mut self, now: Instant) -> Vec<Timer> {
+        for (pid, deadline) in self.leftovers.iter_mut() {
+            if *deadline <= now {
+                tracing::warn!("leftover descendant pid {pid} still running; sent SIGKILL");
+                let _ = kill(NixPid::from_raw(*pid), Signal::SIGKILL);
+                // Reaping removes it; re-send later if it somehow survives.
+                *deadline = now + self.kill_after.max(std::time::Duration::from_secs(1));
+            }
+        }
         let mut out = Vec::new();
         while let Some(Reverse((at, seq))) = self.timers.peek().copied() {
             if at > now {
@@ -162,10 +191,11 @@ impl Executor {
 /// Stop descendants of an entry that left its process group (a daemonizing
 /// program calls setsid) and were adopted by this daemon, the child
 /// subreaper: they are recognised by their inherited CLINIT_GROUP/CLINIT_TAG.
-fn sweep_leftovers(group: &str, tag: &str, children: &HashMap<Pid, (String, String)>) {
+fn sweep_leftovers(group: &str, tag: &str, children: &HashMap<Pid, (String, String)>) -> Vec<Pid> {
+    let mut found = Vec::new();
     let me = std::process::id() as Pid;
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
+        return found;
     };
     let want_g = format!("CLINIT_GROUP={group}");
     let want_t = format!("CLINIT_TAG={tag}");
@@ -194,6 +224,8 @@ fn sweep_leftovers(group: &str, tag: &str, children: &HashMap<Pid, (String, Stri
         if vars.contains(&want_g.as_bytes()) && vars.contains(&want_t.as_bytes()) {
             tracing::warn!("{group}:{tag}: stopping leftover descendant pid {pid} (SIGTERM)");
             let _ = kill(NixPid::from_raw(pid), Signal::SIGTERM);
+            found.push(pid);
         }
     }
+    found
 }
