@@ -176,6 +176,7 @@ fn clinit_run(n: usize) -> Run {
         match c
             .request(Request::Status {
                 group: Some("r".into()),
+                brief: false,
             })
             .unwrap()
         {

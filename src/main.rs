@@ -111,7 +111,10 @@ fn call(p: &Paths, req: Request) -> Result<(), ClientError> {
 }
 
 fn status(p: &Paths, group: Option<String>, json: bool) -> Result<(), ClientError> {
-    let reply = Client::connect(&p.socket)?.request(Request::Status { group })?;
+    let reply = Client::connect(&p.socket)?.request(Request::Status {
+        group,
+        brief: !json,
+    })?;
     if let Reply::Status { groups } = reply {
         if json {
             println!(

@@ -246,7 +246,7 @@ fn answer_waiters(waiters: &mut Vec<Waiter>, sup: &Supervisor) {
             continue;
         }
         if w.satisfied(sup) {
-            let groups = sup.status(Some(&w.group), now);
+            let groups = sup.status(Some(&w.group), true, now);
             let _ = w.reply.send(Reply::Status { groups });
         } else if now >= w.deadline {
             let want = match (&w.level, w.state) {
@@ -338,7 +338,7 @@ fn handle(req: Request, sup: &mut Supervisor, halting: &mut bool) -> (Reply, Vec
                 vec![],
             ),
         },
-        Request::Status { group } => {
+        Request::Status { group, brief } => {
             if let Some(g) = &group
                 && !sup.has_group(g)
             {
@@ -349,7 +349,7 @@ fn handle(req: Request, sup: &mut Supervisor, halting: &mut bool) -> (Reply, Vec
             }
             (
                 Reply::Status {
-                    groups: sup.status(group.as_deref(), now),
+                    groups: sup.status(group.as_deref(), !brief, now),
                 },
                 vec![],
             )

@@ -27,8 +27,11 @@ pub enum Request {
         group: String,
         level: String,
     },
+    /// Level and state of one group or all; `brief` leaves out the entries.
     Status {
         group: Option<String>,
+        #[serde(default)]
+        brief: bool,
     },
     Reread,
     Shutdown,
@@ -184,8 +187,11 @@ mod tests {
                 r#"{"id":1,"op":"tell","group":"web","level":"3"}"#,
             ),
             (
-                Request::Status { group: None },
-                r#"{"id":1,"op":"status","group":null}"#,
+                Request::Status {
+                    group: None,
+                    brief: true,
+                },
+                r#"{"id":1,"op":"status","group":null,"brief":true}"#,
             ),
             (Request::Reread, r#"{"id":1,"op":"reread"}"#),
             (Request::Shutdown, r#"{"id":1,"op":"shutdown"}"#),

@@ -170,7 +170,7 @@ impl Supervisor {
         out
     }
 
-    pub fn status(&self, only: Option<&str>, now: Instant) -> Vec<GroupStatus> {
+    pub fn status(&self, only: Option<&str>, entries: bool, now: Instant) -> Vec<GroupStatus> {
         let wall_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -186,6 +186,7 @@ impl Supervisor {
                 entries: g
                     .slots
                     .iter()
+                    .filter(|_| entries)
                     .map(|s| EntryStatus {
                         tag: s.spec.tag.clone(),
                         mode: s.spec.mode.to_string(),
