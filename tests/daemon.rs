@@ -332,3 +332,13 @@ fn socket_mode_and_per_entry_log_files() {
         d.read("out/g.hi.log") == "hello from hi\n"
     });
 }
+
+#[test]
+fn a_missing_program_exits_127_and_is_logged() {
+    let d = Daemon::start("g:nf:1:wait:/nonexistent/prog --flag\ng:after:1:once:true\n");
+    d.ok(&["tell", "g", "1"]);
+    assert_eq!(d.ok(&["wait", "g"]).trim(), "g 1 DONE");
+    assert_eq!(d.entry("nf")["last_exit"]["code"], 127);
+    assert!(d.log().contains("/nonexistent/prog"), "{}", d.log());
+    assert_eq!(d.entry("after")["last_exit"]["code"], 0);
+}

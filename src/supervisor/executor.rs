@@ -73,9 +73,7 @@ impl Executor {
                 let (g, t) = (spec.group.clone(), spec.tag.clone());
                 let result = self.output(&g, &t).and_then(|out| {
                     let err = out.try_clone()?;
-                    Command::new("/bin/sh")
-                        .arg("-c")
-                        .arg(&spec.command)
+                    command_for(&spec.command)
                         .env("CLINIT_GROUP", &g)
                         .env("CLINIT_TAG", &t)
                         .env("CLINIT_LEVEL", &level)
@@ -188,6 +186,64 @@ impl Executor {
     }
 }
 
+/// Words that only a shell understands (keywords and builtins with no
+/// program of the same name), so a command starting with one needs `sh -c`.
+const SHELL_WORDS: &[&str] = &[
+    "!", ".", ":", "{", "alias", "break", "case", "cd", "command", "continue", "eval", "exec",
+    "exit", "export", "for", "getopts", "hash", "if", "local", "read", "readonly", "return", "set",
+    "shift", "source", "times", "trap", "type", "ulimit", "umask", "unset", "until", "wait",
+    "while",
+];
+
+/// The words of a command that needs no shell: no shell metacharacters, no
+/// variable assignment, no shell-only first word. As Perl's `exec`
+/// (Cluster::Init's way of starting a command), such a command is run
+/// directly with execvp, saving one exec; anything else runs under
+/// `/bin/sh -c`. Both mean the same to the command.
+pub fn direct_words(command: &str) -> Option<Vec<&str>> {
+    const META: &[char] = &[
+        '$', '&', '*', '(', ')', '{', '}', '[', ']', '\'', '"', ';', '\\', '|', '?', '<', '>', '~',
+        '`', '\n', '#', '=', '%',
+    ];
+    if command.contains(META) {
+        return None;
+    }
+    let words: Vec<&str> = command.split_whitespace().collect();
+    match words.first() {
+        Some(first) if !SHELL_WORDS.contains(first) => Some(words),
+        _ => None,
+    }
+}
+
+fn command_for(command: &str) -> Command {
+    match direct_words(command) {
+        // A program that cannot be found runs through the shell instead, so
+        // the log gets the shell's "not found" and the exit status is 127.
+        Some(words) if program_exists(words[0]) => {
+            let mut c = Command::new(words[0]);
+            c.args(&words[1..]);
+            c
+        }
+        _ => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(command);
+            c
+        }
+    }
+}
+
+fn program_exists(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.contains('/') {
+        return is_exec(std::path::Path::new(name));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| is_exec(&dir.join(name))))
+}
+
 /// Stop descendants of an entry that left its process group (a daemonizing
 /// program calls setsid) and were adopted by this daemon, the child
 /// subreaper: they are recognised by their inherited CLINIT_GROUP/CLINIT_TAG.
@@ -228,4 +284,34 @@ fn sweep_leftovers(group: &str, tag: &str, children: &HashMap<Pid, (String, Stri
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::direct_words;
+
+    #[test]
+    fn which_commands_run_without_a_shell() {
+        let cases: &[(&str, Option<&[&str]>)] = &[
+            ("sleep 1000", Some(&["sleep", "1000"])),
+            (
+                "  /usr/sbin/web --port 8080 ",
+                Some(&["/usr/sbin/web", "--port", "8080"]),
+            ),
+            ("exit 3", None),
+            ("trap '' INT", None),
+            ("echo $HOME", None),
+            ("a && b", None),
+            ("sleep 1 > /dev/null", None),
+            ("FOO=1 prog", None),
+            ("ls *.log", None),
+            ("prog # comment", None),
+            ("echo a\\nb", None),
+            ("", None),
+            ("cd /tmp", None),
+        ];
+        for (cmd, want) in cases {
+            assert_eq!(direct_words(cmd).as_deref(), *want, "{cmd:?}");
+        }
+    }
 }
