@@ -12,11 +12,13 @@ fn modes_levels_and_status_file() {
          web:never:1:off:echo off > off.out\n\
          web:chk:2:test:true\n",
     );
-    let dir = d.dir.path().to_str().unwrap().to_string();
-    // Commands run in the daemon's directory; use absolute paths via cd.
-    let _ = dir;
     d.ok(&["tell", "web", "1"]);
     d.wait_status("web", "web 1 DONE");
+    // Commands run in the daemon's directory, with the CLINIT_* variables.
+    assert_eq!(d.read("prep.out"), "prep web prep 1\n");
+    // `once` runs in the background: DONE does not wait for it.
+    d.wait_until("once entry ran", || d.read("once.out") == "once\n");
+    assert_eq!(d.read("off.out"), "");
     assert_eq!(d.entry("srv")["state"], "running");
     assert_eq!(d.entry("prep")["last_exit"]["code"], 0);
     assert_eq!(d.entry("never")["state"], "idle");

@@ -44,6 +44,8 @@ impl Daemon {
     pub fn spawn(mut self) -> Daemon {
         let child = Command::new(bin())
             .args(["-c", self.cltab().to_str().unwrap(), "-d"])
+            // Children inherit the daemon's directory: keep their files here.
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -63,6 +65,7 @@ impl Daemon {
 
     pub fn run(&self, args: &[&str]) -> Output {
         Command::new(bin())
+            .current_dir(self.dir.path())
             .arg("-c")
             .arg(self.cltab())
             .args(args)
