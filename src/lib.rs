@@ -11,10 +11,12 @@
 //! - [`supervisor::executor`]: the only place that spawns, signals, reaps.
 //! - [`client`]: talking to a daemon (CLI and tests).
 //! - [`store`]: persistence behind a trait (embedded files now, etcd later).
+//! - [`bos`]: BOS-style instances (issue 3, in progress: the notifier record).
 //! - [`config`]: defaults < command-line flags < cltab settings.
 //! - [`supervisor::machine`]: pure state machines for one entry's process and
 //!   for one group's level switch: `step(state, event, now) -> (state, actions)`.
 
+pub mod bos;
 pub mod client;
 pub mod cltab;
 pub mod config;
