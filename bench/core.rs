@@ -93,6 +93,22 @@ fn connect_with_deadline(sock: &Path) -> Client {
     }
 }
 
+/// Tell `group` level 1 and block until it has settled there.
+fn tell_and_wait(c: &mut Client, group: &str, timeout_ms: u64) {
+    c.request(Request::Tell {
+        group: group.into(),
+        level: "1".into(),
+    })
+    .unwrap();
+    c.request(Request::Wait {
+        group: group.into(),
+        level: Some("1".into()),
+        state: None,
+        timeout_ms,
+    })
+    .unwrap();
+}
+
 fn cli_status_ms(cltab: &Path) -> f64 {
     median(
         (0..15)
@@ -135,18 +151,7 @@ fn clinit_run(n: usize) -> Run {
         .unwrap();
     let sock = d.join("s");
     let mut c = connect_with_deadline(&sock);
-    c.request(Request::Tell {
-        group: "b".into(),
-        level: "1".into(),
-    })
-    .unwrap();
-    c.request(Request::Wait {
-        group: "b".into(),
-        level: Some("1".into()),
-        state: None,
-        timeout_ms: 120_000,
-    })
-    .unwrap();
+    tell_and_wait(&mut c, "b", 120_000);
     let all_running_s = t.elapsed().as_secs_f64();
 
     let cli_status_ms = cli_status_ms(&cltab);
@@ -160,18 +165,7 @@ fn clinit_run(n: usize) -> Run {
 
     let rss_mb = rss_kb(daemon.id()) as f64 / 1024.0;
 
-    c.request(Request::Tell {
-        group: "r".into(),
-        level: "1".into(),
-    })
-    .unwrap();
-    c.request(Request::Wait {
-        group: "r".into(),
-        level: Some("1".into()),
-        state: None,
-        timeout_ms: 10_000,
-    })
-    .unwrap();
+    tell_and_wait(&mut c, "r", 10_000);
     let pid_of = |c: &mut Client| -> Option<i32> {
         match c
             .request(Request::Status {

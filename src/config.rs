@@ -17,8 +17,6 @@ pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
 pub struct CliPaths {
     pub cltab: Option<PathBuf>,
     pub socket: Option<PathBuf>,
-    pub clstat: Option<PathBuf>,
-    pub log: Option<PathBuf>,
 }
 
 impl CliPaths {
@@ -50,8 +48,9 @@ impl Paths {
         Paths {
             cltab: cli.cltab(),
             socket: pick(&s.socket, &cli.socket, DEFAULT_SOCKET),
-            clstat: pick(&s.clstat, &cli.clstat, DEFAULT_CLSTAT),
-            log: pick(&s.log, &cli.log, DEFAULT_LOG),
+            // No flags for these: the cltab setting or the default.
+            clstat: s.clstat.clone().unwrap_or_else(|| DEFAULT_CLSTAT.into()),
+            log: s.log.clone().unwrap_or_else(|| DEFAULT_LOG.into()),
             logdir: s.logdir.clone(),
             socket_mode: s.socket_mode.unwrap_or(DEFAULT_SOCKET_MODE),
         }

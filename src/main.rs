@@ -82,7 +82,6 @@ fn paths(cli: &Cli) -> (CliPaths, Paths) {
     let cp = CliPaths {
         cltab: cli.cltab.clone(),
         socket: cli.socket.clone(),
-        ..Default::default()
     };
     let settings = std::fs::read_to_string(cp.cltab())
         .map(|t| cltab::scan_settings(&t))

@@ -245,42 +245,55 @@ fn wait_answers_when_the_group_settles_or_times_out() {
     assert_eq!(out.status.code(), Some(3));
 }
 
+/// Raw protocol access, to send what the real client never would.
+mod raw {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    pub const HELLO: &[u8] = br#"{"version":1,"agent":"test"}"#;
+
+    pub fn send(s: &mut UnixStream, body: &[u8]) {
+        s.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+        s.write_all(body).unwrap();
+    }
+
+    pub fn recv(s: &mut UnixStream) -> serde_json::Value {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut body = vec![0; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// Everything the daemon sends until it closes the connection.
+    pub fn rest(s: &mut UnixStream) -> String {
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
 #[test]
 fn malformed_and_oversized_requests_do_not_disturb_the_daemon() {
-    use std::io::{Read, Write};
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
     let d = Daemon::start("g:a:1:once:true\n");
     let sock = d.path("clinit.s");
     // Garbage instead of a hello.
-    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    s.write_all(&5u32.to_be_bytes()).unwrap();
-    s.write_all(b"hello").unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    assert!(String::from_utf8_lossy(&buf).contains("BAD_REQUEST"));
+    let mut s = UnixStream::connect(&sock).unwrap();
+    raw::send(&mut s, b"hello");
+    assert!(raw::rest(&mut s).contains("BAD_REQUEST"));
     // An oversized frame after a good hello.
-    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    let hello = br#"{"version":1,"agent":"test"}"#;
-    s.write_all(&(hello.len() as u32).to_be_bytes()).unwrap();
-    s.write_all(hello).unwrap();
+    let mut s = UnixStream::connect(&sock).unwrap();
+    raw::send(&mut s, raw::HELLO);
     s.write_all(&(u32::MAX).to_be_bytes()).unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    assert!(String::from_utf8_lossy(&buf).contains("exceeds the limit"));
+    assert!(raw::rest(&mut s).contains("exceeds the limit"));
     // An unknown op keeps the connection and names the problem.
-    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    s.write_all(&(hello.len() as u32).to_be_bytes()).unwrap();
-    s.write_all(hello).unwrap();
-    let req = br#"{"id":7,"op":"explode"}"#;
-    s.write_all(&(req.len() as u32).to_be_bytes()).unwrap();
-    s.write_all(req).unwrap();
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap(); // hello reply
-    let mut body = vec![0; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).unwrap();
-    s.read_exact(&mut len).unwrap();
-    let mut body = vec![0; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).unwrap();
-    let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut s = UnixStream::connect(&sock).unwrap();
+    raw::send(&mut s, raw::HELLO);
+    raw::send(&mut s, br#"{"id":7,"op":"explode"}"#);
+    assert_eq!(raw::recv(&mut s)["version"], 1);
+    let reply = raw::recv(&mut s);
     assert_eq!(reply["id"], 7);
     assert_eq!(reply["code"], "BAD_REQUEST");
     // The daemon still serves.

@@ -65,14 +65,10 @@ struct Waiter {
 
 impl Waiter {
     fn satisfied(&self, sup: &Supervisor) -> bool {
-        sup.summary().iter().any(|(g, level, state)| {
-            *g == self.group
-                && self
-                    .level
-                    .as_ref()
-                    .is_none_or(|l| Some(l) == level.as_ref())
+        sup.level_state(&self.group).is_some_and(|(level, state)| {
+            self.level.as_deref().is_none_or(|l| Some(l) == level)
                 && match self.state {
-                    Some(s) => s == *state,
+                    Some(s) => s == state,
                     None => state.is_settled(),
                 }
         })

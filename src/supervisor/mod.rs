@@ -137,6 +137,14 @@ impl Supervisor {
         self.groups.iter().any(|g| g.name == name)
     }
 
+    /// Level and state of one group.
+    pub fn level_state(&self, name: &str) -> Option<(Option<&str>, GroupState)> {
+        self.groups
+            .iter()
+            .find(|g| g.name == name)
+            .map(|g| (g.phase.level(), g.state()))
+    }
+
     /// (group, level, state) of every group, for change detection.
     pub fn summary(&self) -> Vec<(String, Option<String>, GroupState)> {
         self.groups

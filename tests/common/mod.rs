@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -159,8 +159,4 @@ pub fn alive(pid: i64) -> bool {
                 .unwrap_or(true)
         })
         .unwrap_or(false)
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }
