@@ -9,6 +9,7 @@
 //! group and tag are non-empty, every mode is known, every setting is known and
 //! its value valid.
 
+pub mod edit;
 mod settings;
 
 pub use settings::{SETTING_NAMES, Settings};

@@ -2,6 +2,8 @@
 //! signals and client requests. No polling: the loop sleeps until the next
 //! event or the executor's next timer.
 
+pub mod auth;
+
 use crate::cltab::Cltab;
 use crate::config::{CliPaths, Paths};
 use crate::proto::{
