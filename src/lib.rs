@@ -13,6 +13,8 @@
 //! - [`store`]: persistence behind a trait (embedded files now, etcd later).
 //! - [`bos`]: BOS-style instances (issue 3, in progress: the notifier record).
 //! - [`config`]: defaults < command-line flags < cltab settings.
+//! - [`schedule`]: when a `cron` entry runs: BOS time forms and five-field cron
+//!   expressions, next run time, ctime() format (pure).
 //! - [`supervisor::machine`]: pure state machines for one entry's process and
 //!   for one group's level switch: `step(state, event, now) -> (state, actions)`.
 
@@ -22,5 +24,6 @@ pub mod cltab;
 pub mod config;
 pub mod daemon;
 pub mod proto;
+pub mod schedule;
 pub mod store;
 pub mod supervisor;
