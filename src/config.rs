@@ -3,6 +3,7 @@
 //! daemon and the client alike).
 
 use crate::cltab::Settings;
+use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,12 +12,16 @@ pub const DEFAULT_SOCKET: &str = "/var/run/clinit/clinit.s";
 pub const DEFAULT_CLSTAT: &str = "/var/run/clinit/clstat";
 pub const DEFAULT_LOG: &str = "/var/run/clinit/log";
 pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
+pub const DEFAULT_STATE: &str = "/var/lib/clinit";
+pub const DEFAULT_RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Paths given on the command line (each optional).
 #[derive(Clone, Debug, Default)]
 pub struct CliPaths {
     pub cltab: Option<PathBuf>,
     pub socket: Option<PathBuf>,
+    /// `--state-dir`.
+    pub state: Option<PathBuf>,
 }
 
 impl CliPaths {
@@ -36,6 +41,12 @@ pub struct Paths {
     pub log: PathBuf,
     pub logdir: Option<PathBuf>,
     pub socket_mode: u32,
+    pub socket_group: Option<String>,
+    /// Directory of the persistent state (goals, entry decisions, children).
+    pub state: PathBuf,
+    pub userlist: Option<PathBuf>,
+    /// How long start-up waits for restored groups to settle before serving.
+    pub restore_timeout: Duration,
 }
 
 impl Paths {
@@ -53,6 +64,10 @@ impl Paths {
             log: s.log.clone().unwrap_or_else(|| DEFAULT_LOG.into()),
             logdir: s.logdir.clone(),
             socket_mode: s.socket_mode.unwrap_or(DEFAULT_SOCKET_MODE),
+            socket_group: s.socket_group.clone(),
+            state: pick(&s.state, &cli.state, DEFAULT_STATE),
+            userlist: s.userlist.clone(),
+            restore_timeout: s.restore_timeout.unwrap_or(DEFAULT_RESTORE_TIMEOUT),
         }
     }
 
@@ -78,21 +93,29 @@ pub struct RespawnPolicy {
     pub delay: Duration,
     pub delay_max: Duration,
     pub reset: Duration,
+    /// Stop restarting after this many rapid restarts in a row; `None`: never
+    /// give up (the default).
+    pub give_up: Option<u32>,
 }
 
 /// Stop escalation and respawn policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
-    /// SIGINT first; SIGTERM this long after.
+    /// The first stop signal (SIGINT, as Cluster::Init sends).
+    pub stop_signal: Signal,
+    /// The first stop signal; SIGTERM this long after.
     pub term_after: Duration,
     /// SIGKILL this long after SIGTERM.
     pub kill_after: Duration,
     pub respawn: RespawnPolicy,
+    /// A notifier still running after this long is killed.
+    pub notifier_timeout: Duration,
 }
 
 impl Default for Timing {
     fn default() -> Timing {
         Timing {
+            stop_signal: Signal::SIGINT,
             term_after: Duration::from_secs(5),
             kill_after: Duration::from_secs(10),
             respawn: RespawnPolicy {
@@ -101,7 +124,9 @@ impl Default for Timing {
                 delay: Duration::from_secs(1),
                 delay_max: Duration::from_secs(60),
                 reset: Duration::from_secs(10),
+                give_up: None,
             },
+            notifier_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -110,6 +135,7 @@ impl Timing {
     pub fn resolve(s: &Settings) -> Timing {
         let d = Timing::default();
         Timing {
+            stop_signal: s.stop_signal.unwrap_or(d.stop_signal),
             term_after: s.stop_term_after.unwrap_or(d.term_after),
             kill_after: s.stop_kill_after.unwrap_or(d.kill_after),
             respawn: RespawnPolicy {
@@ -118,7 +144,9 @@ impl Timing {
                 delay: s.respawn_delay.unwrap_or(d.respawn.delay),
                 delay_max: s.respawn_delay_max.unwrap_or(d.respawn.delay_max),
                 reset: s.respawn_reset.unwrap_or(d.respawn.reset),
+                give_up: s.respawn_give_up.filter(|n| *n > 0),
             },
+            notifier_timeout: s.notifier_timeout.unwrap_or(d.notifier_timeout),
         }
     }
 }

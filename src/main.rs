@@ -4,7 +4,8 @@ use clap::{Parser, Subcommand};
 use clinit::client::{Client, ClientError};
 use clinit::cltab;
 use clinit::config::{CliPaths, Paths};
-use clinit::proto::{GroupStatus, Reply, Request};
+use clinit::proto::{ControlAction, EntryStatus, GroupStatus, Reply, Request};
+use clinit::schedule::ctime;
 use clinit::supervisor::machine::GroupState;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,23 +32,153 @@ struct Cli {
     /// The daemon's socket [default: /var/run/clinit/clinit.s]; a `:::socket:` setting wins.
     #[arg(short = 's', long = "socket", global = true)]
     socket: Option<PathBuf>,
+    #[command(flatten)]
+    daemon_args: DaemonArgs,
     #[command(subcommand)]
     cmd: Option<Cmd>,
+}
+
+/// Options of the daemon (`clinit daemon` or `clinit -d`).
+#[derive(clap::Args, Debug, Clone, Default)]
+struct DaemonArgs {
+    /// Directory of the persistent state (goals, stopped entries, children)
+    /// [default: /var/lib/clinit]; a `:::state:` setting wins.
+    #[arg(long = "state-dir", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Do not restore each group to its goal (the level it was last told).
+    #[arg(long)]
+    no_restore: bool,
+    /// Let every user who can open the socket change anything (warns loudly).
+    #[arg(long)]
+    noauth: bool,
+}
+
+/// Per-entry options of `clinit create`; each becomes an option line.
+#[derive(clap::Args, Debug, Clone, Default)]
+struct EntryOptionArgs {
+    /// When a cron entry runs: now, HH:MM, "sat 03:00", "3:00 pm", or a
+    /// five-field cron expression such as "*/5 * * * *".
+    #[arg(long, value_name = "SPEC")]
+    schedule: Option<String>,
+    /// A program run under /bin/sh -c after every exit, fed the exit record.
+    #[arg(long, value_name = "PROG")]
+    notifier: Option<String>,
+    /// The notifier's record: bos (AFS BOS bnode record) or json.
+    #[arg(long, value_name = "FORMAT")]
+    notifier_format: Option<String>,
+    /// Kill the notifier after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    notifier_timeout: Option<String>,
+    /// First stop signal (default INT).
+    #[arg(long, value_name = "SIG")]
+    stop_signal: Option<String>,
+    /// Seconds from the first stop signal to SIGTERM.
+    #[arg(long, value_name = "SECS")]
+    stop_term_after: Option<String>,
+    /// Seconds from SIGTERM to SIGKILL.
+    #[arg(long, value_name = "SECS")]
+    stop_kill_after: Option<String>,
+    /// A run shorter than this is a rapid restart.
+    #[arg(long, value_name = "SECS")]
+    respawn_fast: Option<String>,
+    /// Rapid restarts allowed before throttling.
+    #[arg(long, value_name = "N")]
+    respawn_burst: Option<String>,
+    /// First throttle delay.
+    #[arg(long, value_name = "SECS")]
+    respawn_delay: Option<String>,
+    /// Longest throttle delay.
+    #[arg(long, value_name = "SECS")]
+    respawn_delay_max: Option<String>,
+    /// A run this long clears the rapid-restart count.
+    #[arg(long, value_name = "SECS")]
+    respawn_reset: Option<String>,
+    /// Stop restarting after N rapid restarts in a row (0: never).
+    #[arg(long, value_name = "N")]
+    respawn_give_up: Option<String>,
+}
+
+impl EntryOptionArgs {
+    fn to_options(&self) -> Vec<(String, String)> {
+        let all = [
+            ("schedule", &self.schedule),
+            ("notifier", &self.notifier),
+            ("notifier_format", &self.notifier_format),
+            ("notifier_timeout", &self.notifier_timeout),
+            ("stop_signal", &self.stop_signal),
+            ("stop_term_after", &self.stop_term_after),
+            ("stop_kill_after", &self.stop_kill_after),
+            ("respawn_fast", &self.respawn_fast),
+            ("respawn_burst", &self.respawn_burst),
+            ("respawn_delay", &self.respawn_delay),
+            ("respawn_delay_max", &self.respawn_delay_max),
+            ("respawn_reset", &self.respawn_reset),
+            ("respawn_give_up", &self.respawn_give_up),
+        ];
+        all.into_iter()
+            .filter_map(|(n, v)| v.as_ref().map(|v| (n.to_string(), v.clone())))
+            .collect()
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the daemon in the foreground.
-    Daemon,
+    Daemon(DaemonArgs),
     /// Tell a group to go to a level.
     Tell { group: String, level: String },
     /// Print the level and state of each group.
     Status {
         group: Option<String>,
-        /// Print every process as JSON.
-        #[arg(long)]
+        /// Print every entry as JSON, with exact numbers.
+        #[arg(long, conflicts_with = "long")]
         json: bool,
+        /// Print every entry as `bos status -long` does.
+        #[arg(long)]
+        long: bool,
     },
+    /// Stop an entry and keep it stopped, across level switches and daemon
+    /// restarts, until `clinit start TAG`.
+    Stop {
+        tag: String,
+        /// Only until the daemon restarts.
+        #[arg(long)]
+        temporary: bool,
+    },
+    /// Enable an entry again and start it if its group is at one of its
+    /// levels.
+    Start {
+        tag: String,
+        /// Only until the daemon restarts.
+        #[arg(long)]
+        temporary: bool,
+    },
+    /// Stop and start again: one entry, a group's entries (--group), or
+    /// every group (--all).
+    Restart {
+        #[arg(required_unless_present_any = ["group", "all"], conflicts_with_all = ["group", "all"])]
+        tag: Option<String>,
+        #[arg(long, conflicts_with = "all")]
+        group: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Add an entry to the cltab and start it if its group is at one of its
+    /// levels: clinit create GROUP TAG LEVELS MODE [options] -- COMMAND...
+    Create {
+        group: String,
+        tag: String,
+        levels: String,
+        /// wait, once, respawn, off, test or cron.
+        mode: String,
+        #[command(flatten)]
+        opts: EntryOptionArgs,
+        /// The command; its words are joined with single spaces.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Stop an entry gracefully and remove it from the cltab.
+    Delete { tag: String },
     /// Reread the cltab.
     Reread,
     /// Wait until a group is at LEVEL (if given) and in a state: by default
@@ -79,9 +210,14 @@ fn fail(msg: impl std::fmt::Display, code: i32) -> ExitCode {
 }
 
 fn paths(cli: &Cli) -> (CliPaths, Paths) {
+    let state = match &cli.cmd {
+        Some(Cmd::Daemon(d)) => d.state_dir.clone(),
+        _ => cli.daemon_args.state_dir.clone(),
+    };
     let cp = CliPaths {
         cltab: cli.cltab.clone(),
         socket: cli.socket.clone(),
+        state,
     };
     let settings = std::fs::read_to_string(cp.cltab())
         .map(|t| cltab::scan_settings(&t))
@@ -109,10 +245,10 @@ fn call(p: &Paths, req: Request) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn status(p: &Paths, group: Option<String>, json: bool) -> Result<(), ClientError> {
+fn status(p: &Paths, group: Option<String>, json: bool, long: bool) -> Result<(), ClientError> {
     let reply = Client::connect(&p.socket)?.request(Request::Status {
         group,
-        brief: !json,
+        brief: !(json || long),
     })?;
     if let Reply::Status { groups } = reply {
         if json {
@@ -120,11 +256,81 @@ fn status(p: &Paths, group: Option<String>, json: bool) -> Result<(), ClientErro
                 "{}",
                 serde_json::to_string_pretty(&groups).expect("serializable")
             );
+        } else if long {
+            print_long(&groups);
         } else {
             print_status(&groups);
         }
     }
     Ok(())
+}
+
+/// `bos status -long`, one block per entry, after the group lines.
+fn print_long(groups: &[GroupStatus]) {
+    print_status(groups);
+    for g in groups {
+        for e in &g.entries {
+            println!();
+            print!("{}", long_entry(&g.group, e));
+        }
+    }
+}
+
+fn long_entry(group: &str, e: &EntryStatus) -> String {
+    let mut words: Vec<String> = Vec::new();
+    if let Some(goal) = &e.goal {
+        words.push(goal.clone());
+    }
+    if e.gave_up {
+        words.push("stopped for too many errors".into());
+    }
+    words.push(
+        match e.state.as_str() {
+            "running" | "scheduled" => "currently running normally",
+            "starting" => "currently starting up",
+            "stopping" => "currently shutting down",
+            "throttled" => "currently waiting to restart (throttled)",
+            _ => "currently shutdown",
+        }
+        .into(),
+    );
+    let mut out = format!(
+        "Instance {}, (group {group}, mode {}) {}.\n",
+        e.tag,
+        e.mode,
+        words.join(", ")
+    );
+    if let Some(next) = e.next_run {
+        out += &format!("    Auxiliary status is: run next at {}.\n", ctime(next));
+    }
+    if let Some(until) = e.throttled_until {
+        out += &format!("    Auxiliary status is: next start at {}.\n", ctime(until));
+    }
+    if let Some(t) = e.last_start {
+        out += &format!(
+            "    Process last started at {} ({} proc starts)\n",
+            ctime(t),
+            e.starts
+        );
+    }
+    if let Some(t) = e.last_exit_at {
+        out += &format!("    Last exit at {}\n", ctime(t));
+    }
+    if let (Some(t), Some(st)) = (e.last_error_at, e.last_error) {
+        let how = match st {
+            clinit::supervisor::machine::ExitStatus::Code(c) => format!("by exiting with code {c}"),
+            clinit::supervisor::machine::ExitStatus::Signal(s) => format!("due to signal {s}"),
+        };
+        out += &format!("    Last error exit at {}, {how}\n", ctime(t));
+    }
+    out += &format!("    Command 1 is '{}'\n", e.command);
+    if let Some(s) = &e.schedule {
+        out += &format!("    Command 2 is '{s}'\n");
+    }
+    if let Some(n) = &e.notifier {
+        out += &format!("    Notifier  is '{n}'\n");
+    }
+    out
 }
 
 fn wait(
@@ -161,8 +367,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (cp, p) = paths(&cli);
     let result = match (&cli.cmd, cli.daemon, cli.kill) {
-        (Some(Cmd::Daemon), _, _) | (None, true, _) => {
-            return match clinit::daemon::run(&cp) {
+        (Some(Cmd::Daemon(_)), _, _) | (None, true, _) => {
+            let args = match &cli.cmd {
+                Some(Cmd::Daemon(d)) => d.clone(),
+                _ => cli.daemon_args.clone(),
+            };
+            let opts = clinit::daemon::Options {
+                paths: cp,
+                no_restore: args.no_restore,
+                noauth: args.noauth,
+            };
+            return match clinit::daemon::run(&opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e.to_string(), e.exit_code()),
             };
@@ -175,7 +390,60 @@ fn main() -> ExitCode {
                 level: level.clone(),
             },
         ),
-        (Some(Cmd::Status { group, json }), _, _) => status(&p, group.clone(), *json),
+        (Some(Cmd::Status { group, json, long }), _, _) => status(&p, group.clone(), *json, *long),
+        (Some(Cmd::Stop { tag, temporary }), _, _) => call(
+            &p,
+            Request::Control {
+                tag: tag.clone(),
+                action: ControlAction::Stop,
+                temporary: *temporary,
+            },
+        ),
+        (Some(Cmd::Start { tag, temporary }), _, _) => call(
+            &p,
+            Request::Control {
+                tag: tag.clone(),
+                action: ControlAction::Start,
+                temporary: *temporary,
+            },
+        ),
+        (Some(Cmd::Restart { tag, group, all }), _, _) => {
+            let req = match (tag, group, all) {
+                (Some(tag), _, _) => Request::Control {
+                    tag: tag.clone(),
+                    action: ControlAction::Restart,
+                    temporary: false,
+                },
+                (None, Some(g), _) => Request::RestartGroup {
+                    group: Some(g.clone()),
+                },
+                _ => Request::RestartGroup { group: None },
+            };
+            call(&p, req)
+        }
+        (
+            Some(Cmd::Create {
+                group,
+                tag,
+                levels,
+                mode,
+                opts,
+                command,
+            }),
+            _,
+            _,
+        ) => call(
+            &p,
+            Request::Create {
+                group: group.clone(),
+                tag: tag.clone(),
+                levels: levels.clone(),
+                mode: mode.clone(),
+                options: opts.to_options(),
+                command: command.join(" "),
+            },
+        ),
+        (Some(Cmd::Delete { tag }), _, _) => call(&p, Request::Delete { tag: tag.clone() }),
         (
             Some(Cmd::Wait {
                 group,
@@ -210,7 +478,7 @@ fn main() -> ExitCode {
     };
     let result = result.and_then(|()| {
         if cli.verbose && !cli.kill {
-            status(&p, None, false)
+            status(&p, None, false, false)
         } else {
             Ok(())
         }

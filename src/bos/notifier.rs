@@ -6,6 +6,7 @@
 //! `tests/data/bos/README.md`). clinit writes the documented fields; every
 //! other line matches the captures in `tests/data/bos/`.
 
+use crate::supervisor::machine::{ExitStatus, Notice};
 use std::fmt::Write;
 
 /// The facts one record carries. Times are Unix seconds.
@@ -69,6 +70,72 @@ impl Record {
         );
         s
     }
+}
+
+impl Record {
+    /// The record of one exit of an entry.
+    pub fn from_notice(n: &Notice) -> Record {
+        let (last_exit, last_signal) = split(n.status);
+        let (error_code, error_signal) =
+            n.stats.last_error.map(|(s, _)| split(s)).unwrap_or((0, 0));
+        Record {
+            com_line: n.command.clone(),
+            core_name: None,
+            pid: n.pid,
+            last_exit,
+            last_signal,
+            name: n.tag.clone(),
+            rs_time: n.stats.rs_time,
+            rs_count: n.stats.rs_count,
+            proc_start_time: n.stats.last_start.unwrap_or(0),
+            proc_starts: n.stats.starts,
+            last_any_exit: n.at,
+            last_error_exit: n.stats.last_error.map(|(_, t)| t).unwrap_or(0),
+            error_code,
+            error_signal,
+            last_error_name: n.tag.clone(),
+            goal: n.goal,
+        }
+    }
+}
+
+/// (exit code, signal): one of them is 0.
+fn split(status: ExitStatus) -> (i32, i32) {
+    match status {
+        ExitStatus::Code(c) => (c, 0),
+        ExitStatus::Signal(s) => (0, s),
+    }
+}
+
+/// The JSON notifier record: one object on one line with the BOS record's
+/// facts under plain names, plus group, level, host and whether this exit
+/// counts as an error.
+pub fn json(n: &Notice, host: &str) -> String {
+    let (exit_code, signal) = split(n.status);
+    let (error_code, error_signal) = n.stats.last_error.map(|(s, _)| split(s)).unwrap_or((0, 0));
+    let v = serde_json::json!({
+        "group": n.group,
+        "tag": n.tag,
+        "level": n.level,
+        "host": host,
+        "command": n.command,
+        "core": null,
+        "pid": n.pid,
+        "exit_code": exit_code,
+        "signal": signal,
+        "error": n.error,
+        "rs_time": n.stats.rs_time,
+        "rs_count": n.stats.rs_count,
+        "proc_start_time": n.stats.last_start.unwrap_or(0),
+        "proc_starts": n.stats.starts,
+        "last_any_exit": n.at,
+        "last_error_exit": n.stats.last_error.map(|(_, t)| t).unwrap_or(0),
+        "error_code": error_code,
+        "error_signal": error_signal,
+        "last_error_name": n.tag,
+        "goal": n.goal,
+    });
+    format!("{v}\n")
 }
 
 /// Every value stays on its line: a newline in a command would otherwise

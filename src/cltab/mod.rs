@@ -12,7 +12,12 @@
 pub mod edit;
 mod settings;
 
-pub use settings::{SETTING_NAMES, Settings};
+pub use settings::{
+    ENTRY_OPTION_NAMES, NotifierFormat, SETTING_NAMES, Settings, parse_seconds, parse_signal,
+};
+
+use crate::config::Timing;
+use crate::schedule::Schedule;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -32,6 +37,9 @@ pub enum Mode {
     Off,
     /// Foreground; its exit status decides PASSED/FAILED for the group.
     Test,
+    /// Background, run at the times of its `schedule` option while the group
+    /// is at one of its levels; never restarted after a failure.
+    Cron,
 }
 
 impl Mode {
@@ -42,6 +50,7 @@ impl Mode {
             "respawn" => Mode::Respawn,
             "off" => Mode::Off,
             "test" => Mode::Test,
+            "cron" => Mode::Cron,
             _ => return None,
         })
     }
@@ -53,6 +62,7 @@ impl Mode {
             Mode::Respawn => "respawn",
             Mode::Off => "off",
             Mode::Test => "test",
+            Mode::Cron => "cron",
         }
     }
 
@@ -116,6 +126,29 @@ pub struct Entry {
     pub command: String,
     /// 1-based line number in the file.
     pub line: usize,
+    pub opts: EntryOpts,
+}
+
+/// An entry's notifier program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notifier {
+    /// Run under `/bin/sh -c`.
+    pub command: String,
+    pub format: NotifierFormat,
+}
+
+/// What an entry's option lines (and the file's settings) make of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntryOpts {
+    /// Stop signal, stop timeouts, respawn policy, notifier timeout: the
+    /// file's settings with the entry's options laid over them.
+    pub timing: Timing,
+    /// `cron` entries only.
+    pub schedule: Option<Schedule>,
+    pub notifier: Option<Notifier>,
+    /// The entry's own option lines as (name, value), in file order, for
+    /// display.
+    pub written: Vec<(String, String)>,
 }
 
 impl Entry {
@@ -132,6 +165,9 @@ pub struct Cltab {
     pub settings: Settings,
     /// Entries in file order.
     pub entries: Vec<Arc<Entry>>,
+    /// The text this was parsed from: `create` and `delete` refuse to edit
+    /// a file that no longer has it.
+    pub text: String,
 }
 
 impl Cltab {
@@ -174,7 +210,7 @@ pub enum ErrorKind {
     EmptyGroup,
     #[error("empty tag")]
     EmptyTag,
-    #[error("unknown mode '{0}' (expected wait, once, respawn, off or test)")]
+    #[error("unknown mode '{0}' (expected wait, once, respawn, off, test or cron)")]
     UnknownMode(String),
     #[error("duplicate tag '{tag}' (first used on line {first_line})")]
     DuplicateTag { tag: String, first_line: usize },
@@ -186,6 +222,31 @@ pub enum ErrorKind {
         value: String,
         why: String,
     },
+    #[error("'{0}' is an entry option, not a setting: write it as :TAG::{0}:VALUE")]
+    EntryOnlySetting(String),
+    #[error("unknown option '{name}' for entry '{tag}' (known: {known})", known = ENTRY_OPTION_NAMES.join(", "))]
+    UnknownOption { tag: String, name: String },
+    #[error("option line for tag '{0}', but no entry has that tag")]
+    OptionForUnknownTag(String),
+    #[error("option '{name}' for entry '{tag}' given twice (first on line {first_line})")]
+    DuplicateOption {
+        tag: String,
+        name: String,
+        first_line: usize,
+    },
+    #[error("bad value '{value}' for option '{name}' of entry '{tag}': {why}")]
+    BadOption {
+        tag: String,
+        name: String,
+        value: String,
+        why: String,
+    },
+    #[error(
+        "cron entry '{0}' has no schedule: add a line :{0}::schedule:SPEC (e.g. 03:00, sat 03:00, now, or */5 * * * *)"
+    )]
+    MissingSchedule(String),
+    #[error("entry '{tag}' has a schedule but its mode is {mode}; only cron entries take one")]
+    ScheduleNotCron { tag: String, mode: Mode },
 }
 
 impl ErrorKind {
@@ -200,6 +261,13 @@ impl ErrorKind {
             ErrorKind::DuplicateTag { .. } => "CLTAB_DUPLICATE_TAG",
             ErrorKind::UnknownSetting(_) => "CLTAB_UNKNOWN_SETTING",
             ErrorKind::BadSetting { .. } => "CLTAB_BAD_SETTING",
+            ErrorKind::EntryOnlySetting(_) => "CLTAB_ENTRY_ONLY_SETTING",
+            ErrorKind::UnknownOption { .. } => "CLTAB_UNKNOWN_OPTION",
+            ErrorKind::OptionForUnknownTag(_) => "CLTAB_OPTION_UNKNOWN_TAG",
+            ErrorKind::DuplicateOption { .. } => "CLTAB_DUPLICATE_OPTION",
+            ErrorKind::BadOption { .. } => "CLTAB_BAD_OPTION",
+            ErrorKind::MissingSchedule(_) => "CLTAB_MISSING_SCHEDULE",
+            ErrorKind::ScheduleNotCron { .. } => "CLTAB_SCHEDULE_NOT_CRON",
         }
     }
 }
@@ -268,8 +336,10 @@ fn split_fields(line: &str) -> Option<[&str; 5]> {
 /// Parse cltab text. `path` is only used in error messages and kept in the model.
 pub fn parse(path: &Path, text: &str) -> Result<Cltab, CltabErrors> {
     let mut errors = Vec::new();
-    let mut entries: Vec<Arc<Entry>> = Vec::new();
+    let mut entries: Vec<Entry> = Vec::new();
     let mut settings = Settings::default();
+    // Option lines: (line, tag, name, value).
+    let mut options: Vec<(usize, String, String, String)> = Vec::new();
     let mut err = |line: usize, kind: ErrorKind| {
         errors.push(CltabError {
             file: path.to_path_buf(),
@@ -293,9 +363,21 @@ pub fn parse(path: &Path, text: &str) -> Result<Cltab, CltabErrors> {
 
         if group.is_empty() && tag.is_empty() && levels.is_empty() {
             // A settings line: `:::name:value`.
-            if let Err(kind) = settings.set(mode, command.trim()) {
+            if !SETTING_NAMES.contains(&mode) && ENTRY_OPTION_NAMES.contains(&mode) {
+                err(line_no, ErrorKind::EntryOnlySetting(mode.to_string()));
+            } else if let Err(kind) = settings.set(mode, command.trim()) {
                 err(line_no, kind);
             }
+            continue;
+        }
+        if group.is_empty() && !tag.is_empty() && levels.is_empty() {
+            // An entry option line: `:TAG::name:value`.
+            options.push((
+                line_no,
+                tag.to_string(),
+                mode.to_string(),
+                command.trim().to_string(),
+            ));
             continue;
         }
         if group.is_empty() {
@@ -321,22 +403,88 @@ pub fn parse(path: &Path, text: &str) -> Result<Cltab, CltabErrors> {
             continue;
         }
         if let (Some(mode), false, false) = (parsed_mode, group.is_empty(), tag.is_empty()) {
-            entries.push(Arc::new(Entry {
+            entries.push(Entry {
                 group: group.to_string(),
                 tag: tag.to_string(),
                 levels: Levels::new(levels),
                 mode,
                 command: command.to_string(),
                 line: line_no,
-            }));
+                opts: EntryOpts::default(),
+            });
         }
     }
 
+    // Entry options, then every entry resolved against the file's settings.
+    let mut scoped: Vec<(Settings, Vec<(String, usize)>)> =
+        vec![(Settings::default(), Vec::new()); entries.len()];
+    for (line_no, tag, name, value) in options {
+        let Some(i) = entries.iter().position(|e| e.tag == tag) else {
+            err(line_no, ErrorKind::OptionForUnknownTag(tag));
+            continue;
+        };
+        if !ENTRY_OPTION_NAMES.contains(&name.as_str()) {
+            err(line_no, ErrorKind::UnknownOption { tag, name });
+            continue;
+        }
+        let (opts, seen) = &mut scoped[i];
+        if let Some((_, first_line)) = seen.iter().find(|(n, _)| *n == name) {
+            let first_line = *first_line;
+            err(
+                line_no,
+                ErrorKind::DuplicateOption {
+                    tag,
+                    name,
+                    first_line,
+                },
+            );
+            continue;
+        }
+        match opts.set(&name, &value) {
+            Ok(()) => {
+                seen.push((name.clone(), line_no));
+                entries[i].opts.written.push((name, value));
+            }
+            Err(ErrorKind::BadSetting { name, value, why }) => err(
+                line_no,
+                ErrorKind::BadOption {
+                    tag,
+                    name,
+                    value,
+                    why,
+                },
+            ),
+            Err(other) => err(line_no, other),
+        }
+    }
+    for (entry, (own, _)) in entries.iter_mut().zip(scoped) {
+        let eff = settings.overlay(&own);
+        match (entry.mode, &eff.schedule) {
+            (Mode::Cron, None) => err(entry.line, ErrorKind::MissingSchedule(entry.tag.clone())),
+            (mode, Some(_)) if mode != Mode::Cron => err(
+                entry.line,
+                ErrorKind::ScheduleNotCron {
+                    tag: entry.tag.clone(),
+                    mode,
+                },
+            ),
+            _ => {}
+        }
+        entry.opts.timing = Timing::resolve(&eff);
+        entry.opts.schedule = eff.schedule.clone();
+        entry.opts.notifier = eff.notifier.clone().map(|command| Notifier {
+            command,
+            format: eff.notifier_format.unwrap_or_default(),
+        });
+    }
+
+    errors.sort_by_key(|e| e.line);
     if errors.is_empty() {
         Ok(Cltab {
             path: path.to_path_buf(),
             settings,
-            entries,
+            entries: entries.into_iter().map(Arc::new).collect(),
+            text: text.to_string(),
         })
     } else {
         Err(CltabErrors { errors })

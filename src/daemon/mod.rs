@@ -4,16 +4,19 @@
 
 pub mod auth;
 
-use crate::cltab::Cltab;
-use crate::config::{CliPaths, Paths};
+use crate::cltab::{Cltab, edit};
+use crate::config::{CliPaths, Paths, Timing};
 use crate::proto::{
-    self, ErrorCode, ErrorReply, Hello, PROTOCOL_VERSION, Reply, Request, RequestFrame,
-    ResponseFrame,
+    self, ControlAction, ErrorCode, ErrorReply, Hello, PROTOCOL_VERSION, Reply, Request,
+    RequestFrame, ResponseFrame,
 };
-use crate::store::{Embedded, Store, write_atomic};
-use crate::supervisor::Supervisor;
+use crate::store::leftovers::{Leftover, stop_leftovers};
+use crate::store::sqlite::{StateDb, StoreOp};
+use crate::store::{Embedded, Store, write_atomic, write_atomic_like};
 use crate::supervisor::executor::{EntryEvent, Executor};
-use crate::supervisor::machine::{Action, GroupState, ProcEvent};
+use crate::supervisor::machine::{Action, Control, GroupState, ProcEvent};
+use crate::supervisor::{Now, Supervisor};
+use auth::{Peer, Policy};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
@@ -23,6 +26,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
+
+/// How the daemon was started.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub paths: CliPaths,
+    /// Do not restore the groups' goals at start-up.
+    pub no_restore: bool,
+    /// Allow every user to change anything.
+    pub noauth: bool,
+}
 
 /// Why the daemon could not start; each maps to an exit status.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +50,8 @@ pub enum StartError {
         path: String,
         err: std::io::Error,
     },
+    #[error("state store: {0}")]
+    State(#[from] crate::store::StoreError),
 }
 
 impl StartError {
@@ -44,7 +59,8 @@ impl StartError {
         match self {
             StartError::Cltab(_) => 4,
             StartError::AlreadyRunning(_) => 8,
-            StartError::Io { .. } => 10,
+            StartError::State(crate::store::StoreError::Busy { .. }) => 8,
+            StartError::Io { .. } | StartError::State(_) => 10,
         }
     }
 }
@@ -54,7 +70,7 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Sta
     move |err| StartError::Io { what, path, err }
 }
 
-type Incoming = (Request, oneshot::Sender<Reply>);
+type Incoming = (Request, Peer, oneshot::Sender<Reply>);
 
 /// A parked `wait` request.
 struct Waiter {
@@ -85,7 +101,13 @@ fn ensure_parent(path: &Path) -> Result<(), StartError> {
 }
 
 /// Run the daemon in the foreground until it is shut down.
-pub fn run(cli: &CliPaths) -> Result<(), StartError> {
+///
+/// Start-up order: cltab, log, the socket lock, the state store; then
+/// leftover children of a previous run that was killed are stopped; the
+/// socket is bound; goals are restored; only then are requests handled.
+pub fn run(opts: &Options) -> Result<(), StartError> {
+    let started = Instant::now();
+    let cli = &opts.paths;
     let cltab = Cltab::load(&cli.cltab())?;
     let paths = Paths::resolve(cli, &cltab.settings);
     for p in [&paths.socket, &paths.clstat, &paths.log] {
@@ -106,9 +128,37 @@ pub fn run(cli: &CliPaths) -> Result<(), StartError> {
     let lock_file = File::create(&lock_path).map_err(io_err("cannot create", &lock_path))?;
     let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| StartError::AlreadyRunning(paths.socket.display().to_string()))?;
-
     // We hold the lock, so a socket file left behind is stale.
     let _ = std::fs::remove_file(&paths.socket);
+
+    if opts.noauth {
+        let msg = "WARNING: started with --noauth: EVERY user who can open the socket may change groups, entries and the cltab";
+        eprintln!("clinit: {msg}");
+        tracing::warn!("{msg}");
+    }
+    let mut db = StateDb::open(&paths.state)?;
+    let persisted = db.load()?;
+    if !persisted.children.is_empty() {
+        let timing = Timing::resolve(&cltab.settings);
+        tracing::warn!(
+            "{} children of a previous run are recorded in {}: stopping those still alive before anything starts",
+            persisted.children.len(),
+            db.path().display()
+        );
+        let outcomes = stop_leftovers(&persisted.children, timing.term_after, timing.kill_after);
+        let stopped = outcomes
+            .iter()
+            .filter(|o| matches!(o, Leftover::Stopped { .. }))
+            .count();
+        tracing::info!("stopped {stopped} leftover children of the previous run");
+        let ops: Vec<StoreOp> = persisted
+            .children
+            .iter()
+            .map(|c| StoreOp::RemoveChild { pid: c.pid })
+            .collect();
+        db.apply(&ops)?;
+    }
+
     let old_mask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -125,25 +175,69 @@ pub fn run(cli: &CliPaths) -> Result<(), StartError> {
         std::fs::Permissions::from_mode(paths.socket_mode),
     )
     .map_err(io_err("cannot set mode of socket", &paths.socket))?;
+    if let Some(group) = &paths.socket_group {
+        let gid =
+            resolve_group(group).map_err(io_err("cannot use socket_group for", &paths.socket))?;
+        nix::unistd::chown(&paths.socket, None, Some(gid))
+            .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+            .map_err(io_err("cannot set the group of socket", &paths.socket))?;
+    }
 
     #[cfg(target_os = "linux")]
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         tracing::warn!("cannot become child subreaper: {e}");
     }
 
-    let kill_after = crate::config::Timing::resolve(&cltab.settings).kill_after;
+    let kill_after = Timing::resolve(&cltab.settings).kill_after;
     let executor = Executor::new(log, paths.logdir.clone(), kill_after);
-    let result = rt.block_on(event_loop(
-        listener,
-        Supervisor::new(cltab),
-        executor,
-        paths.clone(),
-    ));
+    let disabled = persisted.disabled.iter().cloned().collect();
+    let goals = if opts.no_restore {
+        if !persisted.goals.is_empty() {
+            tracing::info!(
+                "--no-restore: not restoring the goals of {} groups",
+                persisted.goals.len()
+            );
+        }
+        Vec::new()
+    } else {
+        persisted.goals
+    };
+    let policy = Policy {
+        noauth: opts.noauth,
+        daemon_uid: nix::unistd::geteuid().as_raw(),
+        userlist: paths.userlist.clone(),
+    };
+    let daemon = Daemon {
+        sup: Supervisor::new(cltab, disabled),
+        exec: executor,
+        db,
+        store: Embedded::new(&paths.clstat),
+        policy,
+        waiters: Vec::new(),
+        halting: false,
+        last_summary: None,
+        paths: paths.clone(),
+    };
+    let result = rt.block_on(daemon.event_loop(listener, goals, started));
     let _ = std::fs::remove_file(&paths.socket);
     let _ = write_atomic(&paths.clstat, b"");
     drop(lock);
     let _ = std::fs::remove_file(&lock_path);
     result
+}
+
+fn resolve_group(name: &str) -> std::io::Result<nix::unistd::Gid> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(nix::unistd::Gid::from_raw(n));
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid),
+        Ok(None) => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no such group '{name}'"),
+        )),
+        Err(e) => Err(std::io::Error::from_raw_os_error(e as i32)),
+    }
 }
 
 fn init_tracing(log: &File) {
@@ -157,110 +251,474 @@ fn init_tracing(log: &File) {
         .try_init();
 }
 
-async fn event_loop(
-    listener: UnixListener,
-    mut sup: Supervisor,
-    mut exec: Executor,
+type Summary = Vec<(String, Option<String>, GroupState)>;
+
+/// The daemon's state, owned by the event loop.
+struct Daemon {
+    sup: Supervisor,
+    exec: Executor,
+    db: StateDb,
+    store: Embedded,
+    policy: Policy,
+    waiters: Vec<Waiter>,
+    halting: bool,
+    last_summary: Option<Summary>,
     paths: Paths,
-) -> Result<(), StartError> {
-    let mut sigchld = signal(SignalKind::child()).map_err(io_err("signal setup", &paths.socket))?;
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(io_err("signal setup", &paths.socket))?;
-    let mut sigint =
-        signal(SignalKind::interrupt()).map_err(io_err("signal setup", &paths.socket))?;
-    let (tx, mut rx) = mpsc::channel::<Incoming>(256);
-    tokio::spawn(accept_loop(listener, tx));
+}
 
-    tracing::info!(
-        "clinit daemon started, pid {}, socket {}",
-        std::process::id(),
-        paths.socket.display()
-    );
-    let mut last_summary = None;
-    let mut halting = false;
-    let mut store = Embedded::new(&paths.clstat);
-    let mut waiters: Vec<Waiter> = Vec::new();
-    write_status(&sup, &mut store, &mut last_summary);
+impl Daemon {
+    async fn event_loop(
+        mut self,
+        listener: UnixListener,
+        goals: Vec<(String, String)>,
+        started: Instant,
+    ) -> Result<(), StartError> {
+        let sig = |k| signal(k).map_err(io_err("signal setup", &self.paths.socket));
+        let mut sigchld = sig(SignalKind::child())?;
+        let mut sigterm = sig(SignalKind::terminate())?;
+        let mut sigint = sig(SignalKind::interrupt())?;
+        let (tx, mut rx) = mpsc::channel::<Incoming>(256);
+        tokio::spawn(accept_loop(listener, tx));
 
-    loop {
-        if halting && sup.is_quiet() && !exec.has_leftovers() {
-            tracing::info!("every process has stopped; exiting");
-            return Ok(());
-        }
-        let deadline = waiters
-            .iter()
-            .map(|w| w.deadline)
-            .chain(exec.next_deadline())
-            .min();
-        let mut events: VecDeque<EntryEvent> = VecDeque::new();
+        tracing::info!(
+            "clinit daemon started, pid {}, socket {}, state {}",
+            std::process::id(),
+            self.paths.socket.display(),
+            self.paths.state.display()
+        );
+        // Restore goals before any request is handled: requests that arrive
+        // meanwhile wait in the channel.
+        let mut restoring: Vec<String> = Vec::new();
         let mut actions: Vec<Action> = Vec::new();
-        tokio::select! {
-            _ = sigchld.recv() => events.extend(exec.reap()),
-            _ = sigterm.recv(), if !halting => { halting = true; actions = begin_halt(&mut sup) }
-            _ = sigint.recv(), if !halting => { halting = true; actions = begin_halt(&mut sup) }
-            _ = sleep_until(deadline) => {
-                let now = Instant::now();
-                for t in exec.due_timers(now) {
-                    events.push_back((t.group, t.tag, ProcEvent::Timer(t.kind)));
+        for (group, level) in goals {
+            match self.sup.tell(&group, &level, Now::real()) {
+                Some(a) => {
+                    tracing::info!("restoring group {group} to its goal, level {level}");
+                    actions.extend(a);
+                    restoring.push(group);
+                }
+                None => tracing::warn!(
+                    "goal of group {group} (level {level}) not restored: the cltab has no such group"
+                ),
+            }
+        }
+        let restore_deadline = Instant::now() + self.paths.restore_timeout;
+        let mut events: VecDeque<EntryEvent> = VecDeque::new();
+        let mut replies: Vec<(oneshot::Sender<Reply>, Reply)> = Vec::new();
+        let mut restored = false;
+
+        loop {
+            self.drain(&mut actions, &mut events);
+            self.persist();
+            for (tx, r) in replies.drain(..) {
+                let _ = tx.send(r);
+            }
+            self.answer_waiters();
+            if !restored {
+                restoring.retain(|g| {
+                    !self
+                        .sup
+                        .level_state(g)
+                        .is_some_and(|(_, st)| st.is_settled())
+                });
+                if restoring.is_empty() || Instant::now() >= restore_deadline {
+                    restored = true;
+                    if restoring.is_empty() {
+                        tracing::info!(
+                            "goals restored in {:.1} ms; serving requests",
+                            started.elapsed().as_secs_f64() * 1000.0
+                        );
+                    } else {
+                        tracing::warn!(
+                            "groups {} not settled after restore_timeout; serving requests anyway",
+                            restoring.join(", ")
+                        );
+                    }
                 }
             }
-            Some((req, reply)) = rx.recv() => {
-                if let Request::Wait { group, level, state, timeout_ms } = req {
-                    if sup.has_group(&group) {
-                        let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
-                        waiters.push(Waiter { group, level, state, deadline, reply });
-                    } else {
-                        let _ = reply.send(error(ErrorCode::NoSuchGroup, format!("no such group: {group}")));
+            if self.halting && self.sup.is_quiet() && !self.exec.has_leftovers() {
+                tracing::info!("every process has stopped; exiting");
+                return Ok(());
+            }
+            let deadline = self
+                .waiters
+                .iter()
+                .map(|w| w.deadline)
+                .chain(self.exec.next_deadline())
+                .chain((!restored).then_some(restore_deadline))
+                .min();
+            tokio::select! {
+                _ = sigchld.recv() => events.extend(self.exec.reap()),
+                _ = sigterm.recv(), if !self.halting => actions = self.begin_halt(),
+                _ = sigint.recv(), if !self.halting => actions = self.begin_halt(),
+                _ = sleep_until(deadline) => {
+                    let now = Instant::now();
+                    for t in self.exec.due_timers(now) {
+                        events.push_back((t.group, t.tag, ProcEvent::Timer(t.kind)));
                     }
-                } else {
-                    let (r, a) = handle(req, &mut sup, &mut halting);
-                    let _ = reply.send(r);
-                    actions = a;
+                }
+                Some((req, peer, reply)) = rx.recv(), if restored => {
+                    if let Request::Wait { group, level, state, timeout_ms } = req {
+                        if self.sup.has_group(&group) {
+                            let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
+                            self.waiters.push(Waiter { group, level, state, deadline, reply });
+                        } else {
+                            let _ = reply.send(error(ErrorCode::NoSuchGroup, format!("no such group: {group}")));
+                        }
+                    } else {
+                        let (r, a) = self.handle(req, &peer);
+                        replies.push((reply, r));
+                        actions = a;
+                    }
                 }
             }
         }
-        // Drain: actions produce events (spawn results), events produce actions.
+    }
+
+    /// Perform actions until no event is left: spawn results and exits
+    /// produce events, events produce actions.
+    fn drain(&mut self, actions: &mut Vec<Action>, events: &mut VecDeque<EntryEvent>) {
         loop {
             for a in actions.drain(..) {
-                if let Some(e) = exec.perform(a) {
+                if let Some(e) = self.exec.perform(a) {
                     events.push_back(e);
                 }
             }
             let Some((g, t, ev)) = events.pop_front() else {
                 break;
             };
-            actions = sup.proc_event(&g, &t, ev, Instant::now());
+            *actions = self.sup.proc_event(&g, &t, ev, Now::real());
         }
-        write_status(&sup, &mut store, &mut last_summary);
-        answer_waiters(&mut waiters, &sup);
+    }
+
+    /// Write this turn's changes: the store (one transaction) before any
+    /// reply goes out, and the status file when a group changed.
+    fn persist(&mut self) {
+        let mut ops = self.sup.take_ops();
+        ops.extend(self.exec.take_ops());
+        if !ops.is_empty()
+            && let Err(e) = self.db.apply(&ops)
+        {
+            tracing::error!("{e}");
+        }
+        let now = self.sup.summary();
+        if self.last_summary.as_ref() == Some(&now) {
+            return;
+        }
+        if let Err(e) = self.store.write_status(&self.sup.clstat()) {
+            tracing::error!("{e}");
+        }
+        self.last_summary = Some(now);
+    }
+
+    /// Answer every waiter whose condition holds or whose time is up.
+    fn answer_waiters(&mut self) {
+        let now = Instant::now();
+        for w in std::mem::take(&mut self.waiters) {
+            if w.reply.is_closed() {
+                continue;
+            }
+            if w.satisfied(&self.sup) {
+                let groups = self.sup.status(Some(&w.group), true, Now::real());
+                let _ = w.reply.send(Reply::Status { groups });
+            } else if now >= w.deadline {
+                let want = match (&w.level, w.state) {
+                    (Some(l), Some(s)) => format!("level {l} and state {}", s.as_str()),
+                    (Some(l), None) => format!("level {l} settled"),
+                    (None, Some(s)) => format!("state {}", s.as_str()),
+                    (None, None) => "a settled state".to_string(),
+                };
+                let _ = w.reply.send(error(
+                    ErrorCode::Timeout,
+                    format!("timed out waiting for group {} to reach {want}", w.group),
+                ));
+            } else {
+                self.waiters.push(w);
+            }
+        }
+    }
+
+    fn begin_halt(&mut self) -> Vec<Action> {
+        self.halting = true;
+        tracing::info!("shutting down: stopping every group");
+        self.sup.halt(Now::real())
+    }
+
+    fn handle(&mut self, req: Request, peer: &Peer) -> (Reply, Vec<Action>) {
+        let now = Now::real();
+        let who = if req.changes_something() {
+            match self.policy.check_change(peer) {
+                Ok(who) => who,
+                Err(e) => {
+                    tracing::warn!("refused {}: {e}", describe(&req));
+                    return (error(ErrorCode::Access, e.to_string()), vec![]);
+                }
+            }
+        } else {
+            String::new()
+        };
+        if self.halting
+            && !matches!(
+                req,
+                Request::Ping | Request::Status { .. } | Request::Shutdown
+            )
+        {
+            return (
+                error(
+                    ErrorCode::ShuttingDown,
+                    "the daemon is shutting down".into(),
+                ),
+                vec![],
+            );
+        }
+        if req.changes_something() {
+            tracing::info!("{} (by {who})", describe(&req));
+        }
+        let sup = &mut self.sup;
+        match req {
+            Request::Ping => (Reply::Pong, vec![]),
+            // Parked by the event loop, never handled here.
+            Request::Wait { .. } => (error(ErrorCode::Internal, "wait not parked".into()), vec![]),
+            Request::Tell { group, level } => match sup.tell(&group, &level, now) {
+                Some(actions) => (message("level transition started"), actions),
+                None => no_group(&group),
+            },
+            Request::Status { group, brief } => {
+                if let Some(g) = &group
+                    && !sup.has_group(g)
+                {
+                    return no_group(g);
+                }
+                (
+                    Reply::Status {
+                        groups: sup.status(group.as_deref(), !brief, now),
+                    },
+                    vec![],
+                )
+            }
+            Request::Reread => match Cltab::load(&sup.cltab.path.clone()) {
+                Ok(tab) => {
+                    let text = format!(
+                        "cltab reread: {} groups, {} entries",
+                        tab.groups().len(),
+                        tab.entries.len()
+                    );
+                    (message(&text), sup.reread(tab, now))
+                }
+                Err(e) => {
+                    tracing::error!("reread failed; keeping the running configuration:\n{e}");
+                    (error(ErrorCode::CltabInvalid, e.to_string()), vec![])
+                }
+            },
+            Request::Shutdown => {
+                if self.halting {
+                    return (message("all groups halting"), vec![]);
+                }
+                (message("all groups halting"), self.begin_halt())
+            }
+            Request::Control {
+                tag,
+                action,
+                temporary,
+            } => {
+                let op = match action {
+                    ControlAction::Stop => Control::Stop { temporary },
+                    ControlAction::Start => Control::Start { temporary },
+                    ControlAction::Restart => Control::Restart,
+                };
+                match sup.control(&tag, op, now) {
+                    Ok((actions, text)) => (message(&text), actions),
+                    Err(e) => (error(ErrorCode::NoSuchEntry, e.to_string()), vec![]),
+                }
+            }
+            Request::RestartGroup { group: Some(group) } => match sup.restart_group(&group, now) {
+                Some(actions) => (message(&format!("group {group} restarting")), actions),
+                None => no_group(&group),
+            },
+            Request::RestartGroup { group: None } => {
+                (message("all groups restarting"), sup.restart_all(now))
+            }
+            Request::Create {
+                group,
+                tag,
+                levels,
+                mode,
+                options,
+                command,
+            } => self.create(&group, &tag, &levels, &mode, &options, &command, now),
+            Request::Delete { tag } => self.delete(&tag, now),
+        }
+    }
+
+    /// The cltab text as on disk, if it is still what the daemon read.
+    fn unchanged_cltab(&self) -> Result<String, Reply> {
+        let path = &self.sup.cltab.path;
+        match std::fs::read_to_string(path) {
+            Ok(text) if text == self.sup.cltab.text => Ok(text),
+            Ok(_) => Err(error(
+                ErrorCode::CltabChanged,
+                format!(
+                    "{} changed on disk since the daemon read it; run `clinit reread` first, so that edit is not lost",
+                    path.display()
+                ),
+            )),
+            Err(e) => Err(error(
+                ErrorCode::CltabInvalid,
+                format!("cannot read {}: {e}", path.display()),
+            )),
+        }
+    }
+
+    /// Parse, write atomically and apply an edited cltab.
+    fn apply_edit(&mut self, text: String, now: Now) -> Result<Vec<Action>, Reply> {
+        let path = self.sup.cltab.path.clone();
+        let tab = crate::cltab::parse(&path, &text)
+            .map_err(|e| error(ErrorCode::CltabInvalid, e.to_string()))?;
+        write_atomic_like(&path, text.as_bytes()).map_err(|e| {
+            error(
+                ErrorCode::Internal,
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })?;
+        Ok(self.sup.reread(tab, now))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &mut self,
+        group: &str,
+        tag: &str,
+        levels: &str,
+        mode: &str,
+        options: &[(String, String)],
+        command: &str,
+        now: Now,
+    ) -> (Reply, Vec<Action>) {
+        let bad = |m: String| (error(ErrorCode::BadRequest, m), vec![]);
+        for (what, v) in [
+            ("group", group),
+            ("tag", tag),
+            ("levels", levels),
+            ("mode", mode),
+        ] {
+            if v.contains([':', '\n', '\r']) || v.trim() != v || (what != "levels" && v.is_empty())
+            {
+                return bad(format!(
+                    "bad {what} '{v}': it must be non-empty and contain no ':', newline or surrounding blanks"
+                ));
+            }
+        }
+        if command.trim().is_empty() || command.contains(['\n', '\r']) {
+            return bad(format!(
+                "bad command '{command}': it must be one non-empty line"
+            ));
+        }
+        for (name, value) in options {
+            if name.contains([':', '\n', '\r']) || value.contains(['\n', '\r']) {
+                return bad(format!(
+                    "bad option '{name}={value}': one line, no ':' in the name"
+                ));
+            }
+        }
+        let text = match self.unchanged_cltab() {
+            Ok(t) => t,
+            Err(r) => return (r, vec![]),
+        };
+        let mut lines = vec![format!("{group}:{tag}:{levels}:{mode}:{command}")];
+        lines.extend(options.iter().map(|(n, v)| format!(":{tag}::{n}:{v}")));
+        let new_text = edit::insert_entry(&text, group, &lines);
+        match self.apply_edit(new_text, now) {
+            Ok(actions) => {
+                let line = self
+                    .sup
+                    .cltab
+                    .entries
+                    .iter()
+                    .find(|e| e.tag == tag)
+                    .map(|e| e.line)
+                    .unwrap_or(0);
+                let running = actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Spawn { spec, .. } if spec.tag == tag));
+                let text = format!(
+                    "created {tag} in group {group} at {}:{line}{}",
+                    self.sup.cltab.path.display(),
+                    if running { "; started" } else { "" }
+                );
+                (message(&text), actions)
+            }
+            Err(r) => (r, vec![]),
+        }
+    }
+
+    fn delete(&mut self, tag: &str, now: Now) -> (Reply, Vec<Action>) {
+        let text = match self.unchanged_cltab() {
+            Ok(t) => t,
+            Err(r) => return (r, vec![]),
+        };
+        let Some(new_text) = edit::remove_entry(&text, tag) else {
+            return (
+                error(ErrorCode::NoSuchEntry, format!("no such entry: {tag}")),
+                vec![],
+            );
+        };
+        match self.apply_edit(new_text, now) {
+            Ok(actions) => {
+                self.sup.forget(tag);
+                let stopping = actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Signal { tag: t, .. } if t == tag));
+                let text = format!(
+                    "deleted {tag} from {}{}",
+                    self.sup.cltab.path.display(),
+                    if stopping { "; stopping it" } else { "" }
+                );
+                (message(&text), actions)
+            }
+            Err(r) => (r, vec![]),
+        }
     }
 }
 
-/// Answer every waiter whose condition holds or whose time is up.
-fn answer_waiters(waiters: &mut Vec<Waiter>, sup: &Supervisor) {
-    let now = Instant::now();
-    for w in std::mem::take(waiters) {
-        if w.reply.is_closed() {
-            continue;
-        }
-        if w.satisfied(sup) {
-            let groups = sup.status(Some(&w.group), true, now);
-            let _ = w.reply.send(Reply::Status { groups });
-        } else if now >= w.deadline {
-            let want = match (&w.level, w.state) {
-                (Some(l), Some(s)) => format!("level {l} and state {}", s.as_str()),
-                (Some(l), None) => format!("level {l} settled"),
-                (None, Some(s)) => format!("state {}", s.as_str()),
-                (None, None) => "a settled state".to_string(),
-            };
-            let _ = w.reply.send(error(
-                ErrorCode::Timeout,
-                format!("timed out waiting for group {} to reach {want}", w.group),
-            ));
-        } else {
-            waiters.push(w);
-        }
+/// A request in the words of the log.
+fn describe(req: &Request) -> String {
+    match req {
+        Request::Tell { group, level } => format!("tell {group} {level}"),
+        Request::Reread => "reread".into(),
+        Request::Shutdown => "shutdown".into(),
+        Request::Control {
+            tag,
+            action,
+            temporary,
+        } => format!(
+            "{} {tag}{}",
+            match action {
+                ControlAction::Stop => "stop",
+                ControlAction::Start => "start",
+                ControlAction::Restart => "restart",
+            },
+            if *temporary { " --temporary" } else { "" }
+        ),
+        Request::RestartGroup { group: Some(g) } => format!("restart --group {g}"),
+        Request::RestartGroup { group: None } => "restart --all".into(),
+        Request::Create {
+            group,
+            tag,
+            levels,
+            mode,
+            command,
+            ..
+        } => format!("create {group}:{tag}:{levels}:{mode}:{command}"),
+        Request::Delete { tag } => format!("delete {tag}"),
+        other => format!("{other:?}"),
     }
+}
+
+fn no_group(group: &str) -> (Reply, Vec<Action>) {
+    (
+        error(ErrorCode::NoSuchGroup, format!("no such group: {group}")),
+        vec![],
+    )
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -268,32 +726,6 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
-}
-
-fn begin_halt(sup: &mut Supervisor) -> Vec<Action> {
-    tracing::info!("shutting down: stopping every group");
-    sup.halt(Instant::now())
-}
-
-fn write_status(
-    sup: &Supervisor,
-    store: &mut impl Store,
-    last: &mut Option<
-        Vec<(
-            String,
-            Option<String>,
-            crate::supervisor::machine::GroupState,
-        )>,
-    >,
-) {
-    let now = sup.summary();
-    if last.as_ref() == Some(&now) {
-        return;
-    }
-    if let Err(e) = store.write_status(&sup.clstat()) {
-        tracing::error!("{e}");
-    }
-    *last = Some(now);
 }
 
 fn message(text: &str) -> Reply {
@@ -304,77 +736,6 @@ fn message(text: &str) -> Reply {
 
 fn error(code: ErrorCode, message: String) -> Reply {
     Reply::Error(ErrorReply { code, message })
-}
-
-fn handle(req: Request, sup: &mut Supervisor, halting: &mut bool) -> (Reply, Vec<Action>) {
-    let now = Instant::now();
-    if *halting
-        && !matches!(
-            req,
-            Request::Ping | Request::Status { .. } | Request::Shutdown
-        )
-    {
-        return (
-            error(
-                ErrorCode::ShuttingDown,
-                "the daemon is shutting down".into(),
-            ),
-            vec![],
-        );
-    }
-    match req {
-        Request::Ping => (Reply::Pong, vec![]),
-        // Parked by the event loop, never handled here.
-        Request::Wait { .. } => (error(ErrorCode::Internal, "wait not parked".into()), vec![]),
-        Request::Tell { group, level } => match sup.tell(&group, &level, now) {
-            Some(actions) => {
-                tracing::info!("tell {group} {level}");
-                (message("level transition started"), actions)
-            }
-            None => (
-                error(ErrorCode::NoSuchGroup, format!("no such group: {group}")),
-                vec![],
-            ),
-        },
-        Request::Status { group, brief } => {
-            if let Some(g) = &group
-                && !sup.has_group(g)
-            {
-                return (
-                    error(ErrorCode::NoSuchGroup, format!("no such group: {g}")),
-                    vec![],
-                );
-            }
-            (
-                Reply::Status {
-                    groups: sup.status(group.as_deref(), !brief, now),
-                },
-                vec![],
-            )
-        }
-        Request::Reread => match Cltab::load(&sup.cltab.path.clone()) {
-            Ok(tab) => {
-                tracing::info!("reread {}", tab.path.display());
-                let text = format!(
-                    "cltab reread: {} groups, {} entries",
-                    tab.groups().len(),
-                    tab.entries.len()
-                );
-                (message(&text), sup.reread(tab, now))
-            }
-            Err(e) => {
-                tracing::error!("reread failed; keeping the running configuration:\n{e}");
-                (error(ErrorCode::CltabInvalid, e.to_string()), vec![])
-            }
-        },
-        Request::Shutdown => {
-            if *halting {
-                return (message("all groups halting"), vec![]);
-            }
-            *halting = true;
-            (message("all groups halting"), begin_halt(sup))
-        }
-    }
 }
 
 async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Incoming>) {
@@ -407,6 +768,17 @@ async fn read_frame(stream: &mut UnixStream) -> Result<Vec<u8>, proto::FrameErro
 /// frame gets an error reply and the connection is closed; the daemon is
 /// never disturbed.
 async fn serve(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
+    let peer = match stream.peer_cred() {
+        Ok(c) => Peer {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid(),
+        },
+        Err(e) => {
+            tracing::warn!("cannot read the peer credentials of a connection: {e}");
+            return;
+        }
+    };
     let hello = match read_frame(&mut stream).await {
         Ok(b) => serde_json::from_slice::<Hello>(&b).ok(),
         Err(_) => return,
@@ -474,7 +846,7 @@ async fn serve(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
             }
         };
         let (otx, orx) = oneshot::channel();
-        if tx.send((frame.req, otx)).await.is_err() {
+        if tx.send((frame.req, peer, otx)).await.is_err() {
             return;
         }
         let Ok(reply) = orx.await else { return };

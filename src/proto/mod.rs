@@ -6,6 +6,7 @@
 //! `Hello` or an error. Then each [`RequestFrame`] gets one [`ResponseFrame`]
 //! with the same id.
 
+use crate::cltab::NotifierFormat;
 use crate::supervisor::machine::{ExitStatus, GroupState};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -43,6 +44,51 @@ pub enum Request {
         state: Option<GroupState>,
         timeout_ms: u64,
     },
+    /// Stop, start or restart one entry (`clinit stop|start|restart TAG`).
+    Control {
+        tag: String,
+        action: ControlAction,
+        #[serde(default)]
+        temporary: bool,
+    },
+    /// Restart every entry of one group, or of all groups (`group: null`).
+    RestartGroup {
+        group: Option<String>,
+    },
+    /// Add an entry to the cltab (`clinit create`).
+    Create {
+        group: String,
+        tag: String,
+        levels: String,
+        mode: String,
+        /// Entry options as (name, value), written as option lines.
+        #[serde(default)]
+        options: Vec<(String, String)>,
+        command: String,
+    },
+    /// Stop an entry and remove it from the cltab (`clinit delete`).
+    Delete {
+        tag: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlAction {
+    Stop,
+    Start,
+    Restart,
+}
+
+impl Request {
+    /// Requests that change something need the right to (see the access
+    /// rules in the README); the others are open to anyone who can connect.
+    pub fn changes_something(&self) -> bool {
+        !matches!(
+            self,
+            Request::Ping | Request::Status { .. } | Request::Wait { .. }
+        )
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -63,6 +109,9 @@ pub enum ErrorCode {
     Timeout,
     ShuttingDown,
     Internal,
+    NoSuchEntry,
+    Access,
+    CltabChanged,
 }
 
 impl ErrorCode {
@@ -74,6 +123,9 @@ impl ErrorCode {
             ErrorCode::BadRequest | ErrorCode::VersionMismatch => 7,
             ErrorCode::ShuttingDown => 9,
             ErrorCode::Internal => 1,
+            ErrorCode::NoSuchEntry => 3,
+            ErrorCode::Access => 11,
+            ErrorCode::CltabChanged => 12,
         }
     }
 }
@@ -97,6 +149,31 @@ pub struct EntryStatus {
     pub starts: u32,
     pub restarts: u32,
     pub last_exit: Option<ExitStatus>,
+    /// `disabled`, `temporarily disabled`, `temporarily enabled`, or null
+    /// when the entry runs normally.
+    pub goal: Option<String>,
+    /// Enabled across daemon restarts (BOS fileGoal).
+    pub enabled: bool,
+    /// Enabled now (BOS goal).
+    pub running_enabled: bool,
+    /// Unix seconds of the last start.
+    pub last_start: Option<i64>,
+    pub last_exit_at: Option<i64>,
+    pub last_error: Option<ExitStatus>,
+    pub last_error_at: Option<i64>,
+    /// BOS restart-counting window: its start (Unix seconds) and restarts in it.
+    pub rs_time: i64,
+    pub rs_count: u32,
+    /// Rapid restarts in a row.
+    pub rapid: u32,
+    pub throttled_until: Option<i64>,
+    /// Stopped for too many errors (`respawn_give_up`).
+    pub gave_up: bool,
+    pub schedule: Option<String>,
+    /// Unix seconds of a cron entry's next run.
+    pub next_run: Option<i64>,
+    pub notifier: Option<String>,
+    pub notifier_format: Option<NotifierFormat>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -5,6 +5,9 @@
 //! Today the store keeps the status file. Goals (issue 3), lock tokens and
 //! records (issue 4) will be added as methods here.
 
+pub mod leftovers;
+pub mod sqlite;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub enum StoreError {
     #[error("cannot write {path}: {err}")]
     Write { path: PathBuf, err: std::io::Error },
+    #[error("stub busy {dir}")]
+    Busy { dir: PathBuf },
 }
 
 pub trait Store {
@@ -50,6 +55,32 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     f.write_all(data)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// [`write_atomic`] for a file that already exists: the new file gets the
+/// old one's permissions and, when the daemon may, its owner and group.
+pub fn write_atomic_like(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok();
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::File::create(&tmp)?;
+    if let Some(m) = &meta {
+        f.set_permissions(m.permissions())?;
+        let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+    }
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Make the rename itself durable.
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

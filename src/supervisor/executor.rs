@@ -5,7 +5,10 @@
 //! /dev/null, stdout/stderr appended to the log (or a per-entry file), and
 //! `CLINIT_GROUP`, `CLINIT_TAG`, `CLINIT_LEVEL` in its environment.
 
-use super::machine::{Action, ExitStatus, LogLevel, Pid, ProcEvent, Timer};
+use super::machine::{Action, ExitStatus, LogLevel, Notice, Pid, ProcEvent, Timer};
+use crate::cltab::NotifierFormat;
+use crate::store::leftovers;
+use crate::store::sqlite::{ChildRecord, StoreOp};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;
@@ -31,6 +34,13 @@ pub struct Executor {
     /// they get SIGKILL if still alive; removed when reaped.
     leftovers: HashMap<Pid, Instant>,
     kill_after: std::time::Duration,
+    /// Running notifiers: (group, tag) and when they time out (`None` once
+    /// killed).
+    notifiers: HashMap<Pid, (String, String, Option<Instant>)>,
+    boot_id: String,
+    host: String,
+    /// Child records for the store since the last [`Executor::take_ops`].
+    ops: Vec<StoreOp>,
 }
 
 impl Executor {
@@ -44,7 +54,23 @@ impl Executor {
             seq: 0,
             leftovers: HashMap::new(),
             kill_after,
+            notifiers: HashMap::new(),
+            boot_id: leftovers::boot_id(),
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default(),
+            ops: Vec::new(),
         }
+    }
+
+    /// Child records made since the last call.
+    pub fn take_ops(&mut self) -> Vec<StoreOp> {
+        std::mem::take(&mut self.ops)
+    }
+
+    pub fn notifier_count(&self) -> usize {
+        self.notifiers.len()
     }
 
     /// Adopted descendants are still being stopped.
@@ -89,6 +115,16 @@ impl Executor {
                         // The child is reaped by waitpid(-1) in `reap`.
                         drop(child);
                         tracing::debug!("{g}:{t} started, pid {pid}");
+                        if let Some(start_ticks) = leftovers::start_ticks(pid) {
+                            self.ops.push(StoreOp::AddChild(ChildRecord {
+                                pid,
+                                pgid: pid,
+                                start_ticks,
+                                boot_id: self.boot_id.clone(),
+                                group: g.clone(),
+                                tag: t.clone(),
+                            }));
+                        }
                         self.children.insert(pid, (g.clone(), t.clone()));
                         Some((g, t, ProcEvent::Spawned { pid }))
                     }
@@ -117,7 +153,7 @@ impl Executor {
             }
             Action::SweepLeftovers { group, tag } => {
                 let deadline = Instant::now() + self.kill_after;
-                for pid in sweep_leftovers(&group, &tag, &self.children) {
+                for pid in sweep_leftovers(&group, &tag, &self.children, &self.notifiers) {
                     self.leftovers.entry(pid).or_insert(deadline);
                 }
                 None
@@ -128,6 +164,72 @@ impl Executor {
                     LogLevel::Warn => tracing::warn!("{message}"),
                 }
                 None
+            }
+            Action::Notify(notice) => {
+                self.notify(*notice);
+                None
+            }
+        }
+    }
+
+    /// Run a notifier under `/bin/sh -c` in its own process group and
+    /// write the exit record to its standard input without blocking the
+    /// event loop; it is reaped like any child and killed at its timeout.
+    fn notify(&mut self, n: Notice) {
+        let text = match n.notifier.format {
+            NotifierFormat::Bos => crate::bos::notifier::Record::from_notice(&n).to_bos(),
+            NotifierFormat::Json => crate::bos::notifier::json(&n, &self.host),
+        };
+        let result = self.output(&n.group, &n.tag).and_then(|out| {
+            let err = out.try_clone()?;
+            Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&n.notifier.command)
+                .stdin(Stdio::piped())
+                .stdout(out)
+                .stderr(err)
+                .process_group(0)
+                .spawn()
+        });
+        let mut child = match result {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(
+                    "{}:{}: cannot run notifier '{}': {e}",
+                    n.group,
+                    n.tag,
+                    n.notifier.command
+                );
+                return;
+            }
+        };
+        let pid = child.id() as Pid;
+        tracing::debug!("{}:{} notifier started, pid {pid}", n.group, n.tag);
+        let stdin = child.stdin.take();
+        drop(child);
+        self.notifiers.insert(
+            pid,
+            (
+                n.group.clone(),
+                n.tag.clone(),
+                Some(Instant::now() + n.timeout),
+            ),
+        );
+        if let Some(stdin) = stdin {
+            let fd = std::os::fd::OwnedFd::from(stdin);
+            match tokio::net::unix::pipe::Sender::from_owned_fd(fd) {
+                Ok(mut tx) => {
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        // A notifier that exits without reading is fine.
+                        let _ = tx.write_all(text.as_bytes()).await;
+                    });
+                }
+                Err(e) => tracing::warn!(
+                    "{}:{}: cannot write to the notifier's input: {e}",
+                    n.group,
+                    n.tag
+                ),
             }
         }
     }
@@ -145,7 +247,16 @@ impl Executor {
                 Ok(_) => continue,
             };
             self.leftovers.remove(&pid);
+            if let Some((g, t, _)) = self.notifiers.remove(&pid) {
+                if status.success() {
+                    tracing::debug!("{g}:{t} notifier pid {pid} exited: {status}");
+                } else {
+                    tracing::warn!("{g}:{t}: notifier (pid {pid}) failed: {status}");
+                }
+                continue;
+            }
             if let Some((g, t)) = self.children.remove(&pid) {
+                self.ops.push(StoreOp::RemoveChild { pid });
                 tracing::debug!("{g}:{t} pid {pid} exited: {status}");
                 out.push((g, t, ProcEvent::Exited { pid, status }));
             }
@@ -158,6 +269,7 @@ impl Executor {
         timer
             .into_iter()
             .chain(self.leftovers.values().copied())
+            .chain(self.notifiers.values().filter_map(|n| n.2))
             .min()
     }
 
@@ -170,6 +282,13 @@ impl Executor {
                 let _ = kill(NixPid::from_raw(*pid), Signal::SIGKILL);
                 // Reaping removes it; re-send later if it somehow survives.
                 *deadline = now + self.kill_after.max(std::time::Duration::from_secs(1));
+            }
+        }
+        for (pid, (g, t, deadline)) in self.notifiers.iter_mut() {
+            if deadline.is_some_and(|d| d <= now) {
+                tracing::warn!("{g}:{t}: notifier (pid {pid}) timed out; killed its process group");
+                let _ = kill(NixPid::from_raw(-*pid), Signal::SIGKILL);
+                *deadline = None;
             }
         }
         let mut out = Vec::new();
@@ -247,7 +366,12 @@ fn program_exists(name: &str) -> bool {
 /// Stop descendants of an entry that left its process group (a daemonizing
 /// program calls setsid) and were adopted by this daemon, the child
 /// subreaper: they are recognised by their inherited CLINIT_GROUP/CLINIT_TAG.
-fn sweep_leftovers(group: &str, tag: &str, children: &HashMap<Pid, (String, String)>) -> Vec<Pid> {
+fn sweep_leftovers<N>(
+    group: &str,
+    tag: &str,
+    children: &HashMap<Pid, (String, String)>,
+    notifiers: &HashMap<Pid, N>,
+) -> Vec<Pid> {
     let mut found = Vec::new();
     let me = std::process::id() as Pid;
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -259,7 +383,7 @@ fn sweep_leftovers(group: &str, tag: &str, children: &HashMap<Pid, (String, Stri
         let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<Pid>().ok()) else {
             continue;
         };
-        if children.contains_key(&pid) {
+        if children.contains_key(&pid) || notifiers.contains_key(&pid) {
             continue;
         }
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

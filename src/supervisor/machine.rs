@@ -14,9 +14,13 @@
 //!   stopping; retired slots (removed by a reread) never hold a group back.
 //! - A foreground entry (`wait`, `test`) blocks the start sequence until it
 //!   has exited.
+//! - An entry runs only while its group is at one of its levels and it is
+//!   enabled ([`Enable::run`]); a changed entry's new version starts only
+//!   after the old version (a retired slot) has stopped.
+//! - Every exit updates [`Stats`] and, when the entry has a notifier, yields
+//!   exactly one [`Action::Notify`].
 
-use crate::cltab::{Entry, Mode};
-use crate::config::Timing;
+use crate::cltab::{Entry, Mode, Notifier};
 use nix::sys::signal::Signal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,18 +50,34 @@ impl std::fmt::Display for ExitStatus {
     }
 }
 
+/// BOS counts no exit by these signals as an error.
+const NOT_ERROR_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGQUIT, libc::SIGKILL];
+
+impl ExitStatus {
+    /// An error exit, as BOS counts them: a non-zero exit code or a signal
+    /// other than TERM, QUIT and KILL, unless clinit asked for the stop.
+    pub fn is_error(self, requested: bool) -> bool {
+        !requested
+            && match self {
+                ExitStatus::Code(c) => c != 0,
+                ExitStatus::Signal(s) => !NOT_ERROR_SIGNALS.contains(&s),
+            }
+    }
+}
+
 /// Which stop signal was sent last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopPhase {
-    Int,
+    /// The entry's first stop signal (`stop_signal`, SIGINT by default).
+    First,
     Term,
     Kill,
 }
 
 impl StopPhase {
-    pub fn signal(self) -> Signal {
+    pub fn signal(self, first: Signal) -> Signal {
         match self {
-            StopPhase::Int => Signal::SIGINT,
+            StopPhase::First => first,
             StopPhase::Term => Signal::SIGTERM,
             StopPhase::Kill => Signal::SIGKILL,
         }
@@ -93,6 +113,13 @@ pub enum Proc {
         until: Instant,
         status: ExitStatus,
     },
+    /// A respawn entry that failed too often in a row (`respawn_give_up`):
+    /// not restarted until an operator starts it.
+    GaveUp {
+        status: ExitStatus,
+    },
+    /// A cron entry waiting for its next run ([`Slot::next_run`]).
+    Scheduled,
 }
 
 impl Proc {
@@ -104,6 +131,8 @@ impl Proc {
             Proc::Stopping { .. } => "stopping",
             Proc::Exited { .. } => "exited",
             Proc::Backoff { .. } => "throttled",
+            Proc::GaveUp { .. } => "gave-up",
+            Proc::Scheduled => "scheduled",
         }
     }
 
@@ -123,16 +152,63 @@ impl Proc {
     }
 }
 
-/// Per-entry history, kept across states.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Length of BOS's restart-counting window (`rsTime`, `rsCount`).
+pub const RS_WINDOW_SECS: i64 = 60;
+
+/// Per-entry history, kept across states. Times are Unix seconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
+    /// Process starts (BOS `procStarts`).
     pub starts: u32,
     /// Automatic restarts of a respawn entry.
     pub restarts: u32,
     /// Rapid restarts in a row (runs shorter than `respawn_fast`).
     pub rapid: u32,
-    pub last_start: Option<Instant>,
-    pub last_exit: Option<(ExitStatus, Instant)>,
+    pub last_start: Option<i64>,
+    pub last_exit: Option<(ExitStatus, i64)>,
+    /// The last error exit ([`ExitStatus::is_error`]).
+    pub last_error: Option<(ExitStatus, i64)>,
+    /// Start of the current restart-counting window (0: none yet).
+    pub rs_time: i64,
+    /// Automatic restarts in that window.
+    pub rs_count: u32,
+}
+
+/// Whether an operator wants an entry to run, as BOS's fileGoal (`file`,
+/// kept in the store across daemon restarts) and goal (`run`, what the
+/// daemon does now).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enable {
+    pub file: bool,
+    pub run: bool,
+}
+
+impl Default for Enable {
+    fn default() -> Enable {
+        Enable {
+            file: true,
+            run: true,
+        }
+    }
+}
+
+impl Enable {
+    /// `bos status` words for a goal that differs from normal.
+    pub fn describe(self) -> Option<&'static str> {
+        match (self.file, self.run) {
+            (true, true) => None,
+            (false, false) => Some("disabled"),
+            (true, false) => Some("temporarily disabled"),
+            (false, true) => Some("temporarily enabled"),
+        }
+    }
+}
+
+/// A cron entry's next run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextRun {
+    pub at: Instant,
+    pub unix: i64,
 }
 
 /// One entry of a group: its cltab line, process state and history.
@@ -141,6 +217,11 @@ pub struct Slot {
     pub spec: Arc<Entry>,
     pub proc: Proc,
     pub stats: Stats,
+    pub enable: Enable,
+    /// Start again as soon as the current process has stopped.
+    pub restart_pending: bool,
+    /// Cron entries at their level: the next scheduled run.
+    pub next_run: Option<NextRun>,
 }
 
 impl Slot {
@@ -149,7 +230,15 @@ impl Slot {
             spec,
             proc: Proc::Idle,
             stats: Stats::default(),
+            enable: Enable::default(),
+            restart_pending: false,
+            next_run: None,
         }
+    }
+
+    /// Whether the entry should run (or have run) at `level`.
+    pub fn wanted(&self, level: &str) -> bool {
+        self.enable.run && self.spec.wanted_at(level)
     }
 }
 
@@ -160,6 +249,8 @@ pub enum TimerKind {
     Escalate { pid: Pid, to: StopPhase },
     /// End a respawn throttle delay.
     Backoff { until: Instant },
+    /// A cron entry's scheduled run.
+    Cron { at: Instant },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,23 +295,56 @@ pub enum Action {
         level: LogLevel,
         message: String,
     },
+    /// Run the entry's notifier with the record of an exit.
+    Notify(Box<Notice>),
+}
+
+/// The facts of one exit, for a notifier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub group: String,
+    pub tag: String,
+    pub level: String,
+    pub command: String,
+    pub notifier: Notifier,
+    pub timeout: Duration,
+    /// 0 when the command could not be started.
+    pub pid: Pid,
+    pub status: ExitStatus,
+    /// Unix seconds.
+    pub at: i64,
+    /// After this exit, before any restart it causes.
+    pub stats: Stats,
+    /// Whether the entry should be running (BOS `goal`).
+    pub goal: bool,
+    pub error: bool,
 }
 
 /// Events for one entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProcEvent {
     Start,
-    Spawned { pid: Pid },
+    Spawned {
+        pid: Pid,
+    },
     SpawnFailed,
-    Exited { pid: Pid, status: ExitStatus },
+    Exited {
+        pid: Pid,
+        status: ExitStatus,
+    },
     Stop,
+    /// An operator's start or restart: stop a running process first, then
+    /// start again at once (throttle and give-up forgotten; a cron entry
+    /// runs now).
+    Restart,
     Timer(TimerKind),
 }
 
 /// What the entry machine needs to know about its surroundings.
 pub struct Ctx<'a> {
     pub level: &'a str,
-    pub timing: &'a Timing,
+    /// Wall-clock time of `now`, Unix seconds.
+    pub unix: i64,
 }
 
 fn spawn(slot: &Slot, ctx: &Ctx) -> Action {
@@ -246,7 +370,7 @@ fn signal(slot: &Slot, pid: Pid, phase: StopPhase) -> Action {
         group: slot.spec.group.clone(),
         tag: slot.spec.tag.clone(),
         pid,
-        signal: phase.signal(),
+        signal: phase.signal(slot.spec.opts.timing.stop_signal),
     }
 }
 
@@ -257,25 +381,24 @@ fn sweep(slot: &Slot) -> Action {
     }
 }
 
-/// Begin a graceful stop of a running process: SIGINT now, SIGTERM later.
-fn begin_stop(
-    slot: &Slot,
-    pid: Pid,
-    since: Instant,
-    now: Instant,
-    ctx: &Ctx,
-) -> (Proc, Vec<Action>) {
+fn log(level: LogLevel, message: String) -> Action {
+    Action::Log { level, message }
+}
+
+/// Begin a graceful stop of a running process: the first stop signal now,
+/// SIGTERM later.
+fn begin_stop(slot: &Slot, pid: Pid, since: Instant, now: Instant) -> (Proc, Vec<Action>) {
     (
         Proc::Stopping {
             pid,
             since,
-            phase: StopPhase::Int,
+            phase: StopPhase::First,
         },
         vec![
-            signal(slot, pid, StopPhase::Int),
+            signal(slot, pid, StopPhase::First),
             timer(
                 slot,
-                now + ctx.timing.term_after,
+                now + slot.spec.opts.timing.term_after,
                 TimerKind::Escalate {
                     pid,
                     to: StopPhase::Term,
@@ -287,7 +410,11 @@ fn begin_stop(
 
 /// The delay before restarting a respawn entry that just exited after
 /// running `ran`, and the updated rapid-restart count.
-pub fn respawn_delay(rapid: u32, ran: Duration, timing: &Timing) -> (u32, Option<Duration>) {
+pub fn respawn_delay(
+    rapid: u32,
+    ran: Duration,
+    timing: &crate::config::Timing,
+) -> (u32, Option<Duration>) {
     let p = &timing.respawn;
     let rapid = if ran < p.fast {
         rapid.saturating_add(1)
@@ -304,22 +431,84 @@ pub fn respawn_delay(rapid: u32, ran: Duration, timing: &Timing) -> (u32, Option
     (rapid, Some(delay))
 }
 
+/// A cron entry's next run after `ctx.unix`, with its timer.
+fn schedule_next(slot: &mut Slot, now: Instant, ctx: &Ctx, actions: &mut Vec<Action>) {
+    slot.next_run = slot
+        .spec
+        .opts
+        .schedule
+        .as_ref()
+        .and_then(|s| s.next_after(ctx.unix))
+        .map(|unix| NextRun {
+            at: now + Duration::from_secs(unix.saturating_sub(ctx.unix).max(0) as u64),
+            unix,
+        });
+    if let Some(next) = slot.next_run {
+        actions.push(timer(slot, next.at, TimerKind::Cron { at: next.at }));
+    }
+}
+
+/// Start an idle entry: spawn it, or for a cron entry, wait for its time.
+fn start(slot: &mut Slot, now: Instant, ctx: &Ctx, actions: &mut Vec<Action>) -> Proc {
+    let run_now = slot.spec.opts.schedule.as_ref().is_none_or(|s| s.is_now());
+    if slot.spec.mode == Mode::Cron && !run_now {
+        schedule_next(slot, now, ctx, actions);
+        return Proc::Scheduled;
+    }
+    actions.push(spawn(slot, ctx));
+    Proc::Spawning {
+        stop_pending: false,
+    }
+}
+
+/// Account for an exit in the entry's history and notify.
+fn record_exit(
+    slot: &mut Slot,
+    pid: Pid,
+    status: ExitStatus,
+    requested: bool,
+    ctx: &Ctx,
+    actions: &mut Vec<Action>,
+) {
+    let st = &mut slot.stats;
+    if ctx.unix - st.rs_time >= RS_WINDOW_SECS {
+        st.rs_time = ctx.unix;
+        st.rs_count = 0;
+    }
+    st.last_exit = Some((status, ctx.unix));
+    let error = status.is_error(requested);
+    if error {
+        st.last_error = Some((status, ctx.unix));
+    }
+    if let Some(notifier) = &slot.spec.opts.notifier {
+        actions.push(Action::Notify(Box::new(Notice {
+            group: slot.spec.group.clone(),
+            tag: slot.spec.tag.clone(),
+            level: ctx.level.to_string(),
+            command: slot.spec.command.clone(),
+            notifier: notifier.clone(),
+            timeout: slot.spec.opts.timing.notifier_timeout,
+            pid,
+            status,
+            at: ctx.unix,
+            stats: slot.stats.clone(),
+            goal: !requested && slot.wanted(ctx.level),
+            error,
+        })));
+    }
+}
+
 /// The entry machine: one event applied to one slot.
 pub fn step_proc(mut slot: Slot, ev: ProcEvent, now: Instant, ctx: &Ctx) -> (Slot, Vec<Action>) {
     let mut actions = Vec::new();
     let proc = std::mem::replace(&mut slot.proc, Proc::Idle);
     let next = match (proc, ev) {
-        (Proc::Idle, ProcEvent::Start) => {
-            actions.push(spawn(&slot, ctx));
-            Proc::Spawning {
-                stop_pending: false,
-            }
-        }
+        (Proc::Idle, ProcEvent::Start) => start(&mut slot, now, ctx, &mut actions),
         (Proc::Spawning { stop_pending }, ProcEvent::Spawned { pid }) => {
             slot.stats.starts += 1;
-            slot.stats.last_start = Some(now);
+            slot.stats.last_start = Some(ctx.unix);
             if stop_pending {
-                let (p, a) = begin_stop(&slot, pid, now, now, ctx);
+                let (p, a) = begin_stop(&slot, pid, now, now);
                 actions.extend(a);
                 p
             } else {
@@ -332,16 +521,16 @@ pub fn step_proc(mut slot: Slot, ev: ProcEvent, now: Instant, ctx: &Ctx) -> (Slo
             // that cannot find the command.
             let status = ExitStatus::Code(127);
             slot.stats.starts += 1;
-            slot.stats.last_start = Some(now);
-            slot.stats.last_exit = Some((status, now));
+            slot.stats.last_start = Some(ctx.unix);
+            record_exit(&mut slot, 0, status, stop_pending, ctx, &mut actions);
             if stop_pending {
-                Proc::Idle
+                finish_stop(&mut slot, now, ctx, &mut actions)
             } else {
                 after_exit(&mut slot, status, Duration::ZERO, now, ctx, &mut actions)
             }
         }
         (Proc::Running { pid, since }, ProcEvent::Exited { pid: p, status }) if p == pid => {
-            slot.stats.last_exit = Some((status, now));
+            record_exit(&mut slot, pid, status, false, ctx, &mut actions);
             after_exit(
                 &mut slot,
                 status,
@@ -352,21 +541,36 @@ pub fn step_proc(mut slot: Slot, ev: ProcEvent, now: Instant, ctx: &Ctx) -> (Slo
             )
         }
         (Proc::Running { pid, since }, ProcEvent::Stop) => {
-            let (p, a) = begin_stop(&slot, pid, since, now, ctx);
+            slot.next_run = None;
+            let (p, a) = begin_stop(&slot, pid, since, now);
             actions.extend(a);
             p
         }
+        (Proc::Running { pid, since }, ProcEvent::Restart) => {
+            slot.restart_pending = true;
+            let (p, a) = begin_stop(&slot, pid, since, now);
+            actions.extend(a);
+            p
+        }
+        (p @ Proc::Stopping { .. }, ProcEvent::Restart) => {
+            slot.restart_pending = true;
+            p
+        }
+        (p @ Proc::Stopping { .. }, ProcEvent::Stop) => {
+            slot.restart_pending = false;
+            p
+        }
         (Proc::Stopping { pid, .. }, ProcEvent::Exited { pid: p, status }) if p == pid => {
-            slot.stats.last_exit = Some((status, now));
+            record_exit(&mut slot, pid, status, true, ctx, &mut actions);
             actions.push(sweep(&slot));
-            Proc::Idle
+            finish_stop(&mut slot, now, ctx, &mut actions)
         }
         (
             Proc::Stopping { pid, since, phase },
             ProcEvent::Timer(TimerKind::Escalate { pid: p, to }),
         ) if p == pid => {
             let expected = match phase {
-                StopPhase::Int => Some(StopPhase::Term),
+                StopPhase::First => Some(StopPhase::Term),
                 StopPhase::Term => Some(StopPhase::Kill),
                 StopPhase::Kill => None,
             };
@@ -375,22 +579,22 @@ pub fn step_proc(mut slot: Slot, ev: ProcEvent, now: Instant, ctx: &Ctx) -> (Slo
                 if to == StopPhase::Term {
                     actions.push(timer(
                         &slot,
-                        now + ctx.timing.kill_after,
+                        now + slot.spec.opts.timing.kill_after,
                         TimerKind::Escalate {
                             pid,
                             to: StopPhase::Kill,
                         },
                     ));
                 }
-                actions.push(Action::Log {
-                    level: LogLevel::Warn,
-                    message: format!(
+                actions.push(log(
+                    LogLevel::Warn,
+                    format!(
                         "{}:{} (pid {pid}) still running; sent {}",
                         slot.spec.group,
                         slot.spec.tag,
-                        to.signal().as_str()
+                        to.signal(slot.spec.opts.timing.stop_signal).as_str()
                     ),
-                });
+                ));
                 Proc::Stopping {
                     pid,
                     since,
@@ -405,20 +609,69 @@ pub fn step_proc(mut slot: Slot, ev: ProcEvent, now: Instant, ctx: &Ctx) -> (Slo
             actions.push(sweep(&slot));
             Proc::Idle
         }
-        (Proc::Backoff { .. }, ProcEvent::Stop) => Proc::Idle,
-        (Proc::Backoff { until, .. }, ProcEvent::Timer(TimerKind::Backoff { until: u }))
-            if u == until =>
-        {
-            actions.push(Action::Log {
-                level: LogLevel::Info,
-                message: format!(
-                    "{}:{} throttle delay over; starting it again",
-                    slot.spec.group, slot.spec.tag
-                ),
-            });
+        (Proc::Backoff { .. } | Proc::GaveUp { .. }, ProcEvent::Stop) => Proc::Idle,
+        (Proc::Scheduled, ProcEvent::Stop) => {
+            slot.next_run = None;
+            Proc::Idle
+        }
+        (
+            Proc::Idle
+            | Proc::Exited { .. }
+            | Proc::Backoff { .. }
+            | Proc::GaveUp { .. }
+            | Proc::Scheduled,
+            ProcEvent::Restart,
+        ) => {
+            slot.stats.rapid = 0;
+            if slot.spec.mode == Mode::Cron && slot.next_run.is_none() {
+                // Keep the schedule going after this extra run.
+                let ctx2 = Ctx { ..*ctx };
+                schedule_next(&mut slot, now, &ctx2, &mut actions);
+            }
             actions.push(spawn(&slot, ctx));
             Proc::Spawning {
                 stop_pending: false,
+            }
+        }
+        (Proc::Backoff { until, .. }, ProcEvent::Timer(TimerKind::Backoff { until: u }))
+            if u == until =>
+        {
+            actions.push(log(
+                LogLevel::Info,
+                format!(
+                    "{}:{} throttle delay over; starting it again",
+                    slot.spec.group, slot.spec.tag
+                ),
+            ));
+            actions.push(spawn(&slot, ctx));
+            Proc::Spawning {
+                stop_pending: false,
+            }
+        }
+        (proc, ProcEvent::Timer(TimerKind::Cron { at }))
+            if slot.next_run.is_some_and(|n| n.at == at) =>
+        {
+            let due = slot.next_run.map(|n| n.unix).unwrap_or(ctx.unix);
+            schedule_next(&mut slot, now, ctx, &mut actions);
+            match proc {
+                Proc::Scheduled => {
+                    actions.push(spawn(&slot, ctx));
+                    Proc::Spawning {
+                        stop_pending: false,
+                    }
+                }
+                other => {
+                    actions.push(log(
+                        LogLevel::Warn,
+                        format!(
+                            "{}:{} is still running; its run due at {} is skipped",
+                            slot.spec.group,
+                            slot.spec.tag,
+                            crate::schedule::ctime(due)
+                        ),
+                    ));
+                    other
+                }
             }
         }
         // Everything else leaves the state as it is: a start of an entry that
@@ -428,6 +681,22 @@ pub fn step_proc(mut slot: Slot, ev: ProcEvent, now: Instant, ctx: &Ctx) -> (Slo
     };
     slot.proc = next;
     (slot, actions)
+}
+
+/// After a requested stop: idle, or started again for a pending restart.
+fn finish_stop(slot: &mut Slot, now: Instant, ctx: &Ctx, actions: &mut Vec<Action>) -> Proc {
+    if std::mem::take(&mut slot.restart_pending) && slot.wanted(ctx.level) {
+        slot.stats.rapid = 0;
+        if slot.spec.mode == Mode::Cron && slot.next_run.is_none() {
+            schedule_next(slot, now, ctx, actions);
+        }
+        actions.push(spawn(slot, ctx));
+        return Proc::Spawning {
+            stop_pending: false,
+        };
+    }
+    slot.next_run = None;
+    Proc::Idle
 }
 
 /// [`step_proc`] on a slot that stays where it is.
@@ -447,12 +716,29 @@ fn after_exit(
     ctx: &Ctx,
     actions: &mut Vec<Action>,
 ) -> Proc {
-    if slot.spec.mode != Mode::Respawn {
-        return Proc::Exited { status, at: now };
+    match slot.spec.mode {
+        Mode::Respawn => {}
+        // A cron run that failed is not restarted; the schedule goes on.
+        Mode::Cron if slot.next_run.is_some() => return Proc::Scheduled,
+        _ => return Proc::Exited { status, at: now },
     }
-    let (rapid, delay) = respawn_delay(slot.stats.rapid, ran, ctx.timing);
+    let timing = &slot.spec.opts.timing;
+    let (rapid, delay) = respawn_delay(slot.stats.rapid, ran, timing);
     slot.stats.rapid = rapid;
+    if let Some(limit) = timing.respawn.give_up
+        && rapid > limit
+    {
+        actions.push(log(
+            LogLevel::Warn,
+            format!(
+                "{}:{} stopped for too many errors: {rapid} quick exits in a row (respawn_give_up {limit}), last {status}; `clinit start {}` tries again",
+                slot.spec.group, slot.spec.tag, slot.spec.tag
+            ),
+        ));
+        return Proc::GaveUp { status };
+    }
     slot.stats.restarts += 1;
+    slot.stats.rs_count += 1;
     match delay {
         None => {
             actions.push(spawn(slot, ctx));
@@ -462,15 +748,15 @@ fn after_exit(
         }
         Some(delay) => {
             let until = now + delay;
-            actions.push(Action::Log {
-                level: LogLevel::Warn,
-                message: format!(
+            actions.push(log(
+                LogLevel::Warn,
+                format!(
                     "{}:{} respawning too rapidly ({rapid} quick exits in a row, last {status}); throttled: next start in {:.1}s",
                     slot.spec.group,
                     slot.spec.tag,
                     delay.as_secs_f64()
                 ),
-            });
+            ));
             actions.push(timer(slot, until, TimerKind::Backoff { until }));
             Proc::Backoff { until, status }
         }
@@ -579,6 +865,18 @@ impl Phase {
     }
 }
 
+/// An operator's decision about one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Stop it and keep it stopped; `temporary`: until the daemon restarts.
+    Stop { temporary: bool },
+    /// Enable it and start it if its group is at one of its levels;
+    /// `temporary`: until the daemon restarts.
+    Start { temporary: bool },
+    /// Stop it if it runs, then start it again.
+    Restart,
+}
+
 /// Events for one group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupEvent {
@@ -591,6 +889,12 @@ pub enum GroupEvent {
         tag: String,
         ev: ProcEvent,
     },
+    Control {
+        tag: String,
+        op: Control,
+    },
+    /// Stop every entry and run the level's start sequence again.
+    Restart,
     /// Stop everything (daemon shutdown).
     Halt,
 }
@@ -606,10 +910,15 @@ pub struct Group {
 }
 
 impl Group {
-    pub fn new(name: &str, specs: impl IntoIterator<Item = Arc<Entry>>) -> Group {
+    /// A group of new slots; tags in `disabled` start disabled.
+    pub fn new(
+        name: &str,
+        specs: impl IntoIterator<Item = Arc<Entry>>,
+        disabled: &dyn Fn(&str) -> bool,
+    ) -> Group {
         Group {
             name: name.to_string(),
-            slots: specs.into_iter().map(Slot::new).collect(),
+            slots: specs.into_iter().map(|s| new_slot(s, disabled)).collect(),
             retired: Vec::new(),
             phase: Phase::Idle,
         }
@@ -628,16 +937,26 @@ impl Group {
         self.phase.state()
     }
 
-    pub fn step(mut self, ev: GroupEvent, now: Instant, timing: &Timing) -> (Group, Vec<Action>) {
+    /// The level the group is at or going to, if it runs its entries now.
+    fn active_level(&self) -> Option<String> {
+        match &self.phase {
+            Phase::Stopping { level }
+            | Phase::Starting { level }
+            | Phase::Settled { level, .. } => Some(level.clone()),
+            Phase::Idle | Phase::Halting { .. } => None,
+        }
+    }
+
+    pub fn step(mut self, ev: GroupEvent, now: Instant, unix: i64) -> (Group, Vec<Action>) {
         let mut actions = Vec::new();
         match ev {
             GroupEvent::Tell { level } => {
                 let ctx = Ctx {
                     level: &level,
-                    timing,
+                    unix,
                 };
                 for slot in std::mem::take(&mut self.slots) {
-                    let slot = if slot.spec.wanted_at(&level) {
+                    let slot = if slot.wanted(&level) {
                         slot
                     } else {
                         // Not of the new level: stop it if it runs, forget it
@@ -649,13 +968,13 @@ impl Group {
                     self.slots.push(slot);
                 }
                 self.phase = Phase::Stopping { level };
-                self.progress(now, timing, &mut actions);
+                self.progress(now, unix, &mut actions);
             }
             GroupEvent::Proc { tag, ev } => {
                 let level = self.phase.level().unwrap_or("").to_string();
                 let ctx = Ctx {
                     level: &level,
-                    timing,
+                    unix,
                 };
                 let by_pid = match &ev {
                     ProcEvent::Exited { pid, .. } => Some(*pid),
@@ -677,15 +996,74 @@ impl Group {
                 } else if let Some(i) = self.slots.iter().position(|s| s.spec.tag == tag) {
                     actions.extend(step_in_place(&mut self.slots[i], ev, now, &ctx));
                 }
-                self.progress(now, timing, &mut actions);
+                self.progress(now, unix, &mut actions);
+            }
+            GroupEvent::Control { tag, op } => {
+                let Some(i) = self.slots.iter().position(|s| s.spec.tag == tag) else {
+                    return (self, actions);
+                };
+                let level = self.active_level();
+                let ctx = Ctx {
+                    level: level.as_deref().unwrap_or(""),
+                    unix,
+                };
+                let slot = &mut self.slots[i];
+                let ev = match op {
+                    Control::Stop { temporary } => {
+                        slot.enable.run = false;
+                        slot.enable.file &= temporary;
+                        Some(ProcEvent::Stop)
+                    }
+                    Control::Start { temporary } => {
+                        slot.enable.run = true;
+                        slot.enable.file |= !temporary;
+                        match slot.proc {
+                            Proc::Backoff { .. } | Proc::GaveUp { .. } => Some(ProcEvent::Restart),
+                            _ => None,
+                        }
+                    }
+                    Control::Restart => Some(ProcEvent::Restart),
+                };
+                let wanted = level.as_deref().is_some_and(|l| slot.wanted(l));
+                match ev {
+                    Some(ProcEvent::Stop) => {
+                        actions.extend(step_in_place(slot, ProcEvent::Stop, now, &ctx));
+                    }
+                    Some(ev) if wanted => actions.extend(step_in_place(slot, ev, now, &ctx)),
+                    _ => {}
+                }
+                // Run the start sequence again: it starts what became
+                // wanted, and what no longer blocks it.
+                if let Phase::Settled { level, .. } = &self.phase {
+                    self.phase = Phase::Starting {
+                        level: level.clone(),
+                    };
+                }
+                self.progress(now, unix, &mut actions);
+            }
+            GroupEvent::Restart => {
+                if let Some(level) = self.active_level() {
+                    let ctx = Ctx {
+                        level: &level,
+                        unix,
+                    };
+                    for slot in &mut self.slots {
+                        slot.restart_pending = false;
+                        actions.extend(step_in_place(slot, ProcEvent::Stop, now, &ctx));
+                    }
+                    self.phase = Phase::Stopping { level };
+                    self.progress(now, unix, &mut actions);
+                }
             }
             GroupEvent::Halt => {
                 let level = self.phase.level().map(str::to_string);
                 let ctx = Ctx {
                     level: level.as_deref().unwrap_or(""),
-                    timing,
+                    unix,
                 };
                 for slot in std::mem::take(&mut self.slots) {
+                    let mut slot = slot;
+                    slot.restart_pending = false;
                     let (s, a) = step_proc(slot, ProcEvent::Stop, now, &ctx);
                     actions.extend(a);
                     self.slots.push(s);
@@ -697,7 +1075,7 @@ impl Group {
     }
 
     /// Move the level switch forward as far as the entries allow.
-    fn progress(&mut self, now: Instant, timing: &Timing, actions: &mut Vec<Action>) {
+    fn progress(&mut self, now: Instant, unix: i64, actions: &mut Vec<Action>) {
         if let Phase::Stopping { level } = &self.phase {
             if self.slots.iter().any(|s| {
                 matches!(
@@ -717,12 +1095,18 @@ impl Group {
         let level = level.clone();
         let ctx = Ctx {
             level: &level,
-            timing,
+            unix,
         };
         let mut pending = false;
         let mut failed = false;
         for i in 0..self.slots.len() {
-            if !self.slots[i].spec.wanted_at(&level) {
+            if !self.slots[i].wanted(&level) {
+                continue;
+            }
+            let tag = &self.slots[i].spec.tag;
+            if self.retired.iter().any(|r| &r.spec.tag == tag) {
+                // Its old version is still stopping.
+                pending = true;
                 continue;
             }
             if matches!(self.slots[i].proc, Proc::Idle) {
@@ -739,7 +1123,10 @@ impl Group {
                 Proc::Idle | Proc::Stopping { .. } => return,
                 Proc::Spawning { .. } | Proc::Running { .. } if fg => return,
                 Proc::Spawning { .. } => pending = true,
-                Proc::Running { .. } | Proc::Backoff { .. } => {}
+                Proc::Running { .. }
+                | Proc::Backoff { .. }
+                | Proc::GaveUp { .. }
+                | Proc::Scheduled => {}
                 Proc::Exited { status, .. } => {
                     if slot.spec.mode == Mode::Test && !status.success() {
                         failed = true;
@@ -756,19 +1143,23 @@ impl Group {
 
     /// Replace the group's entries after a reread. Entries whose command or
     /// mode changed, and deleted entries, are retired: stopped gracefully if
-    /// they run. Unchanged entries keep their process and history.
+    /// they run, and the new version started once the old one has stopped.
+    /// Unchanged entries keep their process, history and enable flags; one
+    /// that is no longer of the current level is stopped.
     pub fn reconfigure(
         mut self,
         specs: Vec<Arc<Entry>>,
         now: Instant,
-        timing: &Timing,
+        unix: i64,
+        disabled: &dyn Fn(&str) -> bool,
     ) -> (Group, Vec<Action>) {
         let mut actions = Vec::new();
         let level = self.phase.level().unwrap_or("").to_string();
         let ctx = Ctx {
             level: &level,
-            timing,
+            unix,
         };
+        let active = self.active_level().is_some();
         let mut old = std::mem::take(&mut self.slots);
         for spec in specs {
             let same = old.iter().position(|s| {
@@ -777,10 +1168,18 @@ impl Group {
             match same {
                 Some(i) => {
                     let mut slot = old.remove(i);
+                    let rescheduled = slot.spec.opts.schedule != spec.opts.schedule;
                     slot.spec = spec;
+                    if rescheduled && slot.proc == Proc::Scheduled {
+                        slot.proc = Proc::Idle;
+                        slot.next_run = None;
+                    }
+                    if active && !slot.wanted(&level) {
+                        actions.extend(step_in_place(&mut slot, ProcEvent::Stop, now, &ctx));
+                    }
                     self.slots.push(slot);
                 }
-                None => self.slots.push(Slot::new(spec)),
+                None => self.slots.push(new_slot(spec, disabled)),
             }
         }
         for slot in old {
@@ -790,16 +1189,32 @@ impl Group {
                 self.retired.push(s);
             }
         }
-        self.progress(now, timing, &mut actions);
+        if let Phase::Settled { level, .. } = &self.phase {
+            self.phase = Phase::Starting {
+                level: level.clone(),
+            };
+        }
+        self.progress(now, unix, &mut actions);
         (self, actions)
     }
+}
+
+fn new_slot(spec: Arc<Entry>, disabled: &dyn Fn(&str) -> bool) -> Slot {
+    let mut slot = Slot::new(spec);
+    if disabled(&slot.spec.tag) {
+        slot.enable = Enable {
+            file: false,
+            run: false,
+        };
+    }
+    slot
 }
 
 fn outcome_of(slots: &[Slot], level: &str, failed: bool) -> Outcome {
     if failed {
         return Outcome::Failed;
     }
-    let mut wanted = slots.iter().filter(|s| s.spec.wanted_at(level)).peekable();
+    let mut wanted = slots.iter().filter(|s| s.wanted(level)).peekable();
     if wanted.peek().is_none() {
         return Outcome::Done;
     }

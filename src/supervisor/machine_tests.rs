@@ -2,7 +2,8 @@
 //! `now` is a base instant plus an offset, nothing sleeps.
 
 use super::*;
-use crate::cltab::{Entry, Levels, Mode};
+use crate::cltab::{Entry, EntryOpts, Levels, Mode};
+use crate::config::Timing;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ fn entry(group: &str, tag: &str, levels: &str, mode: Mode) -> Arc<Entry> {
         mode,
         command: format!("run-{tag}"),
         line: 1,
+        opts: EntryOpts::default(),
     })
 }
 
@@ -36,9 +38,11 @@ fn kinds(actions: &[Action]) -> Vec<String> {
             Action::ArmTimer { timer, .. } => match &timer.kind {
                 TimerKind::Escalate { to, .. } => format!("timer {} escalate {:?}", timer.tag, to),
                 TimerKind::Backoff { .. } => format!("timer {} backoff", timer.tag),
+                TimerKind::Cron { .. } => format!("timer {} cron", timer.tag),
             },
             Action::SweepLeftovers { tag, .. } => format!("sweep {tag}"),
             Action::Log { level, .. } => format!("log {level:?}"),
+            Action::Notify(n) => format!("notify {} goal {}", n.tag, n.goal),
         })
         .collect()
 }
@@ -46,10 +50,9 @@ fn kinds(actions: &[Action]) -> Vec<String> {
 #[test]
 fn entry_transitions() {
     let base = Instant::now();
-    let t = timing();
     let ctx = Ctx {
         level: "1",
-        timing: &t,
+        unix: 1_000_000,
     };
     let running = |mode| Slot {
         spec: entry("g", "a", "1", mode),
@@ -58,11 +61,13 @@ fn entry_transitions() {
             since: base,
         },
         stats: Stats::default(),
+        ..Slot::new(entry("g", "a", "1", mode))
     };
     let with = |mode, proc| Slot {
         spec: entry("g", "a", "1", mode),
         proc,
         stats: Stats::default(),
+        ..Slot::new(entry("g", "a", "1", mode))
     };
     let stopping = |phase| Proc::Stopping {
         pid: 10,
@@ -157,7 +162,7 @@ fn entry_transitions() {
         ),
         (running(Mode::Once), ProcEvent::Start, "running", vec![]),
         (
-            with(Mode::Once, stopping(StopPhase::Int)),
+            with(Mode::Once, stopping(StopPhase::First)),
             ProcEvent::Timer(TimerKind::Escalate {
                 pid: 10,
                 to: StopPhase::Term,
@@ -176,7 +181,7 @@ fn entry_transitions() {
         ),
         // Stale timers: wrong pid, wrong phase.
         (
-            with(Mode::Once, stopping(StopPhase::Int)),
+            with(Mode::Once, stopping(StopPhase::First)),
             ProcEvent::Timer(TimerKind::Escalate {
                 pid: 9,
                 to: StopPhase::Term,
@@ -194,7 +199,7 @@ fn entry_transitions() {
             vec![],
         ),
         (
-            with(Mode::Respawn, stopping(StopPhase::Int)),
+            with(Mode::Respawn, stopping(StopPhase::First)),
             ProcEvent::Exited {
                 pid: 10,
                 status: ExitStatus::Signal(2),
@@ -301,10 +306,13 @@ fn respawn_backoff_table() {
     }
 }
 
+const UNIX: i64 = 1_000_000;
+
 fn group(entries: &[(&str, &str, Mode)]) -> Group {
     Group::new(
         "g",
         entries.iter().map(|(tag, lv, m)| entry("g", tag, lv, *m)),
+        &|_| false,
     )
 }
 
@@ -314,7 +322,7 @@ fn tell(g: Group, level: &str, now: Instant) -> (Group, Vec<Action>) {
             level: level.into(),
         },
         now,
-        &timing(),
+        UNIX,
     )
 }
 
@@ -325,7 +333,7 @@ fn ev(g: Group, tag: &str, e: ProcEvent, now: Instant) -> (Group, Vec<Action>) {
             ev: e,
         },
         now,
-        &timing(),
+        UNIX,
     )
 }
 
@@ -510,14 +518,19 @@ fn reread_retires_changed_entries_and_keeps_unchanged() {
     let (g, a) = g.reconfigure(
         vec![entry("g", "a", "1", Mode::Respawn), Arc::new(changed)],
         b,
-        &timing(),
+        UNIX,
+        &|_| false,
     );
-    // The changed entry is stopped; its new version waits for the next tell.
+    // The changed entry is stopped; its new version waits until the old
+    // one has stopped, so both never run at once.
     assert_eq!(kinds(&a), ["signal b 2 SIGINT", "timer b escalate Term"]);
     assert_eq!(g.retired.len(), 1);
     assert_eq!(g.slots[0].proc, Proc::Running { pid: 1, since: b });
-    // The retired one's exit is routed by pid and it disappears.
-    let (g, _) = ev(
+    assert_eq!(g.slots[1].proc, Proc::Idle);
+    assert_eq!(g.state(), GroupState::Starting);
+    // The retired one's exit is routed by pid, it disappears, and the new
+    // version starts.
+    let (g, a) = ev(
         g,
         "b",
         ProcEvent::Exited {
@@ -527,7 +540,8 @@ fn reread_retires_changed_entries_and_keeps_unchanged() {
         b,
     );
     assert!(g.retired.is_empty());
-    assert_eq!(g.slots[1].proc, Proc::Idle);
+    assert_eq!(kinds(&a), ["sweep b", "spawn b @1"]);
+    let (g, _) = ev(g, "b", ProcEvent::Spawned { pid: 3 }, b);
     assert_eq!(g.state(), GroupState::Done);
 }
 
@@ -538,7 +552,7 @@ fn halt_stops_everything() {
     let (g, _) = tell(g, "1", b);
     let (g, _) = ev(g, "a", ProcEvent::Spawned { pid: 1 }, b);
     assert!(!g.is_quiet());
-    let (g, a) = g.step(GroupEvent::Halt, b, &timing());
+    let (g, a) = g.step(GroupEvent::Halt, b, UNIX);
     assert_eq!(kinds(&a), ["signal a 1 SIGINT", "timer a escalate Term"]);
     assert_eq!(g.state(), GroupState::Stopping);
     let (g, _) = ev(

@@ -32,10 +32,8 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path();
         let text = format!(
-            ":::socket:{}/clinit.s\n:::clstat:{}/clstat\n:::log:{}/log\n{entries}",
-            p.display(),
-            p.display(),
-            p.display()
+            ":::socket:{p}/clinit.s\n:::clstat:{p}/clstat\n:::log:{p}/log\n:::state:{p}/state\n{entries}",
+            p = p.display()
         );
         std::fs::write(p.join("cltab"), text).unwrap();
         Daemon { dir, child: None }
