@@ -418,6 +418,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Cltab, CltabErrors> {
     // Entry options, then every entry resolved against the file's settings.
     let mut scoped: Vec<(Settings, Vec<(String, usize)>)> =
         vec![(Settings::default(), Vec::new()); entries.len()];
+    let mut bad_schedule: Vec<String> = Vec::new();
     for (line_no, tag, name, value) in options {
         let Some(i) = entries.iter().position(|e| e.tag == tag) else {
             err(line_no, ErrorKind::OptionForUnknownTag(tag));
@@ -445,22 +446,29 @@ pub fn parse(path: &Path, text: &str) -> Result<Cltab, CltabErrors> {
                 seen.push((name.clone(), line_no));
                 entries[i].opts.written.push((name, value));
             }
-            Err(ErrorKind::BadSetting { name, value, why }) => err(
-                line_no,
-                ErrorKind::BadOption {
-                    tag,
-                    name,
-                    value,
-                    why,
-                },
-            ),
+            Err(ErrorKind::BadSetting { name, value, why }) => {
+                if name == "schedule" {
+                    bad_schedule.push(tag.clone());
+                }
+                err(
+                    line_no,
+                    ErrorKind::BadOption {
+                        tag,
+                        name,
+                        value,
+                        why,
+                    },
+                )
+            }
             Err(other) => err(line_no, other),
         }
     }
     for (entry, (own, _)) in entries.iter_mut().zip(scoped) {
         let eff = settings.overlay(&own);
         match (entry.mode, &eff.schedule) {
-            (Mode::Cron, None) => err(entry.line, ErrorKind::MissingSchedule(entry.tag.clone())),
+            (Mode::Cron, None) if !bad_schedule.contains(&entry.tag) => {
+                err(entry.line, ErrorKind::MissingSchedule(entry.tag.clone()))
+            }
             (mode, Some(_)) if mode != Mode::Cron => err(
                 entry.line,
                 ErrorKind::ScheduleNotCron {

@@ -26,6 +26,44 @@ fn every_error_is_reported_with_its_line() {
         (":::socket_mode:999\n", &[(1, "CLTAB_BAD_SETTING")]),
         (":::respawn_burst:x\n", &[(1, "CLTAB_BAD_SETTING")]),
         (":::socket:\n", &[(1, "CLTAB_BAD_SETTING")]),
+        // Entry options.
+        ("w:a:1:respawn:x\n:a::stop_signal:TERM\n", &[]),
+        (":a::notifier:x\nw:a:1:respawn:x\n", &[]),
+        (
+            "w:a:1:respawn:x\n:b::notifier:x\n",
+            &[(2, "CLTAB_OPTION_UNKNOWN_TAG")],
+        ),
+        (
+            "w:a:1:respawn:x\n:a::socket:/x\n",
+            &[(2, "CLTAB_UNKNOWN_OPTION")],
+        ),
+        (
+            "w:a:1:respawn:x\n:a::stop_signal:NOPE\n",
+            &[(2, "CLTAB_BAD_OPTION")],
+        ),
+        (
+            "w:a:1:respawn:x\n:a::respawn_give_up:-1\n",
+            &[(2, "CLTAB_BAD_OPTION")],
+        ),
+        (
+            "w:a:1:respawn:x\n:a::notifier_format:xml\n",
+            &[(2, "CLTAB_BAD_OPTION")],
+        ),
+        (
+            "w:a:1:respawn:x\n:a::notifier:x\n:a::notifier:y\n",
+            &[(3, "CLTAB_DUPLICATE_OPTION")],
+        ),
+        (":::schedule:now\n", &[(1, "CLTAB_ENTRY_ONLY_SETTING")]),
+        ("w:c:1:cron:x\n", &[(1, "CLTAB_MISSING_SCHEDULE")]),
+        (
+            "w:c:1:cron:x\n:c::schedule:25:00\n",
+            &[(2, "CLTAB_BAD_OPTION")],
+        ),
+        (
+            "w:c:1:once:x\n:c::schedule:now\n",
+            &[(1, "CLTAB_SCHEDULE_NOT_CRON")],
+        ),
+        ("w:c:1:cron:x\n:c::schedule:sat 03:00\n", &[]),
         // Several problems at once, all reported, in line order.
         (
             "# comment\n\nweb:a:1:once:true\n::1:once:x\nweb:b:1:nope:x\nweb:a:2:wait:y\nshort\n",
@@ -152,4 +190,38 @@ fn group_zero_and_groups_in_order() {
 fn scan_settings_ignores_bad_entries() {
     let s = scan_settings("web:a:1:bogus:x\n:::socket:/run/x.s\n:::nonsense:1\n");
     assert_eq!(s.socket.as_deref(), Some(Path::new("/run/x.s")));
+}
+
+#[test]
+fn entry_options_override_settings_for_their_entry_only() {
+    let tab = p(":::stop_kill_after:7\n:::notifier:global-notify\n\
+                 w:a:1:respawn:x\n:a::stop_kill_after:30\n:a::stop_signal:hup\n:a::notifier_format:json\n\
+                 w:b:1:respawn:y\n\
+                 w:c:1:cron:z\n:c::schedule:*/5 * * * *\n:c::notifier:own\n")
+    .unwrap();
+    let [a, b, c] = [0, 1, 2].map(|i| &tab.entries[i].opts);
+    assert_eq!(a.timing.kill_after, std::time::Duration::from_secs(30));
+    assert_eq!(b.timing.kill_after, std::time::Duration::from_secs(7));
+    assert_eq!(a.timing.stop_signal, nix::sys::signal::Signal::SIGHUP);
+    assert_eq!(b.timing.stop_signal, nix::sys::signal::Signal::SIGINT);
+    let notifier = |o: &EntryOpts| o.notifier.as_ref().map(|n| (n.command.clone(), n.format));
+    assert_eq!(
+        notifier(a),
+        Some(("global-notify".into(), NotifierFormat::Json))
+    );
+    assert_eq!(
+        notifier(b),
+        Some(("global-notify".into(), NotifierFormat::Bos))
+    );
+    assert_eq!(notifier(c), Some(("own".into(), NotifierFormat::Bos)));
+    assert_eq!(c.schedule.as_ref().map(|s| s.as_str()), Some("*/5 * * * *"));
+    assert_eq!(
+        a.written,
+        vec![
+            ("stop_kill_after".to_string(), "30".to_string()),
+            ("stop_signal".into(), "hup".into()),
+            ("notifier_format".into(), "json".into())
+        ]
+    );
+    assert_eq!(tab.entries[2].mode, Mode::Cron);
 }

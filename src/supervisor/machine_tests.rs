@@ -566,3 +566,346 @@ fn halt_stops_everything() {
     );
     assert!(g.is_quiet());
 }
+
+fn with_opts(tag: &str, levels: &str, mode: Mode, f: impl FnOnce(&mut EntryOpts)) -> Arc<Entry> {
+    let mut e = (*entry("g", tag, levels, mode)).clone();
+    f(&mut e.opts);
+    Arc::new(e)
+}
+
+fn notifier() -> crate::cltab::Notifier {
+    crate::cltab::Notifier {
+        command: "notify".into(),
+        format: crate::cltab::NotifierFormat::Bos,
+    }
+}
+
+#[test]
+fn error_exits_as_bos_counts_them() {
+    // (status, requested by clinit, error)
+    let cases = [
+        (ExitStatus::Code(0), false, false),
+        (ExitStatus::Code(3), false, true),
+        (ExitStatus::Code(3), true, false),
+        (ExitStatus::Signal(libc::SIGTERM), false, false),
+        (ExitStatus::Signal(libc::SIGQUIT), false, false),
+        (ExitStatus::Signal(libc::SIGKILL), false, false),
+        (ExitStatus::Signal(libc::SIGSEGV), false, true),
+        (ExitStatus::Signal(libc::SIGINT), false, true),
+        (ExitStatus::Signal(libc::SIGINT), true, false),
+    ];
+    for (st, requested, want) in cases {
+        assert_eq!(st.is_error(requested), want, "{st:?} requested {requested}");
+    }
+}
+
+#[test]
+fn every_exit_updates_stats_and_notifies_once() {
+    let b = Instant::now();
+    let spec = with_opts("a", "1", Mode::Respawn, |o| o.notifier = Some(notifier()));
+    let g = Group::new("g", [spec], &|_| false);
+    let (g, _) = g.step(GroupEvent::Tell { level: "1".into() }, b, UNIX);
+    let (g, _) = g.step(
+        GroupEvent::Proc {
+            tag: "a".into(),
+            ev: ProcEvent::Spawned { pid: 5 },
+        },
+        b,
+        UNIX,
+    );
+    // An error exit: notified with goal 1 and the window's count before the
+    // restart; then restarted and the count goes up.
+    let (g, a) = g.step(
+        GroupEvent::Proc {
+            tag: "a".into(),
+            ev: ProcEvent::Exited {
+                pid: 5,
+                status: ExitStatus::Code(3),
+            },
+        },
+        at(b, 5000),
+        UNIX + 5,
+    );
+    assert_eq!(kinds(&a), ["notify a goal true", "spawn a @1"]);
+    let Action::Notify(n) = &a[0] else { panic!() };
+    assert_eq!(
+        (n.pid, n.status, n.at, n.error),
+        (5, ExitStatus::Code(3), UNIX + 5, true)
+    );
+    assert_eq!(n.stats.rs_time, UNIX + 5);
+    assert_eq!(n.stats.rs_count, 0);
+    assert_eq!(n.stats.last_error, Some((ExitStatus::Code(3), UNIX + 5)));
+    assert_eq!(n.stats.last_start, Some(UNIX));
+    assert_eq!(g.slots[0].stats.rs_count, 1);
+    // A stop clinit asked for: not an error, goal 0, the last error kept.
+    let (g, _) = g.step(
+        GroupEvent::Proc {
+            tag: "a".into(),
+            ev: ProcEvent::Spawned { pid: 6 },
+        },
+        at(b, 5000),
+        UNIX + 5,
+    );
+    let (g, _) = g.step(
+        GroupEvent::Control {
+            tag: "a".into(),
+            op: Control::Stop { temporary: false },
+        },
+        at(b, 6000),
+        UNIX + 6,
+    );
+    let (g, a) = g.step(
+        GroupEvent::Proc {
+            tag: "a".into(),
+            ev: ProcEvent::Exited {
+                pid: 6,
+                status: ExitStatus::Signal(2),
+            },
+        },
+        at(b, 7000),
+        UNIX + 7,
+    );
+    assert_eq!(kinds(&a), ["notify a goal false", "sweep a"]);
+    let Action::Notify(n) = &a[0] else { panic!() };
+    assert!(!n.error);
+    assert_eq!(n.stats.last_error, Some((ExitStatus::Code(3), UNIX + 5)));
+    assert_eq!(n.stats.rs_count, 1);
+    assert_eq!(g.slots[0].proc, Proc::Idle);
+    // A window older than 60 s starts anew at the next exit.
+    let mut slot = g.slots[0].clone();
+    slot.proc = Proc::Running { pid: 7, since: b };
+    let ctx = Ctx {
+        level: "1",
+        unix: UNIX + 100,
+    };
+    let (slot, _) = step_proc(
+        slot,
+        ProcEvent::Exited {
+            pid: 7,
+            status: ExitStatus::Code(0),
+        },
+        at(b, 100_000),
+        &ctx,
+    );
+    // The window restarted at this exit; the restart it causes is its first.
+    assert_eq!((slot.stats.rs_time, slot.stats.rs_count), (UNIX + 100, 1));
+}
+
+#[test]
+fn operator_stop_start_and_restart() {
+    let b = Instant::now();
+    let ctl = |g: Group, op| {
+        g.step(
+            GroupEvent::Control {
+                tag: "a".into(),
+                op,
+            },
+            b,
+            UNIX,
+        )
+    };
+    let g = group(&[("a", "1", Mode::Respawn), ("w", "1", Mode::Wait)]);
+    let (g, _) = tell(g, "1", b);
+    let (g, _) = ev(g, "a", ProcEvent::Spawned { pid: 1 }, b);
+    // (op, enable after, actions)
+    let (g, a) = ctl(g, Control::Stop { temporary: true });
+    assert_eq!(kinds(&a), ["signal a 1 SIGINT", "timer a escalate Term"]);
+    assert_eq!(g.slots[0].enable.describe(), Some("temporarily disabled"));
+    let (g, _) = ev(
+        g,
+        "a",
+        ProcEvent::Exited {
+            pid: 1,
+            status: ExitStatus::Signal(2),
+        },
+        b,
+    );
+    assert_eq!(g.slots[0].proc, Proc::Idle);
+    // A level switch does not start a disabled entry.
+    let (g, a) = tell(g, "1", b);
+    assert!(kinds(&a).iter().all(|k| !k.contains("spawn a")), "{a:?}");
+    let (g, _) = ctl(g, Control::Stop { temporary: false });
+    assert_eq!(g.slots[0].enable.describe(), Some("disabled"));
+    let (g, a) = ctl(g, Control::Start { temporary: true });
+    assert_eq!(g.slots[0].enable.describe(), Some("temporarily enabled"));
+    assert_eq!(kinds(&a), ["spawn a @1"]);
+    let (g, _) = ev(g, "a", ProcEvent::Spawned { pid: 2 }, b);
+    let (g, a) = ctl(g, Control::Start { temporary: false });
+    assert_eq!(g.slots[0].enable.describe(), None);
+    assert!(a.is_empty(), "start of a running entry does nothing");
+    // Restart: stop, then start again as soon as it has exited.
+    let (g, a) = ctl(g, Control::Restart);
+    assert_eq!(kinds(&a), ["signal a 2 SIGINT", "timer a escalate Term"]);
+    let (g, a) = ev(
+        g,
+        "a",
+        ProcEvent::Exited {
+            pid: 2,
+            status: ExitStatus::Signal(2),
+        },
+        b,
+    );
+    assert_eq!(kinds(&a), ["sweep a", "spawn a @1"]);
+    assert!(matches!(g.slots[0].proc, Proc::Spawning { .. }));
+    // A disabled entry in the start sequence no longer holds it up.
+    let g = group(&[("a", "1", Mode::Wait), ("b", "1", Mode::Respawn)]);
+    let (g, _) = tell(g, "1", b);
+    let (g, _) = ev(g, "a", ProcEvent::Spawned { pid: 3 }, b);
+    let (g, a) = ctl(g, Control::Stop { temporary: true });
+    assert_eq!(
+        kinds(&a),
+        ["signal a 3 SIGINT", "timer a escalate Term", "spawn b @1"]
+    );
+    let (g, a) = ev(
+        g,
+        "a",
+        ProcEvent::Exited {
+            pid: 3,
+            status: ExitStatus::Signal(2),
+        },
+        b,
+    );
+    assert_eq!(kinds(&a), ["sweep a"]);
+    let (g, _) = ev(g, "b", ProcEvent::Spawned { pid: 4 }, b);
+    assert_eq!(g.state(), GroupState::Done);
+}
+
+#[test]
+fn give_up_after_too_many_rapid_restarts_until_started() {
+    let b = Instant::now();
+    let spec = with_opts("a", "1", Mode::Respawn, |o| {
+        o.timing.respawn.give_up = Some(2);
+        o.timing.respawn.burst = 10;
+    });
+    let g = Group::new("g", [spec], &|_| false);
+    let (mut g, _) = g.step(GroupEvent::Tell { level: "1".into() }, b, UNIX);
+    let mut last = Vec::new();
+    for pid in 1..=3 {
+        let (g2, _) = ev(g, "a", ProcEvent::Spawned { pid }, b);
+        let (g2, a) = ev(
+            g2,
+            "a",
+            ProcEvent::Exited {
+                pid,
+                status: ExitStatus::Code(1),
+            },
+            at(b, 10),
+        );
+        g = g2;
+        last = kinds(&a);
+    }
+    assert_eq!(last, ["log Warn"]);
+    assert_eq!(
+        g.slots[0].proc,
+        Proc::GaveUp {
+            status: ExitStatus::Code(1)
+        }
+    );
+    assert_eq!(g.slots[0].stats.starts, 3);
+    let (g, a) = g.step(
+        GroupEvent::Control {
+            tag: "a".into(),
+            op: Control::Start { temporary: false },
+        },
+        b,
+        UNIX,
+    );
+    assert_eq!(kinds(&a), ["spawn a @1"]);
+    assert_eq!(g.slots[0].stats.rapid, 0);
+}
+
+#[test]
+fn cron_entries_wait_for_their_time_and_never_overlap() {
+    let b = Instant::now();
+    let every5 = crate::schedule::Schedule::parse("*/5 * * * *").unwrap();
+    let spec = with_opts("c", "1", Mode::Cron, |o| o.schedule = Some(every5.clone()));
+    let g = Group::new("g", [spec], &|_| false);
+    // UNIX is 100 s past a five-minute mark: the next run is in 200 s.
+    let (g, a) = g.step(GroupEvent::Tell { level: "1".into() }, b, UNIX);
+    assert_eq!(kinds(&a), ["timer c cron"]);
+    assert_eq!(g.slots[0].proc, Proc::Scheduled);
+    assert_eq!(
+        g.state(),
+        GroupState::Done,
+        "a cron entry does not hold up the level"
+    );
+    let first = g.slots[0].next_run.unwrap();
+    assert_eq!((first.unix, first.at), (UNIX + 200, at(b, 200_000)));
+    // A stale timer does nothing; the due one spawns and schedules the next.
+    let (g, a) = ev(g, "c", ProcEvent::Timer(TimerKind::Cron { at: b }), b);
+    assert!(a.is_empty());
+    let (g, a) = g.step(
+        GroupEvent::Proc {
+            tag: "c".into(),
+            ev: ProcEvent::Timer(TimerKind::Cron { at: first.at }),
+        },
+        first.at,
+        first.unix,
+    );
+    assert_eq!(kinds(&a), ["timer c cron", "spawn c @1"]);
+    let second = g.slots[0].next_run.unwrap();
+    assert_eq!(second.unix, UNIX + 500);
+    let (g, _) = g.step(
+        GroupEvent::Proc {
+            tag: "c".into(),
+            ev: ProcEvent::Spawned { pid: 9 },
+        },
+        first.at,
+        first.unix,
+    );
+    // Still running at the next time: not started twice, logged, and the
+    // schedule goes on.
+    let (g, a) = g.step(
+        GroupEvent::Proc {
+            tag: "c".into(),
+            ev: ProcEvent::Timer(TimerKind::Cron { at: second.at }),
+        },
+        second.at,
+        second.unix,
+    );
+    assert_eq!(kinds(&a), ["timer c cron", "log Warn"]);
+    assert_eq!(g.slots[0].proc.pid(), Some(9));
+    // A failed run is not restarted: back to waiting.
+    let (g, a) = g.step(
+        GroupEvent::Proc {
+            tag: "c".into(),
+            ev: ProcEvent::Exited {
+                pid: 9,
+                status: ExitStatus::Code(2),
+            },
+        },
+        second.at,
+        second.unix,
+    );
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(g.slots[0].proc, Proc::Scheduled);
+    assert_eq!(
+        g.slots[0].stats.last_error.map(|e| e.0),
+        Some(ExitStatus::Code(2))
+    );
+    // Leaving the level forgets the schedule.
+    let (g, _) = tell(g, "2", second.at);
+    assert_eq!(
+        (g.slots[0].proc.clone(), g.slots[0].next_run),
+        (Proc::Idle, None)
+    );
+
+    // `now` runs at once, once.
+    let now = crate::schedule::Schedule::parse("now").unwrap();
+    let spec = with_opts("n", "1", Mode::Cron, |o| o.schedule = Some(now));
+    let g = Group::new("g", [spec], &|_| false);
+    let (g, a) = g.step(GroupEvent::Tell { level: "1".into() }, b, UNIX);
+    assert_eq!(kinds(&a), ["spawn n @1"]);
+    let (g, _) = ev(g, "n", ProcEvent::Spawned { pid: 3 }, b);
+    let (g, a) = ev(
+        g,
+        "n",
+        ProcEvent::Exited {
+            pid: 3,
+            status: ExitStatus::Code(0),
+        },
+        b,
+    );
+    assert!(a.is_empty());
+    assert!(matches!(g.slots[0].proc, Proc::Exited { .. }));
+}

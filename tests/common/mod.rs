@@ -39,9 +39,15 @@ impl Daemon {
         Daemon { dir, child: None }
     }
 
-    pub fn spawn(mut self) -> Daemon {
+    pub fn spawn(self) -> Daemon {
+        self.spawn_with(&[])
+    }
+
+    /// Start the daemon with extra flags (`--no-restore`, `--noauth`).
+    pub fn spawn_with(mut self, extra: &[&str]) -> Daemon {
         let child = Command::new(bin())
             .args(["-c", self.cltab().to_str().unwrap(), "-d"])
+            .args(extra)
             // Children inherit the daemon's directory: keep their files here.
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -51,6 +57,41 @@ impl Daemon {
             .unwrap();
         self.child = Some(child);
         self
+    }
+
+    /// Start the daemon again in the same directory (after stop or kill9)
+    /// and wait until it answers.
+    pub fn restart_with(self, extra: &[&str]) -> Daemon {
+        let d = self.spawn_with(extra);
+        d.wait_until("daemon answers", || d.run(&["status"]).status.success());
+        d
+    }
+
+    /// SIGKILL the daemon (its children live on) and reap it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Run the client as another user, from a copy of the binary in the
+    /// test's directory (the build tree may not be reachable for that user).
+    pub fn run_as(&self, uid: u32, gid: u32, args: &[&str]) -> Output {
+        use std::os::unix::process::CommandExt;
+        let copy = self.path("clinit-client");
+        if !copy.exists() {
+            std::fs::copy(bin(), &copy).unwrap();
+        }
+        Command::new(&copy)
+            .current_dir("/")
+            .arg("-c")
+            .arg(self.cltab())
+            .args(args)
+            .uid(uid)
+            .gid(gid)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -97,8 +138,12 @@ impl Daemon {
         panic!("no entry {tag}");
     }
 
-    pub fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
-        let end = Instant::now() + DEADLINE;
+    pub fn wait_until(&self, what: &str, cond: impl FnMut() -> bool) {
+        self.wait_until_for(what, DEADLINE, cond)
+    }
+
+    pub fn wait_until_for(&self, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+        let end = Instant::now() + limit;
         while !cond() {
             assert!(
                 Instant::now() < end,
@@ -146,6 +191,25 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
+}
+
+/// Pids of live processes whose environment has CLINIT_GROUP=`group`.
+pub fn processes_of_group(group: &str) -> Vec<i64> {
+    let want = format!("CLINIT_GROUP={group}");
+    let mut out = Vec::new();
+    for ent in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<i64>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == want.as_bytes()) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out.sort();
+    out
 }
 
 pub fn alive(pid: i64) -> bool {
