@@ -8,7 +8,10 @@
 //! - CLI `clinit status` wall time at N and at 10 entries;
 //! - one in-process request round trip (Ping) and a raw UNIX-socket round trip;
 //! - daemon RSS with N children;
-//! - SIGKILL of a respawn child -> new pid visible in status.
+//! - SIGKILL of a respawn child -> new pid visible in status;
+//! - daemon start -> all goals restored (first answer, N entries running
+//!   again) after a clean shutdown, and after a SIGKILL of the daemon (its N
+//!   leftover children are stopped first).
 
 use clinit::client::Client;
 use clinit::proto::{Reply, Request};
@@ -80,6 +83,58 @@ struct Run {
     request_us: f64,
     rss_mb: f64,
     respawn_ms: f64,
+    restore_s: f64,
+    crash_restore_s: f64,
+}
+
+fn start_daemon(cltab: &Path) -> std::process::Child {
+    Command::new(BIN)
+        .arg("-c")
+        .arg(cltab)
+        .arg("-d")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_exit(daemon: &mut std::process::Child) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while daemon.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = daemon.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Start the daemon on a state directory that holds goals and time it to
+/// its first answer, which comes only once the goals are restored; check
+/// that group `b` is settled at level 1 with `n` entries running.
+fn time_restore(cltab: &Path, sock: &Path, n: usize) -> (f64, std::process::Child, Client) {
+    let t = Instant::now();
+    let daemon = start_daemon(cltab);
+    let mut c = connect_with_deadline(sock);
+    let reply = c
+        .request(Request::Status {
+            group: Some("b".into()),
+            brief: false,
+        })
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let Reply::Status { groups } = reply else {
+        panic!("no status")
+    };
+    assert_eq!(groups[0].level.as_deref(), Some("1"));
+    assert!(groups[0].state.is_settled());
+    let running = groups[0]
+        .entries
+        .iter()
+        .filter(|e| e.state == "running")
+        .count();
+    assert_eq!(running, n, "all entries running again");
+    (secs, daemon, c)
 }
 
 fn connect_with_deadline(sock: &Path) -> Client {
@@ -131,7 +186,7 @@ fn clinit_run(n: usize) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let mut tab = format!(
-        ":::socket:{0}/s\n:::clstat:{0}/clstat\n:::log:{0}/log\n:::stop_term_after:1\n:::stop_kill_after:1\nr:r0:1:respawn:sleep 100000\n",
+        ":::socket:{0}/s\n:::clstat:{0}/clstat\n:::log:{0}/log\n:::state:{0}/state\n:::stop_term_after:1\n:::stop_kill_after:1\nr:r0:1:respawn:sleep 100000\n",
         d.display()
     );
     for i in 0..n {
@@ -141,14 +196,7 @@ fn clinit_run(n: usize) -> Run {
     std::fs::write(&cltab, tab).unwrap();
 
     let t = Instant::now();
-    let mut daemon = Command::new(BIN)
-        .arg("-c")
-        .arg(&cltab)
-        .arg("-d")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = start_daemon(&cltab);
     let sock = d.join("s");
     let mut c = connect_with_deadline(&sock);
     tell_and_wait(&mut c, "b", 120_000);
@@ -202,20 +250,21 @@ fn clinit_run(n: usize) -> Run {
     let respawn_ms = median(samples);
 
     c.request(Request::Shutdown).unwrap();
-    let end = Instant::now() + Duration::from_secs(60);
-    while daemon.try_wait().unwrap().is_none() {
-        if Instant::now() > end {
-            let _ = daemon.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_exit(&mut daemon);
+    let (restore_s, mut daemon, _c) = time_restore(&cltab, &sock, n);
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let (crash_restore_s, mut daemon, mut c) = time_restore(&cltab, &sock, n);
+    c.request(Request::Shutdown).unwrap();
+    wait_exit(&mut daemon);
     Run {
         all_running_s,
         cli_status_ms,
         request_us,
         rss_mb,
         respawn_ms,
+        restore_s,
+        crash_restore_s,
     }
 }
 
@@ -240,6 +289,8 @@ fn main() {
                 "request_us": big.request_us,
                 "rss_mb": big.rss_mb,
                 "respawn_ms": big.respawn_ms,
+                "restore_s": big.restore_s,
+                "crash_restore_s": big.crash_restore_s,
             })
         );
     } else {
@@ -263,6 +314,10 @@ fn main() {
         println!(
             "SIGKILL -> respawned pid:           {:.2} ms",
             big.respawn_ms
+        );
+        println!(
+            "start -> goals restored, N running: {:.3} s (after SIGKILL of the daemon: {:.3} s)",
+            big.restore_s, big.crash_restore_s
         );
     }
 }

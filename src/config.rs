@@ -13,7 +13,7 @@ pub const DEFAULT_CLSTAT: &str = "/var/run/clinit/clstat";
 pub const DEFAULT_LOG: &str = "/var/run/clinit/log";
 pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
 pub const DEFAULT_STATE: &str = "/var/lib/clinit";
-pub const DEFAULT_RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Paths given on the command line (each optional).
 #[derive(Clone, Debug, Default)]

@@ -172,7 +172,7 @@ enum Cmd {
         /// wait, once, respawn, off, test or cron.
         mode: String,
         #[command(flatten)]
-        opts: EntryOptionArgs,
+        opts: Box<EntryOptionArgs>,
         /// The command; its words are joined with single spaces.
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
