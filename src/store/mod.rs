@@ -2,21 +2,45 @@
 //! this machine; a later etcd implementation will hold shared state. Nothing
 //! above the trait knows which one it talks to.
 //!
-//! Today the store keeps the status file. Goals (issue 3), lock tokens and
-//! records (issue 4) will be added as methods here.
+//! Today the store keeps the status file. The daemon's persistent state
+//! (goals, disabled entries, started children) lives in [`sqlite::StateDb`];
+//! [`leftovers`] stops the children a previous, killed daemon left running.
+//! Lock tokens and records (issue 4) will be added later.
 
 pub mod leftovers;
 pub mod sqlite;
 
+pub use leftovers::{Leftover, boot_id, start_ticks, stop_leftovers};
+pub use sqlite::{ChildRecord, Persisted, StateDb, StoreOp};
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Every store error names the file or directory it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot write {path}: {err}")]
     Write { path: PathBuf, err: std::io::Error },
-    #[error("stub busy {dir}")]
+    /// Creating or opening the state directory, its lock file or syncing it.
+    #[error("cannot open {path}: {err}")]
+    Open { path: PathBuf, err: std::io::Error },
+    /// Any SQLite failure (open, schema, query, transaction) on the database.
+    #[error("state database {path}: {err}")]
+    Db { path: PathBuf, err: String },
+    /// Another process (another clinit daemon) holds the state directory's lock.
+    #[error(
+        "state directory {dir} is in use by another clinit daemon (lock on {dir}/clinit.db.lock is held)"
+    )]
     Busy { dir: PathBuf },
+    /// The database was written by a newer clinit; it is left untouched.
+    #[error(
+        "state database {path} has schema version {found}, newer than the {known} this clinit knows; refusing to use it (upgrade clinit)"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
 }
 
 pub trait Store {

@@ -1,39 +1,594 @@
-//! TEMPORARY stub; replaced by branch h-b.
+//! The daemon's persistent state in one SQLite file, `DIR/clinit.db`.
+//!
+//! What is kept: each group's goal (the level it was last told), the entries
+//! stopped with `clinit stop TAG`, and the children the daemon started (so
+//! that a daemon killed by SIGKILL can stop them on its next start, see
+//! [`super::leftovers`]).
+//!
+//! # Invariants
+//!
+//! - One daemon per state directory: [`StateDb::open`] takes a non-blocking
+//!   exclusive `flock` on `DIR/clinit.db.lock` and holds it until the
+//!   [`StateDb`] is dropped. The lock file is opened close-on-exec, so
+//!   children never inherit it and the lock dies with the daemon.
+//! - Durability: WAL journal with `synchronous=FULL`; once [`StateDb::apply`]
+//!   has returned `Ok`, the batch survives SIGKILL of the daemon and power
+//!   loss.
+//! - Atomicity: one `apply` is one transaction; after a failed `apply` the
+//!   database holds none of that batch.
+//! - Schema: versioned with `PRAGMA user_version`; [`StateDb::open`] upgrades
+//!   an older file in place (in one transaction) and refuses a newer one
+//!   with [`StoreError::TooNew`].
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::StoreError;
+
+/// The schema version this code writes and understands.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// File name of the database inside the state directory.
+pub const DB_FILE: &str = "clinit.db";
+/// File name of the lock file inside the state directory.
+pub const LOCK_FILE: &str = "clinit.db.lock";
+
+/// A child process the daemon started, recorded so that a daemon killed by
+/// SIGKILL can stop it on its next start.
+///
+/// `pid` and `pgid` are always positive (the table has a CHECK constraint:
+/// a record must never lead to `kill(0, ..)` or `kill(-1, ..)`). `pid`,
+/// `start_ticks` and `boot_id` together identify the process even after its
+/// pid has been reused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChildRecord {
     pub pid: i32,
     pub pgid: i32,
+    /// field 22 of /proc/PID/stat (clock ticks since boot)
     pub start_ticks: u64,
+    /// /proc/sys/kernel/random/boot_id at spawn time
     pub boot_id: String,
     pub group: String,
     pub tag: String,
 }
+
+/// One change to the persistent state. The daemon collects the ops of one
+/// event-loop turn and hands them to [`StateDb::apply`] together.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreOp {
+    /// The level a group was last told (its goal).
     SetGoal { group: String, level: String },
+    /// An entry stopped with `clinit stop TAG` (true) or started again with
+    /// `clinit start TAG` (false); persistent.
     SetDisabled { tag: String, disabled: bool },
+    /// Forget everything kept for a deleted entry (today: its disabled
+    /// flag). Child records are deliberately kept: they describe processes
+    /// that may still be running and are removed by [`StoreOp::RemoveChild`]
+    /// once reaped.
     ForgetEntry { tag: String },
+    /// Record a started child; a record with the same pid is replaced.
     AddChild(ChildRecord),
+    /// Forget a reaped child (no-op if unknown).
     RemoveChild { pid: i32 },
 }
+
+/// Everything [`StateDb::load`] returns: goals as `(group, level)` ordered
+/// by group, disabled tags ordered by tag, children ordered by pid.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Persisted {
     pub goals: Vec<(String, String)>,
     pub disabled: Vec<String>,
     pub children: Vec<ChildRecord>,
 }
-pub struct StateDb;
+
+/// The open state database. Holds the state directory's lock for its whole
+/// life; dropping it closes the database, then releases the lock.
+pub struct StateDb {
+    // Field order matters: the connection is closed before the lock is
+    // released, so no other daemon can open the file while we still hold it.
+    conn: Connection,
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
 impl StateDb {
-    pub fn open(_dir: &std::path::Path) -> Result<StateDb, super::StoreError> {
-        Ok(StateDb)
+    /// Open or create DIR/clinit.db (creating DIR with mode 0700 if
+    /// missing). Takes a non-blocking exclusive flock on DIR/clinit.db.lock
+    /// held for the StateDb's life (another daemon on the same state dir →
+    /// [`StoreError::Busy`] naming the dir). Migrates an older schema in
+    /// place; a newer one is refused with [`StoreError::TooNew`].
+    pub fn open(dir: &Path) -> Result<StateDb, StoreError> {
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |err| StoreError::Open { path, err }
+        };
+        if !dir.is_dir() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err(dir))?;
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        let lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(StoreError::Busy {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err((_, errno)) => {
+                return Err(StoreError::Open {
+                    path: lock_path,
+                    err: errno.into(),
+                });
+            }
+        };
+
+        let path = dir.join(DB_FILE);
+        let db_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e: rusqlite::Error| StoreError::Db {
+                path,
+                err: e.to_string(),
+            }
+        };
+        let mut conn = Connection::open(&path).map_err(db_err(&path))?;
+        // Refuse a newer file before anything (even the journal mode) is
+        // written to it; `migrate` checks again inside its transaction.
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db_err(&path))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path,
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(db_err(&path))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Db {
+                path,
+                err: format!("cannot switch to WAL journal (journal_mode is {mode})"),
+            });
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err(&path))?;
+        migrate(&mut conn, &path)?;
+        // The directory entries of a new database (and of a new state
+        // directory) must survive power loss too. SQLite syncs the
+        // directory when it creates the WAL, not when it creates the main
+        // file; one fsync here covers both and is cheap.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+        Ok(StateDb {
+            conn,
+            path,
+            _lock: lock,
+        })
     }
-    pub fn path(&self) -> &std::path::Path {
-        std::path::Path::new("")
+
+    /// The database file, `DIR/clinit.db`.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
-    pub fn load(&self) -> Result<Persisted, super::StoreError> {
-        Ok(Persisted::default())
+
+    /// Read everything back: goals ordered by group, disabled tags ordered
+    /// by tag, children ordered by pid.
+    pub fn load(&self) -> Result<Persisted, StoreError> {
+        self.load_inner().map_err(|e| self.db_err(e))
     }
-    pub fn apply(&mut self, _ops: &[StoreOp]) -> Result<(), super::StoreError> {
-        Ok(())
+
+    fn load_inner(&self) -> rusqlite::Result<Persisted> {
+        // One read transaction, so the three tables are one consistent view.
+        let tx = self.conn.unchecked_transaction()?;
+        let goals = tx
+            .prepare_cached("SELECT grp, level FROM goals ORDER BY grp")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let disabled = tx
+            .prepare_cached("SELECT tag FROM disabled ORDER BY tag")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let children = tx
+            .prepare_cached(
+                "SELECT pid, pgid, start_ticks, boot_id, grp, tag FROM children ORDER BY pid",
+            )?
+            .query_map([], |r| {
+                Ok(ChildRecord {
+                    pid: r.get(0)?,
+                    pgid: r.get(1)?,
+                    start_ticks: {
+                        let t: i64 = r.get(2)?;
+                        u64::try_from(t)
+                            .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, t))?
+                    },
+                    boot_id: r.get(3)?,
+                    group: r.get(4)?,
+                    tag: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        tx.finish()?;
+        Ok(Persisted {
+            goals,
+            disabled,
+            children,
+        })
+    }
+
+    /// Apply ops in ONE transaction (the daemon batches one event-loop
+    /// turn's ops); an empty slice does nothing. On `Ok` the whole batch is
+    /// durable; on `Err` none of it was written.
+    pub fn apply(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        apply_inner(&mut self.conn, ops).map_err(|e| self.db_err(e))
+    }
+
+    fn db_err(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::Db {
+            path: self.path.clone(),
+            err: e.to_string(),
+        }
+    }
+}
+
+fn apply_inner(conn: &mut Connection, ops: &[StoreOp]) -> rusqlite::Result<()> {
+    // Dropping `tx` on an early `?` return rolls the whole batch back.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for op in ops {
+        match op {
+            StoreOp::SetGoal { group, level } => {
+                tx.prepare_cached("INSERT OR REPLACE INTO goals (grp, level) VALUES (?1, ?2)")?
+                    .execute(params![group, level])?;
+            }
+            StoreOp::SetDisabled {
+                tag,
+                disabled: true,
+            } => {
+                tx.prepare_cached("INSERT OR IGNORE INTO disabled (tag) VALUES (?1)")?
+                    .execute(params![tag])?;
+            }
+            StoreOp::SetDisabled {
+                tag,
+                disabled: false,
+            }
+            | StoreOp::ForgetEntry { tag } => {
+                tx.prepare_cached("DELETE FROM disabled WHERE tag = ?1")?
+                    .execute(params![tag])?;
+            }
+            StoreOp::AddChild(c) => {
+                // SQLite integers are i64: refuse (never wrap) larger ticks.
+                let ticks = i64::try_from(c.start_ticks).map_err(|_| {
+                    rusqlite::Error::ToSqlConversionFailure(
+                        format!(
+                            "start_ticks {} of pid {} does not fit a 64-bit signed integer",
+                            c.start_ticks, c.pid
+                        )
+                        .into(),
+                    )
+                })?;
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO children (pid, pgid, start_ticks, boot_id, grp, tag) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![c.pid, c.pgid, ticks, c.boot_id, c.group, c.tag])?;
+            }
+            StoreOp::RemoveChild { pid } => {
+                tx.prepare_cached("DELETE FROM children WHERE pid = ?1")?
+                    .execute(params![pid])?;
+            }
+        }
+    }
+    tx.commit()
+}
+
+/// Bring the schema from whatever `user_version` the file has up to
+/// [`SCHEMA_VERSION`], in one transaction. Each step `v → v+1` is one arm
+/// below; a later version adds an arm (e.g. `1 => create lock tables`) and
+/// bumps [`SCHEMA_VERSION`]. A file from newer code is refused untouched.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let db_err = |e: rusqlite::Error| StoreError::Db {
+        path: path.to_path_buf(),
+        err: e.to_string(),
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let found: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .optional()
+        .map_err(db_err)?
+        .unwrap_or(0);
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if found < 0 {
+        return Err(StoreError::Db {
+            path: path.to_path_buf(),
+            err: format!("invalid schema version {found}"),
+        });
+    }
+    for from in found..SCHEMA_VERSION {
+        match from {
+            0 => tx
+                .execute_batch(
+                    "CREATE TABLE goals (
+                         grp   TEXT PRIMARY KEY NOT NULL,
+                         level TEXT NOT NULL
+                     ) STRICT;
+                     CREATE TABLE disabled (
+                         tag TEXT PRIMARY KEY NOT NULL
+                     ) STRICT;
+                     CREATE TABLE children (
+                         pid         INTEGER PRIMARY KEY CHECK (pid > 0),
+                         pgid        INTEGER NOT NULL CHECK (pgid > 0),
+                         start_ticks INTEGER NOT NULL CHECK (start_ticks >= 0),
+                         boot_id     TEXT NOT NULL,
+                         grp         TEXT NOT NULL,
+                         tag         TEXT NOT NULL
+                     ) STRICT;",
+                )
+                .map_err(db_err)?,
+            _ => unreachable!("no migration step from schema version {from}"),
+        }
+    }
+    if found != SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child(pid: i32, group: &str, tag: &str) -> ChildRecord {
+        ChildRecord {
+            pid,
+            pgid: pid,
+            start_ticks: 1000 + pid as u64,
+            boot_id: "b00t".into(),
+            group: group.into(),
+            tag: tag.into(),
+        }
+    }
+
+    fn goal(group: &str, level: &str) -> StoreOp {
+        StoreOp::SetGoal {
+            group: group.into(),
+            level: level.into(),
+        }
+    }
+
+    fn disabled(tag: &str, disabled: bool) -> StoreOp {
+        StoreOp::SetDisabled {
+            tag: tag.into(),
+            disabled,
+        }
+    }
+
+    fn s(x: &str) -> String {
+        x.to_string()
+    }
+
+    #[test]
+    fn every_op_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        assert_eq!(db.path(), dir.path().join("clinit.db"));
+        assert_eq!(db.load().unwrap(), Persisted::default());
+        db.apply(&[]).unwrap();
+
+        db.apply(&[
+            goal("web", "2"),
+            goal("db", "1"),
+            disabled("w1", true),
+            disabled("d1", true),
+            disabled("d1", true),
+            StoreOp::AddChild(child(30, "web", "w1")),
+            StoreOp::AddChild(child(10, "db", "d1")),
+            StoreOp::AddChild(child(20, "db", "d2")),
+        ])
+        .unwrap();
+        assert_eq!(
+            db.load().unwrap(),
+            Persisted {
+                goals: vec![(s("db"), s("1")), (s("web"), s("2"))],
+                disabled: vec![s("d1"), s("w1")],
+                children: vec![
+                    child(10, "db", "d1"),
+                    child(20, "db", "d2"),
+                    child(30, "web", "w1")
+                ],
+            }
+        );
+
+        let mut replaced = child(20, "web", "w9");
+        replaced.start_ticks = u64::try_from(i64::MAX).unwrap();
+        replaced.boot_id = "other".into();
+        db.apply(&[
+            goal("web", "3"),
+            disabled("w1", false),
+            disabled("never-disabled", false),
+            StoreOp::ForgetEntry { tag: s("d1") },
+            StoreOp::AddChild(replaced.clone()),
+            StoreOp::RemoveChild { pid: 10 },
+            StoreOp::RemoveChild { pid: 12345 },
+        ])
+        .unwrap();
+        assert_eq!(
+            db.load().unwrap(),
+            Persisted {
+                goals: vec![(s("db"), s("1")), (s("web"), s("3"))],
+                disabled: vec![],
+                children: vec![replaced, child(30, "web", "w1")],
+            }
+        );
+    }
+
+    #[test]
+    fn a_failing_batch_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        db.apply(&[goal("g", "1"), StoreOp::AddChild(child(5, "g", "a"))])
+            .unwrap();
+        let before = db.load().unwrap();
+
+        // A start time that does not fit SQLite's INTEGER fails the batch
+        // at its last op; the ops before it must not be visible.
+        let mut huge = child(7, "g", "b");
+        huge.start_ticks = u64::MAX;
+        let err = db
+            .apply(&[
+                goal("g", "2"),
+                goal("h", "1"),
+                disabled("a", true),
+                StoreOp::RemoveChild { pid: 5 },
+                StoreOp::AddChild(child(6, "g", "c")),
+                StoreOp::AddChild(huge),
+            ])
+            .unwrap_err();
+        assert!(err.to_string().contains("clinit.db"), "{err}");
+        assert_eq!(db.load().unwrap(), before);
+
+        // pid 0 would make a later kill(-pgid) hit our own process group:
+        // the CHECK constraint refuses it, again rolling back the batch.
+        let mut zero = child(8, "g", "d");
+        zero.pid = 0;
+        db.apply(&[goal("g", "3"), StoreOp::AddChild(zero)])
+            .unwrap_err();
+        let mut zero_group = child(9, "g", "d");
+        zero_group.pgid = 0;
+        db.apply(&[goal("g", "3"), StoreOp::AddChild(zero_group)])
+            .unwrap_err();
+        assert_eq!(db.load().unwrap(), before);
+
+        // The connection is still usable after a rolled-back batch.
+        db.apply(&[goal("g", "4")]).unwrap();
+        assert_eq!(db.load().unwrap().goals, vec![(s("g"), s("4"))]);
+    }
+
+    #[test]
+    fn data_survives_reopen_and_the_lock_is_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut db = StateDb::open(&state).unwrap();
+        db.apply(&[
+            goal("g", "2"),
+            disabled("t", true),
+            StoreOp::AddChild(child(4, "g", "t")),
+        ])
+        .unwrap();
+        let saved = db.load().unwrap();
+        drop(db);
+        let db = StateDb::open(&state).unwrap();
+        assert_eq!(db.load().unwrap(), saved);
+    }
+
+    #[test]
+    fn missing_dir_is_created_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("a/b");
+        let _db = StateDb::open(&state).unwrap();
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn second_open_of_the_same_dir_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = StateDb::open(dir.path()).unwrap();
+        let err = StateDb::open(dir.path())
+            .err()
+            .expect("second open must fail");
+        assert!(matches!(err, StoreError::Busy { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&*dir.path().to_string_lossy()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn newer_schema_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .unwrap();
+        }
+        let err = StateDb::open(dir.path()).err().expect("must refuse");
+        match &err {
+            StoreError::TooNew {
+                path: p,
+                found,
+                known,
+            } => {
+                assert_eq!(p, &path);
+                assert_eq!((*found, *known), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+        let c = Connection::open(&path).unwrap();
+        let v: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION + 1);
+        let tables: i64 = c
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 0);
+    }
+
+    #[test]
+    fn not_a_database_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        let err = StateDb::open(dir.path()).err().expect("must fail");
+        assert!(matches!(err, StoreError::Db { .. }), "{err:?}");
+        assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+    }
+
+    #[test]
+    fn wal_and_full_sync_are_in_effect() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        let mode: String = db
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = db
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "FULL");
     }
 }
