@@ -185,8 +185,18 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Shut the daemon down gracefully (SIGTERM), so that its children do
+    /// not outlive the test; SIGKILL only if it hangs.
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let end = Instant::now() + DEADLINE;
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
