@@ -32,4 +32,5 @@ print(f"{'one in-process request':38} {f(c['request_us'],'us',1):>12} {f(None if
       f"  clinit/raw socket ({c['raw_socket_rtt_us']:.1f} us) {c['request_us']/c['raw_socket_rtt_us']:.2f}x")
 print(f"{'daemon RSS with N children':38} {f(c['rss_mb'],'MB',1):>12} {f(s['rss_mb'],'MB',1):>12} {'':>10}  supervisord/clinit {r(s['rss_mb'], c['rss_mb'])}")
 print(f"{'SIGKILL -> respawned':38} {f(c['respawn_ms'],'ms'):>12} {f(s['respawn_ms'],'ms'):>12} {'':>10}  supervisord/clinit {r(s['respawn_ms'], c['respawn_ms'])}")
+print(f"{'start -> goals restored (N running)':38} {f(c['restore_s'],'s'):>12} {'':>12} {'':>10}  after SIGKILL of the daemon: {f(c['crash_restore_s'],'s')}")
 PY

@@ -336,7 +336,11 @@ impl Daemon {
                     }
                 }
             }
-            if self.halting && self.sup.is_quiet() && !self.exec.has_leftovers() {
+            if self.halting
+                && self.sup.is_quiet()
+                && !self.exec.has_leftovers()
+                && self.exec.notifier_count() == 0
+            {
                 tracing::info!("every process has stopped; exiting");
                 return Ok(());
             }
