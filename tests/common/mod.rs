@@ -82,16 +82,27 @@ impl Daemon {
         if !copy.exists() {
             std::fs::copy(bin(), &copy).unwrap();
         }
-        Command::new(&copy)
-            .current_dir("/")
-            .arg("-c")
-            .arg(self.cltab())
-            .args(args)
-            .uid(uid)
-            .gid(gid)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        // Another test thread that forks while the copy is open for writing
+        // holds it open until its exec: running the copy then fails with
+        // ETXTBSY for a moment.
+        let end = Instant::now() + DEADLINE;
+        loop {
+            match Command::new(&copy)
+                .current_dir("/")
+                .arg("-c")
+                .arg(self.cltab())
+                .args(args)
+                .uid(uid)
+                .gid(gid)
+                .stdin(Stdio::null())
+                .output()
+            {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < end => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return other.unwrap(),
+            }
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
