@@ -11,6 +11,9 @@
 //! - [`supervisor::executor`]: the only place that spawns, signals, reaps.
 //! - [`client`]: talking to a daemon (CLI and tests).
 //! - [`store`]: persistence behind a trait (embedded files now, etcd later).
+//! - [`records`]: records in named containers with update signatures
+//!   (Solaris dsvc style: EXISTS / NOENT / COLLISION); the rules live there,
+//!   the SQL in [`store::sqlite`].
 //! - [`bos`]: BOS-style instances (issue 3, in progress: the notifier record).
 //! - [`config`]: defaults < command-line flags < cltab settings.
 //! - [`schedule`]: when a `cron` entry runs: BOS time forms and five-field cron
@@ -24,6 +27,7 @@ pub mod cltab;
 pub mod config;
 pub mod daemon;
 pub mod proto;
+pub mod records;
 pub mod schedule;
 pub mod store;
 pub mod supervisor;

@@ -3,9 +3,9 @@
 //! above the trait knows which one it talks to.
 //!
 //! Today the store keeps the status file. The daemon's persistent state
-//! (goals, disabled entries, started children) lives in [`sqlite::StateDb`];
+//! (goals, disabled entries, started children, the lock token reservation
+//! and the records of [`crate::records`]) lives in [`sqlite::StateDb`];
 //! [`leftovers`] stops the children a previous, killed daemon left running.
-//! Lock tokens and records (issue 4) will be added later.
 
 pub mod leftovers;
 pub mod sqlite;

@@ -1,9 +1,15 @@
 //! The daemon's persistent state in one SQLite file, `DIR/clinit.db`.
 //!
 //! What is kept: each group's goal (the level it was last told), the entries
-//! stopped with `clinit stop TAG`, and the children the daemon started (so
+//! stopped with `clinit stop TAG`, the children the daemon started (so
 //! that a daemon killed by SIGKILL can stop them on its next start, see
-//! [`super::leftovers`]).
+//! [`super::leftovers`]), the highest lock token that may have been handed
+//! out ([`StateDb::reserve_tokens`]) and the records of
+//! [`crate::records`] with their signatures.
+//!
+//! This file is the one home of the daemon's SQL: [`crate::records`] holds
+//! the rules (names, sizes, signatures) and calls the `record_*` methods
+//! here, which do storage and compare-and-swap only.
 //!
 //! # Invariants
 //!
@@ -11,11 +17,15 @@
 //!   exclusive `flock` on `DIR/clinit.db.lock` and holds it until the
 //!   [`StateDb`] is dropped. The lock file is opened close-on-exec, so
 //!   children never inherit it and the lock dies with the daemon.
-//! - Durability: WAL journal with `synchronous=FULL`; once [`StateDb::apply`]
-//!   has returned `Ok`, the batch survives SIGKILL of the daemon and power
-//!   loss.
-//! - Atomicity: one `apply` is one transaction; after a failed `apply` the
-//!   database holds none of that batch.
+//! - Durability: WAL journal with `synchronous=FULL`; once a writing method
+//!   ([`StateDb::apply`], [`StateDb::reserve_tokens`], the `record_*`
+//!   writers) has returned `Ok`, its change survives SIGKILL of the daemon
+//!   and power loss.
+//! - Atomicity: each writing method is one transaction; after an `Err` the
+//!   database holds none of that call's changes.
+//! - Signatures are `u64` stored bit for bit in SQLite's signed 64-bit
+//!   INTEGER (`sig as i64`), so a signature with the top bit set round-trips
+//!   unchanged; a stored signature is never 0 (CHECK constraint).
 //! - Schema: versioned with `PRAGMA user_version`; [`StateDb::open`] upgrades
 //!   an older file in place (in one transaction) and refuses a newer one
 //!   with [`StoreError::TooNew`].
@@ -31,7 +41,14 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::StoreError;
 
 /// The schema version this code writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+///
+/// - 1: `goals`, `disabled`, `children`.
+/// - 2: adds `meta` (named integers; today `token_reserved`) and `records`.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// The `meta` row holding the highest lock token that may have been handed
+/// out (see [`StateDb::reserve_tokens`]).
+const TOKEN_RESERVED: &str = "token_reserved";
 
 /// File name of the database inside the state directory.
 pub const DB_FILE: &str = "clinit.db";
@@ -84,6 +101,19 @@ pub struct Persisted {
     pub goals: Vec<(String, String)>,
     pub disabled: Vec<String>,
     pub children: Vec<ChildRecord>,
+}
+
+/// Outcome of a compare-and-swap on one record ([`StateDb::record_replace`],
+/// [`StateDb::record_remove`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cas {
+    /// The record had the expected signature and was changed.
+    Done,
+    /// No record with that key in that container; nothing was changed.
+    Missing,
+    /// The record's signature is this one, not the expected one; nothing
+    /// was changed.
+    Stale(u64),
 }
 
 /// The open state database. Holds the state directory's lock for its whole
@@ -243,12 +273,178 @@ impl StateDb {
         apply_inner(&mut self.conn, ops).map_err(|e| self.db_err(e))
     }
 
+    /// The highest lock token that may have been handed out: the value last
+    /// stored by [`StateDb::reserve_tokens`], 0 if it never was. A daemon
+    /// that starts again hands out only tokens above this floor, so that
+    /// tokens keep increasing across restarts and crashes.
+    pub fn token_floor(&self) -> Result<u64, StoreError> {
+        let v: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE name = ?1")
+            .and_then(|mut st| st.query_row([TOKEN_RESERVED], |r| r.get(0)).optional())
+            .map_err(|e| self.db_err(e))?;
+        // The CHECK constraint keeps the value non-negative.
+        Ok(v.map_or(0, |v| v as u64))
+    }
+
+    /// Record that tokens up to `upto` may be handed out, durably (one
+    /// transaction, committed and synced before `Ok`). The stored value only
+    /// ever rises: a smaller or equal `upto` leaves it as it is.
+    /// A value above `i64::MAX` (SQLite's INTEGER) is refused.
+    pub fn reserve_tokens(&mut self, upto: u64) -> Result<(), StoreError> {
+        let v = i64::try_from(upto).map_err(|_| StoreError::Db {
+            path: self.path.clone(),
+            err: format!(
+                "cannot reserve lock tokens up to {upto}: above {}",
+                i64::MAX
+            ),
+        })?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO meta (name, value) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value \
+                 WHERE excluded.value > meta.value",
+            )
+            .and_then(|mut st| st.execute(params![TOKEN_RESERVED, v]))
+            .map(drop)
+            .map_err(|e| self.db_err(e))
+    }
+
+    /// One record's value and signature, or `None` if the container has no
+    /// record with that key. `container` is the stored (format-prefixed)
+    /// name; the rules are in [`crate::records`].
+    pub(crate) fn record_get(
+        &self,
+        container: &str,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT value, sig FROM records WHERE container = ?1 AND key = ?2")
+            .and_then(|mut st| {
+                st.query_row(params![container, key], |r| {
+                    Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+                })
+                .optional()
+            })
+            .map_err(|e| self.record_err(container, Some(key), e))
+    }
+
+    /// Every record of a container as `(key, value, signature)`, ordered by
+    /// key (bytewise, which for UTF-8 is code point order); empty if the
+    /// container has none.
+    pub(crate) fn record_list(
+        &self,
+        container: &str,
+    ) -> Result<Vec<(String, Vec<u8>, u64)>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT key, value, sig FROM records WHERE container = ?1 ORDER BY key")
+            .and_then(|mut st| {
+                st.query_map([container], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+                })?
+                .collect()
+            })
+            .map_err(|e| self.record_err(container, None, e))
+    }
+
+    /// Add a record with signature `sig` unless the key exists; `Ok(false)`
+    /// (nothing written) if it does. One transaction, durable on `Ok`.
+    pub(crate) fn record_insert(
+        &mut self,
+        container: &str,
+        key: &str,
+        value: &[u8],
+        sig: u64,
+    ) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO records (container, key, value, sig) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (container, key) DO NOTHING",
+            )
+            .and_then(|mut st| st.execute(params![container, key, value, sig as i64]))
+            .map(|n| n == 1)
+            .map_err(|e| self.record_err(container, Some(key), e))
+    }
+
+    /// Replace a record's value and signature if its signature is
+    /// `expected` (compare-and-swap, one transaction, durable on `Ok`).
+    pub(crate) fn record_replace(
+        &mut self,
+        container: &str,
+        key: &str,
+        value: &[u8],
+        expected: u64,
+        new: u64,
+    ) -> Result<Cas, StoreError> {
+        cas(&mut self.conn, container, key, Some(expected), |tx| {
+            tx.prepare_cached(
+                "UPDATE records SET value = ?3, sig = ?4 WHERE container = ?1 AND key = ?2",
+            )?
+            .execute(params![container, key, value, new as i64])
+        })
+        .map_err(|e| self.record_err(container, Some(key), e))
+    }
+
+    /// Delete a record if its signature is `expected`, or whatever its
+    /// signature if `expected` is `None` (one transaction, durable on `Ok`).
+    pub(crate) fn record_remove(
+        &mut self,
+        container: &str,
+        key: &str,
+        expected: Option<u64>,
+    ) -> Result<Cas, StoreError> {
+        cas(&mut self.conn, container, key, expected, |tx| {
+            tx.prepare_cached("DELETE FROM records WHERE container = ?1 AND key = ?2")?
+                .execute(params![container, key])
+        })
+        .map_err(|e| self.record_err(container, Some(key), e))
+    }
+
     fn db_err(&self, e: rusqlite::Error) -> StoreError {
         StoreError::Db {
             path: self.path.clone(),
             err: e.to_string(),
         }
     }
+
+    /// A database error that also names the record (or container) concerned.
+    fn record_err(&self, container: &str, key: Option<&str>, e: rusqlite::Error) -> StoreError {
+        let what = match key {
+            Some(key) => format!("record {key:?} in container {container:?}"),
+            None => format!("container {container:?}"),
+        };
+        StoreError::Db {
+            path: self.path.clone(),
+            err: format!("{what}: {e}"),
+        }
+    }
+}
+
+/// Compare-and-swap on one record in one IMMEDIATE transaction: read its
+/// signature, and only if it is `expected` (or `expected` is `None`) run
+/// `write`. A missing or stale record writes nothing.
+fn cas(
+    conn: &mut Connection,
+    container: &str,
+    key: &str,
+    expected: Option<u64>,
+    write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<usize>,
+) -> rusqlite::Result<Cas> {
+    // Dropping `tx` (early return or no write) rolls back: nothing changed.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: Option<i64> = tx
+        .prepare_cached("SELECT sig FROM records WHERE container = ?1 AND key = ?2")?
+        .query_row(params![container, key], |r| r.get(0))
+        .optional()?;
+    let Some(current) = current.map(|s| s as u64) else {
+        return Ok(Cas::Missing);
+    };
+    if expected.is_some_and(|e| e != current) {
+        return Ok(Cas::Stale(current));
+    }
+    write(&tx)?;
+    tx.commit()?;
+    Ok(Cas::Done)
 }
 
 fn apply_inner(conn: &mut Connection, ops: &[StoreOp]) -> rusqlite::Result<()> {
@@ -303,9 +499,16 @@ fn apply_inner(conn: &mut Connection, ops: &[StoreOp]) -> rusqlite::Result<()> {
 
 /// Bring the schema from whatever `user_version` the file has up to
 /// [`SCHEMA_VERSION`], in one transaction. Each step `v → v+1` is one arm
-/// below; a later version adds an arm (e.g. `1 => create lock tables`) and
-/// bumps [`SCHEMA_VERSION`]. A file from newer code is refused untouched.
+/// below; a later version adds an arm and bumps [`SCHEMA_VERSION`]. A file
+/// from newer code is refused untouched.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    migrate_to(conn, path, SCHEMA_VERSION)
+}
+
+/// [`migrate`] up to `target` (≤ [`SCHEMA_VERSION`]); tests use a lower
+/// target to write a database exactly as older code did.
+fn migrate_to(conn: &mut Connection, path: &Path, target: i64) -> Result<(), StoreError> {
+    debug_assert!(target <= SCHEMA_VERSION);
     let db_err = |e: rusqlite::Error| StoreError::Db {
         path: path.to_path_buf(),
         err: e.to_string(),
@@ -331,7 +534,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             err: format!("invalid schema version {found}"),
         });
     }
-    for from in found..SCHEMA_VERSION {
+    for from in found..target {
         match from {
             0 => tx
                 .execute_batch(
@@ -352,11 +555,32 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
                      ) STRICT;",
                 )
                 .map_err(db_err)?,
+            // `meta.value` is non-negative so it reads back as a u64.
+            // `records.sig` is a u64 stored bit for bit (see the module
+            // doc). A rowid table, not WITHOUT ROWID: values reach 1 MiB,
+            // and a WITHOUT ROWID b-tree reads a row's whole overflowing
+            // payload to compare keys; measured, lookups of 4 KiB..1 MiB
+            // values ran 2-3.5 times faster with rowid, small ones the same.
+            1 => tx
+                .execute_batch(
+                    "CREATE TABLE meta (
+                         name  TEXT PRIMARY KEY NOT NULL,
+                         value INTEGER NOT NULL CHECK (value >= 0)
+                     ) STRICT;
+                     CREATE TABLE records (
+                         container TEXT NOT NULL,
+                         key       TEXT NOT NULL,
+                         value     BLOB NOT NULL,
+                         sig       INTEGER NOT NULL CHECK (sig <> 0),
+                         PRIMARY KEY (container, key)
+                     ) STRICT;",
+                )
+                .map_err(db_err)?,
             _ => unreachable!("no migration step from schema version {from}"),
         }
     }
-    if found != SCHEMA_VERSION {
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+    if found < target {
+        tx.pragma_update(None, "user_version", target)
             .map_err(db_err)?;
     }
     tx.commit().map_err(db_err)
@@ -574,6 +798,128 @@ mod tests {
         let err = StateDb::open(dir.path()).err().expect("must fail");
         assert!(matches!(err, StoreError::Db { .. }), "{err:?}");
         assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+    }
+
+    #[test]
+    fn token_reservation_only_rises_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        assert_eq!(db.token_floor().unwrap(), 0);
+        db.reserve_tokens(0).unwrap();
+        assert_eq!(db.token_floor().unwrap(), 0);
+        for (upto, floor) in [(100, 100), (50, 100), (100, 100), (101, 101), (7, 101)] {
+            db.reserve_tokens(upto).unwrap();
+            assert_eq!(db.token_floor().unwrap(), floor, "after reserving {upto}");
+        }
+        let max = u64::try_from(i64::MAX).unwrap();
+        db.reserve_tokens(max).unwrap();
+        let err = db.reserve_tokens(max + 1).unwrap_err();
+        assert!(err.to_string().contains("clinit.db"), "{err}");
+        assert_eq!(db.token_floor().unwrap(), max);
+        drop(db);
+        let mut db = StateDb::open(dir.path()).unwrap();
+        assert_eq!(db.token_floor().unwrap(), max);
+        db.reserve_tokens(1).unwrap();
+        assert_eq!(db.token_floor().unwrap(), max);
+    }
+
+    /// Table names in the database, sorted.
+    fn tables(c: &Connection) -> Vec<String> {
+        c.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn version_1_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        // Write a version 1 file exactly as the version 1 code did: its
+        // schema step, then its ops.
+        {
+            let mut c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "journal_mode", "WAL").unwrap();
+            migrate_to(&mut c, &path, 1).unwrap();
+            apply_inner(
+                &mut c,
+                &[
+                    goal("web", "2"),
+                    disabled("w1", true),
+                    StoreOp::AddChild(child(42, "web", "w1")),
+                ],
+            )
+            .unwrap();
+            let v: i64 = c
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, 1);
+            assert_eq!(tables(&c), ["children", "disabled", "goals"]);
+        }
+        let mut db = StateDb::open(dir.path()).unwrap();
+        assert_eq!(
+            db.load().unwrap(),
+            Persisted {
+                goals: vec![(s("web"), s("2"))],
+                disabled: vec![s("w1")],
+                children: vec![child(42, "web", "w1")],
+            }
+        );
+        let v: i64 = db
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        assert_eq!(
+            tables(&db.conn),
+            ["children", "disabled", "goals", "meta", "records"]
+        );
+        // The new tables work.
+        assert_eq!(db.token_floor().unwrap(), 0);
+        db.reserve_tokens(9).unwrap();
+        assert!(db.record_insert("clinit1_c", "k", b"v", 1).unwrap());
+        drop(db);
+        let db = StateDb::open(dir.path()).unwrap();
+        assert_eq!(db.token_floor().unwrap(), 9);
+        assert_eq!(
+            db.record_get("clinit1_c", "k").unwrap(),
+            Some((b"v".to_vec(), 1))
+        );
+        assert_eq!(db.load().unwrap().goals, vec![(s("web"), s("2"))]);
+    }
+
+    #[test]
+    fn record_compare_and_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        assert!(db.record_insert("c", "k", b"1", 5).unwrap());
+        assert!(!db.record_insert("c", "k", b"2", 6).unwrap());
+        assert_eq!(
+            db.record_replace("c", "x", b"2", 5, 6).unwrap(),
+            Cas::Missing
+        );
+        assert_eq!(
+            db.record_replace("c", "k", b"2", 4, 6).unwrap(),
+            Cas::Stale(5)
+        );
+        assert_eq!(db.record_get("c", "k").unwrap(), Some((b"1".to_vec(), 5)));
+        assert_eq!(db.record_replace("c", "k", b"2", 5, 6).unwrap(), Cas::Done);
+        assert_eq!(db.record_get("c", "k").unwrap(), Some((b"2".to_vec(), 6)));
+        assert_eq!(db.record_remove("c", "k", Some(5)).unwrap(), Cas::Stale(6));
+        assert_eq!(db.record_remove("c", "k", Some(6)).unwrap(), Cas::Done);
+        assert_eq!(db.record_remove("c", "k", None).unwrap(), Cas::Missing);
+        assert!(db.record_insert("c", "k", b"3", 7).unwrap());
+        assert_eq!(db.record_remove("c", "k", None).unwrap(), Cas::Done);
+        assert_eq!(db.record_get("c", "k").unwrap(), None);
+        // A signature of 0 is refused by the table itself.
+        let err = db.record_insert("c", "k", b"", 0).unwrap_err();
+        assert!(
+            err.to_string().contains("record \"k\" in container \"c\""),
+            "{err}"
+        );
+        assert_eq!(db.record_list("c").unwrap(), vec![]);
     }
 
     #[test]

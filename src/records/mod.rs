@@ -1,0 +1,604 @@
+//! Records with update signatures, in the style of the Solaris DHCP data
+//! service framework (dsvc): named containers hold records by key, and every
+//! record carries a 64-bit signature so that two writers never silently
+//! overwrite each other.
+//!
+//! # Model
+//!
+//! - A container is a named set of records. Containers need no creation: a
+//!   container exists while it holds a record, and listing one that holds
+//!   none gives an empty list.
+//! - Container names and keys are UTF-8, 1..=[`MAX_NAME`] bytes, without NUL
+//!   bytes; a value is any bytes, up to [`MAX_VALUE`].
+//! - Signature: on [`add`], the top 16 bits are random (from the OS) and
+//!   stay the same for the record's whole life (its *generation*); the low
+//!   48 bits start at 1 and every [`modify`] increments them (see
+//!   [`next_signature`]). A signature is never 0.
+//! - [`modify`] and [`delete`] take the signature the caller last saw and
+//!   fail with [`RecordError::Collision`] if the record has changed since.
+//!   [`delete`] with signature 0 deletes whatever the signature.
+//! - A record deleted and added again gets a new random generation, so a
+//!   signature seen before the delete does not match the new record (except
+//!   with probability 2^-16 per re-add, when both the random generation and
+//!   the counter coincide).
+//!
+//! # Invariants
+//!
+//! - Every operation is one SQLite transaction in [`StateDb`]; an `Ok`
+//!   result is durable (survives SIGKILL and power loss), an `Err` changed
+//!   nothing. The SQL lives in [`crate::store::sqlite`]; this module holds
+//!   the rules.
+//! - Names and sizes are checked before the database is touched.
+//!
+//! # Format versions and upgrades
+//!
+//! A container named `NAME` is stored as `clinit1_NAME`, that is
+//! [`FORMAT_PREFIX`] followed by the name. The prefix versions the *record
+//! format*: how keys, values and signatures are encoded and what they mean.
+//! A later format (say `clinit2_`, with another value encoding or signature
+//! rule) stores its containers as `clinit2_NAME` in the same `records`
+//! table, so both formats coexist and no code ever reads a container in a
+//! format it does not know.
+//!
+//! The upgrade copies, in the style of the dsvc container conversion: in
+//! one transaction, for each stored container name starting with
+//! `clinit1_`, read its records, convert each one, insert it under
+//! `clinit2_NAME`, delete the `clinit1_NAME` rows, and raise the schema
+//! version ([`crate::store::sqlite::SCHEMA_VERSION`]) so that an older
+//! clinit refuses the file ([`StoreError::TooNew`]) instead of finding its
+//! containers empty. A crash before the commit leaves the old containers
+//! intact; after it, only the new ones exist. Converted records keep their
+//! signatures if the new format can express them, so a caller's last-seen
+//! signature stays valid across the upgrade.
+
+use crate::store::StoreError;
+use crate::store::sqlite::{Cas, StateDb};
+
+/// The stored name of a container is this prefix followed by its name;
+/// see the module doc for how a later format coexists and upgrades.
+pub const FORMAT_PREFIX: &str = "clinit1_";
+/// Longest container name or key, in bytes (UTF-8).
+pub const MAX_NAME: usize = 255;
+/// Largest value, in bytes (1 MiB).
+pub const MAX_VALUE: usize = 1 << 20;
+
+/// The low 48 bits of a signature: the update counter.
+const COUNTER_MASK: u64 = (1 << 48) - 1;
+
+/// One record as read back from a container.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    /// The record's key, unique in its container.
+    pub key: String,
+    /// The record's value.
+    pub value: Vec<u8>,
+    /// The current signature; pass it to [`modify`] or [`delete`].
+    pub sig: u64,
+}
+
+/// Why a record operation failed; [`RecordError::code`] gives a stable code
+/// for the protocol. Every message names the container and key (or the bad
+/// name) concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// [`add`] of a key that the container already holds.
+    #[error("record {key:?} already exists in container {container:?}")]
+    Exists { container: String, key: String },
+    /// The container holds no record with that key.
+    #[error("no record {key:?} in container {container:?}")]
+    NoEnt { container: String, key: String },
+    /// The record changed since the caller read it: its signature is
+    /// `current`, the caller gave `given`.
+    #[error(
+        "record {key:?} in container {container:?} has changed: its signature is {current:#018x}, not {given:#018x} (read it again)"
+    )]
+    Collision {
+        container: String,
+        key: String,
+        current: u64,
+        given: u64,
+    },
+    /// A container name or key that is empty, too long or contains NUL;
+    /// `what` is `"container"` or `"key"`.
+    #[error("bad {what} name {name:?}: {why}")]
+    BadName {
+        what: &'static str,
+        name: String,
+        why: String,
+    },
+    /// A value longer than [`MAX_VALUE`] bytes.
+    #[error(
+        "value for record {key:?} in container {container:?} is {len} bytes, more than the {MAX_VALUE} allowed"
+    )]
+    TooLarge {
+        container: String,
+        key: String,
+        len: usize,
+    },
+    /// The state database failed (the message names the file, and the
+    /// record when one was concerned).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl RecordError {
+    /// The stable code for this error: `EXISTS`, `NOENT`, `COLLISION`,
+    /// `BAD_NAME`, `TOO_LARGE` or `STORE`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RecordError::Exists { .. } => "EXISTS",
+            RecordError::NoEnt { .. } => "NOENT",
+            RecordError::Collision { .. } => "COLLISION",
+            RecordError::BadName { .. } => "BAD_NAME",
+            RecordError::TooLarge { .. } => "TOO_LARGE",
+            RecordError::Store(_) => "STORE",
+        }
+    }
+}
+
+/// The signature of a new record: `random16` in the top 16 bits (the
+/// record's generation, fixed for its life), 1 in the low 48 bits.
+pub fn first_signature(random16: u16) -> u64 {
+    (u64::from(random16) << 48) | 1
+}
+
+/// The signature after one modification: the top 16 bits are kept, the low
+/// 48 bits are incremented, wrapping from 2^48-1 to 1 (never to 0, so no
+/// signature is ever 0 and 0 stays free to mean "any" in [`delete`]). A
+/// record would need 2^48-1 modifications to wrap, so a stale signature
+/// cannot come round to match again in practice.
+pub fn next_signature(sig: u64) -> u64 {
+    let counter = sig & COUNTER_MASK;
+    let next = if counter == COUNTER_MASK {
+        1
+    } else {
+        counter + 1
+    };
+    (sig & !COUNTER_MASK) | next
+}
+
+/// Add a record; fails with [`RecordError::Exists`] if the container
+/// already holds the key. Returns the new record's signature.
+pub fn add(db: &mut StateDb, container: &str, key: &str, value: &[u8]) -> Result<u64, RecordError> {
+    let stored = check(container, key, Some(value))?;
+    let sig = first_signature(random16());
+    if db.record_insert(&stored, key, value, sig)? {
+        Ok(sig)
+    } else {
+        Err(RecordError::Exists {
+            container: container.to_string(),
+            key: key.to_string(),
+        })
+    }
+}
+
+/// Read one record; [`RecordError::NoEnt`] if the container does not hold
+/// the key.
+pub fn lookup(db: &StateDb, container: &str, key: &str) -> Result<Record, RecordError> {
+    let stored = check(container, key, None)?;
+    match db.record_get(&stored, key)? {
+        Some((value, sig)) => Ok(Record {
+            key: key.to_string(),
+            value,
+            sig,
+        }),
+        None => Err(no_ent(container, key)),
+    }
+}
+
+/// Replace a record's value if its signature is still `sig` (the one the
+/// caller last saw); returns the new signature ([`next_signature`] of
+/// `sig`). A changed record gives [`RecordError::Collision`] (as does `sig`
+/// 0, which no record has), a missing one [`RecordError::NoEnt`].
+pub fn modify(
+    db: &mut StateDb,
+    container: &str,
+    key: &str,
+    value: &[u8],
+    sig: u64,
+) -> Result<u64, RecordError> {
+    let stored = check(container, key, Some(value))?;
+    let new = next_signature(sig);
+    match db.record_replace(&stored, key, value, sig, new)? {
+        Cas::Done => Ok(new),
+        other => Err(cas_err(other, container, key, sig)),
+    }
+}
+
+/// Delete a record if its signature is still `sig`, or whatever its
+/// signature if `sig` is 0. A changed record gives
+/// [`RecordError::Collision`], a missing one [`RecordError::NoEnt`].
+pub fn delete(db: &mut StateDb, container: &str, key: &str, sig: u64) -> Result<(), RecordError> {
+    let stored = check(container, key, None)?;
+    let expected = (sig != 0).then_some(sig);
+    match db.record_remove(&stored, key, expected)? {
+        Cas::Done => Ok(()),
+        other => Err(cas_err(other, container, key, sig)),
+    }
+}
+
+/// Every record of a container, ordered by key (bytewise); empty if the
+/// container holds none.
+pub fn list(db: &StateDb, container: &str) -> Result<Vec<Record>, RecordError> {
+    let stored = stored_name(container)?;
+    Ok(db
+        .record_list(&stored)?
+        .into_iter()
+        .map(|(key, value, sig)| Record { key, value, sig })
+        .collect())
+}
+
+/// Check a container name, a key and (if given) a value; return the
+/// container's stored name.
+fn check(container: &str, key: &str, value: Option<&[u8]>) -> Result<String, RecordError> {
+    let stored = stored_name(container)?;
+    check_name("key", key)?;
+    if let Some(value) = value.filter(|v| v.len() > MAX_VALUE) {
+        return Err(RecordError::TooLarge {
+            container: container.to_string(),
+            key: key.to_string(),
+            len: value.len(),
+        });
+    }
+    Ok(stored)
+}
+
+/// The stored name of a (checked) container: [`FORMAT_PREFIX`] + name.
+fn stored_name(container: &str) -> Result<String, RecordError> {
+    check_name("container", container)?;
+    Ok(format!("{FORMAT_PREFIX}{container}"))
+}
+
+fn check_name(what: &'static str, name: &str) -> Result<(), RecordError> {
+    let why = if name.is_empty() {
+        "empty".to_string()
+    } else if name.len() > MAX_NAME {
+        format!("{} bytes, more than the {MAX_NAME} allowed", name.len())
+    } else if name.contains('\0') {
+        "contains a NUL byte".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(RecordError::BadName {
+        what,
+        name: name.to_string(),
+        why,
+    })
+}
+
+fn no_ent(container: &str, key: &str) -> RecordError {
+    RecordError::NoEnt {
+        container: container.to_string(),
+        key: key.to_string(),
+    }
+}
+
+fn cas_err(cas: Cas, container: &str, key: &str, given: u64) -> RecordError {
+    match cas {
+        Cas::Stale(current) => RecordError::Collision {
+            container: container.to_string(),
+            key: key.to_string(),
+            current,
+            given,
+        },
+        Cas::Missing | Cas::Done => no_ent(container, key),
+    }
+}
+
+/// 16 random bits from the OS for a new record's generation. The OS source
+/// (Linux `getrandom(2)`) does not fail once the kernel is seeded; should it
+/// fail anyway, the bits come from the clock's nanoseconds and the pid,
+/// which still differ between generations with high probability (all the
+/// generation needs), and the failure is logged.
+fn random16() -> u16 {
+    let mut b = [0u8; 2];
+    match getrandom::fill(&mut b) {
+        Ok(()) => u16::from_ne_bytes(b),
+        Err(err) => {
+            tracing::warn!("no random bits from the OS ({err}); record generation from the clock");
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            (nanos ^ (nanos >> 16) ^ std::process::id()) as u16
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOP: u64 = !COUNTER_MASK;
+
+    fn open() -> (tempfile::TempDir, StateDb) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn signature_rules() {
+        for (random, first) in [
+            (0u16, 0x0000_0000_0000_0001u64),
+            (1, 0x0001_0000_0000_0001),
+            (0xabcd, 0xabcd_0000_0000_0001),
+            (0xffff, 0xffff_0000_0000_0001),
+        ] {
+            assert_eq!(first_signature(random), first, "{random:#x}");
+        }
+        for (sig, next) in [
+            (0x0000_0000_0000_0001u64, 0x0000_0000_0000_0002u64),
+            (0xabcd_0000_0000_0001, 0xabcd_0000_0000_0002),
+            (0xabcd_0000_0000_ffff, 0xabcd_0000_0001_0000),
+            (0xffff_7fff_ffff_fffe, 0xffff_7fff_ffff_ffff),
+            (0xffff_ffff_ffff_fffe, 0xffff_ffff_ffff_ffff),
+            // the counter wraps to 1, never to 0, and keeps the generation
+            (0xffff_ffff_ffff_ffff, 0xffff_0000_0000_0001),
+            (0x0000_ffff_ffff_ffff, 0x0000_0000_0000_0001),
+            (0xabcd_ffff_ffff_ffff, 0xabcd_0000_0000_0001),
+            // a counter of 0 (never stored) goes to 1
+            (0xabcd_0000_0000_0000, 0xabcd_0000_0000_0001),
+            (0, 1),
+        ] {
+            assert_eq!(next_signature(sig), next, "{sig:#018x}");
+        }
+    }
+
+    #[test]
+    fn add_lookup_modify_delete_list() {
+        let (_dir, mut db) = open();
+        let s1 = add(&mut db, "net", "10.0.0.1", b"a").unwrap();
+        assert_eq!(s1 & COUNTER_MASK, 1);
+        assert_eq!(
+            lookup(&db, "net", "10.0.0.1").unwrap(),
+            Record {
+                key: "10.0.0.1".into(),
+                value: b"a".to_vec(),
+                sig: s1
+            }
+        );
+        let s2 = modify(&mut db, "net", "10.0.0.1", b"bb", s1).unwrap();
+        assert_eq!(s2, next_signature(s1));
+        assert_eq!(s2 & TOP, s1 & TOP, "generation is kept");
+        let s3 = modify(&mut db, "net", "10.0.0.1", b"", s2).unwrap();
+        assert_eq!(s3 & COUNTER_MASK, 3);
+        let r = lookup(&db, "net", "10.0.0.1").unwrap();
+        assert_eq!((r.value.as_slice(), r.sig), (&b""[..], s3));
+
+        // Same key in another container is another record.
+        let o = add(&mut db, "other", "10.0.0.1", b"o").unwrap();
+        let z = add(&mut db, "net", "z", b"z").unwrap();
+        let b = add(&mut db, "net", "b", b"b").unwrap();
+        let keys = |db: &StateDb, c| -> Vec<(String, u64)> {
+            list(db, c)
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.key, r.sig))
+                .collect()
+        };
+        assert_eq!(
+            keys(&db, "net"),
+            vec![("10.0.0.1".into(), s3), ("b".into(), b), ("z".into(), z)]
+        );
+        assert_eq!(keys(&db, "other"), vec![("10.0.0.1".into(), o)]);
+        assert_eq!(keys(&db, "empty"), vec![]);
+
+        delete(&mut db, "net", "10.0.0.1", s3).unwrap();
+        delete(&mut db, "net", "z", 0).unwrap();
+        assert_eq!(keys(&db, "net"), vec![("b".into(), b)]);
+        assert_eq!(keys(&db, "other"), vec![("10.0.0.1".into(), o)]);
+    }
+
+    #[test]
+    fn exists_noent_and_collision() {
+        let (_dir, mut db) = open();
+        let s1 = add(&mut db, "c", "k", b"v1").unwrap();
+        let err = add(&mut db, "c", "k", b"v2").unwrap_err();
+        assert_eq!(err.code(), "EXISTS");
+        assert!(
+            matches!(&err, RecordError::Exists { container, key } if container == "c" && key == "k")
+        );
+        assert_eq!(lookup(&db, "c", "k").unwrap().value, b"v1");
+
+        for err in [
+            lookup(&db, "c", "nope").unwrap_err(),
+            lookup(&db, "nope", "k").unwrap_err(),
+            modify(&mut db, "c", "nope", b"x", s1).unwrap_err(),
+            delete(&mut db, "c", "nope", s1).unwrap_err(),
+            delete(&mut db, "c", "nope", 0).unwrap_err(),
+        ] {
+            assert_eq!(err.code(), "NOENT", "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains("\"nope\""), "{msg}");
+        }
+
+        let s2 = modify(&mut db, "c", "k", b"v2", s1).unwrap();
+        // A writer that still holds s1 must not overwrite v2 ...
+        let err = modify(&mut db, "c", "k", b"lost", s1).unwrap_err();
+        assert_eq!(err.code(), "COLLISION");
+        match &err {
+            RecordError::Collision {
+                container,
+                key,
+                current,
+                given,
+            } => {
+                assert_eq!((container.as_str(), key.as_str()), ("c", "k"));
+                assert_eq!((*current, *given), (s2, s1));
+            }
+            other => panic!("{other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains("\"c\"") && msg.contains("\"k\""), "{msg}");
+        // ... nor delete it; signature 0 never matches in modify.
+        assert_eq!(
+            delete(&mut db, "c", "k", s1).unwrap_err().code(),
+            "COLLISION"
+        );
+        assert_eq!(
+            modify(&mut db, "c", "k", b"x", 0).unwrap_err().code(),
+            "COLLISION"
+        );
+        let r = lookup(&db, "c", "k").unwrap();
+        assert_eq!((r.value.as_slice(), r.sig), (&b"v2"[..], s2));
+
+        // Signature 0 deletes whatever the signature.
+        delete(&mut db, "c", "k", 0).unwrap();
+        assert_eq!(lookup(&db, "c", "k").unwrap_err().code(), "NOENT");
+        assert_eq!(delete(&mut db, "c", "k", s2).unwrap_err().code(), "NOENT");
+    }
+
+    #[test]
+    fn re_add_after_delete_is_a_new_generation() {
+        let (_dir, mut db) = open();
+        let s1 = add(&mut db, "c", "k", b"1").unwrap();
+        let s2 = modify(&mut db, "c", "k", b"2", s1).unwrap();
+        delete(&mut db, "c", "k", s2).unwrap();
+        let t1 = add(&mut db, "c", "k", b"3").unwrap();
+        assert_eq!(t1 & COUNTER_MASK, 1);
+        // Signatures from the old generation cannot match the new record:
+        // s2's counter is 2, t1's is 1.
+        // (s1 could match t1 if the random generations coincide, 1 in 2^16.)
+        assert_eq!(
+            modify(&mut db, "c", "k", b"x", s2).unwrap_err().code(),
+            "COLLISION"
+        );
+        assert_eq!(
+            delete(&mut db, "c", "k", s2).unwrap_err().code(),
+            "COLLISION"
+        );
+        assert_eq!(lookup(&db, "c", "k").unwrap().value, b"3");
+
+        // The generation is random: nine adds of one key giving nine equal
+        // top halves has probability 2^-128.
+        let mut gens = vec![t1 & TOP];
+        for _ in 0..8 {
+            delete(&mut db, "c", "k", 0).unwrap();
+            gens.push(add(&mut db, "c", "k", b"").unwrap() & TOP);
+        }
+        gens.dedup();
+        assert!(gens.len() > 1, "{gens:x?}");
+    }
+
+    #[test]
+    fn names_and_sizes_at_the_limits() {
+        let (_dir, mut db) = open();
+        let k255 = "k".repeat(MAX_NAME);
+        let k256 = "k".repeat(MAX_NAME + 1);
+        // 255 bytes in multi-byte characters (85 × 3) is fine too.
+        let c255 = "€".repeat(MAX_NAME / 3);
+        assert_eq!(c255.len(), MAX_NAME);
+        let big = vec![0xa5u8; MAX_VALUE];
+        let too_big = vec![0u8; MAX_VALUE + 1];
+
+        let s = add(&mut db, &c255, &k255, &big).unwrap();
+        let r = lookup(&db, &c255, &k255).unwrap();
+        assert_eq!((r.value.len(), r.sig), (MAX_VALUE, s));
+        assert!(r.value == big);
+        let s = modify(&mut db, &c255, &k255, &big[1..], s).unwrap();
+
+        let err = add(&mut db, "c", "k", &too_big).unwrap_err();
+        assert_eq!(err.code(), "TOO_LARGE");
+        assert!(matches!(err, RecordError::TooLarge { len, .. } if len == MAX_VALUE + 1));
+        assert_eq!(
+            modify(&mut db, &c255, &k255, &too_big, s)
+                .unwrap_err()
+                .code(),
+            "TOO_LARGE"
+        );
+        assert_eq!(
+            lookup(&db, &c255, &k255).unwrap().value.len(),
+            MAX_VALUE - 1
+        );
+        assert_eq!(lookup(&db, "c", "k").unwrap_err().code(), "NOENT");
+
+        let bad: [(&str, &str, &str); 6] = [
+            ("c", &k256, "key"),
+            (&k256, "k", "container"),
+            ("c", "", "key"),
+            ("", "k", "container"),
+            ("c", "a\0b", "key"),
+            ("a\0b", "k", "container"),
+        ];
+        for (c, k, what) in bad {
+            let errs = [
+                add(&mut db, c, k, b"v").unwrap_err(),
+                lookup(&db, c, k).unwrap_err(),
+                modify(&mut db, c, k, b"v", 1).unwrap_err(),
+                delete(&mut db, c, k, 0).unwrap_err(),
+            ];
+            for err in errs {
+                assert_eq!(err.code(), "BAD_NAME", "{err}");
+                assert!(matches!(err, RecordError::BadName { what: w, .. } if w == what));
+            }
+        }
+        assert_eq!(list(&db, &k256).unwrap_err().code(), "BAD_NAME");
+        assert_eq!(list(&db, "").unwrap_err().code(), "BAD_NAME");
+        assert_eq!(list(&db, "c").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn containers_are_stored_under_the_format_prefix() {
+        let (_dir, mut db) = open();
+        let s = add(&mut db, "net", "k", b"v").unwrap();
+        assert_eq!(
+            db.record_get("clinit1_net", "k").unwrap(),
+            Some((b"v".to_vec(), s))
+        );
+        assert_eq!(db.record_get("net", "k").unwrap(), None);
+        // Another format's container of the same name is not seen.
+        assert!(db.record_insert("clinit2_net", "x", b"v", 7).unwrap());
+        assert_eq!(list(&db, "net").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = StateDb::open(dir.path()).unwrap();
+        let s = add(&mut db, "c", "a", b"one").unwrap();
+        let s = modify(&mut db, "c", "a", &[0, 1, 2, 255], s).unwrap();
+        // A signature with the top bit set round-trips through SQLite's
+        // signed INTEGER unchanged.
+        let high = first_signature(0xffff);
+        assert!(db.record_insert("clinit1_c", "h", b"", high).unwrap());
+        let before = list(&db, "c").unwrap();
+        drop(db);
+        let mut db = StateDb::open(dir.path()).unwrap();
+        let after = list(&db, "c").unwrap();
+        assert_eq!(after, before);
+        assert_eq!(
+            after,
+            vec![
+                Record {
+                    key: "a".into(),
+                    value: vec![0, 1, 2, 255],
+                    sig: s
+                },
+                Record {
+                    key: "h".into(),
+                    value: vec![],
+                    sig: high
+                }
+            ]
+        );
+        // The reopened store keeps enforcing the signatures it stored.
+        let h2 = modify(&mut db, "c", "h", b"x", high).unwrap();
+        assert_eq!(h2, 0xffff_0000_0000_0002);
+        modify(&mut db, "c", "a", b"x", s).unwrap();
+    }
+
+    #[test]
+    fn record_serializes_with_its_signature() {
+        let r = Record {
+            key: "k".into(),
+            value: vec![1, 2],
+            sig: 0xffff_0000_0000_0001,
+        };
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            json,
+            r#"{"key":"k","value":[1,2],"sig":18446462598732840961}"#
+        );
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), r);
+    }
+}
