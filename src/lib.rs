@@ -12,6 +12,8 @@
 //! - [`client`]: talking to a daemon (CLI and tests).
 //! - [`store`]: persistence behind a trait (embedded files now, etcd later).
 //! - [`bos`]: BOS-style instances (issue 3, in progress: the notifier record).
+//! - [`lock`]: named shared/exclusive locks with fencing tokens and leases,
+//!   dsvclockd-style: `LockManager::step(event, now, unix) -> effects` (pure).
 //! - [`config`]: defaults < command-line flags < cltab settings.
 //! - [`schedule`]: when a `cron` entry runs: BOS time forms and five-field cron
 //!   expressions, next run time, ctime() format (pure).
@@ -23,6 +25,7 @@ pub mod client;
 pub mod cltab;
 pub mod config;
 pub mod daemon;
+pub mod lock;
 pub mod proto;
 pub mod schedule;
 pub mod store;
