@@ -15,6 +15,8 @@
 //!   (Solaris dsvc style: EXISTS / NOENT / COLLISION); the rules live there,
 //!   the SQL in [`store::sqlite`].
 //! - [`bos`]: BOS-style instances (issue 3, in progress: the notifier record).
+//! - [`lock`]: named shared/exclusive locks with fencing tokens and leases,
+//!   dsvclockd-style: `LockManager::step(event, now, unix) -> effects` (pure).
 //! - [`config`]: defaults < command-line flags < cltab settings.
 //! - [`schedule`]: when a `cron` entry runs: BOS time forms and five-field cron
 //!   expressions, next run time, ctime() format (pure).
@@ -26,6 +28,7 @@ pub mod client;
 pub mod cltab;
 pub mod config;
 pub mod daemon;
+pub mod lock;
 pub mod proto;
 pub mod records;
 pub mod schedule;
