@@ -72,6 +72,12 @@ impl Client {
         })
     }
 
+    /// The connection's file descriptor (to poll it for end of stream).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.stream.as_raw_fd()
+    }
+
     /// How long to wait for a reply (default 60 s).
     pub fn set_timeout(&mut self, t: Duration) {
         let _ = self.stream.set_read_timeout(Some(t));

@@ -14,9 +14,11 @@
 //! - [`records`]: records in named containers with update signatures
 //!   (Solaris dsvc style: EXISTS / NOENT / COLLISION); the rules live there,
 //!   the SQL in [`store::sqlite`].
-//! - [`bos`]: BOS-style instances (issue 3, in progress: the notifier record).
+//! - [`bos`]: the BOS notifier record (and its JSON sibling).
 //! - [`lock`]: named shared/exclusive locks with fencing tokens and leases,
 //!   dsvclockd-style: `LockManager::step(event, now, unix) -> effects` (pure).
+//! - [`lockcmd`]: `clinit lock NAME -- COMMAND`, and starting `clinit lockd`
+//!   on demand.
 //! - [`config`]: defaults < command-line flags < cltab settings.
 //! - [`schedule`]: when a `cron` entry runs: BOS time forms and five-field cron
 //!   expressions, next run time, ctime() format (pure).
@@ -29,6 +31,7 @@ pub mod cltab;
 pub mod config;
 pub mod daemon;
 pub mod lock;
+pub mod lockcmd;
 pub mod proto;
 pub mod records;
 pub mod schedule;

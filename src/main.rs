@@ -179,6 +179,48 @@ enum Cmd {
     },
     /// Stop an entry gracefully and remove it from the cltab.
     Delete { tag: String },
+    /// Run a command while holding a lock: clinit lock [--shared]
+    /// [--nowait | --timeout SECS] [--ttl SECS] NAME -- COMMAND...
+    /// Exits with the command's status; 75 when the lock cannot be had, 76
+    /// when it was lost while the command ran (the command is stopped).
+    Lock {
+        /// Take a shared lock (default: exclusive).
+        #[arg(long)]
+        shared: bool,
+        /// Do not wait: exit 75 at once when the lock is held.
+        #[arg(long, conflicts_with = "timeout")]
+        nowait: bool,
+        /// Give up waiting after SECS seconds (exit 75).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// Hold the lock through a lease renewed every TTL/3 (TTL seconds).
+        #[arg(long, value_name = "SECS")]
+        ttl: Option<f64>,
+        /// Do not start `clinit lockd` when no lock service answers.
+        #[arg(long)]
+        no_start: bool,
+        name: String,
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// List lock holders and waiters.
+    Locks {
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Records with update signatures.
+    #[command(subcommand)]
+    Record(RecordCmd),
+    /// Run the standalone lock daemon (locks and records only).
+    Lockd {
+        /// Exit after MINUTES with no lock held and no client connected
+        /// [default: IDLE in /etc/default/clinit-lockd, else 15].
+        #[arg(long, value_name = "MINUTES")]
+        idle: Option<f64>,
+        #[arg(long = "state-dir", value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
     /// Reread the cltab.
     Reread,
     /// Wait until a group is at LEVEL (if given) and in a state: by default
@@ -200,6 +242,51 @@ enum Cmd {
     Compat(Vec<String>),
 }
 
+#[derive(Subcommand, Debug)]
+enum RecordCmd {
+    /// Add a record (fails with EXISTS if the key is there); prints its signature.
+    Add {
+        container: String,
+        key: String,
+        /// The value, or - to read it from standard input.
+        value: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a record's value (and signature with --json).
+    Get {
+        container: String,
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a record's value if its signature is still SIG; prints the new one.
+    Modify {
+        container: String,
+        key: String,
+        value: String,
+        #[arg(long)]
+        sig: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a record if its signature is still SIG (0 or absent: whatever it is).
+    Delete {
+        container: String,
+        key: String,
+        #[arg(long, default_value_t = 0)]
+        sig: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a container's records: KEY SIG VALUE per line.
+    List {
+        container: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn parse_state(s: &str) -> Result<GroupState, String> {
     GroupState::parse(s).ok_or_else(|| format!("unknown state '{s}'"))
 }
@@ -212,6 +299,7 @@ fn fail(msg: impl std::fmt::Display, code: i32) -> ExitCode {
 fn paths(cli: &Cli) -> (CliPaths, Paths) {
     let state = match &cli.cmd {
         Some(Cmd::Daemon(d)) => d.state_dir.clone(),
+        Some(Cmd::Lockd { state_dir, .. }) if state_dir.is_some() => state_dir.clone(),
         _ => cli.daemon_args.state_dir.clone(),
     };
     let cp = CliPaths {
@@ -355,6 +443,188 @@ fn wait(
     Ok(())
 }
 
+/// IDLE (minutes) from /etc/default/clinit-lockd, as dsvclockd reads its
+/// defaults file; 15 when absent.
+fn default_idle() -> f64 {
+    std::fs::read_to_string("/etc/default/clinit-lockd")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let v = l.trim().strip_prefix("IDLE=")?;
+                v.trim_matches(|c| c == '"' || c == '\'')
+                    .parse::<f64>()
+                    .ok()
+            })
+        })
+        .filter(|m| m.is_finite() && *m >= 0.0)
+        .unwrap_or(15.0)
+}
+
+fn record_json(r: &clinit::proto::RecordWire) -> serde_json::Value {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&r.value_b64)
+        .unwrap_or_default();
+    match String::from_utf8(bytes) {
+        Ok(v) => serde_json::json!({"key": r.key, "value": v, "sig": r.sig}),
+        Err(_) => {
+            serde_json::json!({"key": r.key, "value": null, "value_base64": r.value_b64, "sig": r.sig})
+        }
+    }
+}
+
+fn record(p: &Paths, cmd: &RecordCmd) -> Result<(), ClientError> {
+    use base64::Engine;
+    use clinit::proto::RecordOp;
+    use std::io::{Read, Write};
+    let b64 = |v: &str| -> String {
+        let bytes = if v == "-" {
+            let mut buf = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut buf);
+            buf
+        } else {
+            v.as_bytes().to_vec()
+        };
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    let (op, json) = match cmd {
+        RecordCmd::Add {
+            container,
+            key,
+            value,
+            json,
+        } => (
+            RecordOp::Add {
+                container: container.clone(),
+                key: key.clone(),
+                value_b64: b64(value),
+            },
+            *json,
+        ),
+        RecordCmd::Get {
+            container,
+            key,
+            json,
+        } => (
+            RecordOp::Get {
+                container: container.clone(),
+                key: key.clone(),
+            },
+            *json,
+        ),
+        RecordCmd::Modify {
+            container,
+            key,
+            value,
+            sig,
+            json,
+        } => (
+            RecordOp::Modify {
+                container: container.clone(),
+                key: key.clone(),
+                value_b64: b64(value),
+                sig: *sig,
+            },
+            *json,
+        ),
+        RecordCmd::Delete {
+            container,
+            key,
+            sig,
+            json,
+        } => (
+            RecordOp::Delete {
+                container: container.clone(),
+                key: key.clone(),
+                sig: *sig,
+            },
+            *json,
+        ),
+        RecordCmd::List { container, json } => (
+            RecordOp::List {
+                container: container.clone(),
+            },
+            *json,
+        ),
+    };
+    let key = match &op {
+        RecordOp::Add { key, .. }
+        | RecordOp::Get { key, .. }
+        | RecordOp::Modify { key, .. }
+        | RecordOp::Delete { key, .. } => key.clone(),
+        RecordOp::List { .. } => String::new(),
+    };
+    let reply = Client::connect(&p.socket)?.request(Request::Record(op))?;
+    match reply {
+        Reply::Signature { sig } if json => {
+            println!("{}", serde_json::json!({"key": key, "sig": sig}))
+        }
+        Reply::Signature { sig } => println!("{sig}"),
+        Reply::Record { record } if json => println!("{}", record_json(&record)),
+        Reply::Record { record } => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&record.value_b64)
+                .unwrap_or_default();
+            let _ = std::io::stdout().write_all(&bytes);
+        }
+        Reply::Records { records } if json => {
+            let v: Vec<_> = records.iter().map(record_json).collect();
+            println!("{}", serde_json::Value::Array(v));
+        }
+        Reply::Records { records } => {
+            for r in &records {
+                let v = record_json(r);
+                let value = v["value"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("base64:{}", r.value_b64));
+                println!("{} {} {}", r.key, r.sig, value);
+            }
+        }
+        Reply::Ok if json => println!("{}", serde_json::json!({"key": key, "deleted": true})),
+        _ => {}
+    }
+    Ok(())
+}
+
+fn locks(p: &Paths, name: Option<String>, json: bool) -> Result<(), ClientError> {
+    let reply = Client::connect(&p.socket)?.request(Request::Locks { name })?;
+    if let Reply::Locks { containers } = reply {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&containers).expect("serializable")
+            );
+            return Ok(());
+        }
+        for c in &containers {
+            println!("{}", c.name);
+            for h in &c.holders {
+                println!(
+                    "    held {:?} token {} since {} pid {} uid {} {}",
+                    h.mode,
+                    h.token,
+                    ctime(h.since),
+                    h.info.pid.map(|p| p.to_string()).unwrap_or("-".into()),
+                    h.info.uid.map(|u| u.to_string()).unwrap_or("-".into()),
+                    h.info.what
+                );
+            }
+            for w in &c.waiters {
+                println!(
+                    "    waits {:?} since {} pid {} uid {} {}",
+                    w.mode,
+                    ctime(w.since),
+                    w.info.pid.map(|p| p.to_string()).unwrap_or("-".into()),
+                    w.info.uid.map(|u| u.to_string()).unwrap_or("-".into()),
+                    w.info.what
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -376,6 +646,24 @@ fn main() -> ExitCode {
                 paths: cp,
                 no_restore: args.no_restore,
                 noauth: args.noauth,
+                lockd_idle: None,
+            };
+            return match clinit::daemon::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e.to_string(), e.exit_code()),
+            };
+        }
+        (Some(Cmd::Lockd { idle, state_dir }), _, _) => {
+            let mut paths = cp;
+            if state_dir.is_some() {
+                paths.state = state_dir.clone();
+            }
+            let minutes = idle.unwrap_or_else(default_idle).clamp(0.0, 1e6);
+            let opts = clinit::daemon::Options {
+                paths,
+                no_restore: true,
+                noauth: false,
+                lockd_idle: Some(std::time::Duration::from_secs_f64(minutes * 60.0)),
             };
             return match clinit::daemon::run(&opts) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -444,6 +732,38 @@ fn main() -> ExitCode {
             },
         ),
         (Some(Cmd::Delete { tag }), _, _) => call(&p, Request::Delete { tag: tag.clone() }),
+        (
+            Some(Cmd::Lock {
+                shared,
+                nowait,
+                timeout,
+                ttl,
+                no_start,
+                name,
+                command,
+            }),
+            _,
+            _,
+        ) => {
+            let secs = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.0, 1e9));
+            let args = clinit::lockcmd::LockArgs {
+                name,
+                mode: if *shared {
+                    clinit::lock::LockMode::Shared
+                } else {
+                    clinit::lock::LockMode::Exclusive
+                },
+                wait: !*nowait,
+                timeout: timeout.map(secs),
+                ttl: ttl.map(secs),
+                no_start: *no_start,
+                command,
+            };
+            let code = clinit::lockcmd::run(&cp, &p, &args);
+            return ExitCode::from(code.clamp(0, 255) as u8);
+        }
+        (Some(Cmd::Locks { name, json }), _, _) => locks(&p, name.clone(), *json),
+        (Some(Cmd::Record(cmd)), _, _) => record(&p, cmd),
         (
             Some(Cmd::Wait {
                 group,

@@ -186,6 +186,16 @@ impl Cltab {
         self.entries.iter().filter(move |e| e.group == group)
     }
 
+    /// A cltab with settings and no entries (the lock daemon's).
+    pub fn empty(path: &Path, settings: Settings) -> Cltab {
+        Cltab {
+            path: path.to_path_buf(),
+            settings,
+            entries: Vec::new(),
+            text: String::new(),
+        }
+    }
+
     /// Read and parse a cltab file.
     pub fn load(path: &Path) -> Result<Cltab, CltabErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| CltabErrors {

@@ -3,6 +3,7 @@
 //! event or the executor's next timer.
 
 pub mod auth;
+mod locks;
 
 use crate::cltab::{Cltab, edit};
 use crate::config::{CliPaths, Paths, Timing};
@@ -35,6 +36,9 @@ pub struct Options {
     pub no_restore: bool,
     /// Allow every user to change anything.
     pub noauth: bool,
+    /// `clinit lockd`: serve only locks and records (no cltab entries),
+    /// and exit after this long idle.
+    pub lockd_idle: Option<std::time::Duration>,
 }
 
 /// Why the daemon could not start; each maps to an exit status.
@@ -70,7 +74,17 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Sta
     move |err| StartError::Io { what, path, err }
 }
 
-type Incoming = (Request, Peer, oneshot::Sender<Reply>);
+/// What connection tasks tell the event loop.
+enum Msg {
+    Request {
+        conn: u64,
+        req: Request,
+        peer: Peer,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// The connection closed: locks it owns are released.
+    Closed { conn: u64 },
+}
 
 /// A parked `wait` request.
 struct Waiter {
@@ -108,7 +122,15 @@ fn ensure_parent(path: &Path) -> Result<(), StartError> {
 pub fn run(opts: &Options) -> Result<(), StartError> {
     let started = Instant::now();
     let cli = &opts.paths;
-    let cltab = Cltab::load(&cli.cltab())?;
+    let cltab = match opts.lockd_idle {
+        // The lock daemon runs no entries; it reads only the settings that
+        // place its socket, state and log.
+        Some(_) => {
+            let text = std::fs::read_to_string(cli.cltab()).unwrap_or_default();
+            Cltab::empty(&cli.cltab(), crate::cltab::scan_settings(&text))
+        }
+        None => Cltab::load(&cli.cltab())?,
+    };
     let paths = Paths::resolve(cli, &cltab.settings);
     for p in [&paths.socket, &paths.clstat, &paths.log] {
         ensure_parent(p)?;
@@ -183,6 +205,19 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
             .map_err(io_err("cannot set the group of socket", &paths.socket))?;
     }
 
+    // A starter (`clinit lock` starting `clinit lockd`) waits on this pipe.
+    if let Some(fd) = std::env::var("CLINIT_READY_FD")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        // SAFETY: the starter passed this descriptor for us to own.
+        let f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let _ = std::io::Write::write_all(&mut &f, b"ready\n");
+        drop(f);
+        // SAFETY: single-threaded here; nothing else reads the environment.
+        unsafe { std::env::remove_var("CLINIT_READY_FD") };
+    }
+
     #[cfg(target_os = "linux")]
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         tracing::warn!("cannot become child subreaper: {e}");
@@ -207,7 +242,15 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         daemon_uid: nix::unistd::geteuid().as_raw(),
         userlist: paths.userlist.clone(),
     };
+    let token_floor = db.token_floor()?;
     let daemon = Daemon {
+        locks: locks::Locks::new(token_floor),
+        host: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
+        conns: Default::default(),
+        idle_exit: opts.lockd_idle,
         sup: Supervisor::new(cltab, disabled),
         exec: executor,
         db,
@@ -264,6 +307,13 @@ struct Daemon {
     halting: bool,
     last_summary: Option<Summary>,
     paths: Paths,
+    locks: locks::Locks,
+    host: String,
+    /// Open client connections (counted by the connection tasks).
+    conns: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// `clinit lockd`: exit after this long with no lock, lease or
+    /// connection.
+    idle_exit: Option<std::time::Duration>,
 }
 
 impl Daemon {
@@ -277,8 +327,8 @@ impl Daemon {
         let mut sigchld = sig(SignalKind::child())?;
         let mut sigterm = sig(SignalKind::terminate())?;
         let mut sigint = sig(SignalKind::interrupt())?;
-        let (tx, mut rx) = mpsc::channel::<Incoming>(256);
-        tokio::spawn(accept_loop(listener, tx));
+        let (tx, mut rx) = mpsc::channel::<Msg>(256);
+        tokio::spawn(accept_loop(listener, tx, self.conns.clone()));
 
         tracing::info!(
             "clinit daemon started, pid {}, socket {}, state {}",
@@ -306,6 +356,7 @@ impl Daemon {
         let mut events: VecDeque<EntryEvent> = VecDeque::new();
         let mut replies: Vec<(oneshot::Sender<Reply>, Reply)> = Vec::new();
         let mut restored = false;
+        let mut idle_since: Option<Instant> = None;
 
         loop {
             self.drain(&mut actions, &mut events);
@@ -344,11 +395,33 @@ impl Daemon {
                 tracing::info!("every process has stopped; exiting");
                 return Ok(());
             }
+            let idle_deadline = match self.idle_exit {
+                Some(idle)
+                    if self.conns.load(std::sync::atomic::Ordering::SeqCst) == 0
+                        && self.locks.manager.is_idle() =>
+                {
+                    let since = *idle_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= idle {
+                        tracing::info!(
+                            "no lock held and no client for {} s; exiting",
+                            idle.as_secs()
+                        );
+                        return Ok(());
+                    }
+                    Some(since + idle)
+                }
+                _ => {
+                    idle_since = None;
+                    None
+                }
+            };
             let deadline = self
                 .waiters
                 .iter()
                 .map(|w| w.deadline)
                 .chain(self.exec.next_deadline())
+                .chain(self.locks.manager.next_deadline())
+                .chain(idle_deadline)
                 .chain((!restored).then_some(restore_deadline))
                 .min();
             tokio::select! {
@@ -360,9 +433,16 @@ impl Daemon {
                     for t in self.exec.due_timers(now) {
                         events.push_back((t.group, t.tag, ProcEvent::Timer(t.kind)));
                     }
+                    if self.locks.manager.next_deadline().is_some_and(|d| d <= now) {
+                        self.lock_step(crate::lock::LockEvent::Tick);
+                    }
                 }
-                Some((req, peer, reply)) = rx.recv(), if restored => {
-                    if let Request::Wait { group, level, state, timeout_ms } = req {
+                Some(msg) = rx.recv(), if restored => match msg {
+                    Msg::Closed { conn } => self.connection_closed(conn),
+                    Msg::Request { conn, req, peer, reply } => {
+                    if Self::is_lock_request(&req) {
+                        self.handle_lock(conn, req, &peer, reply);
+                    } else if let Request::Wait { group, level, state, timeout_ms } = req {
                         if self.sup.has_group(&group) {
                             let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
                             self.waiters.push(Waiter { group, level, state, deadline, reply });
@@ -374,7 +454,8 @@ impl Daemon {
                         replies.push((reply, r));
                         actions = a;
                     }
-                }
+                    }
+                },
             }
         }
     }
@@ -475,6 +556,20 @@ impl Daemon {
                 vec![],
             );
         }
+        if self.idle_exit.is_some()
+            && !matches!(
+                req,
+                Request::Ping | Request::Status { .. } | Request::Shutdown
+            )
+        {
+            return (
+                error(
+                    ErrorCode::BadRequest,
+                    "this is clinit lockd: it serves locks and records only".into(),
+                ),
+                vec![],
+            );
+        }
         if req.changes_something() {
             tracing::info!("{} (by {who})", describe(&req));
         }
@@ -551,6 +646,11 @@ impl Daemon {
                 command,
             } => self.create(&group, &tag, &levels, &mode, &options, &command, now),
             Request::Delete { tag } => self.delete(&tag, now),
+            // Routed to the lock service by the event loop.
+            _ => (
+                error(ErrorCode::Internal, "lock request not routed".into()),
+                vec![],
+            ),
         }
     }
 
@@ -742,36 +842,86 @@ fn error(code: ErrorCode, message: String) -> Reply {
     Reply::Error(ErrorReply { code, message })
 }
 
-async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Incoming>) {
+async fn accept_loop(
+    listener: UnixListener,
+    tx: mpsc::Sender<Msg>,
+    conns: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    // Connection ids count up from 1; lease ids count down from u64::MAX.
+    let mut next_conn: u64 = 1;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve(stream, tx.clone()));
+                let conn = next_conn;
+                next_conn += 1;
+                conns.fetch_add(1, Ordering::SeqCst);
+                let (tx, conns) = (tx.clone(), conns.clone());
+                tokio::spawn(async move {
+                    serve(stream, conn, tx.clone()).await;
+                    conns.fetch_sub(1, Ordering::SeqCst);
+                    let _ = tx.send(Msg::Closed { conn }).await;
+                });
             }
             Err(e) => tracing::warn!("accept failed: {e}"),
         }
     }
 }
 
-async fn read_frame(stream: &mut UnixStream) -> Result<Vec<u8>, proto::FrameError> {
-    let mut len = [0u8; 4];
-    stream
-        .read_exact(&mut len)
-        .await
-        .map_err(|_| proto::FrameError::Closed)?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > proto::MAX_FRAME {
-        return Err(proto::FrameError::TooLarge(len));
+/// Reads frames from a connection, buffering what arrives early.
+struct FrameReader {
+    rd: tokio::net::unix::OwnedReadHalf,
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    /// The next frame's body; `Closed` at end of stream.
+    async fn next(&mut self) -> Result<Vec<u8>, proto::FrameError> {
+        loop {
+            if self.buf.len() >= 4 {
+                let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
+                if len > proto::MAX_FRAME {
+                    return Err(proto::FrameError::TooLarge(len));
+                }
+                if self.buf.len() >= 4 + len {
+                    let body = self.buf[4..4 + len].to_vec();
+                    self.buf.drain(..4 + len);
+                    return Ok(body);
+                }
+            }
+            if self.fill().await? == 0 {
+                return Err(proto::FrameError::Closed);
+            }
+        }
     }
-    let mut body = vec![0; len];
-    stream.read_exact(&mut body).await?;
-    Ok(body)
+
+    /// Read what is available into the buffer (cancel-safe); 0 at end of
+    /// stream.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        self.buf.reserve(4096);
+        self.rd.read_buf(&mut self.buf).await
+    }
+
+    /// Resolves when the peer closes the connection (or it fails), keeping
+    /// any bytes that arrive meanwhile. Pends forever once too much is
+    /// buffered, leaving the rest in the socket.
+    async fn closed(&mut self) {
+        loop {
+            if self.buf.len() > proto::MAX_FRAME + 4 {
+                return std::future::pending().await;
+            }
+            match self.fill().await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
 }
 
 /// One client connection: handshake, then requests until it closes. A bad
 /// frame gets an error reply and the connection is closed; the daemon is
 /// never disturbed.
-async fn serve(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
+async fn serve(stream: UnixStream, conn: u64, tx: mpsc::Sender<Msg>) {
     let peer = match stream.peer_cred() {
         Ok(c) => Peer {
             uid: c.uid(),
@@ -783,7 +933,12 @@ async fn serve(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
             return;
         }
     };
-    let hello = match read_frame(&mut stream).await {
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = FrameReader {
+        rd,
+        buf: Vec::new(),
+    };
+    let hello = match reader.next().await {
         Ok(b) => serde_json::from_slice::<Hello>(&b).ok(),
         Err(_) => return,
     };
@@ -793,7 +948,7 @@ async fn serve(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
                 version: PROTOCOL_VERSION,
                 agent: format!("clinit {}", env!("CARGO_PKG_VERSION")),
             };
-            if stream.write_all(&proto::encode(&me)).await.is_err() {
+            if wr.write_all(&proto::encode(&me)).await.is_err() {
                 return;
             }
         }
@@ -810,7 +965,7 @@ async fn serve(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
             } else {
                 ErrorCode::BadRequest
             };
-            let _ = stream
+            let _ = wr
                 .write_all(&proto::encode(&ResponseFrame {
                     id: 0,
                     reply: error(code, msg),
@@ -820,7 +975,7 @@ async fn serve(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
         }
     }
     loop {
-        let body = match read_frame(&mut stream).await {
+        let body = match reader.next().await {
             Ok(b) => b,
             Err(proto::FrameError::Closed) => return,
             Err(e) => {
@@ -828,7 +983,7 @@ async fn serve(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
                     id: 0,
                     reply: error(ErrorCode::BadRequest, e.to_string()),
                 };
-                let _ = stream.write_all(&proto::encode(&r)).await;
+                let _ = wr.write_all(&proto::encode(&r)).await;
                 return;
             }
         };
@@ -843,22 +998,36 @@ async fn serve(mut stream: UnixStream, tx: mpsc::Sender<Incoming>) {
                     id,
                     reply: error(ErrorCode::BadRequest, format!("bad request: {e}")),
                 };
-                if stream.write_all(&proto::encode(&r)).await.is_err() {
+                if wr.write_all(&proto::encode(&r)).await.is_err() {
                     return;
                 }
                 continue;
             }
         };
         let (otx, orx) = oneshot::channel();
-        if tx.send((frame.req, peer, otx)).await.is_err() {
+        let msg = Msg::Request {
+            conn,
+            req: frame.req,
+            peer,
+            reply: otx,
+        };
+        if tx.send(msg).await.is_err() {
             return;
         }
-        let Ok(reply) = orx.await else { return };
+        // A reply may take long (a blocked lock, a wait): notice meanwhile
+        // when the client goes away, so its locks and waits are dropped.
+        let reply = tokio::select! {
+            r = orx => match r {
+                Ok(r) => r,
+                Err(_) => return,
+            },
+            _ = reader.closed() => return,
+        };
         let r = ResponseFrame {
             id: frame.id,
             reply,
         };
-        if stream.write_all(&proto::encode(&r)).await.is_err() {
+        if wr.write_all(&proto::encode(&r)).await.is_err() {
             return;
         }
     }

@@ -7,6 +7,7 @@
 //! with the same id.
 
 use crate::cltab::NotifierFormat;
+use crate::lock::{ContainerStatus, LockMode};
 use crate::supervisor::machine::{ExitStatus, GroupState};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -70,6 +71,83 @@ pub enum Request {
     Delete {
         tag: String,
     },
+    /// Take the lock on a container. Owned by this connection, or by
+    /// `lease` when given. `wait: false` answers BUSY at once when the lock
+    /// cannot be granted; otherwise the reply comes when it is granted, or
+    /// TIMEOUT after `timeout_ms` (no limit when absent).
+    LockAcquire {
+        name: String,
+        mode: LockMode,
+        #[serde(default)]
+        wait: bool,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+        #[serde(default)]
+        lease: Option<u64>,
+        /// Who asks, for listings (e.g. "clinit lock: rsync ...").
+        #[serde(default)]
+        what: String,
+    },
+    LockRelease {
+        name: String,
+        #[serde(default)]
+        lease: Option<u64>,
+    },
+    /// Create a lease: locks taken with it outlive this connection until
+    /// the lease is revoked or not renewed within `ttl_ms`.
+    LeaseGrant {
+        ttl_ms: u64,
+    },
+    LeaseRenew {
+        lease: u64,
+    },
+    LeaseRevoke {
+        lease: u64,
+    },
+    /// Holders and waiters of one container or of all.
+    Locks {
+        name: Option<String>,
+    },
+    /// A record operation.
+    Record(RecordOp),
+}
+
+/// Record operations; values travel base64-encoded (`value_b64`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum RecordOp {
+    Add {
+        container: String,
+        key: String,
+        value_b64: String,
+    },
+    Get {
+        container: String,
+        key: String,
+    },
+    Modify {
+        container: String,
+        key: String,
+        value_b64: String,
+        sig: u64,
+    },
+    /// `sig` 0 deletes whatever the record's signature.
+    Delete {
+        container: String,
+        key: String,
+        sig: u64,
+    },
+    List {
+        container: String,
+    },
+}
+
+/// A record on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordWire {
+    pub key: String,
+    pub value_b64: String,
+    pub sig: u64,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -86,7 +164,16 @@ impl Request {
     pub fn changes_something(&self) -> bool {
         !matches!(
             self,
-            Request::Ping | Request::Status { .. } | Request::Wait { .. }
+            Request::Ping
+                | Request::Status { .. }
+                | Request::Wait { .. }
+                | Request::LockAcquire { .. }
+                | Request::LockRelease { .. }
+                | Request::LeaseGrant { .. }
+                | Request::LeaseRenew { .. }
+                | Request::LeaseRevoke { .. }
+                | Request::Locks { .. }
+                | Request::Record(_)
         )
     }
 }
@@ -112,6 +199,18 @@ pub enum ErrorCode {
     NoSuchEntry,
     Access,
     CltabChanged,
+    /// A lock not grantable now (non-blocking request).
+    Busy,
+    /// Protocol misuse: releasing a lock not held, a second release,
+    /// acquiring a lock already held, an unknown lease.
+    SynchErr,
+    /// No lock service reachable (client side).
+    NoLockmgr,
+    BadName,
+    Exists,
+    Noent,
+    Collision,
+    TooLarge,
 }
 
 impl ErrorCode {
@@ -126,6 +225,13 @@ impl ErrorCode {
             ErrorCode::NoSuchEntry => 3,
             ErrorCode::Access => 11,
             ErrorCode::CltabChanged => 12,
+            ErrorCode::SynchErr => 13,
+            ErrorCode::Exists => 14,
+            ErrorCode::Noent => 15,
+            ErrorCode::Collision => 16,
+            ErrorCode::BadName | ErrorCode::TooLarge => 7,
+            ErrorCode::NoLockmgr => 69,
+            ErrorCode::Busy => 75,
         }
     }
 }
@@ -198,6 +304,29 @@ pub enum Reply {
         groups: Vec<GroupStatus>,
     },
     Error(ErrorReply),
+    /// A lock granted, with its fencing token.
+    Granted {
+        name: String,
+        mode: LockMode,
+        token: u64,
+    },
+    Lease {
+        lease: u64,
+        ttl_ms: u64,
+    },
+    Locks {
+        containers: Vec<ContainerStatus>,
+    },
+    Record {
+        record: RecordWire,
+    },
+    Records {
+        records: Vec<RecordWire>,
+    },
+    /// The new signature of an added or modified record.
+    Signature {
+        sig: u64,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

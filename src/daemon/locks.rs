@@ -1,0 +1,322 @@
+//! The lock service and the record store, as served by the daemon (and by
+//! `clinit lockd`, the same daemon without a cltab).
+//!
+//! The pure [`LockManager`] decides; this module feeds it events (requests,
+//! closed connections, time) and performs its effects in order: persisting a
+//! token reservation before any grant that uses it, answering parked
+//! requests, logging locks lost by dead holders. Record operations are one
+//! SQLite transaction each, committed before the reply.
+
+use super::{Daemon, auth::Peer, error};
+use crate::lock::{LockEffect, LockError, LockEvent, LockManager, LostWhy};
+use crate::proto::{ErrorCode, RecordOp, RecordWire, Reply, Request};
+use crate::records::{self, RecordError};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// The daemon's lock-service state.
+pub(super) struct Locks {
+    pub manager: LockManager,
+    /// Requests whose answer is decided by a later effect.
+    /// With the container (or lease) each is about, for error messages.
+    pub pending: std::collections::HashMap<u64, (oneshot::Sender<Reply>, String)>,
+    pub next_req: u64,
+    /// Lease ids share the holder number space with connections; leases
+    /// count down from the top so they never meet connection ids.
+    pub next_lease: u64,
+}
+
+impl Locks {
+    pub fn new(token_floor: u64) -> Locks {
+        Locks {
+            manager: LockManager::new(token_floor),
+            pending: Default::default(),
+            next_req: 1,
+            next_lease: u64::MAX,
+        }
+    }
+}
+
+fn lock_error(e: &LockError, about: &str) -> Reply {
+    let code = match e {
+        LockError::SynchErr | LockError::NoLease => ErrorCode::SynchErr,
+        LockError::BadName => ErrorCode::BadName,
+        LockError::BadTtl => ErrorCode::BadRequest,
+    };
+    error(code, format!("{about}: {e} [{}]", e.code()))
+}
+
+fn record_error(e: &RecordError) -> Reply {
+    let code = match e {
+        RecordError::Exists { .. } => ErrorCode::Exists,
+        RecordError::NoEnt { .. } => ErrorCode::Noent,
+        RecordError::Collision { .. } => ErrorCode::Collision,
+        RecordError::BadName { .. } => ErrorCode::BadName,
+        RecordError::TooLarge { .. } => ErrorCode::TooLarge,
+        RecordError::Store(_) => ErrorCode::Internal,
+    };
+    error(code, e.to_string())
+}
+
+fn describe_holders(holders: &[crate::lock::GrantInfo]) -> String {
+    holders
+        .iter()
+        .map(|h| {
+            let mut s = format!("{} (token {}", h.mode.as_str(), h.token);
+            if let Some(pid) = h.info.pid {
+                s += &format!(", pid {pid}");
+            }
+            if let Some(uid) = h.info.uid {
+                s += &format!(", uid {uid}");
+            }
+            if !h.info.what.is_empty() {
+                s += &format!(", {}", h.info.what);
+            }
+            s + ")"
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Daemon {
+    /// Whether a request is for the lock service or the record store.
+    pub(super) fn is_lock_request(req: &Request) -> bool {
+        matches!(
+            req,
+            Request::LockAcquire { .. }
+                | Request::LockRelease { .. }
+                | Request::LeaseGrant { .. }
+                | Request::LeaseRenew { .. }
+                | Request::LeaseRevoke { .. }
+                | Request::Locks { .. }
+                | Request::Record(_)
+        )
+    }
+
+    /// Handle a lock or record request from connection `conn`; the reply is
+    /// sent now or parked until an effect decides it.
+    pub(super) fn handle_lock(
+        &mut self,
+        conn: u64,
+        req: Request,
+        peer: &Peer,
+        reply: oneshot::Sender<Reply>,
+    ) {
+        let now = Instant::now();
+        let req_id = self.locks.next_req;
+        self.locks.next_req += 1;
+        let ev = match req {
+            Request::LockAcquire {
+                name,
+                mode,
+                wait,
+                timeout_ms,
+                lease,
+                what,
+            } => LockEvent::Acquire {
+                req: req_id,
+                holder: conn,
+                lease,
+                name,
+                mode,
+                wait,
+                deadline: timeout_ms.map(|ms| now + Duration::from_millis(ms)),
+                info: crate::lock::HolderInfo {
+                    pid: peer.pid,
+                    uid: Some(peer.uid),
+                    host: self.host.clone(),
+                    what,
+                },
+            },
+            Request::LockRelease { name, lease } => LockEvent::Release {
+                req: req_id,
+                holder: conn,
+                lease,
+                name,
+            },
+            Request::LeaseGrant { ttl_ms } => {
+                let lease = self.locks.next_lease;
+                self.locks.next_lease -= 1;
+                LockEvent::LeaseGrant {
+                    req: req_id,
+                    lease,
+                    ttl: Duration::from_millis(ttl_ms),
+                    creator: conn,
+                }
+            }
+            Request::LeaseRenew { lease } => LockEvent::LeaseRenew { req: req_id, lease },
+            Request::LeaseRevoke { lease } => LockEvent::LeaseRevoke { req: req_id, lease },
+            Request::Locks { name } => {
+                let containers = self.locks.manager.status(name.as_deref());
+                let _ = reply.send(Reply::Locks { containers });
+                return;
+            }
+            Request::Record(op) => {
+                let _ = reply.send(self.record(op));
+                return;
+            }
+            _ => {
+                let _ = reply.send(error(ErrorCode::Internal, "not a lock request".into()));
+                return;
+            }
+        };
+        let about = match &ev {
+            LockEvent::Acquire { name, .. } | LockEvent::Release { name, .. } => {
+                format!("lock {name}")
+            }
+            LockEvent::LeaseGrant { lease, .. }
+            | LockEvent::LeaseRenew { lease, .. }
+            | LockEvent::LeaseRevoke { lease, .. } => format!("lease {lease}"),
+            _ => String::new(),
+        };
+        self.locks.pending.insert(req_id, (reply, about));
+        self.lock_step(ev);
+    }
+
+    /// A connection closed: its locks are released and its waits cancelled.
+    pub(super) fn connection_closed(&mut self, conn: u64) {
+        self.lock_step(LockEvent::Gone { holder: conn });
+    }
+
+    /// Feed one event to the lock manager and perform the effects in order.
+    pub(super) fn lock_step(&mut self, ev: LockEvent) {
+        let effects = self
+            .locks
+            .manager
+            .step(ev, Instant::now(), crate::supervisor::unix_now());
+        for eff in effects {
+            self.lock_effect(eff);
+        }
+    }
+
+    fn answer(&mut self, req: u64, r: Reply) {
+        if let Some((tx, _)) = self.locks.pending.remove(&req) {
+            let _ = tx.send(r);
+        }
+    }
+
+    fn lock_effect(&mut self, eff: LockEffect) {
+        match eff {
+            LockEffect::ReserveTokens { upto } => {
+                if let Err(e) = self.db.reserve_tokens(upto) {
+                    // Grants go on; a token could repeat only if the daemon
+                    // also restarts before the next successful reservation.
+                    tracing::error!("cannot persist the lock token reservation: {e}");
+                }
+            }
+            LockEffect::Granted {
+                req,
+                name,
+                mode,
+                token,
+                ..
+            } => self.answer(req, Reply::Granted { name, mode, token }),
+            LockEffect::Busy { req, name, holders } => self.answer(
+                req,
+                error(
+                    ErrorCode::Busy,
+                    format!(
+                        "lock {name} is busy: held by {}",
+                        describe_holders(&holders)
+                    ),
+                ),
+            ),
+            LockEffect::TimedOut { req, name, holders } => self.answer(
+                req,
+                error(
+                    ErrorCode::Timeout,
+                    format!(
+                        "timed out waiting for lock {name}, held by {}",
+                        describe_holders(&holders)
+                    ),
+                ),
+            ),
+            LockEffect::Released { req, .. } | LockEffect::LeaseRevoked { req, .. } => {
+                self.answer(req, Reply::Ok)
+            }
+            LockEffect::Lost { name, grant, why } => {
+                let why = match why {
+                    LostWhy::HolderGone => "its holder's connection closed",
+                    LostWhy::LeaseExpired => "its lease expired",
+                    LostWhy::LeaseRevoked => "its lease was revoked",
+                };
+                tracing::warn!(
+                    "lock {name} released because {why}: holder {}",
+                    describe_holders(std::slice::from_ref(&grant))
+                );
+            }
+            LockEffect::LeaseGranted {
+                req,
+                lease,
+                expires,
+            }
+            | LockEffect::LeaseRenewed {
+                req,
+                lease,
+                expires,
+            } => {
+                let ttl_ms = expires
+                    .saturating_duration_since(Instant::now())
+                    .as_millis() as u64;
+                self.answer(req, Reply::Lease { lease, ttl_ms })
+            }
+            LockEffect::Failed { req, error: e } => {
+                let about = self
+                    .locks
+                    .pending
+                    .get(&req)
+                    .map(|p| p.1.clone())
+                    .unwrap_or_default();
+                self.answer(req, lock_error(&e, &about))
+            }
+        }
+    }
+
+    fn record(&mut self, op: RecordOp) -> Reply {
+        let decode = |v: &str| {
+            B64.decode(v)
+                .map_err(|e| error(ErrorCode::BadRequest, format!("value is not base64: {e}")))
+        };
+        let wire = |r: records::Record| RecordWire {
+            key: r.key,
+            value_b64: B64.encode(&r.value),
+            sig: r.sig,
+        };
+        let result = match op {
+            RecordOp::Add {
+                container,
+                key,
+                value_b64,
+            } => match decode(&value_b64) {
+                Ok(v) => records::add(&mut self.db, &container, &key, &v)
+                    .map(|sig| Reply::Signature { sig }),
+                Err(r) => return r,
+            },
+            RecordOp::Get { container, key } => records::lookup(&self.db, &container, &key)
+                .map(|r| Reply::Record { record: wire(r) }),
+            RecordOp::Modify {
+                container,
+                key,
+                value_b64,
+                sig,
+            } => match decode(&value_b64) {
+                Ok(v) => records::modify(&mut self.db, &container, &key, &v, sig)
+                    .map(|sig| Reply::Signature { sig }),
+                Err(r) => return r,
+            },
+            RecordOp::Delete {
+                container,
+                key,
+                sig,
+            } => records::delete(&mut self.db, &container, &key, sig).map(|()| Reply::Ok),
+            RecordOp::List { container } => {
+                records::list(&self.db, &container).map(|rs| Reply::Records {
+                    records: rs.into_iter().map(wire).collect(),
+                })
+            }
+        };
+        result.unwrap_or_else(|e| record_error(&e))
+    }
+}

@@ -1,0 +1,327 @@
+//! `clinit lock NAME -- COMMAND...`: run a command under a lock, and start a
+//! standalone lock daemon on demand.
+//!
+//! The command never runs on without its lock: one `poll` loop watches the
+//! command (a pidfd), the connection to the lock service (end of stream
+//! means the service died and the lock is gone), the forwarded signals (a
+//! signalfd) and, with `--ttl`, the lease renewal time. No sleeps.
+
+use crate::client::{Client, ClientError};
+use crate::config::{CliPaths, Paths};
+use crate::lock::LockMode;
+use crate::proto::{ErrorCode, Reply, Request};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::Pid;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// EX_TEMPFAIL: the lock could not be had.
+pub const EXIT_BUSY: i32 = 75;
+/// The lock was lost while the command ran.
+pub const EXIT_LOST: i32 = 76;
+/// EX_UNAVAILABLE: no lock service could be reached or started.
+pub const EXIT_NO_LOCKMGR: i32 = 69;
+/// How long a command gets after SIGTERM before SIGKILL when the lock is lost.
+pub const LOST_GRACE: Duration = Duration::from_secs(5);
+
+pub struct LockArgs<'a> {
+    pub name: &'a str,
+    pub mode: LockMode,
+    pub wait: bool,
+    pub timeout: Option<Duration>,
+    pub ttl: Option<Duration>,
+    pub no_start: bool,
+    pub command: &'a [String],
+}
+
+fn fail(msg: impl std::fmt::Display, code: i32) -> i32 {
+    eprintln!("clinit: {msg}");
+    code
+}
+
+/// Connect to the lock service on the socket, starting `clinit lockd` when
+/// nobody answers (unless `no_start`). Race-free: starters serialise on an
+/// flock of `<socket>.start.lock`, and the started daemon reports on a pipe
+/// once it is bound, so nobody sleeps.
+pub fn connect_or_start(cli: &CliPaths, p: &Paths, no_start: bool) -> Result<Client, String> {
+    let first = match Client::connect(&p.socket) {
+        Ok(c) => return Ok(c),
+        Err(e) => e,
+    };
+    if no_start || !matches!(first, ClientError::NoDaemon { .. }) {
+        return Err(first.to_string());
+    }
+    if let Some(dir) = p.socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut lock_path = p.socket.as_os_str().to_owned();
+    lock_path.push(".start.lock");
+    let file = std::fs::File::create(&lock_path)
+        .map_err(|e| format!("cannot create {}: {e}", Path::new(&lock_path).display()))?;
+    let _start = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock {}: {e}", Path::new(&lock_path).display()))?;
+    // Somebody may have started it while we waited for the start lock.
+    if let Ok(c) = Client::connect(&p.socket) {
+        return Ok(c);
+    }
+    let (rd, wr) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find clinit itself: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("lockd")
+        .arg("-s")
+        .arg(&p.socket)
+        .arg("--state-dir")
+        .arg(&p.state)
+        .env("CLINIT_READY_FD", wr.as_raw_fd().to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(c) = &cli.cltab {
+        cmd.arg("-c").arg(c);
+    }
+    let wr_raw = wr.as_raw_fd();
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            // Its own session, and the ready pipe kept open across exec.
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            let flags = libc::fcntl(wr_raw, libc::F_GETFD);
+            libc::fcntl(wr_raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start clinit lockd: {e}"))?;
+    drop(wr);
+    // The lock daemon writes one line once it serves, or dies (end of file).
+    let mut buf = [0u8; 16];
+    let ready = matches!(wait_readable(rd.as_fd(), Duration::from_secs(30)), Ok(true))
+        && nix::unistd::read(&rd, &mut buf).is_ok_and(|n| n > 0);
+    drop(child);
+    match Client::connect(&p.socket) {
+        Ok(c) => Ok(c),
+        Err(e) if ready => Err(e.to_string()),
+        Err(e) => Err(format!(
+            "started clinit lockd on {}, but it did not come up ({e}); see its log",
+            p.socket.display()
+        )),
+    }
+}
+
+fn wait_readable(fd: std::os::fd::BorrowedFd, limit: Duration) -> nix::Result<bool> {
+    let end = Instant::now() + limit;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        let t = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, t) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether the peer closed the connection (nothing is expected from it
+/// between requests).
+fn connection_closed(fd: std::os::fd::BorrowedFd) -> bool {
+    let mut b = [0u8; 1];
+    match nix::sys::socket::recv(
+        fd.as_raw_fd(),
+        &mut b,
+        nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(nix::errno::Errno::EAGAIN) => false,
+        Err(_) => true,
+    }
+}
+
+/// Run `clinit lock`; returns the exit status.
+pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
+    let mut c = match connect_or_start(cli, p, a.no_start) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("no lock service: {e}"), EXIT_NO_LOCKMGR),
+    };
+    let lease = match a.ttl {
+        None => None,
+        Some(ttl) => match c.request(Request::LeaseGrant {
+            ttl_ms: ttl.as_millis() as u64,
+        }) {
+            Ok(Reply::Lease { lease, .. }) => Some(lease),
+            Ok(other) => return fail(format!("unexpected reply {other:?}"), 1),
+            Err(e) => return fail(e.to_string(), e.exit_code()),
+        },
+    };
+    if let Some(t) = a.timeout {
+        c.set_timeout(t + Duration::from_secs(5));
+    } else {
+        c.set_timeout(Duration::from_secs(365 * 86_400));
+    }
+    let what = format!("clinit lock: {}", a.command.join(" "));
+    let token = match c.request(Request::LockAcquire {
+        name: a.name.to_string(),
+        mode: a.mode,
+        wait: a.wait,
+        timeout_ms: a.timeout.map(|t| t.as_millis() as u64),
+        lease,
+        what,
+    }) {
+        Ok(Reply::Granted { token, .. }) => token,
+        Ok(other) => return fail(format!("unexpected reply {other:?}"), 1),
+        Err(ClientError::Daemon(e)) if matches!(e.code, ErrorCode::Busy | ErrorCode::Timeout) => {
+            return fail(e.message, EXIT_BUSY);
+        }
+        Err(e) => return fail(e.to_string(), e.exit_code()),
+    };
+    c.set_timeout(Duration::from_secs(10));
+
+    // Forwarded signals arrive on a signalfd; the child gets a clean mask
+    // (std resets it before exec).
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    if let Err(e) = mask.thread_block() {
+        return fail(format!("cannot block signals: {e}"), 1);
+    }
+    let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("signalfd: {e}"), 1),
+    };
+    let child = match Command::new(&a.command[0])
+        .args(&a.command[1..])
+        .env("CLINIT_LOCK_TOKEN", token.to_string())
+        .env("CLINIT_LOCK_NAME", a.name)
+        .spawn()
+    {
+        Ok(ch) => ch,
+        Err(e) => {
+            let _ = release(&mut c, a.name, lease);
+            return fail(format!("cannot run {}: {e}", a.command[0]), 127);
+        }
+    };
+    let pid = child.id() as i32;
+    let pidfd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) => return fail(format!("pidfd_open: {e}"), 1),
+    };
+    let sock = c.fd();
+    let renew_every = a.ttl.map(|t| (t / 3).max(Duration::from_millis(50)));
+    let mut next_renew = renew_every.map(|d| Instant::now() + d);
+    let mut lost: Option<String> = None;
+    let mut lost_deadline: Option<(Instant, bool)> = None;
+
+    let status = loop {
+        let now = Instant::now();
+        let wake = [next_renew, lost_deadline.map(|d| d.0)]
+            .into_iter()
+            .flatten()
+            .min();
+        let timeout = match wake {
+            Some(w) => PollTimeout::try_from(
+                w.saturating_duration_since(now)
+                    .as_millis()
+                    .min(i32::MAX as u128) as i32,
+            )
+            .unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        let sock_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock) };
+        let mut fds = [
+            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sock_fd, PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, timeout) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return fail(format!("poll: {e}"), 1),
+            Ok(_) => {}
+        }
+        let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
+        let (child_done, got_signal, sock_event) = (ready(0), ready(1), ready(2));
+        if child_done {
+            match nix::sys::wait::waitpid(Pid::from_raw(pid), None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => break code,
+                Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
+                _ => break 1,
+            }
+        }
+        if got_signal {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                    let _ = kill(Pid::from_raw(pid), sig);
+                }
+            }
+        }
+        if lost.is_none() && sock_event && connection_closed(sock_fd) {
+            lost = Some("the lock service went away".into());
+        }
+        if lost.is_none()
+            && let (Some(at), Some(lease), Some(every)) = (next_renew, lease, renew_every)
+            && Instant::now() >= at
+        {
+            match c.request(Request::LeaseRenew { lease }) {
+                Ok(Reply::Lease { .. }) => next_renew = Some(Instant::now() + every),
+                Ok(_) | Err(_) => lost = Some("its lease could not be renewed".into()),
+            }
+        }
+        if let Some(why) = &lost {
+            match lost_deadline {
+                None => {
+                    eprintln!(
+                        "clinit: lost lock {} ({why}); stopping the command (SIGTERM, SIGKILL after {} s)",
+                        a.name,
+                        LOST_GRACE.as_secs()
+                    );
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                    lost_deadline = Some((Instant::now() + LOST_GRACE, false));
+                    next_renew = None;
+                }
+                Some((at, false)) if Instant::now() >= at => {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    lost_deadline = Some((at + Duration::from_secs(3600), true));
+                }
+                _ => {}
+            }
+        }
+    };
+    if let Some(why) = lost {
+        return fail(
+            format!("the command was stopped: lock {} was lost ({why})", a.name),
+            EXIT_LOST,
+        );
+    }
+    if let Err(e) = release(&mut c, a.name, lease) {
+        eprintln!("clinit: warning: releasing lock {}: {e}", a.name);
+    }
+    status
+}
+
+fn release(c: &mut Client, name: &str, lease: Option<u64>) -> Result<(), ClientError> {
+    c.request(Request::LockRelease {
+        name: name.to_string(),
+        lease,
+    })?;
+    if let Some(lease) = lease {
+        c.request(Request::LeaseRevoke { lease })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! The lock service, `clinit lock`, `clinit lockd` and the record store,
+//! with the real binary. Held commands block on a FIFO, so the tests decide
+//! when a lock is released without sleeping.
+
+mod common;
+use common::{DEADLINE, Daemon, alive, bin};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn mkfifo(d: &Daemon, name: &str) -> String {
+    let p = d.path(name);
+    nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    p.display().to_string()
+}
+
+/// `clinit lock ARGS` in the background.
+fn lock_bg(d: &Daemon, args: &[&str]) -> Child {
+    Command::new(bin())
+        .current_dir(d.dir.path())
+        .arg("-c")
+        .arg(d.cltab())
+        .arg("lock")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Open the FIFO for writing and close it: the reader's `read` returns.
+fn release_fifo(path: &str) {
+    std::fs::write(path, "go\n").unwrap();
+}
+
+fn finish(mut c: Child) -> Output {
+    let end = Instant::now() + DEADLINE;
+    while c.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < end, "clinit lock did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.wait_with_output().unwrap()
+}
+
+/// A held command: writes its token to FILE, then blocks on FIFO.
+fn held(file: &str, fifo: &str) -> String {
+    format!("echo $CLINIT_LOCK_TOKEN $CLINIT_LOCK_NAME > {file}; read x < {fifo}")
+}
+
+#[test]
+fn exclusive_and_shared_contention_across_processes() {
+    let d = Daemon::start("");
+    let f1 = mkfifo(&d, "f1");
+    let a = lock_bg(&d, &["x", "--", "sh", "-c", &held("a.tok", &f1)]);
+    d.wait_until("a holds x", || d.read("a.tok").ends_with(" x\n"));
+    let token_a: u64 = d.read("a.tok").split(' ').next().unwrap().parse().unwrap();
+
+    // Not grantable: --nowait exits 75 naming the holder.
+    for args in [
+        &["--nowait", "x", "--", "true"][..],
+        &["--shared", "--nowait", "x", "--", "true"][..],
+    ] {
+        let out = d.run(&[&["lock"][..], args].concat());
+        assert_eq!(out.status.code(), Some(75), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("lock x is busy"), "{err}");
+        assert!(err.contains(&format!("token {token_a}")), "{err}");
+        assert!(err.contains("clinit lock: sh -c"), "{err}");
+    }
+    let out = d.run(&["lock", "--timeout", "0.2", "x", "--", "true"]);
+    assert_eq!(out.status.code(), Some(75));
+    let listing: serde_json::Value =
+        serde_json::from_str(&d.ok(&["locks", "x", "--json"])).unwrap();
+    let h = &listing[0]["holders"][0];
+    assert_eq!(h["mode"], "exclusive");
+    assert_eq!(h["token"], token_a);
+    assert_eq!(h["info"]["uid"], 0);
+    assert!(h["info"]["pid"].as_i64().unwrap() > 0);
+
+    // A waiter queues behind the holder and is granted when it releases.
+    let f2 = mkfifo(&d, "f2");
+    let f3 = mkfifo(&d, "f3");
+    let b = lock_bg(
+        &d,
+        &["--shared", "x", "--", "sh", "-c", &held("b.tok", &f2)],
+    );
+    d.wait_until("b waits", || {
+        d.ok(&["locks", "x", "--json"]).contains("\"waiters\": [\n")
+    });
+    release_fifo(&f1);
+    assert_eq!(finish(a).status.code(), Some(0));
+    d.wait_until("b holds x", || d.read("b.tok").ends_with(" x\n"));
+    // Shared holders share; an exclusive request is refused meanwhile.
+    let c = lock_bg(
+        &d,
+        &[
+            "--shared",
+            "--nowait",
+            "x",
+            "--",
+            "sh",
+            "-c",
+            &held("c.tok", &f3),
+        ],
+    );
+    d.wait_until("c holds x too", || d.read("c.tok").ends_with(" x\n"));
+    assert_eq!(
+        d.run(&["lock", "--nowait", "x", "--", "true"])
+            .status
+            .code(),
+        Some(75)
+    );
+    let tb: u64 = d.read("b.tok").split(' ').next().unwrap().parse().unwrap();
+    let tc: u64 = d.read("c.tok").split(' ').next().unwrap().parse().unwrap();
+    assert!(
+        token_a < tb && tb < tc,
+        "tokens increase: {token_a} {tb} {tc}"
+    );
+    release_fifo(&f2);
+    release_fifo(&f3);
+    assert_eq!(finish(b).status.code(), Some(0));
+    assert_eq!(finish(c).status.code(), Some(0));
+    // The command's exit status is passed on.
+    assert_eq!(
+        d.run(&["lock", "x", "--", "sh", "-c", "exit 7"])
+            .status
+            .code(),
+        Some(7)
+    );
+}
+
+#[test]
+fn a_dead_holder_loses_its_lock_to_the_waiter_and_it_is_logged() {
+    let d = Daemon::start("");
+    let f1 = mkfifo(&d, "f1");
+    let mut a = lock_bg(&d, &["x", "--", "sh", "-c", &held("a.tok", &f1)]);
+    d.wait_until("a holds x", || d.read("a.tok").ends_with(" x\n"));
+    let b = lock_bg(&d, &["x", "--", "sh", "-c", "echo got > b.out"]);
+    d.wait_until("b waits", || {
+        d.ok(&["locks", "x", "--json"]).contains("\"waiters\": [\n")
+    });
+    a.kill().unwrap();
+    a.wait().unwrap();
+    assert_eq!(finish(b).status.code(), Some(0));
+    assert_eq!(d.read("b.out"), "got\n");
+    d.wait_until("warning logged", || {
+        d.log()
+            .contains("lock x released because its holder's connection closed")
+    });
+    // The orphaned command of the killed holder.
+    release_fifo(&f1);
+}
+
+/// Pids of `clinit lockd` processes serving `socket`.
+fn lockds(socket: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for ent in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<i64>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        if args.contains(&&b"lockd"[..]) && args.contains(&socket.as_bytes()) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn concurrent_on_demand_starts_leave_one_lockd_and_a_lost_lock_stops_the_command() {
+    // No daemon: `clinit lock` starts `clinit lockd` itself.
+    let d = Daemon::prepare("");
+    let socket = d.path("clinit.s").display().to_string();
+    let runs: Vec<Child> = (0..4)
+        .map(|i| {
+            lock_bg(
+                &d,
+                &[
+                    "y",
+                    "--",
+                    "sh",
+                    "-c",
+                    &format!("echo $CLINIT_LOCK_TOKEN > t{i}"),
+                ],
+            )
+        })
+        .collect();
+    for r in runs {
+        let out = finish(r);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let pids = lockds(&socket);
+    assert_eq!(pids.len(), 1, "exactly one lockd: {pids:?}");
+    let tokens: std::collections::BTreeSet<String> =
+        (0..4).map(|i| d.read(&format!("t{i}"))).collect();
+    assert_eq!(tokens.len(), 4, "four distinct tokens: {tokens:?}");
+
+    // The lock service dies while a command holds the lock: the command is
+    // stopped and clinit lock exits 76.
+    let f1 = mkfifo(&d, "f1");
+    let a = lock_bg(
+        &d,
+        &[
+            "y",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo $$ > a.pid; {}", held("a.tok", &f1)),
+        ],
+    );
+    d.wait_until("a holds y", || d.read("a.tok").ends_with(" y\n"));
+    let cmd_pid: i64 = d.read("a.pid").trim().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = finish(a);
+    assert_eq!(out.status.code(), Some(76));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lost lock y"), "{err}");
+    d.wait_until("command stopped", || !alive(cmd_pid));
+    // --no-start: no service and none started.
+    let out = d.run(&["lock", "--no-start", "y", "--", "true"]);
+    assert_eq!(out.status.code(), Some(69));
+    assert!(lockds(&socket).is_empty());
+}
+
+#[test]
+fn the_lock_daemon_exits_when_idle() {
+    let d = Daemon::prepare("");
+    let mut lockd = Command::new(bin())
+        .current_dir(d.dir.path())
+        .arg("-c")
+        .arg(d.cltab())
+        .args(["lockd", "--idle", "0.01"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    d.wait_until("lockd answers", || d.run(&["locks"]).status.success());
+    // Holding a lock keeps it alive past its idle time.
+    let f1 = mkfifo(&d, "f1");
+    let a = lock_bg(&d, &["z", "--", "sh", "-c", &held("a.tok", &f1)]);
+    d.wait_until("a holds z", || d.read("a.tok").ends_with(" z\n"));
+    assert!(lockd.try_wait().unwrap().is_none());
+    release_fifo(&f1);
+    assert!(finish(a).status.success());
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(st) = lockd.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < end, "lockd did not exit when idle");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success());
+    assert!(
+        d.log().contains("no lock held and no client"),
+        "{}",
+        d.log()
+    );
+}
+
+fn token_of(d: &Daemon) -> u64 {
+    d.ok(&["lock", "t", "--", "sh", "-c", "echo $CLINIT_LOCK_TOKEN"])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn tokens_strictly_increase_across_daemon_restarts() {
+    let mut d = Daemon::start("");
+    let t1 = token_of(&d);
+    let t2 = token_of(&d);
+    assert!(t1 < t2);
+    d.stop();
+    let mut d = d.restart_with(&[]);
+    let t3 = token_of(&d);
+    assert!(t2 < t3, "{t2} < {t3} after a restart");
+    d.kill9();
+    let d = d.restart_with(&[]);
+    let t4 = token_of(&d);
+    assert!(t3 < t4, "{t3} < {t4} after a SIGKILL");
+}
+
+fn rec(d: &Daemon, args: &[&str]) -> Output {
+    d.run(&[&["record"][..], args].concat())
+}
+
+#[test]
+fn records_with_update_signatures() {
+    let mut d = Daemon::start("");
+    let sig1: u64 = d
+        .ok(&["record", "add", "vols", "backup", "node1"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(sig1 & 0xffff_ffff_ffff, 1, "the low 48 bits start at 1");
+    let out = rec(&d, &["add", "vols", "backup", "node2"]);
+    assert_eq!(out.status.code(), Some(14));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("EXISTS")
+            || String::from_utf8_lossy(&out.stderr).contains("exists")
+    );
+    let out = rec(&d, &["get", "vols", "nope"]);
+    assert_eq!(out.status.code(), Some(15));
+    assert_eq!(d.ok(&["record", "get", "vols", "backup"]), "node1");
+
+    let sig2: u64 = d
+        .ok(&[
+            "record",
+            "modify",
+            "vols",
+            "backup",
+            "node2",
+            "--sig",
+            &sig1.to_string(),
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(sig2, sig1 + 1);
+    // A stale signature collides, for modify and for delete.
+    let out = rec(
+        &d,
+        &[
+            "modify",
+            "vols",
+            "backup",
+            "node3",
+            "--sig",
+            &sig1.to_string(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(16));
+    let out = rec(
+        &d,
+        &["delete", "vols", "backup", "--sig", &sig1.to_string()],
+    );
+    assert_eq!(out.status.code(), Some(16));
+    let v: serde_json::Value =
+        serde_json::from_str(&d.ok(&["record", "get", "vols", "backup", "--json"])).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"key": "backup", "value": "node2", "sig": sig2})
+    );
+
+    // Deleted and added again: a new generation, the old signature is dead.
+    d.ok(&[
+        "record",
+        "delete",
+        "vols",
+        "backup",
+        "--sig",
+        &sig2.to_string(),
+    ]);
+    assert_eq!(rec(&d, &["get", "vols", "backup"]).status.code(), Some(15));
+    let sig3: u64 = d
+        .ok(&["record", "add", "vols", "backup", "node4"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(sig3, sig2);
+    let out = rec(
+        &d,
+        &["modify", "vols", "backup", "x", "--sig", &sig2.to_string()],
+    );
+    assert_eq!(out.status.code(), Some(16));
+
+    // Values from stdin, listing, and survival of a SIGKILL.
+    let mut add = Command::new(bin())
+        .arg("-c")
+        .arg(d.cltab())
+        .args(["record", "add", "vols", "blob", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"line1\nline2\n").unwrap();
+    assert!(add.wait_with_output().unwrap().status.success());
+    let list: serde_json::Value =
+        serde_json::from_str(&d.ok(&["record", "list", "vols", "--json"])).unwrap();
+    assert_eq!(list[0]["key"], "backup");
+    assert_eq!(list[1]["value"], "line1\nline2\n");
+    d.kill9();
+    let d = d.restart_with(&[]);
+    assert_eq!(d.ok(&["record", "get", "vols", "backup"]), "node4");
+    assert_eq!(d.ok(&["record", "get", "vols", "blob"]), "line1\nline2\n");
+    // Delete with signature 0 is unconditional.
+    d.ok(&["record", "delete", "vols", "blob"]);
+    assert_eq!(rec(&d, &["get", "vols", "blob"]).status.code(), Some(15));
+}
