@@ -31,6 +31,8 @@ impl ClientError {
 
 pub struct Client {
     stream: UnixStream,
+    /// Replies are read through a buffer: one read per reply, usually.
+    reader: std::io::BufReader<UnixStream>,
     path: PathBuf,
     next_id: u64,
 }
@@ -65,7 +67,9 @@ impl Client {
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .map_err(|e| no(e.to_string()))?;
+        let reader = std::io::BufReader::new(stream.try_clone().map_err(|e| no(e.to_string()))?);
         Ok(Client {
+            reader,
             stream,
             path: path.to_path_buf(),
             next_id: 1,
@@ -83,6 +87,33 @@ impl Client {
         let _ = self.stream.set_read_timeout(Some(t));
     }
 
+    /// Send a request without waiting for its reply (pipelining: the
+    /// daemon answers a connection's requests in order); returns its id.
+    pub fn send(&mut self, req: Request) -> Result<u64, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        proto::write_frame(&mut self.stream, &RequestFrame { id, req }).map_err(|e| {
+            ClientError::Protocol {
+                path: self.path.clone(),
+                err: e.to_string(),
+            }
+        })?;
+        Ok(id)
+    }
+
+    /// The next reply of a request sent with [`Client::send`], with its id.
+    pub fn recv(&mut self) -> Result<(u64, Reply), ClientError> {
+        let resp: ResponseFrame =
+            proto::read_frame(&mut self.reader).map_err(|e| ClientError::Protocol {
+                path: self.path.clone(),
+                err: e.to_string(),
+            })?;
+        match resp.reply {
+            Reply::Error(e) => Err(ClientError::Daemon(e)),
+            r => Ok((resp.id, r)),
+        }
+    }
+
     pub fn request(&mut self, req: Request) -> Result<Reply, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
@@ -91,7 +122,7 @@ impl Client {
             err: e.to_string(),
         };
         proto::write_frame(&mut self.stream, &RequestFrame { id, req }).map_err(perr)?;
-        let resp: ResponseFrame = proto::read_frame(&mut self.stream).map_err(perr)?;
+        let resp: ResponseFrame = proto::read_frame(&mut self.reader).map_err(perr)?;
         match resp.reply {
             Reply::Error(e) => Err(ClientError::Daemon(e)),
             r => Ok(r),

@@ -193,8 +193,7 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
     };
     c.set_timeout(Duration::from_secs(10));
 
-    // Forwarded signals arrive on a signalfd; the child gets a clean mask
-    // (std resets it before exec).
+    // Forwarded signals arrive on a signalfd; the child gets them unblocked.
     let mut mask = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         mask.add(s);
@@ -206,12 +205,19 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(format!("signalfd: {e}"), 1),
     };
-    let child = match Command::new(&a.command[0])
-        .args(&a.command[1..])
+    let mut cmd = Command::new(&a.command[0]);
+    cmd.args(&a.command[1..])
         .env("CLINIT_LOCK_TOKEN", token.to_string())
-        .env("CLINIT_LOCK_NAME", a.name)
-        .spawn()
-    {
+        .env("CLINIT_LOCK_NAME", a.name);
+    // The command must not inherit our blocked signals.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            mask.thread_unblock().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let child = match cmd.spawn() {
         Ok(ch) => ch,
         Err(e) => {
             let _ = release(&mut c, a.name, lease);

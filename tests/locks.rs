@@ -399,3 +399,107 @@ fn records_with_update_signatures() {
     d.ok(&["record", "delete", "vols", "blob"]);
     assert_eq!(rec(&d, &["get", "vols", "blob"]).status.code(), Some(15));
 }
+
+#[test]
+fn signals_are_forwarded_and_leases_hold_locks() {
+    let d = Daemon::start("");
+    // SIGTERM to clinit lock reaches the command; the lock is released.
+    let f1 = mkfifo(&d, "f1");
+    let a = lock_bg(
+        &d,
+        &[
+            "x",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo $$ > a.pid; {}", held("a.tok", &f1)),
+        ],
+    );
+    d.wait_until("a holds x", || d.read("a.tok").ends_with(" x\n"));
+    let cmd_pid: i64 = d.read("a.pid").trim().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = finish(a);
+    assert_eq!(out.status.code(), Some(128 + 15));
+    assert!(!alive(cmd_pid));
+    assert_eq!(
+        d.run(&["lock", "--nowait", "x", "--", "true"])
+            .status
+            .code(),
+        Some(0)
+    );
+
+    // With --ttl the lock is held by a lease (ids count down from the top),
+    // renewed while the command runs, and revoked afterwards.
+    let f2 = mkfifo(&d, "f2");
+    let b = lock_bg(
+        &d,
+        &["--ttl", "0.3", "y", "--", "sh", "-c", &held("b.tok", &f2)],
+    );
+    d.wait_until("b holds y", || d.read("b.tok").ends_with(" y\n"));
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["locks", "y", "--json"])).unwrap();
+    let holder = v[0]["holders"][0]["holder"].as_u64().unwrap();
+    assert!(holder > u64::MAX / 2, "held by a lease: {holder}");
+    release_fifo(&f2);
+    assert_eq!(finish(b).status.code(), Some(0));
+    assert_eq!(d.ok(&["locks", "y", "--json"]).trim(), "[]");
+}
+
+#[test]
+fn misuse_is_synch_err() {
+    use clinit::client::{Client, ClientError};
+    use clinit::lock::LockMode;
+    use clinit::proto::{ErrorCode, Reply, Request};
+    let d = Daemon::start("");
+    let mut c = Client::connect(&d.path("clinit.s")).unwrap();
+    let acquire = |c: &mut Client| {
+        c.request(Request::LockAcquire {
+            name: "m".into(),
+            mode: LockMode::Shared,
+            wait: false,
+            timeout_ms: None,
+            lease: None,
+            what: "test".into(),
+        })
+    };
+    let release = |c: &mut Client| {
+        c.request(Request::LockRelease {
+            name: "m".into(),
+            lease: None,
+        })
+    };
+    let code = |r: Result<Reply, ClientError>| match r {
+        Err(ClientError::Daemon(e)) => (e.code, e.message),
+        other => panic!("expected an error, got {other:?}"),
+    };
+    let (c1, msg) = code(release(&mut c));
+    assert_eq!(c1, ErrorCode::SynchErr);
+    assert!(msg.contains("lock m"), "{msg}");
+    assert!(matches!(acquire(&mut c), Ok(Reply::Granted { .. })));
+    assert_eq!(
+        code(acquire(&mut c)).0,
+        ErrorCode::SynchErr,
+        "acquire twice"
+    );
+    assert!(matches!(release(&mut c), Ok(Reply::Ok)));
+    assert_eq!(
+        code(release(&mut c)).0,
+        ErrorCode::SynchErr,
+        "release twice"
+    );
+    let long = "n".repeat(256);
+    let r = c.request(Request::LockAcquire {
+        name: long,
+        mode: LockMode::Exclusive,
+        wait: false,
+        timeout_ms: None,
+        lease: None,
+        what: String::new(),
+    });
+    assert_eq!(code(r).0, ErrorCode::BadName);
+    let r = c.request(Request::LeaseRenew { lease: 12345 });
+    assert_eq!(code(r).0, ErrorCode::SynchErr);
+}

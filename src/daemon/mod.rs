@@ -1005,6 +1005,10 @@ async fn serve(stream: UnixStream, conn: u64, tx: mpsc::Sender<Msg>) {
             }
         };
         let (otx, orx) = oneshot::channel();
+        let may_block = matches!(
+            frame.req,
+            Request::Wait { .. } | Request::LockAcquire { wait: true, .. }
+        );
         let msg = Msg::Request {
             conn,
             req: frame.req,
@@ -1016,12 +1020,19 @@ async fn serve(stream: UnixStream, conn: u64, tx: mpsc::Sender<Msg>) {
         }
         // A reply may take long (a blocked lock, a wait): notice meanwhile
         // when the client goes away, so its locks and waits are dropped.
-        let reply = tokio::select! {
-            r = orx => match r {
+        let reply = if may_block {
+            tokio::select! {
+                r = orx => match r {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
+                _ = reader.closed() => return,
+            }
+        } else {
+            match orx.await {
                 Ok(r) => r,
                 Err(_) => return,
-            },
-            _ = reader.closed() => return,
+            }
         };
         let r = ResponseFrame {
             id: frame.id,

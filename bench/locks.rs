@@ -1,0 +1,284 @@
+//! Lock service benchmark (issue 4), clinit side. Run through
+//! `bash bench/locks.sh`, which also runs `bench/lock_peers.py` (flock and
+//! etcd) and prints the ratios; alone: `cargo bench --bench locks [-- --json]`.
+//!
+//! Against a `clinit lockd` in a temp dir, with the library client (one
+//! connection per client thread, as a long-lived holder would have):
+//! - acquire+release round trips per second and their p50/p99 latency for 1
+//!   client, for 8 clients on one name, for 8 clients on 8 names;
+//! - a holder's death (its connection closes) -> the next waiter granted;
+//! - `clinit lock NAME -- true` wall time per call, and `flock FILE true`.
+
+use clinit::client::Client;
+use clinit::lock::LockMode;
+use clinit::proto::{Reply, Request};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_clinit");
+
+fn connect(sock: &Path) -> Client {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Client::connect(sock) {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > end => panic!("lockd never answered: {e}"),
+            Err(_) => std::thread::yield_now(),
+        }
+    }
+}
+
+fn acquire(c: &mut Client, name: &str) -> u64 {
+    match c
+        .request(Request::LockAcquire {
+            name: name.into(),
+            mode: LockMode::Exclusive,
+            wait: true,
+            timeout_ms: None,
+            lease: None,
+            what: "bench".into(),
+        })
+        .unwrap()
+    {
+        Reply::Granted { token, .. } => token,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn release(c: &mut Client, name: &str) {
+    c.request(Request::LockRelease {
+        name: name.into(),
+        lease: None,
+    })
+    .unwrap();
+}
+
+struct Throughput {
+    ops_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    clients: usize,
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// `clients` threads, each on `name(i)`, acquire+release for `secs`.
+fn throughput(
+    sock: &Path,
+    clients: usize,
+    secs: f64,
+    name: impl Fn(usize) -> String,
+) -> Throughput {
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let handles: Vec<_> = (0..clients)
+        .map(|i| {
+            let (sock, barrier, name) = (sock.to_path_buf(), barrier.clone(), name(i));
+            std::thread::spawn(move || {
+                let mut c = connect(&sock);
+                let mut lat = Vec::with_capacity(1 << 20);
+                barrier.wait();
+                let end = Instant::now() + Duration::from_secs_f64(secs);
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    acquire(&mut c, &name);
+                    release(&mut c, &name);
+                    lat.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                lat
+            })
+        })
+        .collect();
+    barrier.wait();
+    let t = Instant::now();
+    let mut all: Vec<f64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let wall = t.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Throughput {
+        ops_s: all.len() as f64 / wall,
+        p50_ms: pct(&all, 0.5),
+        p99_ms: pct(&all, 0.99),
+        clients,
+    }
+}
+
+/// One client that pipelines each release with the next acquire (one round
+/// trip per cycle; the daemon answers a connection's requests in order).
+fn pipelined(sock: &Path, secs: f64) -> Throughput {
+    let mut c = connect(sock);
+    let acq = || Request::LockAcquire {
+        name: "piped".into(),
+        mode: LockMode::Exclusive,
+        wait: true,
+        timeout_ms: None,
+        lease: None,
+        what: "bench".into(),
+    };
+    let rel = || Request::LockRelease {
+        name: "piped".into(),
+        lease: None,
+    };
+    acquire(&mut c, "piped");
+    let mut lat = Vec::with_capacity(1 << 20);
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        let t = Instant::now();
+        c.send(rel()).unwrap();
+        c.send(acq()).unwrap();
+        assert!(matches!(c.recv().unwrap().1, Reply::Ok));
+        assert!(matches!(c.recv().unwrap().1, Reply::Granted { .. }));
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    release(&mut c, "piped");
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Throughput {
+        ops_s: lat.len() as f64 / wall,
+        p50_ms: pct(&lat, 0.5),
+        p99_ms: pct(&lat, 0.99),
+        clients: 1,
+    }
+}
+
+/// A holder's connection closes while a waiter blocks: time from the close
+/// to the waiter's grant (median of 20).
+fn death_to_grant_ms(sock: &Path) -> f64 {
+    let mut samples = Vec::new();
+    for i in 0..20 {
+        let name = format!("death{i}");
+        let mut holder = connect(sock);
+        acquire(&mut holder, &name);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (sock2, name2) = (sock.to_path_buf(), name.clone());
+        let waiter = std::thread::spawn(move || {
+            let mut c = connect(&sock2);
+            tx.send(()).unwrap();
+            acquire(&mut c, &name2);
+            Instant::now()
+        });
+        rx.recv().unwrap();
+        // Let the waiter's request reach the daemon: wait until it is queued.
+        let mut probe = connect(sock);
+        loop {
+            if let Ok(Reply::Locks { containers }) = probe.request(Request::Locks {
+                name: Some(name.clone()),
+            }) && containers.first().is_some_and(|c| !c.waiters.is_empty())
+            {
+                break;
+            }
+        }
+        let t = Instant::now();
+        drop(holder); // the holder "dies": its connection closes
+        let granted = waiter.join().unwrap();
+        samples.push(granted.duration_since(t).as_secs_f64() * 1e3);
+    }
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    pct(&samples, 0.5)
+}
+
+fn median_cli_ms(mut cmd: impl FnMut() -> Command, n: usize) -> f64 {
+    let mut v: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let st = cmd().stdout(Stdio::null()).status().unwrap();
+            assert!(st.success());
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    pct(&v, 0.5)
+}
+
+fn main() {
+    let json = std::env::args().any(|a| a == "--json");
+    let dir = tempfile::tempdir().unwrap();
+    let d: PathBuf = dir.path().to_path_buf();
+    let cltab = d.join("cltab");
+    std::fs::write(
+        &cltab,
+        format!(
+            ":::socket:{0}/s\n:::log:{0}/log\n:::clstat:{0}/clstat\n:::state:{0}/state\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let mut lockd = Command::new(BIN)
+        .arg("-c")
+        .arg(&cltab)
+        .args(["lockd", "--idle", "60"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = d.join("s");
+    drop(connect(&sock));
+
+    let one = throughput(&sock, 1, 3.0, |_| "one".into());
+    let one_piped = pipelined(&sock, 3.0);
+    let eight_one = throughput(&sock, 8, 3.0, |_| "shared-name".into());
+    let eight_names = throughput(&sock, 8, 3.0, |i| format!("name{i}"));
+    let death_ms = death_to_grant_ms(&sock);
+    let clinit_cli_ms = median_cli_ms(
+        || {
+            let mut c = Command::new(BIN);
+            c.arg("-c").arg(&cltab).args(["lock", "cli", "--", "true"]);
+            c
+        },
+        50,
+    );
+    let lockfile = d.join("flock-file");
+    let flock_cli_ms = median_cli_ms(
+        || {
+            let mut c = Command::new("flock");
+            c.arg(&lockfile).arg("true");
+            c
+        },
+        50,
+    );
+    let mut c = connect(&sock);
+    let _ = c.request(Request::Shutdown);
+    let _ = lockd.wait();
+
+    let t = |x: &Throughput| serde_json::json!({"ops_s": x.ops_s, "p50_ms": x.p50_ms, "p99_ms": x.p99_ms, "clients": x.clients});
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "one": t(&one),
+                "one_pipelined": t(&one_piped),
+                "eight_one_name": t(&eight_one),
+                "eight_names": t(&eight_names),
+                "death_to_grant_ms": death_ms,
+                "cli_ms": clinit_cli_ms,
+                "flock_cli_ms": flock_cli_ms,
+            })
+        );
+    } else {
+        for (what, x) in [
+            ("1 client", &one),
+            ("1 client, pipelined", &one_piped),
+            ("8 clients, one name", &eight_one),
+            ("8 clients, 8 names", &eight_names),
+        ] {
+            println!(
+                "{what:24} {:>9.0} lock+unlock/s  p50 {:.3} ms  p99 {:.3} ms",
+                x.ops_s, x.p50_ms, x.p99_ms
+            );
+        }
+        println!("holder death -> next grant: {death_ms:.3} ms");
+        println!(
+            "clinit lock NAME -- true:   {clinit_cli_ms:.2} ms  (flock FILE true {flock_cli_ms:.2} ms, {:.2}x)",
+            clinit_cli_ms / flock_cli_ms
+        );
+    }
+}
