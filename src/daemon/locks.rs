@@ -23,8 +23,8 @@ pub(super) struct Locks {
     /// With the container (or lease) each is about, for error messages.
     pub pending: std::collections::HashMap<u64, (oneshot::Sender<Reply>, String)>,
     pub next_req: u64,
-    /// Lease ids share the holder number space with connections; leases
-    /// count down from the top so they never meet connection ids.
+    /// Fallback lease ids (counting down from the top) if the OS random
+    /// source fails; lease ids have the top bit set, connection ids never.
     pub next_lease: u64,
 }
 
@@ -137,8 +137,12 @@ impl Daemon {
                 name,
             },
             Request::LeaseGrant { ttl_ms } => {
-                let lease = self.locks.next_lease;
-                self.locks.next_lease -= 1;
+                // Random ids with the top bit set (connection ids count up
+                // from 1), so one client cannot guess another's lease.
+                let lease = getrandom::u64().unwrap_or_else(|_| {
+                    self.locks.next_lease -= 1;
+                    self.locks.next_lease
+                }) | (1 << 63);
                 LockEvent::LeaseGrant {
                     req: req_id,
                     lease,
@@ -311,11 +315,28 @@ impl Daemon {
                 key,
                 sig,
             } => records::delete(&mut self.db, &container, &key, sig).map(|()| Reply::Ok),
-            RecordOp::List { container } => {
-                records::list(&self.db, &container).map(|rs| Reply::Records {
-                    records: rs.into_iter().map(wire).collect(),
-                })
-            }
+            RecordOp::List { container } => match records::list(&self.db, &container) {
+                Ok(rs) => {
+                    // The reply must fit one frame (base64 grows values by 4/3).
+                    let size: usize = rs
+                        .iter()
+                        .map(|r| r.key.len() + r.value.len() * 4 / 3 + 64)
+                        .sum();
+                    if size > crate::proto::MAX_FRAME - 4096 {
+                        return error(
+                            ErrorCode::TooLarge,
+                            format!(
+                                "container {container} holds about {size} bytes of records, more than one reply carries ({} bytes); get its records one by one",
+                                crate::proto::MAX_FRAME
+                            ),
+                        );
+                    }
+                    Ok(Reply::Records {
+                        records: rs.into_iter().map(wire).collect(),
+                    })
+                }
+                Err(e) => Err(e),
+            },
         };
         result.unwrap_or_else(|e| record_error(&e))
     }
