@@ -81,20 +81,6 @@ fn describe_holders(holders: &[crate::lock::GrantInfo]) -> String {
 }
 
 impl Daemon {
-    /// Whether a request is for the lock service or the record store.
-    pub(super) fn is_lock_request(req: &Request) -> bool {
-        matches!(
-            req,
-            Request::LockAcquire { .. }
-                | Request::LockRelease { .. }
-                | Request::LeaseGrant { .. }
-                | Request::LeaseRenew { .. }
-                | Request::LeaseRevoke { .. }
-                | Request::Locks { .. }
-                | Request::Record(_)
-        )
-    }
-
     /// Handle a lock or record request from connection `conn`; the reply is
     /// sent now or parked until an effect decides it.
     pub(super) fn handle_lock(

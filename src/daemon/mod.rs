@@ -440,7 +440,7 @@ impl Daemon {
                 Some(msg) = rx.recv(), if restored => match msg {
                     Msg::Closed { conn } => self.connection_closed(conn),
                     Msg::Request { conn, req, peer, reply } => {
-                    if Self::is_lock_request(&req) {
+                    if req.is_lock_service() {
                         self.handle_lock(conn, req, &peer, reply);
                     } else if let Request::Wait { group, level, state, timeout_ms } = req {
                         if self.sup.has_group(&group) {

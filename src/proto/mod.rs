@@ -162,12 +162,19 @@ impl Request {
     /// Requests that change something need the right to (see the access
     /// rules in the README); the others are open to anyone who can connect.
     pub fn changes_something(&self) -> bool {
-        !matches!(
+        !self.is_lock_service()
+            && !matches!(
+                self,
+                Request::Ping | Request::Status { .. } | Request::Wait { .. }
+            )
+    }
+
+    /// Requests for the lock service and the record store (open to every
+    /// user who can connect).
+    pub fn is_lock_service(&self) -> bool {
+        matches!(
             self,
-            Request::Ping
-                | Request::Status { .. }
-                | Request::Wait { .. }
-                | Request::LockAcquire { .. }
+            Request::LockAcquire { .. }
                 | Request::LockRelease { .. }
                 | Request::LeaseGrant { .. }
                 | Request::LeaseRenew { .. }
