@@ -1,24 +1,35 @@
 //! The lock service and the record store, as served by the daemon (and by
 //! `clinit lockd`, the same daemon without a cltab).
 //!
-//! The pure [`LockManager`] decides; this module feeds it events (requests,
-//! closed connections, time) and performs its effects in order: persisting a
-//! token reservation before any grant that uses it, answering parked
-//! requests, logging locks lost by dead holders. Record operations are one
-//! SQLite transaction each, committed before the reply.
+//! The pure [`LockManager`] decides; [`LockService`] feeds it events
+//! (requests, closed connections, time) and performs its effects in order:
+//! persisting a token reservation before any grant that uses it, answering
+//! parked requests, logging locks lost by dead holders. Record operations
+//! are one SQLite transaction each, committed before the reply.
+//!
+//! The service is shared (`Rc<RefCell<_>>`) by the connection tasks and the
+//! event loop, all on the daemon's one thread: a connection task handles a
+//! lock request itself instead of passing it through the event loop, which
+//! measured 6 µs of a 17 µs round trip. The event loop still owns time
+//! (`Tick`) and is told when a request made the next deadline earlier.
 
-use super::{Daemon, auth::Peer, error};
+use super::{auth::Peer, error};
 use crate::lock::{LockEffect, LockError, LockEvent, LockManager, LostWhy};
 use crate::proto::{ErrorCode, RecordOp, RecordWire, Reply, Request};
 use crate::records::{self, RecordError};
+use crate::store::sqlite::StateDb;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// The daemon's lock-service state.
-pub(super) struct Locks {
+/// The lock service and record store of one daemon.
+pub(super) struct LockService {
     pub manager: LockManager,
+    pub db: Rc<RefCell<StateDb>>,
+    pub host: String,
     /// Requests whose answer is decided by a later effect.
     /// With the container (or lease) each is about, for error messages.
     pub pending: std::collections::HashMap<u64, (oneshot::Sender<Reply>, String)>,
@@ -28,10 +39,12 @@ pub(super) struct Locks {
     pub next_lease: u64,
 }
 
-impl Locks {
-    pub fn new(token_floor: u64) -> Locks {
-        Locks {
+impl LockService {
+    pub fn new(token_floor: u64, db: Rc<RefCell<StateDb>>, host: String) -> LockService {
+        LockService {
             manager: LockManager::new(token_floor),
+            db,
+            host,
             pending: Default::default(),
             next_req: 1,
             next_lease: u64::MAX,
@@ -80,7 +93,7 @@ fn describe_holders(holders: &[crate::lock::GrantInfo]) -> String {
         .join(", ")
 }
 
-impl Daemon {
+impl LockService {
     /// Handle a lock or record request from connection `conn`; the reply is
     /// sent now or parked until an effect decides it.
     pub(super) fn handle_lock(
@@ -91,8 +104,8 @@ impl Daemon {
         reply: oneshot::Sender<Reply>,
     ) {
         let now = Instant::now();
-        let req_id = self.locks.next_req;
-        self.locks.next_req += 1;
+        let req_id = self.next_req;
+        self.next_req += 1;
         let ev = match req {
             Request::LockAcquire {
                 name,
@@ -126,8 +139,8 @@ impl Daemon {
                 // Random ids with the top bit set (connection ids count up
                 // from 1), so one client cannot guess another's lease.
                 let lease = getrandom::u64().unwrap_or_else(|_| {
-                    self.locks.next_lease -= 1;
-                    self.locks.next_lease
+                    self.next_lease -= 1;
+                    self.next_lease
                 }) | (1 << 63);
                 LockEvent::LeaseGrant {
                     req: req_id,
@@ -139,7 +152,7 @@ impl Daemon {
             Request::LeaseRenew { lease } => LockEvent::LeaseRenew { req: req_id, lease },
             Request::LeaseRevoke { lease } => LockEvent::LeaseRevoke { req: req_id, lease },
             Request::Locks { name } => {
-                let containers = self.locks.manager.status(name.as_deref());
+                let containers = self.manager.status(name.as_deref());
                 let _ = reply.send(Reply::Locks { containers });
                 return;
             }
@@ -161,7 +174,7 @@ impl Daemon {
             | LockEvent::LeaseRevoke { lease, .. } => format!("lease {lease}"),
             _ => String::new(),
         };
-        self.locks.pending.insert(req_id, (reply, about));
+        self.pending.insert(req_id, (reply, about));
         self.lock_step(ev);
     }
 
@@ -173,7 +186,6 @@ impl Daemon {
     /// Feed one event to the lock manager and perform the effects in order.
     pub(super) fn lock_step(&mut self, ev: LockEvent) {
         let effects = self
-            .locks
             .manager
             .step(ev, Instant::now(), crate::supervisor::unix_now());
         for eff in effects {
@@ -182,7 +194,7 @@ impl Daemon {
     }
 
     fn answer(&mut self, req: u64, r: Reply) {
-        if let Some((tx, _)) = self.locks.pending.remove(&req) {
+        if let Some((tx, _)) = self.pending.remove(&req) {
             let _ = tx.send(r);
         }
     }
@@ -190,7 +202,7 @@ impl Daemon {
     fn lock_effect(&mut self, eff: LockEffect) {
         match eff {
             LockEffect::ReserveTokens { upto } => {
-                if let Err(e) = self.db.reserve_tokens(upto) {
+                if let Err(e) = self.db.borrow_mut().reserve_tokens(upto) {
                     // Grants go on; a token could repeat only if the daemon
                     // also restarts before the next successful reservation.
                     tracing::error!("cannot persist the lock token reservation: {e}");
@@ -254,7 +266,6 @@ impl Daemon {
             }
             LockEffect::Failed { req, error: e } => {
                 let about = self
-                    .locks
                     .pending
                     .get(&req)
                     .map(|p| p.1.clone())
@@ -280,19 +291,21 @@ impl Daemon {
                 key,
                 value_b64,
             } => match decode(&value_b64) {
-                Ok(v) => records::add(&mut self.db, &container, &key, &v)
+                Ok(v) => records::add(&mut self.db.borrow_mut(), &container, &key, &v)
                     .map(|sig| Reply::Signature { sig }),
                 Err(r) => return r,
             },
-            RecordOp::Get { container, key } => records::lookup(&self.db, &container, &key)
-                .map(|r| Reply::Record { record: wire(r) }),
+            RecordOp::Get { container, key } => {
+                records::lookup(&self.db.borrow(), &container, &key)
+                    .map(|r| Reply::Record { record: wire(r) })
+            }
             RecordOp::Modify {
                 container,
                 key,
                 value_b64,
                 sig,
             } => match decode(&value_b64) {
-                Ok(v) => records::modify(&mut self.db, &container, &key, &v, sig)
+                Ok(v) => records::modify(&mut self.db.borrow_mut(), &container, &key, &v, sig)
                     .map(|sig| Reply::Signature { sig }),
                 Err(r) => return r,
             },
@@ -300,8 +313,9 @@ impl Daemon {
                 container,
                 key,
                 sig,
-            } => records::delete(&mut self.db, &container, &key, sig).map(|()| Reply::Ok),
-            RecordOp::List { container } => match records::list(&self.db, &container) {
+            } => records::delete(&mut self.db.borrow_mut(), &container, &key, sig)
+                .map(|()| Reply::Ok),
+            RecordOp::List { container } => match records::list(&self.db.borrow(), &container) {
                 Ok(rs) => {
                     // The reply must fit one frame (base64 grows values by 4/3).
                     let size: usize = rs

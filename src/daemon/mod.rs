@@ -18,10 +18,12 @@ use crate::supervisor::executor::{EntryEvent, Executor};
 use crate::supervisor::machine::{Action, Control, GroupState, ProcEvent};
 use crate::supervisor::{Now, Supervisor};
 use auth::{Peer, Policy};
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::rc::Rc;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -82,8 +84,8 @@ enum Msg {
         peer: Peer,
         reply: oneshot::Sender<Reply>,
     },
-    /// The connection closed: locks it owns are released.
-    Closed { conn: u64 },
+    /// A connection closed (its locks are already released).
+    Closed,
 }
 
 /// A parked `wait` request.
@@ -243,12 +245,19 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         userlist: paths.userlist.clone(),
     };
     let token_floor = db.token_floor()?;
+    let db = Rc::new(RefCell::new(db));
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
     let daemon = Daemon {
-        locks: locks::Locks::new(token_floor),
-        host: nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_default(),
+        locks: Rc::new(RefCell::new(locks::LockService::new(
+            token_floor,
+            db.clone(),
+            host,
+        ))),
+        restored: Rc::new(Cell::new(false)),
+        deadline_changed: Rc::new(tokio::sync::Notify::new()),
         conns: Default::default(),
         idle_exit: opts.lockd_idle,
         sup: Supervisor::new(cltab, disabled),
@@ -261,7 +270,10 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         last_summary: None,
         paths: paths.clone(),
     };
-    let result = rt.block_on(daemon.event_loop(listener, goals, started));
+    // Connection tasks share the lock service with the event loop (Rc): all
+    // run on this one thread, in a LocalSet.
+    let local = tokio::task::LocalSet::new();
+    let result = rt.block_on(local.run_until(daemon.event_loop(listener, goals, started)));
     let _ = std::fs::remove_file(&paths.socket);
     let _ = write_atomic(&paths.clstat, b"");
     drop(lock);
@@ -300,15 +312,20 @@ type Summary = Vec<(String, Option<String>, GroupState)>;
 struct Daemon {
     sup: Supervisor,
     exec: Executor,
-    db: StateDb,
+    db: Rc<RefCell<StateDb>>,
     store: Embedded,
     policy: Policy,
     waiters: Vec<Waiter>,
     halting: bool,
     last_summary: Option<Summary>,
     paths: Paths,
-    locks: locks::Locks,
-    host: String,
+    /// Shared with the connection tasks, which serve lock requests directly.
+    locks: Rc<RefCell<locks::LockService>>,
+    /// Whether start-up restore is over (until then every request goes
+    /// through the event loop, which holds it).
+    restored: Rc<Cell<bool>>,
+    /// A connection task made the lock service's next deadline earlier.
+    deadline_changed: Rc<tokio::sync::Notify>,
     /// Open client connections (counted by the connection tasks).
     conns: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// `clinit lockd`: exit after this long with no lock, lease or
@@ -328,7 +345,16 @@ impl Daemon {
         let mut sigterm = sig(SignalKind::terminate())?;
         let mut sigint = sig(SignalKind::interrupt())?;
         let (tx, mut rx) = mpsc::channel::<Msg>(256);
-        tokio::spawn(accept_loop(listener, tx, self.conns.clone()));
+        tokio::task::spawn_local(accept_loop(
+            listener,
+            Shared {
+                tx,
+                conns: self.conns.clone(),
+                locks: self.locks.clone(),
+                restored: self.restored.clone(),
+                deadline_changed: self.deadline_changed.clone(),
+            },
+        ));
 
         tracing::info!(
             "clinit daemon started, pid {}, socket {}, state {}",
@@ -374,6 +400,7 @@ impl Daemon {
                 });
                 if restoring.is_empty() || Instant::now() >= restore_deadline {
                     restored = true;
+                    self.restored.set(true);
                     if restoring.is_empty() {
                         tracing::info!(
                             "goals restored in {:.1} ms; serving requests",
@@ -398,7 +425,7 @@ impl Daemon {
             let idle_deadline = match self.idle_exit {
                 Some(idle)
                     if self.conns.load(std::sync::atomic::Ordering::SeqCst) == 0
-                        && self.locks.manager.is_idle() =>
+                        && self.locks.borrow().manager.is_idle() =>
                 {
                     let since = *idle_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= idle {
@@ -420,7 +447,7 @@ impl Daemon {
                 .iter()
                 .map(|w| w.deadline)
                 .chain(self.exec.next_deadline())
-                .chain(self.locks.manager.next_deadline())
+                .chain(self.locks.borrow().manager.next_deadline())
                 .chain(idle_deadline)
                 .chain((!restored).then_some(restore_deadline))
                 .min();
@@ -433,15 +460,19 @@ impl Daemon {
                     for t in self.exec.due_timers(now) {
                         events.push_back((t.group, t.tag, ProcEvent::Timer(t.kind)));
                     }
-                    if self.locks.manager.next_deadline().is_some_and(|d| d <= now) {
-                        self.lock_step(crate::lock::LockEvent::Tick);
+                    let mut locks = self.locks.borrow_mut();
+                    if locks.manager.next_deadline().is_some_and(|d| d <= now) {
+                        locks.lock_step(crate::lock::LockEvent::Tick);
                     }
                 }
+                _ = self.deadline_changed.notified() => {}
                 Some(msg) = rx.recv(), if restored => match msg {
-                    Msg::Closed { conn } => self.connection_closed(conn),
+                    // The connection task released its locks; this wakes the
+                    // loop to reconsider the idle exit.
+                    Msg::Closed => {}
                     Msg::Request { conn, req, peer, reply } => {
                     if req.is_lock_service() {
-                        self.handle_lock(conn, req, &peer, reply);
+                        self.locks.borrow_mut().handle_lock(conn, req, &peer, reply);
                     } else if let Request::Wait { group, level, state, timeout_ms } = req {
                         if self.sup.has_group(&group) {
                             let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
@@ -482,7 +513,7 @@ impl Daemon {
         let mut ops = self.sup.take_ops();
         ops.extend(self.exec.take_ops());
         if !ops.is_empty()
-            && let Err(e) = self.db.apply(&ops)
+            && let Err(e) = self.db.borrow_mut().apply(&ops)
         {
             tracing::error!("{e}");
         }
@@ -842,25 +873,32 @@ fn error(code: ErrorCode, message: String) -> Reply {
     Reply::Error(ErrorReply { code, message })
 }
 
-async fn accept_loop(
-    listener: UnixListener,
+/// What every connection task shares with the event loop.
+#[derive(Clone)]
+struct Shared {
     tx: mpsc::Sender<Msg>,
     conns: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
+    locks: Rc<RefCell<locks::LockService>>,
+    restored: Rc<Cell<bool>>,
+    deadline_changed: Rc<tokio::sync::Notify>,
+}
+
+async fn accept_loop(listener: UnixListener, shared: Shared) {
     use std::sync::atomic::Ordering;
-    // Connection ids count up from 1; lease ids count down from u64::MAX.
+    // Connection ids count up from 1; lease ids have the top bit set.
     let mut next_conn: u64 = 1;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let conn = next_conn;
                 next_conn += 1;
-                conns.fetch_add(1, Ordering::SeqCst);
-                let (tx, conns) = (tx.clone(), conns.clone());
-                tokio::spawn(async move {
-                    serve(stream, conn, tx.clone()).await;
-                    conns.fetch_sub(1, Ordering::SeqCst);
-                    let _ = tx.send(Msg::Closed { conn }).await;
+                shared.conns.fetch_add(1, Ordering::SeqCst);
+                let shared = shared.clone();
+                tokio::task::spawn_local(async move {
+                    serve(stream, conn, &shared).await;
+                    shared.locks.borrow_mut().connection_closed(conn);
+                    shared.conns.fetch_sub(1, Ordering::SeqCst);
+                    let _ = shared.tx.send(Msg::Closed).await;
                 });
             }
             Err(e) => tracing::warn!("accept failed: {e}"),
@@ -921,7 +959,7 @@ impl FrameReader {
 /// One client connection: handshake, then requests until it closes. A bad
 /// frame gets an error reply and the connection is closed; the daemon is
 /// never disturbed.
-async fn serve(stream: UnixStream, conn: u64, tx: mpsc::Sender<Msg>) {
+async fn serve(stream: UnixStream, conn: u64, shared: &Shared) {
     let peer = match stream.peer_cred() {
         Ok(c) => Peer {
             uid: c.uid(),
@@ -1009,18 +1047,35 @@ async fn serve(stream: UnixStream, conn: u64, tx: mpsc::Sender<Msg>) {
             frame.req,
             Request::Wait { .. } | Request::LockAcquire { wait: true, .. }
         );
-        let msg = Msg::Request {
-            conn,
-            req: frame.req,
-            peer,
-            reply: otx,
-        };
-        if tx.send(msg).await.is_err() {
-            return;
+        if frame.req.is_lock_service() && shared.restored.get() {
+            // Served right here, on the daemon's one thread.
+            let mut locks = shared.locks.borrow_mut();
+            let before = locks.manager.next_deadline();
+            locks.handle_lock(conn, frame.req, &peer, otx);
+            let after = locks.manager.next_deadline();
+            drop(locks);
+            if after.is_some_and(|a| before.is_none_or(|b| a < b)) {
+                shared.deadline_changed.notify_one();
+            }
+        } else {
+            let msg = Msg::Request {
+                conn,
+                req: frame.req,
+                peer,
+                reply: otx,
+            };
+            if shared.tx.send(msg).await.is_err() {
+                return;
+            }
         }
         // A reply may take long (a blocked lock, a wait): notice meanwhile
         // when the client goes away, so its locks and waits are dropped.
-        let reply = if may_block {
+        let mut orx = orx;
+        let reply = if let Ok(r) = orx.try_recv() {
+            // Answered at once (a lock granted, a record read): no need to
+            // watch the connection.
+            r
+        } else if may_block {
             tokio::select! {
                 r = orx => match r {
                     Ok(r) => r,
