@@ -7,7 +7,7 @@
 //! parked requests, logging locks lost by dead holders. Record operations
 //! are one SQLite transaction each, committed before the reply.
 //!
-//! The service is shared (`Rc<RefCell<_>>`) by the connection tasks and the
+//! The service is shared (`Arc<Mutex<_>>`) by the connection tasks and the
 //! event loop, all on the daemon's one thread: a connection task handles a
 //! lock request itself instead of passing it through the event loop, which
 //! measured 6 µs of a 17 µs round trip. The event loop still owns time
@@ -20,15 +20,14 @@ use crate::records::{self, RecordError};
 use crate::store::sqlite::StateDb;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// The lock service and record store of one daemon.
 pub(super) struct LockService {
     pub manager: LockManager,
-    pub db: Rc<RefCell<StateDb>>,
+    pub db: Arc<Mutex<StateDb>>,
     pub host: String,
     /// Requests whose answer is decided by a later effect.
     /// With the container (or lease) each is about, for error messages.
@@ -40,7 +39,7 @@ pub(super) struct LockService {
 }
 
 impl LockService {
-    pub fn new(token_floor: u64, db: Rc<RefCell<StateDb>>, host: String) -> LockService {
+    pub fn new(token_floor: u64, db: Arc<Mutex<StateDb>>, host: String) -> LockService {
         LockService {
             manager: LockManager::new(token_floor),
             db,
@@ -202,7 +201,12 @@ impl LockService {
     fn lock_effect(&mut self, eff: LockEffect) {
         match eff {
             LockEffect::ReserveTokens { upto } => {
-                if let Err(e) = self.db.borrow_mut().reserve_tokens(upto) {
+                if let Err(e) = self
+                    .db
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .reserve_tokens(upto)
+                {
                     // Grants go on; a token could repeat only if the daemon
                     // also restarts before the next successful reservation.
                     tracing::error!("cannot persist the lock token reservation: {e}");
@@ -291,31 +295,52 @@ impl LockService {
                 key,
                 value_b64,
             } => match decode(&value_b64) {
-                Ok(v) => records::add(&mut self.db.borrow_mut(), &container, &key, &v)
-                    .map(|sig| Reply::Signature { sig }),
+                Ok(v) => records::add(
+                    &mut self.db.lock().unwrap_or_else(|e| e.into_inner()),
+                    &container,
+                    &key,
+                    &v,
+                )
+                .map(|sig| Reply::Signature { sig }),
                 Err(r) => return r,
             },
-            RecordOp::Get { container, key } => {
-                records::lookup(&self.db.borrow(), &container, &key)
-                    .map(|r| Reply::Record { record: wire(r) })
-            }
+            RecordOp::Get { container, key } => records::lookup(
+                &self.db.lock().unwrap_or_else(|e| e.into_inner()),
+                &container,
+                &key,
+            )
+            .map(|r| Reply::Record { record: wire(r) }),
             RecordOp::Modify {
                 container,
                 key,
                 value_b64,
                 sig,
             } => match decode(&value_b64) {
-                Ok(v) => records::modify(&mut self.db.borrow_mut(), &container, &key, &v, sig)
-                    .map(|sig| Reply::Signature { sig }),
+                Ok(v) => records::modify(
+                    &mut self.db.lock().unwrap_or_else(|e| e.into_inner()),
+                    &container,
+                    &key,
+                    &v,
+                    sig,
+                )
+                .map(|sig| Reply::Signature { sig }),
                 Err(r) => return r,
             },
             RecordOp::Delete {
                 container,
                 key,
                 sig,
-            } => records::delete(&mut self.db.borrow_mut(), &container, &key, sig)
-                .map(|()| Reply::Ok),
-            RecordOp::List { container } => match records::list(&self.db.borrow(), &container) {
+            } => records::delete(
+                &mut self.db.lock().unwrap_or_else(|e| e.into_inner()),
+                &container,
+                &key,
+                sig,
+            )
+            .map(|()| Reply::Ok),
+            RecordOp::List { container } => match records::list(
+                &self.db.lock().unwrap_or_else(|e| e.into_inner()),
+                &container,
+            ) {
                 Ok(rs) => {
                     // The reply must fit one frame (base64 grows values by 4/3).
                     let size: usize = rs

@@ -18,12 +18,12 @@ use crate::supervisor::executor::{EntryEvent, Executor};
 use crate::supervisor::machine::{Action, Control, GroupState, ProcEvent};
 use crate::supervisor::{Now, Supervisor};
 use auth::{Peer, Policy};
-use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -245,19 +245,19 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         userlist: paths.userlist.clone(),
     };
     let token_floor = db.token_floor()?;
-    let db = Rc::new(RefCell::new(db));
+    let db = Arc::new(Mutex::new(db));
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_default();
     let daemon = Daemon {
-        locks: Rc::new(RefCell::new(locks::LockService::new(
+        locks: Arc::new(Mutex::new(locks::LockService::new(
             token_floor,
             db.clone(),
             host,
         ))),
-        restored: Rc::new(Cell::new(false)),
-        deadline_changed: Rc::new(tokio::sync::Notify::new()),
+        restored: Arc::new(AtomicBool::new(false)),
+        deadline_changed: Arc::new(tokio::sync::Notify::new()),
         conns: Default::default(),
         idle_exit: opts.lockd_idle,
         sup: Supervisor::new(cltab, disabled),
@@ -270,10 +270,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         last_summary: None,
         paths: paths.clone(),
     };
-    // Connection tasks share the lock service with the event loop (Rc): all
-    // run on this one thread, in a LocalSet.
-    let local = tokio::task::LocalSet::new();
-    let result = rt.block_on(local.run_until(daemon.event_loop(listener, goals, started)));
+    let result = rt.block_on(daemon.event_loop(listener, goals, started));
     let _ = std::fs::remove_file(&paths.socket);
     let _ = write_atomic(&paths.clstat, b"");
     drop(lock);
@@ -312,7 +309,7 @@ type Summary = Vec<(String, Option<String>, GroupState)>;
 struct Daemon {
     sup: Supervisor,
     exec: Executor,
-    db: Rc<RefCell<StateDb>>,
+    db: Arc<Mutex<StateDb>>,
     store: Embedded,
     policy: Policy,
     waiters: Vec<Waiter>,
@@ -320,12 +317,12 @@ struct Daemon {
     last_summary: Option<Summary>,
     paths: Paths,
     /// Shared with the connection tasks, which serve lock requests directly.
-    locks: Rc<RefCell<locks::LockService>>,
+    locks: Arc<Mutex<locks::LockService>>,
     /// Whether start-up restore is over (until then every request goes
     /// through the event loop, which holds it).
-    restored: Rc<Cell<bool>>,
+    restored: Arc<AtomicBool>,
     /// A connection task made the lock service's next deadline earlier.
-    deadline_changed: Rc<tokio::sync::Notify>,
+    deadline_changed: Arc<tokio::sync::Notify>,
     /// Open client connections (counted by the connection tasks).
     conns: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// `clinit lockd`: exit after this long with no lock, lease or
@@ -345,7 +342,7 @@ impl Daemon {
         let mut sigterm = sig(SignalKind::terminate())?;
         let mut sigint = sig(SignalKind::interrupt())?;
         let (tx, mut rx) = mpsc::channel::<Msg>(256);
-        tokio::task::spawn_local(accept_loop(
+        tokio::spawn(accept_loop(
             listener,
             Shared {
                 tx,
@@ -400,7 +397,8 @@ impl Daemon {
                 });
                 if restoring.is_empty() || Instant::now() >= restore_deadline {
                     restored = true;
-                    self.restored.set(true);
+                    self.restored
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                     if restoring.is_empty() {
                         tracing::info!(
                             "goals restored in {:.1} ms; serving requests",
@@ -425,7 +423,12 @@ impl Daemon {
             let idle_deadline = match self.idle_exit {
                 Some(idle)
                     if self.conns.load(std::sync::atomic::Ordering::SeqCst) == 0
-                        && self.locks.borrow().manager.is_idle() =>
+                        && self
+                            .locks
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .manager
+                            .is_idle() =>
                 {
                     let since = *idle_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= idle {
@@ -447,7 +450,13 @@ impl Daemon {
                 .iter()
                 .map(|w| w.deadline)
                 .chain(self.exec.next_deadline())
-                .chain(self.locks.borrow().manager.next_deadline())
+                .chain(
+                    self.locks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .manager
+                        .next_deadline(),
+                )
                 .chain(idle_deadline)
                 .chain((!restored).then_some(restore_deadline))
                 .min();
@@ -460,7 +469,7 @@ impl Daemon {
                     for t in self.exec.due_timers(now) {
                         events.push_back((t.group, t.tag, ProcEvent::Timer(t.kind)));
                     }
-                    let mut locks = self.locks.borrow_mut();
+                    let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
                     if locks.manager.next_deadline().is_some_and(|d| d <= now) {
                         locks.lock_step(crate::lock::LockEvent::Tick);
                     }
@@ -472,7 +481,7 @@ impl Daemon {
                     Msg::Closed => {}
                     Msg::Request { conn, req, peer, reply } => {
                     if req.is_lock_service() {
-                        self.locks.borrow_mut().handle_lock(conn, req, &peer, reply);
+                        self.locks.lock().unwrap_or_else(|e| e.into_inner()).handle_lock(conn, req, &peer, reply);
                     } else if let Request::Wait { group, level, state, timeout_ms } = req {
                         if self.sup.has_group(&group) {
                             let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
@@ -513,7 +522,11 @@ impl Daemon {
         let mut ops = self.sup.take_ops();
         ops.extend(self.exec.take_ops());
         if !ops.is_empty()
-            && let Err(e) = self.db.borrow_mut().apply(&ops)
+            && let Err(e) = self
+                .db
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .apply(&ops)
         {
             tracing::error!("{e}");
         }
@@ -878,9 +891,9 @@ fn error(code: ErrorCode, message: String) -> Reply {
 struct Shared {
     tx: mpsc::Sender<Msg>,
     conns: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    locks: Rc<RefCell<locks::LockService>>,
-    restored: Rc<Cell<bool>>,
-    deadline_changed: Rc<tokio::sync::Notify>,
+    locks: Arc<Mutex<locks::LockService>>,
+    restored: Arc<AtomicBool>,
+    deadline_changed: Arc<tokio::sync::Notify>,
 }
 
 async fn accept_loop(listener: UnixListener, shared: Shared) {
@@ -894,9 +907,13 @@ async fn accept_loop(listener: UnixListener, shared: Shared) {
                 next_conn += 1;
                 shared.conns.fetch_add(1, Ordering::SeqCst);
                 let shared = shared.clone();
-                tokio::task::spawn_local(async move {
+                tokio::spawn(async move {
                     serve(stream, conn, &shared).await;
-                    shared.locks.borrow_mut().connection_closed(conn);
+                    shared
+                        .locks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .connection_closed(conn);
                     shared.conns.fetch_sub(1, Ordering::SeqCst);
                     let _ = shared.tx.send(Msg::Closed).await;
                 });
@@ -1047,9 +1064,10 @@ async fn serve(stream: UnixStream, conn: u64, shared: &Shared) {
             frame.req,
             Request::Wait { .. } | Request::LockAcquire { wait: true, .. }
         );
-        if frame.req.is_lock_service() && shared.restored.get() {
+        if frame.req.is_lock_service() && shared.restored.load(std::sync::atomic::Ordering::SeqCst)
+        {
             // Served right here, on the daemon's one thread.
-            let mut locks = shared.locks.borrow_mut();
+            let mut locks = shared.locks.lock().unwrap_or_else(|e| e.into_inner());
             let before = locks.manager.next_deadline();
             locks.handle_lock(conn, frame.req, &peer, otx);
             let after = locks.manager.next_deadline();
