@@ -7,7 +7,9 @@
 //! - acquire+release round trips per second and their p50/p99 latency for 1
 //!   client, for 8 clients on one name, for 8 clients on 8 names;
 //! - a holder's death (its connection closes) -> the next waiter granted;
-//! - `clinit lock NAME -- true` wall time per call, and `flock FILE true`.
+//! - `clinit lock NAME -- true` wall time per call, and `flock FILE true`;
+//! - one request's round trip, for scale: a ping (through the event loop)
+//!   and a locks listing (served by the connection task).
 
 use clinit::client::Client;
 use clinit::lock::LockMode;
@@ -223,6 +225,28 @@ fn main() {
     let sock = d.join("s");
     drop(connect(&sock));
 
+    let ping_us = {
+        let mut c = connect(&sock);
+        let n = 20_000;
+        let t = Instant::now();
+        for _ in 0..n {
+            c.request(Request::Ping).unwrap();
+        }
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    };
+    let rec_us = {
+        let mut c = connect(&sock);
+        let n = 20_000;
+        let t = Instant::now();
+        for _ in 0..n {
+            let _ = c
+                .request(Request::Locks {
+                    name: Some("none".into()),
+                })
+                .unwrap();
+        }
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    };
     let one = throughput(&sock, 1, 3.0, |_| "one".into());
     let one_piped = pipelined(&sock, 3.0);
     let eight_one = throughput(&sock, 8, 3.0, |_| "shared-name".into());
@@ -261,6 +285,8 @@ fn main() {
                 "death_to_grant_ms": death_ms,
                 "cli_ms": clinit_cli_ms,
                 "flock_cli_ms": flock_cli_ms,
+                "ping_us": ping_us,
+                "locks_listing_us": rec_us,
             })
         );
     } else {
@@ -276,6 +302,9 @@ fn main() {
             );
         }
         println!("holder death -> next grant: {death_ms:.3} ms");
+        println!(
+            "one request round trip: ping (through the event loop) {ping_us:.1} us, locks listing (served by the connection task) {rec_us:.1} us"
+        );
         println!(
             "clinit lock NAME -- true:   {clinit_cli_ms:.2} ms  (flock FILE true {flock_cli_ms:.2} ms, {:.2}x)",
             clinit_cli_ms / flock_cli_ms
