@@ -163,8 +163,9 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
-    /// Add an entry to the cltab and start it if its group is at one of its
-    /// levels: clinit create GROUP TAG LEVELS MODE [options] -- COMMAND...
+    /// Add an entry to the cltab and start it if its group is at a level of it.
+    ///
+    /// clinit create GROUP TAG LEVELS MODE [options] -- COMMAND...
     Create {
         group: String,
         tag: String,
@@ -179,10 +180,12 @@ enum Cmd {
     },
     /// Stop an entry gracefully and remove it from the cltab.
     Delete { tag: String },
-    /// Run a command while holding a lock: clinit lock [--shared]
-    /// [--nowait | --timeout SECS] [--ttl SECS] NAME -- COMMAND...
-    /// Exits with the command's status; 75 when the lock cannot be had, 76
-    /// when it was lost while the command ran (the command is stopped).
+    /// Run a command while holding a lock.
+    ///
+    /// clinit lock [--shared] [--nowait | --timeout SECS] [--ttl SECS] NAME
+    /// -- COMMAND... Exits with the command's status; 75 when the lock cannot
+    /// be had, 76 when it was lost while the command ran (the command is
+    /// stopped), 69 when no lock service can be reached or started.
     Lock {
         /// Take a shared lock (default: exclusive).
         #[arg(long)]
@@ -199,7 +202,9 @@ enum Cmd {
         /// Do not start `clinit lockd` when no lock service answers.
         #[arg(long)]
         no_start: bool,
+        /// The lock's container name.
         name: String,
+        /// The command and its arguments (run directly, not by a shell).
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
