@@ -304,6 +304,27 @@ fn malformed_and_oversized_requests_do_not_disturb_the_daemon() {
     let reply = raw::recv(&mut s);
     assert_eq!(reply["id"], 7);
     assert_eq!(reply["code"], "BAD_REQUEST");
+    // Absurd numbers from a client: timeouts past the end of the clock, a
+    // lease too long, a bad base64 value. Each is answered; nothing crashes.
+    let mut s = UnixStream::connect(&sock).unwrap();
+    raw::send(&mut s, raw::HELLO);
+    assert_eq!(raw::recv(&mut s)["version"], 1);
+    let max = u64::MAX;
+    for (i, body) in [
+        format!(r#"{{"id":1,"op":"lock_acquire","name":"x","mode":"exclusive","wait":true,"timeout_ms":{max}}}"#),
+        format!(r#"{{"id":2,"op":"lease_grant","ttl_ms":{max}}}"#),
+        r#"{"id":3,"op":"record","record":"add","container":"c","key":"k","value_b64":"%%%"}"#.to_string(),
+        format!(r#"{{"id":4,"op":"wait","group":"g","level":"nope","state":null,"timeout_ms":{max}}}"#),
+    ]
+    .iter()
+    .enumerate()
+    {
+        raw::send(&mut s, body.as_bytes());
+        if i < 3 {
+            let reply = raw::recv(&mut s);
+            assert_eq!(reply["id"], i as u64 + 1, "{reply}");
+        }
+    }
     // The daemon still serves.
     d.ok(&["tell", "g", "1"]);
     assert_eq!(d.ok(&["wait", "g"]).trim(), "g 1 DONE");

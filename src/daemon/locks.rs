@@ -120,7 +120,8 @@ impl LockService {
                 name,
                 mode,
                 wait,
-                deadline: timeout_ms.map(|ms| now + Duration::from_millis(ms)),
+                // A timeout too far away to represent means none.
+                deadline: timeout_ms.and_then(|ms| now.checked_add(Duration::from_millis(ms))),
                 info: crate::lock::HolderInfo {
                     pid: peer.pid,
                     uid: Some(peer.uid),

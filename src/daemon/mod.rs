@@ -484,7 +484,8 @@ impl Daemon {
                         self.locks.lock().unwrap_or_else(|e| e.into_inner()).handle_lock(conn, req, &peer, reply);
                     } else if let Request::Wait { group, level, state, timeout_ms } = req {
                         if self.sup.has_group(&group) {
-                            let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
+                            // Clamped: a client's number must not overflow the clock.
+                            let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms.min(100 * 365 * 86_400_000));
                             self.waiters.push(Waiter { group, level, state, deadline, reply });
                         } else {
                             let _ = reply.send(error(ErrorCode::NoSuchGroup, format!("no such group: {group}")));
