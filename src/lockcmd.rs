@@ -214,6 +214,9 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {
             mask.thread_unblock().map_err(std::io::Error::from)?;
+            // If clinit lock itself is killed, its connection closes and the
+            // lock is released: the kernel then kills the command too.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
             Ok(())
         });
     }

@@ -432,7 +432,26 @@ fn signals_are_forwarded_and_leases_hold_locks() {
         Some(0)
     );
 
-    // With --ttl the lock is held by a lease (ids count down from the top),
+    // clinit lock itself SIGKILLed: its lock is released, so the kernel
+    // kills the command as well (it must not run on without the lock).
+    let f0 = mkfifo(&d, "f0");
+    let mut k = lock_bg(
+        &d,
+        &[
+            "x",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo $$ > k.pid; {}", held("k.tok", &f0)),
+        ],
+    );
+    d.wait_until("k holds x", || d.read("k.tok").ends_with(" x\n"));
+    let k_cmd: i64 = d.read("k.pid").trim().parse().unwrap();
+    k.kill().unwrap();
+    k.wait().unwrap();
+    d.wait_until("command killed with its clinit lock", || !alive(k_cmd));
+
+    // With --ttl the lock is held by a lease (lease ids have the top bit set),
     // renewed while the command runs, and revoked afterwards.
     let f2 = mkfifo(&d, "f2");
     let b = lock_bg(
