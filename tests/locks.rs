@@ -29,8 +29,20 @@ fn lock_bg(d: &Daemon, args: &[&str]) -> Child {
 }
 
 /// Open the FIFO for writing and close it: the reader's `read` returns.
+/// Never blocks: without a reader (its command is gone) there is nothing
+/// to release.
 fn release_fifo(path: &str) {
-    std::fs::write(path, "go\n").unwrap();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(mut f) => f.write_all(b"go\n").unwrap(),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+        Err(e) => panic!("{path}: {e}"),
+    }
 }
 
 fn finish(mut c: Child) -> Output {
@@ -133,7 +145,16 @@ fn exclusive_and_shared_contention_across_processes() {
 fn a_dead_holder_loses_its_lock_to_the_waiter_and_it_is_logged() {
     let d = Daemon::start("");
     let f1 = mkfifo(&d, "f1");
-    let mut a = lock_bg(&d, &["x", "--", "sh", "-c", &held("a.tok", &f1)]);
+    let mut a = lock_bg(
+        &d,
+        &[
+            "x",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo $$ > a.pid; {}", held("a.tok", &f1)),
+        ],
+    );
     d.wait_until("a holds x", || d.read("a.tok").ends_with(" x\n"));
     let b = lock_bg(&d, &["x", "--", "sh", "-c", "echo got > b.out"]);
     d.wait_until("b waits", || {
@@ -147,7 +168,14 @@ fn a_dead_holder_loses_its_lock_to_the_waiter_and_it_is_logged() {
         d.log()
             .contains("lock x released because its holder's connection closed")
     });
-    // The orphaned command of the killed holder.
+    // The killed holder's command died with it (it must not run on
+    // without the lock).
+    d.wait_until("holder's command gone", || {
+        d.read("a.pid")
+            .trim()
+            .parse::<i64>()
+            .is_ok_and(|p| !alive(p))
+    });
     release_fifo(&f1);
 }
 
