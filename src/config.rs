@@ -75,12 +75,29 @@ impl Paths {
     pub fn socket_lock(&self) -> PathBuf {
         lock_path_for(&self.socket)
     }
+
+    /// The lock file on which starters of `clinit lockd` take turns.
+    pub fn start_lock(&self) -> PathBuf {
+        with_suffix(&self.socket, ".start.lock")
+    }
 }
 
 pub fn lock_path_for(socket: &Path) -> PathBuf {
-    let mut s = socket.as_os_str().to_owned();
-    s.push(".lock");
+    with_suffix(socket, ".lock")
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
     PathBuf::from(s)
+}
+
+/// This machine's host name ("" if it cannot be read).
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
 }
 
 /// Respawn throttling: a run shorter than `fast` counts as a rapid restart;

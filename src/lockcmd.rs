@@ -14,17 +14,16 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// EX_TEMPFAIL: the lock could not be had.
-pub const EXIT_BUSY: i32 = 75;
+/// EX_TEMPFAIL (75): the lock could not be had (BUSY, or TIMEOUT waiting).
+pub const EXIT_BUSY: i32 = ErrorCode::Busy.exit_code();
 /// The lock was lost while the command ran.
 pub const EXIT_LOST: i32 = 76;
-/// EX_UNAVAILABLE: no lock service could be reached or started.
-pub const EXIT_NO_LOCKMGR: i32 = 69;
+/// EX_UNAVAILABLE (69): no lock service could be reached or started.
+pub const EXIT_NO_LOCKMGR: i32 = ErrorCode::NoLockmgr.exit_code();
 /// How long a command gets after SIGTERM before SIGKILL when the lock is lost.
 pub const LOST_GRACE: Duration = Duration::from_secs(5);
 
@@ -59,12 +58,11 @@ pub fn connect_or_start(cli: &CliPaths, p: &Paths, no_start: bool) -> Result<Cli
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let mut lock_path = p.socket.as_os_str().to_owned();
-    lock_path.push(".start.lock");
+    let lock_path = p.start_lock();
     let file = std::fs::File::create(&lock_path)
-        .map_err(|e| format!("cannot create {}: {e}", Path::new(&lock_path).display()))?;
+        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
     let _start = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("cannot lock {}: {e}", Path::new(&lock_path).display()))?;
+        .map_err(|(_, e)| format!("cannot lock {}: {e}", lock_path.display()))?;
     // Somebody may have started it while we waited for the start lock.
     if let Ok(c) = Client::connect(&p.socket) {
         return Ok(c);
@@ -128,14 +126,6 @@ fn wait_readable(fd: std::os::fd::BorrowedFd, limit: Duration) -> nix::Result<bo
             Err(e) => return Err(e),
         }
     }
-}
-
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Whether the peer closed the connection (nothing is expected from it
@@ -228,7 +218,7 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
         }
     };
     let pid = child.id() as i32;
-    let pidfd = match pidfd_open(pid) {
+    let pidfd = match crate::store::leftovers::pidfd_open(pid) {
         Ok(fd) => fd,
         Err(e) => return fail(format!("pidfd_open: {e}"), 1),
     };

@@ -631,11 +631,11 @@ fn locks(p: &Paths, name: Option<String>, json: bool) -> Result<(), ClientError>
 }
 
 fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .map(|h| h.split('.').next().unwrap_or_default().to_string())
-        .unwrap_or_else(|| "localhost".into())
+    let h = clinit::config::hostname();
+    match h.split('.').next() {
+        Some(short) if !short.is_empty() => short.to_string(),
+        _ => "localhost".into(),
+    }
 }
 
 fn main() -> ExitCode {

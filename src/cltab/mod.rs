@@ -13,7 +13,8 @@ pub mod edit;
 mod settings;
 
 pub use settings::{
-    ENTRY_OPTION_NAMES, NotifierFormat, SETTING_NAMES, Settings, parse_seconds, parse_signal,
+    ENTRY_OPTION_NAMES, NotifierFormat, Settings, is_setting, parse_seconds, parse_signal,
+    setting_names,
 };
 
 use crate::config::Timing;
@@ -224,7 +225,7 @@ pub enum ErrorKind {
     UnknownMode(String),
     #[error("duplicate tag '{tag}' (first used on line {first_line})")]
     DuplicateTag { tag: String, first_line: usize },
-    #[error("unknown setting '{0}' (known: {known})", known = SETTING_NAMES.join(", "))]
+    #[error("unknown setting '{0}' (known: {known})", known = setting_names().join(", "))]
     UnknownSetting(String),
     #[error("bad value '{value}' for setting '{name}': {why}")]
     BadSetting {
@@ -373,7 +374,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Cltab, CltabErrors> {
 
         if group.is_empty() && tag.is_empty() && levels.is_empty() {
             // A settings line: `:::name:value`.
-            if !SETTING_NAMES.contains(&mode) && ENTRY_OPTION_NAMES.contains(&mode) {
+            if !is_setting(mode) && ENTRY_OPTION_NAMES.contains(&mode) {
                 err(line_no, ErrorKind::EntryOnlySetting(mode.to_string()));
             } else if let Err(kind) = settings.set(mode, command.trim()) {
                 err(line_no, kind);

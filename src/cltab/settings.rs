@@ -13,8 +13,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Every setting name the parser accepts in `:::name:value` lines.
-pub const SETTING_NAMES: &[&str] = &[
+/// Settings of the whole file only (`:::name:value`); the other settings
+/// are the entry options below, `schedule` excepted.
+const FILE_ONLY_SETTINGS: &[&str] = &[
     "socket",
     "clstat",
     "log",
@@ -24,19 +25,10 @@ pub const SETTING_NAMES: &[&str] = &[
     "socket_group",
     "userlist",
     "restore_timeout",
-    "stop_signal",
-    "stop_term_after",
-    "stop_kill_after",
-    "respawn_fast",
-    "respawn_burst",
-    "respawn_delay",
-    "respawn_delay_max",
-    "respawn_reset",
-    "respawn_give_up",
-    "notifier",
-    "notifier_format",
-    "notifier_timeout",
 ];
+
+/// Entry options that are not also settings.
+const ENTRY_ONLY_OPTIONS: &[&str] = &["schedule"];
 
 /// Every option name accepted in a per-entry `:TAG::name:value` line. All but
 /// `schedule` are also settings, whose value they override for one entry.
@@ -55,6 +47,25 @@ pub const ENTRY_OPTION_NAMES: &[&str] = &[
     "respawn_reset",
     "respawn_give_up",
 ];
+
+/// Whether `name` may be set in a `:::name:value` line.
+pub fn is_setting(name: &str) -> bool {
+    FILE_ONLY_SETTINGS.contains(&name)
+        || (ENTRY_OPTION_NAMES.contains(&name) && !ENTRY_ONLY_OPTIONS.contains(&name))
+}
+
+/// Every setting name, for error messages and docs.
+pub fn setting_names() -> Vec<&'static str> {
+    FILE_ONLY_SETTINGS
+        .iter()
+        .chain(
+            ENTRY_OPTION_NAMES
+                .iter()
+                .filter(|n| !ENTRY_ONLY_OPTIONS.contains(n)),
+        )
+        .copied()
+        .collect()
+}
 
 /// The record format written to a notifier's standard input.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -20,7 +20,7 @@ use crate::records::{self, RecordError};
 use crate::store::sqlite::StateDb;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -205,7 +205,7 @@ impl LockService {
                 if let Err(e) = self
                     .db
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(PoisonError::into_inner)
                     .reserve_tokens(upto)
                 {
                     // Grants go on; a token could repeat only if the daemon
@@ -290,58 +290,37 @@ impl LockService {
             value_b64: B64.encode(&r.value),
             sig: r.sig,
         };
+        let mut db = self.db.lock().unwrap_or_else(PoisonError::into_inner);
         let result = match op {
             RecordOp::Add {
                 container,
                 key,
                 value_b64,
             } => match decode(&value_b64) {
-                Ok(v) => records::add(
-                    &mut self.db.lock().unwrap_or_else(|e| e.into_inner()),
-                    &container,
-                    &key,
-                    &v,
-                )
-                .map(|sig| Reply::Signature { sig }),
+                Ok(v) => {
+                    records::add(&mut db, &container, &key, &v).map(|sig| Reply::Signature { sig })
+                }
                 Err(r) => return r,
             },
-            RecordOp::Get { container, key } => records::lookup(
-                &self.db.lock().unwrap_or_else(|e| e.into_inner()),
-                &container,
-                &key,
-            )
-            .map(|r| Reply::Record { record: wire(r) }),
+            RecordOp::Get { container, key } => {
+                records::lookup(&db, &container, &key).map(|r| Reply::Record { record: wire(r) })
+            }
             RecordOp::Modify {
                 container,
                 key,
                 value_b64,
                 sig,
             } => match decode(&value_b64) {
-                Ok(v) => records::modify(
-                    &mut self.db.lock().unwrap_or_else(|e| e.into_inner()),
-                    &container,
-                    &key,
-                    &v,
-                    sig,
-                )
-                .map(|sig| Reply::Signature { sig }),
+                Ok(v) => records::modify(&mut db, &container, &key, &v, sig)
+                    .map(|sig| Reply::Signature { sig }),
                 Err(r) => return r,
             },
             RecordOp::Delete {
                 container,
                 key,
                 sig,
-            } => records::delete(
-                &mut self.db.lock().unwrap_or_else(|e| e.into_inner()),
-                &container,
-                &key,
-                sig,
-            )
-            .map(|()| Reply::Ok),
-            RecordOp::List { container } => match records::list(
-                &self.db.lock().unwrap_or_else(|e| e.into_inner()),
-                &container,
-            ) {
+            } => records::delete(&mut db, &container, &key, sig).map(|()| Reply::Ok),
+            RecordOp::List { container } => match records::list(&db, &container) {
                 Ok(rs) => {
                     // The reply must fit one frame (base64 grows values by 4/3).
                     let size: usize = rs

@@ -13,7 +13,7 @@ use crate::proto::{
 };
 use crate::store::leftovers::{Leftover, stop_leftovers};
 use crate::store::sqlite::{StateDb, StoreOp};
-use crate::store::{Embedded, Store, write_atomic, write_atomic_like};
+use crate::store::{Embedded, Store, write_atomic};
 use crate::supervisor::executor::{EntryEvent, Executor};
 use crate::supervisor::machine::{Action, Control, GroupState, ProcEvent};
 use crate::supervisor::{Now, Supervisor};
@@ -23,7 +23,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -162,8 +162,8 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
     }
     let mut db = StateDb::open(&paths.state)?;
     let persisted = db.load()?;
+    let timing = Timing::resolve(&cltab.settings);
     if !persisted.children.is_empty() {
-        let timing = Timing::resolve(&cltab.settings);
         tracing::warn!(
             "{} children of a previous run are recorded in {}: stopping those still alive before anything starts",
             persisted.children.len(),
@@ -225,8 +225,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         tracing::warn!("cannot become child subreaper: {e}");
     }
 
-    let kill_after = Timing::resolve(&cltab.settings).kill_after;
-    let executor = Executor::new(log, paths.logdir.clone(), kill_after);
+    let executor = Executor::new(log, paths.logdir.clone(), timing.kill_after);
     let disabled = persisted.disabled.iter().cloned().collect();
     let goals = if opts.no_restore {
         if !persisted.goals.is_empty() {
@@ -246,10 +245,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
     };
     let token_floor = db.token_floor()?;
     let db = Arc::new(Mutex::new(db));
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
+    let host = crate::config::hostname();
     let daemon = Daemon {
         locks: Arc::new(Mutex::new(locks::LockService::new(
             token_floor,
@@ -469,7 +465,7 @@ impl Daemon {
                     for t in self.exec.due_timers(now) {
                         events.push_back((t.group, t.tag, ProcEvent::Timer(t.kind)));
                     }
-                    let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
                     if locks.manager.next_deadline().is_some_and(|d| d <= now) {
                         locks.lock_step(crate::lock::LockEvent::Tick);
                     }
@@ -481,7 +477,7 @@ impl Daemon {
                     Msg::Closed => {}
                     Msg::Request { conn, req, peer, reply } => {
                     if req.is_lock_service() {
-                        self.locks.lock().unwrap_or_else(|e| e.into_inner()).handle_lock(conn, req, &peer, reply);
+                        self.locks.lock().unwrap_or_else(PoisonError::into_inner).handle_lock(conn, req, &peer, reply);
                     } else if let Request::Wait { group, level, state, timeout_ms } = req {
                         if self.sup.has_group(&group) {
                             // Clamped: a client's number must not overflow the clock.
@@ -587,33 +583,29 @@ impl Daemon {
         } else {
             String::new()
         };
-        if self.halting
-            && !matches!(
-                req,
-                Request::Ping | Request::Status { .. } | Request::Shutdown
-            )
-        {
-            return (
-                error(
-                    ErrorCode::ShuttingDown,
-                    "the daemon is shutting down".into(),
-                ),
-                vec![],
-            );
-        }
-        if self.idle_exit.is_some()
-            && !matches!(
-                req,
-                Request::Ping | Request::Status { .. } | Request::Shutdown
-            )
-        {
-            return (
-                error(
-                    ErrorCode::BadRequest,
-                    "this is clinit lockd: it serves locks and records only".into(),
-                ),
-                vec![],
-            );
+        // While shutting down, and in `clinit lockd`, only these are served.
+        if !matches!(
+            req,
+            Request::Ping | Request::Status { .. } | Request::Shutdown
+        ) {
+            if self.halting {
+                return (
+                    error(
+                        ErrorCode::ShuttingDown,
+                        "the daemon is shutting down".into(),
+                    ),
+                    vec![],
+                );
+            }
+            if self.idle_exit.is_some() {
+                return (
+                    error(
+                        ErrorCode::BadRequest,
+                        "this is clinit lockd: it serves locks and records only".into(),
+                    ),
+                    vec![],
+                );
+            }
         }
         if req.changes_something() {
             tracing::info!("{} (by {who})", describe(&req));
@@ -723,7 +715,7 @@ impl Daemon {
         let path = self.sup.cltab.path.clone();
         let tab = crate::cltab::parse(&path, &text)
             .map_err(|e| error(ErrorCode::CltabInvalid, e.to_string()))?;
-        write_atomic_like(&path, text.as_bytes()).map_err(|e| {
+        write_atomic(&path, text.as_bytes()).map_err(|e| {
             error(
                 ErrorCode::Internal,
                 format!("cannot write {}: {e}", path.display()),
@@ -1068,7 +1060,7 @@ async fn serve(stream: UnixStream, conn: u64, shared: &Shared) {
         if frame.req.is_lock_service() && shared.restored.load(std::sync::atomic::Ordering::SeqCst)
         {
             // Served right here, on the daemon's one thread.
-            let mut locks = shared.locks.lock().unwrap_or_else(|e| e.into_inner());
+            let mut locks = shared.locks.lock().unwrap_or_else(PoisonError::into_inner);
             let before = locks.manager.next_deadline();
             locks.handle_lock(conn, frame.req, &peer, otx);
             let after = locks.manager.next_deadline();

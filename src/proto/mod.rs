@@ -221,7 +221,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub fn exit_code(self) -> i32 {
+    pub const fn exit_code(self) -> i32 {
         match self {
             ErrorCode::NoSuchGroup => 3,
             ErrorCode::CltabInvalid => 4,

@@ -339,7 +339,9 @@ fn wait_exits(live: &mut [Live<'_>], deadline: Instant) {
     }
 }
 
-fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
+/// A pidfd for `pid` (Linux 5.3+): readable once the process has exited,
+/// for any process, not only our children.
+pub(crate) fn pidfd_open(pid: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: plain syscall with integer arguments.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {

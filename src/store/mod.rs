@@ -70,20 +70,10 @@ impl Store for Embedded {
     }
 }
 
-/// Write a file atomically: temp file in the same directory, fsync, rename.
+/// Write a file atomically: temp file in the same directory, fsync, rename,
+/// fsync of the directory (so the rename itself is durable). A file being
+/// replaced keeps its permissions and, when the daemon may, its owner.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
-/// [`write_atomic`] for a file that already exists: the new file gets the
-/// old one's permissions and, when the daemon may, its owner and group.
-pub fn write_atomic_like(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok();
     let mut tmp = path.as_os_str().to_owned();
@@ -98,11 +88,10 @@ pub fn write_atomic_like(path: &Path, data: &[u8]) -> std::io::Result<()> {
     f.sync_all()?;
     drop(f);
     std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // Make the rename itself durable.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
     }
     Ok(())
 }

@@ -56,10 +56,7 @@ impl Executor {
             kill_after,
             notifiers: HashMap::new(),
             boot_id: leftovers::boot_id(),
-            host: nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_default(),
+            host: crate::config::hostname(),
             ops: Vec::new(),
         }
     }
@@ -76,10 +73,6 @@ impl Executor {
     /// Adopted descendants are still being stopped.
     pub fn has_leftovers(&self) -> bool {
         !self.leftovers.is_empty()
-    }
-
-    pub fn child_count(&self) -> usize {
-        self.children.len()
     }
 
     fn output(&self, group: &str, tag: &str) -> std::io::Result<File> {

@@ -625,8 +625,7 @@ pub fn step_proc(mut slot: Slot, ev: ProcEvent, now: Instant, ctx: &Ctx) -> (Slo
             slot.stats.rapid = 0;
             if slot.spec.mode == Mode::Cron && slot.next_run.is_none() {
                 // Keep the schedule going after this extra run.
-                let ctx2 = Ctx { ..*ctx };
-                schedule_next(&mut slot, now, &ctx2, &mut actions);
+                schedule_next(&mut slot, now, ctx, &mut actions);
             }
             actions.push(spawn(&slot, ctx));
             Proc::Spawning {
