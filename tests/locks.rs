@@ -3,7 +3,7 @@
 //! when a lock is released without sleeping.
 
 mod common;
-use common::{DEADLINE, Daemon, alive, bin};
+use common::{Daemon, alive, bin, wait_exit};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -46,11 +46,7 @@ fn release_fifo(path: &str) {
 }
 
 fn finish(mut c: Child) -> Output {
-    let end = Instant::now() + DEADLINE;
-    while c.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < end, "clinit lock did not finish");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_exit(&mut c, "clinit lock did not finish");
     c.wait_with_output().unwrap()
 }
 
@@ -59,13 +55,46 @@ fn held(file: &str, fifo: &str) -> String {
     format!("echo $CLINIT_LOCK_TOKEN $CLINIT_LOCK_NAME > {file}; read x < {fifo}")
 }
 
+/// `clinit lock ARGS -- sh -c ...` whose command writes its pid to
+/// `TAG.pid` and its token and lock name to `TAG.tok`, then blocks until
+/// `release_fifo` of the returned FIFO.
+fn holder(d: &Daemon, tag: &str, args: &[&str]) -> (Child, String) {
+    let fifo = mkfifo(d, &format!("{tag}.fifo"));
+    let cmd = format!(
+        "echo $$ > {tag}.pid; {}",
+        held(&format!("{tag}.tok"), &fifo)
+    );
+    let child = lock_bg(d, &[args, &["--", "sh", "-c", &cmd]].concat());
+    (child, fifo)
+}
+
+/// Wait until the holder `tag` holds lock `name`.
+fn wait_holds(d: &Daemon, tag: &str, name: &str) {
+    d.wait_until(&format!("{tag} holds {name}"), || {
+        d.read(&format!("{tag}.tok"))
+            .ends_with(&format!(" {name}\n"))
+    });
+}
+
+fn token(d: &Daemon, tag: &str) -> u64 {
+    d.read(&format!("{tag}.tok"))
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn cmd_pid(d: &Daemon, tag: &str) -> i64 {
+    d.read(&format!("{tag}.pid")).trim().parse().unwrap()
+}
+
 #[test]
 fn exclusive_and_shared_contention_across_processes() {
     let d = Daemon::start("");
-    let f1 = mkfifo(&d, "f1");
-    let a = lock_bg(&d, &["x", "--", "sh", "-c", &held("a.tok", &f1)]);
-    d.wait_until("a holds x", || d.read("a.tok").ends_with(" x\n"));
-    let token_a: u64 = d.read("a.tok").split(' ').next().unwrap().parse().unwrap();
+    let (a, f1) = holder(&d, "a", &["x"]);
+    wait_holds(&d, "a", "x");
+    let token_a = token(&d, "a");
 
     // Not grantable: --nowait exits 75 naming the holder.
     for args in [
@@ -90,40 +119,23 @@ fn exclusive_and_shared_contention_across_processes() {
     assert!(h["info"]["pid"].as_i64().unwrap() > 0);
 
     // A waiter queues behind the holder and is granted when it releases.
-    let f2 = mkfifo(&d, "f2");
-    let f3 = mkfifo(&d, "f3");
-    let b = lock_bg(
-        &d,
-        &["--shared", "x", "--", "sh", "-c", &held("b.tok", &f2)],
-    );
+    let (b, f2) = holder(&d, "b", &["--shared", "x"]);
     d.wait_until("b waits", || {
         d.ok(&["locks", "x", "--json"]).contains("\"waiters\": [\n")
     });
     release_fifo(&f1);
     assert_eq!(finish(a).status.code(), Some(0));
-    d.wait_until("b holds x", || d.read("b.tok").ends_with(" x\n"));
+    wait_holds(&d, "b", "x");
     // Shared holders share; an exclusive request is refused meanwhile.
-    let c = lock_bg(
-        &d,
-        &[
-            "--shared",
-            "--nowait",
-            "x",
-            "--",
-            "sh",
-            "-c",
-            &held("c.tok", &f3),
-        ],
-    );
-    d.wait_until("c holds x too", || d.read("c.tok").ends_with(" x\n"));
+    let (c, f3) = holder(&d, "c", &["--shared", "--nowait", "x"]);
+    wait_holds(&d, "c", "x");
     assert_eq!(
         d.run(&["lock", "--nowait", "x", "--", "true"])
             .status
             .code(),
         Some(75)
     );
-    let tb: u64 = d.read("b.tok").split(' ').next().unwrap().parse().unwrap();
-    let tc: u64 = d.read("c.tok").split(' ').next().unwrap().parse().unwrap();
+    let (tb, tc) = (token(&d, "b"), token(&d, "c"));
     assert!(
         token_a < tb && tb < tc,
         "tokens increase: {token_a} {tb} {tc}"
@@ -144,18 +156,8 @@ fn exclusive_and_shared_contention_across_processes() {
 #[test]
 fn a_dead_holder_loses_its_lock_to_the_waiter_and_it_is_logged() {
     let d = Daemon::start("");
-    let f1 = mkfifo(&d, "f1");
-    let mut a = lock_bg(
-        &d,
-        &[
-            "x",
-            "--",
-            "sh",
-            "-c",
-            &format!("echo $$ > a.pid; {}", held("a.tok", &f1)),
-        ],
-    );
-    d.wait_until("a holds x", || d.read("a.tok").ends_with(" x\n"));
+    let (mut a, f1) = holder(&d, "a", &["x"]);
+    wait_holds(&d, "a", "x");
     let b = lock_bg(&d, &["x", "--", "sh", "-c", "echo got > b.out"]);
     d.wait_until("b waits", || {
         d.ok(&["locks", "x", "--json"]).contains("\"waiters\": [\n")
@@ -170,31 +172,14 @@ fn a_dead_holder_loses_its_lock_to_the_waiter_and_it_is_logged() {
     });
     // The killed holder's command died with it (it must not run on
     // without the lock).
-    d.wait_until("holder's command gone", || {
-        d.read("a.pid")
-            .trim()
-            .parse::<i64>()
-            .is_ok_and(|p| !alive(p))
-    });
+    let a_cmd = cmd_pid(&d, "a");
+    d.wait_until("holder's command gone", || !alive(a_cmd));
     release_fifo(&f1);
 }
 
 /// Pids of `clinit lockd` processes serving `socket`.
 fn lockds(socket: &str) -> Vec<i64> {
-    let mut out = Vec::new();
-    for ent in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<i64>().ok()) else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        if args.contains(&&b"lockd"[..]) && args.contains(&socket.as_bytes()) && alive(pid) {
-            out.push(pid);
-        }
-    }
-    out
+    common::processes_with("cmdline", &["lockd", socket])
 }
 
 #[test]
@@ -232,19 +217,9 @@ fn concurrent_on_demand_starts_leave_one_lockd_and_a_lost_lock_stops_the_command
 
     // The lock service dies while a command holds the lock: the command is
     // stopped and clinit lock exits 76.
-    let f1 = mkfifo(&d, "f1");
-    let a = lock_bg(
-        &d,
-        &[
-            "y",
-            "--",
-            "sh",
-            "-c",
-            &format!("echo $$ > a.pid; {}", held("a.tok", &f1)),
-        ],
-    );
-    d.wait_until("a holds y", || d.read("a.tok").ends_with(" y\n"));
-    let cmd_pid: i64 = d.read("a.pid").trim().parse().unwrap();
+    let (a, _f1) = holder(&d, "a", &["y"]);
+    wait_holds(&d, "a", "y");
+    let a_cmd = cmd_pid(&d, "a");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pids[0] as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -254,7 +229,7 @@ fn concurrent_on_demand_starts_leave_one_lockd_and_a_lost_lock_stops_the_command
     assert_eq!(out.status.code(), Some(76));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lost lock y"), "{err}");
-    d.wait_until("command stopped", || !alive(cmd_pid));
+    d.wait_until("command stopped", || !alive(a_cmd));
     // --no-start: no service and none started.
     let out = d.run(&["lock", "--no-start", "y", "--", "true"]);
     assert_eq!(out.status.code(), Some(69));
@@ -274,22 +249,35 @@ fn the_lock_daemon_exits_when_idle() {
         .spawn()
         .unwrap();
     d.wait_until("lockd answers", || d.run(&["locks"]).status.success());
-    // Holding a lock keeps it alive past its idle time.
-    let f1 = mkfifo(&d, "f1");
-    let a = lock_bg(&d, &["z", "--", "sh", "-c", &held("a.tok", &f1)]);
-    d.wait_until("a holds z", || d.read("a.tok").ends_with(" z\n"));
-    assert!(lockd.try_wait().unwrap().is_none());
-    release_fifo(&f1);
-    assert!(finish(a).status.success());
-    let end = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(st) = lockd.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < end, "lockd did not exit when idle");
-        std::thread::sleep(Duration::from_millis(10));
+    // A lock held through a lease keeps it alive past its idle time (0.6 s)
+    // with no client connected: it exits only after the lease (1.5 s) has
+    // expired and released the lock.
+    let ttl = Duration::from_millis(1500);
+    let mut c = clinit::client::Client::connect(&d.path("clinit.s")).unwrap();
+    let lease = match c.request(clinit::proto::Request::LeaseGrant {
+        ttl_ms: ttl.as_millis() as u64,
+    }) {
+        Ok(clinit::proto::Reply::Lease { lease, .. }) => lease,
+        other => panic!("{other:?}"),
     };
+    let granted = c.request(clinit::proto::Request::LockAcquire {
+        name: "z".into(),
+        mode: clinit::lock::LockMode::Exclusive,
+        wait: false,
+        timeout_ms: None,
+        lease: Some(lease),
+        what: "idle test".into(),
+    });
+    assert!(matches!(granted, Ok(clinit::proto::Reply::Granted { .. })));
+    let since = Instant::now();
+    drop(c);
+    let status = wait_exit(&mut lockd, "lockd did not exit when idle");
     assert!(status.success());
+    assert!(since.elapsed() >= ttl, "exited after {:?}", since.elapsed());
+    let log = d.log();
+    let lost = log.find("lock z released because its lease expired");
+    let idle = log.find("no lock held and no client");
+    assert!(lost.is_some() && lost < idle, "{log}");
     assert!(
         d.log().contains("no lock held and no client"),
         "{}",
@@ -335,9 +323,10 @@ fn records_with_update_signatures() {
     assert_eq!(sig1 & 0xffff_ffff_ffff, 1, "the low 48 bits start at 1");
     let out = rec(&d, &["add", "vols", "backup", "node2"]);
     assert_eq!(out.status.code(), Some(14));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("EXISTS")
-            || String::from_utf8_lossy(&out.stderr).contains("exists")
+        err.contains(r#"record "backup" already exists in container"#),
+        "{err}"
     );
     let out = rec(&d, &["get", "vols", "nope"]);
     assert_eq!(out.status.code(), Some(15));
@@ -432,19 +421,9 @@ fn records_with_update_signatures() {
 fn signals_are_forwarded_and_leases_hold_locks() {
     let d = Daemon::start("");
     // SIGTERM to clinit lock reaches the command; the lock is released.
-    let f1 = mkfifo(&d, "f1");
-    let a = lock_bg(
-        &d,
-        &[
-            "x",
-            "--",
-            "sh",
-            "-c",
-            &format!("echo $$ > a.pid; {}", held("a.tok", &f1)),
-        ],
-    );
-    d.wait_until("a holds x", || d.read("a.tok").ends_with(" x\n"));
-    let cmd_pid: i64 = d.read("a.pid").trim().parse().unwrap();
+    let (a, _f1) = holder(&d, "a", &["x"]);
+    wait_holds(&d, "a", "x");
+    let a_cmd = cmd_pid(&d, "a");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(a.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -452,7 +431,7 @@ fn signals_are_forwarded_and_leases_hold_locks() {
     .unwrap();
     let out = finish(a);
     assert_eq!(out.status.code(), Some(128 + 15));
-    assert!(!alive(cmd_pid));
+    assert!(!alive(a_cmd));
     assert_eq!(
         d.run(&["lock", "--nowait", "x", "--", "true"])
             .status
@@ -462,34 +441,26 @@ fn signals_are_forwarded_and_leases_hold_locks() {
 
     // clinit lock itself SIGKILLed: its lock is released, so the kernel
     // kills the command as well (it must not run on without the lock).
-    let f0 = mkfifo(&d, "f0");
-    let mut k = lock_bg(
-        &d,
-        &[
-            "x",
-            "--",
-            "sh",
-            "-c",
-            &format!("echo $$ > k.pid; {}", held("k.tok", &f0)),
-        ],
-    );
-    d.wait_until("k holds x", || d.read("k.tok").ends_with(" x\n"));
-    let k_cmd: i64 = d.read("k.pid").trim().parse().unwrap();
+    let (mut k, _f0) = holder(&d, "k", &["x"]);
+    wait_holds(&d, "k", "x");
+    let k_cmd = cmd_pid(&d, "k");
     k.kill().unwrap();
     k.wait().unwrap();
     d.wait_until("command killed with its clinit lock", || !alive(k_cmd));
 
     // With --ttl the lock is held by a lease (lease ids have the top bit set),
     // renewed while the command runs, and revoked afterwards.
-    let f2 = mkfifo(&d, "f2");
-    let b = lock_bg(
-        &d,
-        &["--ttl", "0.3", "y", "--", "sh", "-c", &held("b.tok", &f2)],
-    );
-    d.wait_until("b holds y", || d.read("b.tok").ends_with(" y\n"));
+    let (b, f2) = holder(&d, "b", &["--ttl", "0.3", "y"]);
+    wait_holds(&d, "b", "y");
     let v: serde_json::Value = serde_json::from_str(&d.ok(&["locks", "y", "--json"])).unwrap();
-    let holder = v[0]["holders"][0]["holder"].as_u64().unwrap();
-    assert!(holder > u64::MAX / 2, "held by a lease: {holder}");
+    let lease = v[0]["holders"][0]["holder"].as_u64().unwrap();
+    assert!(lease > u64::MAX / 2, "held by a lease: {lease}");
+    // A waiter that gives up after 1 s (more than three TTLs) finds it
+    // still held: the lease was renewed meanwhile.
+    let out = d.run(&["lock", "--timeout", "1", "y", "--", "true"]);
+    assert_eq!(out.status.code(), Some(75));
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["locks", "y", "--json"])).unwrap();
+    assert_eq!(v[0]["holders"][0]["holder"].as_u64(), Some(lease));
     release_fifo(&f2);
     assert_eq!(finish(b).status.code(), Some(0));
     assert_eq!(d.ok(&["locks", "y", "--json"]).trim(), "[]");

@@ -184,14 +184,7 @@ impl Daemon {
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let _ = self.run(&["shutdown"]);
         let mut child = self.child.take().unwrap();
-        let end = Instant::now() + DEADLINE;
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(Instant::now() < end, "daemon did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_exit(&mut child, "daemon did not exit")
     }
 }
 
@@ -204,33 +197,55 @@ impl Drop for Daemon {
                 nix::unistd::Pid::from_raw(c.id() as i32),
                 nix::sys::signal::Signal::SIGTERM,
             );
-            let end = Instant::now() + DEADLINE;
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            let _ = try_wait_for(&mut c, DEADLINE);
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 }
 
-/// Pids of live processes whose environment has CLINIT_GROUP=`group`.
-pub fn processes_of_group(group: &str) -> Vec<i64> {
-    let want = format!("CLINIT_GROUP={group}");
+/// The child's exit status once it has exited, or None after `limit`.
+pub fn try_wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().ok().flatten() {
+            return Some(st);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Wait (with the test deadline) for a child to exit.
+pub fn wait_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    try_wait_for(child, DEADLINE).unwrap_or_else(|| panic!("{what}"))
+}
+
+/// Live processes (zombies excluded) whose /proc/PID/`file`, split at NUL
+/// bytes, has an item equal to each of `items`, sorted by pid.
+pub fn processes_with(file: &str, items: &[&str]) -> Vec<i64> {
     let mut out = Vec::new();
     for ent in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<i64>().ok()) else {
             continue;
         };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        let Ok(data) = std::fs::read(format!("/proc/{pid}/{file}")) else {
             continue;
         };
-        if env.split(|b| *b == 0).any(|v| v == want.as_bytes()) && alive(pid) {
+        let fields: Vec<&[u8]> = data.split(|b| *b == 0).collect();
+        if items.iter().all(|i| fields.contains(&i.as_bytes())) && alive(pid) {
             out.push(pid);
         }
     }
     out.sort();
     out
+}
+
+/// Pids of live processes whose environment has CLINIT_GROUP=`group`.
+pub fn processes_of_group(group: &str) -> Vec<i64> {
+    processes_with("environ", &[&format!("CLINIT_GROUP={group}")])
 }
 
 pub fn alive(pid: i64) -> bool {
