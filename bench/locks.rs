@@ -1,6 +1,7 @@
 //! Lock service benchmark (issue 4), clinit side. Run through
 //! `bash bench/locks.sh`, which also runs `bench/lock_peers.py` (flock and
-//! etcd) and prints the ratios; alone: `cargo bench --bench locks [-- --json]`.
+//! etcd) and prints the ratios; alone: `cargo bench --bench locks [-- --json]`,
+//! or only the one-client figure for SECS seconds: `-- --one SECS`.
 //!
 //! Against a `clinit lockd` in a temp dir, with the library client (one
 //! connection per client thread, as a long-lived holder would have):
@@ -19,7 +20,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_clinit");
+/// The `clinit` under test: this build's, or `$CLINIT_BIN` (to compare
+/// two builds' daemons in one run).
+fn bin() -> String {
+    std::env::var("CLINIT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_clinit").to_string())
+}
 
 fn connect(sock: &Path) -> Client {
     let end = Instant::now() + Duration::from_secs(30);
@@ -152,6 +157,104 @@ fn pipelined(sock: &Path, secs: f64) -> Throughput {
     }
 }
 
+/// A raw UNIX-socket round trip between two threads (100 bytes each way,
+/// blocking reads), in µs: the floor under every request, measured in the
+/// same run because this figure moves with the machine's load.
+fn raw_rtt_us() -> f64 {
+    use std::io::{Read, Write};
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        loop {
+            match b.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => b.write_all(&buf[..n]).unwrap(),
+            }
+        }
+    });
+    let msg = [7u8; 100];
+    let mut buf = [0u8; 256];
+    let mut round = |a: &mut std::os::unix::net::UnixStream| {
+        a.write_all(&msg).unwrap();
+        let mut got = 0;
+        while got < msg.len() {
+            got += a.read(&mut buf).unwrap();
+        }
+    };
+    for _ in 0..1000 {
+        round(&mut a);
+    }
+    let n = 50_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        round(&mut a);
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    drop(a);
+    echo.join().unwrap();
+    us
+}
+
+/// CPU time (ns) and voluntary context switches of a task (a
+/// `/proc/.../task/TID` directory or `/proc/thread-self`).
+fn task_cost(task: &Path) -> (u64, u64) {
+    let cpu = std::fs::read_to_string(task.join("schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let cs = std::fs::read_to_string(task.join("status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    (cpu, cs)
+}
+
+/// The sum of [`task_cost`] over a process's threads.
+fn process_cost(pid: u32) -> (u64, u64) {
+    let dir = PathBuf::from(format!("/proc/{pid}/task"));
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten().fold((0, 0), |(a, b), e| {
+                let (x, y) = task_cost(&e.path());
+                (a + x, b + y)
+            })
+        })
+        .unwrap_or((0, 0))
+}
+
+/// One client, acquire+release on this thread for `secs`, and per request
+/// (an acquire or a release): CPU time and voluntary context switches of
+/// the client thread and of the daemon.
+fn one_profiled(sock: &Path, secs: f64, daemon: u32) {
+    let mut c = connect(sock);
+    let me = Path::new("/proc/thread-self");
+    let (c0, d0) = (task_cost(me), process_cost(daemon));
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs_f64(secs);
+    let mut n = 0u64;
+    while Instant::now() < end {
+        acquire(&mut c, "one");
+        release(&mut c, "one");
+        n += 1;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let (c1, d1) = (task_cost(me), process_cost(daemon));
+    let reqs = (2 * n) as f64;
+    println!(
+        "1 client {:.0} lock+unlock/s ({:.1} us per request); per request: client {:.2} us CPU, {:.2} sleeps; daemon {:.2} us CPU, {:.2} sleeps",
+        n as f64 / wall,
+        wall * 1e6 / reqs,
+        (c1.0 - c0.0) as f64 / 1e3 / reqs,
+        (c1.1 - c0.1) as f64 / reqs,
+        (d1.0 - d0.0) as f64 / 1e3 / reqs,
+        (d1.1 - d0.1) as f64 / reqs,
+    );
+}
+
 /// A holder's connection closes while a waiter blocks: time from the close
 /// to the waiter's grant (median of 20).
 fn death_to_grant_ms(sock: &Path) -> f64 {
@@ -214,7 +317,7 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut lockd = Command::new(BIN)
+    let mut lockd = Command::new(bin())
         .arg("-c")
         .arg(&cltab)
         .args(["lockd", "--idle", "60"])
@@ -224,7 +327,22 @@ fn main() {
         .unwrap();
     let sock = d.join("s");
     drop(connect(&sock));
+    if let Some(secs) = std::env::args()
+        .skip_while(|a| a != "--one")
+        .nth(1)
+        .and_then(|s| s.parse::<f64>().ok())
+    {
+        // Only the one-client figure, for SECS seconds, with what each side
+        // spent per request (for profiling).
+        println!("raw UNIX-socket round trip {:.1} us", raw_rtt_us());
+        one_profiled(&sock, secs, lockd.id());
+        let mut c = connect(&sock);
+        let _ = c.request(Request::Shutdown);
+        let _ = lockd.wait();
+        return;
+    }
 
+    let raw_us = raw_rtt_us();
     let ping_us = {
         let mut c = connect(&sock);
         let n = 20_000;
@@ -254,7 +372,7 @@ fn main() {
     let death_ms = death_to_grant_ms(&sock);
     let clinit_cli_ms = median_cli_ms(
         || {
-            let mut c = Command::new(BIN);
+            let mut c = Command::new(bin());
             c.arg("-c").arg(&cltab).args(["lock", "cli", "--", "true"]);
             c
         },
@@ -286,6 +404,7 @@ fn main() {
                 "cli_ms": clinit_cli_ms,
                 "flock_cli_ms": flock_cli_ms,
                 "ping_us": ping_us,
+                "raw_rtt_us": raw_us,
                 "locks_listing_us": rec_us,
             })
         );
@@ -302,6 +421,7 @@ fn main() {
             );
         }
         println!("holder death -> next grant: {death_ms:.3} ms");
+        println!("raw UNIX-socket round trip (two threads): {raw_us:.1} us");
         println!(
             "one request round trip: ping (through the event loop) {ping_us:.1} us, locks listing (served by the connection task) {rec_us:.1} us"
         );

@@ -35,6 +35,8 @@ pub struct Client {
     reader: std::io::BufReader<UnixStream>,
     path: PathBuf,
     next_id: u64,
+    /// How long to wait for a reply.
+    timeout: Duration,
 }
 
 impl Client {
@@ -73,6 +75,7 @@ impl Client {
             stream,
             path: path.to_path_buf(),
             next_id: 1,
+            timeout: Duration::from_secs(60),
         })
     }
 
@@ -84,7 +87,43 @@ impl Client {
 
     /// How long to wait for a reply (default 60 s).
     pub fn set_timeout(&mut self, t: Duration) {
+        self.timeout = t;
         let _ = self.stream.set_read_timeout(Some(t));
+    }
+
+    /// Wait until a reply can be read. A thread blocked in `read` on a UNIX
+    /// socket is also woken each time the daemon consumes one of its
+    /// requests (the kernel signals "write space" on the same wait queue),
+    /// so every round trip would cost a second sleep and wake-up; `poll`
+    /// for input only is not woken by that. Measured: 2 sleeps per request
+    /// become 1, about 1 µs of client and daemon CPU each.
+    fn await_reply(&mut self) -> Result<(), ClientError> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        if !self.reader.buffer().is_empty() {
+            return Ok(());
+        }
+        let timeout = PollTimeout::try_from(self.timeout).unwrap_or(PollTimeout::MAX);
+        loop {
+            let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(0) => {
+                    return Err(ClientError::Protocol {
+                        path: self.path.clone(),
+                        err: format!("no reply within {:?}", self.timeout),
+                    });
+                }
+                // Readable, closed or failed: the read tells which.
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    return Err(ClientError::Protocol {
+                        path: self.path.clone(),
+                        err: format!("poll: {e}"),
+                    });
+                }
+            }
+        }
     }
 
     /// Send a request without waiting for its reply (pipelining: the
@@ -103,29 +142,36 @@ impl Client {
 
     /// The next reply of a request sent with [`Client::send`], with its id.
     pub fn recv(&mut self) -> Result<(u64, Reply), ClientError> {
-        let resp: ResponseFrame =
-            proto::read_frame(&mut self.reader).map_err(|e| ClientError::Protocol {
-                path: self.path.clone(),
-                err: e.to_string(),
-            })?;
+        self.await_reply()?;
+        let resp = self.read_reply().map_err(|e| ClientError::Protocol {
+            path: self.path.clone(),
+            err: e.to_string(),
+        })?;
         match resp.reply {
             Reply::Error(e) => Err(ClientError::Daemon(e)),
             r => Ok((resp.id, r)),
         }
     }
 
-    pub fn request(&mut self, req: Request) -> Result<Reply, ClientError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let perr = |e: proto::FrameError| ClientError::Protocol {
-            path: self.path.clone(),
-            err: e.to_string(),
-        };
-        proto::write_frame(&mut self.stream, &RequestFrame { id, req }).map_err(perr)?;
-        let resp: ResponseFrame = proto::read_frame(&mut self.reader).map_err(perr)?;
-        match resp.reply {
-            Reply::Error(e) => Err(ClientError::Daemon(e)),
-            r => Ok(r),
+    /// One reply frame; decoded in place when the buffer holds all of it.
+    fn read_reply(&mut self) -> Result<ResponseFrame, proto::FrameError> {
+        use std::io::BufRead;
+        let buf = self.reader.fill_buf()?;
+        if let Some(len) = buf
+            .get(..4)
+            .map(|l| u32::from_be_bytes(l.try_into().expect("4 bytes")) as usize)
+            && len <= proto::MAX_FRAME
+            && buf.len() >= 4 + len
+        {
+            let r = proto::decode_reply(&buf[4..4 + len]);
+            self.reader.consume(4 + len);
+            return Ok(r?);
         }
+        proto::read_frame_with(&mut self.reader, proto::decode_reply)
+    }
+
+    pub fn request(&mut self, req: Request) -> Result<Reply, ClientError> {
+        self.send(req)?;
+        Ok(self.recv()?.1)
     }
 }

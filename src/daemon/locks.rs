@@ -31,7 +31,11 @@ pub(super) struct LockService {
     pub host: String,
     /// Requests whose answer is decided by a later effect.
     /// With the container (or lease) each is about, for error messages.
-    pub pending: std::collections::HashMap<u64, (oneshot::Sender<Reply>, String)>,
+    pub pending: std::collections::HashMap<u64, (oneshot::Sender<Reply>, Subject)>,
+    /// The request being handled by [`LockService::handle_lock`], and its
+    /// answer once an effect gives it (most are answered at once: then no
+    /// channel is made for them).
+    current: Option<(u64, Subject, Option<Reply>)>,
     pub next_req: u64,
     /// Fallback lease ids (counting down from the top) if the OS random
     /// source fails; lease ids have the top bit set, connection ids never.
@@ -45,13 +49,29 @@ impl LockService {
             db,
             host,
             pending: Default::default(),
+            current: None,
             next_req: 1,
             next_lease: u64::MAX,
         }
     }
 }
 
-fn lock_error(e: &LockError, about: &str) -> Reply {
+/// What a lock request is about, for its error messages.
+pub(super) enum Subject {
+    Lock(String),
+    Lease(u64),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Subject::Lock(name) => write!(f, "lock {name}"),
+            Subject::Lease(lease) => write!(f, "lease {lease}"),
+        }
+    }
+}
+
+fn lock_error(e: &LockError, about: &Subject) -> Reply {
     let code = match e {
         LockError::SynchErr | LockError::NoLease => ErrorCode::SynchErr,
         LockError::BadName => ErrorCode::BadName,
@@ -93,15 +113,17 @@ fn describe_holders(holders: &[crate::lock::GrantInfo]) -> String {
 }
 
 impl LockService {
-    /// Handle a lock or record request from connection `conn`; the reply is
-    /// sent now or parked until an effect decides it.
+    /// Handle a lock or record request from connection `conn`. Returns the
+    /// reply when it is decided at once (a grant, a release, an error);
+    /// otherwise the request is parked with the channel that `park` gives,
+    /// to be answered by a later effect.
     pub(super) fn handle_lock(
         &mut self,
         conn: u64,
         req: Request,
         peer: &Peer,
-        reply: oneshot::Sender<Reply>,
-    ) {
+        park: impl FnOnce() -> oneshot::Sender<Reply>,
+    ) -> Option<Reply> {
         let now = Instant::now();
         let req_id = self.next_req;
         self.next_req += 1;
@@ -153,49 +175,56 @@ impl LockService {
             Request::LeaseRevoke { lease } => LockEvent::LeaseRevoke { req: req_id, lease },
             Request::Locks { name } => {
                 let containers = self.manager.status(name.as_deref());
-                let _ = reply.send(Reply::Locks { containers });
-                return;
+                return Some(Reply::Locks { containers });
             }
-            Request::Record(op) => {
-                let _ = reply.send(self.record(op));
-                return;
-            }
-            _ => {
-                let _ = reply.send(error(ErrorCode::Internal, "not a lock request".into()));
-                return;
-            }
+            Request::Record(op) => return Some(self.record(op)),
+            _ => return Some(error(ErrorCode::Internal, "not a lock request".into())),
         };
-        let about = match &ev {
-            LockEvent::Acquire { name, .. } | LockEvent::Release { name, .. } => {
-                format!("lock {name}")
-            }
+        let subject = match &ev {
             LockEvent::LeaseGrant { lease, .. }
             | LockEvent::LeaseRenew { lease, .. }
-            | LockEvent::LeaseRevoke { lease, .. } => format!("lease {lease}"),
-            _ => String::new(),
+            | LockEvent::LeaseRevoke { lease, .. } => Subject::Lease(*lease),
+            LockEvent::Acquire { name, .. } | LockEvent::Release { name, .. } => {
+                Subject::Lock(name.clone())
+            }
+            LockEvent::Gone { .. } | LockEvent::Tick => unreachable!("built above"),
         };
-        self.pending.insert(req_id, (reply, about));
-        self.lock_step(ev);
+        self.current = Some((req_id, subject, None));
+        self.lock_step_at(ev, now);
+        let (_, subject, reply) = self.current.take().expect("set above");
+        if reply.is_none() {
+            self.pending.insert(req_id, (park(), subject));
+        }
+        reply
     }
 
-    /// A connection closed: its locks are released and its waits cancelled.
+    /// A connection closed: its locks are released and its waits cancelled
+    /// (their parked replies, whose receivers are gone, are dropped).
     pub(super) fn connection_closed(&mut self, conn: u64) {
         self.lock_step(LockEvent::Gone { holder: conn });
+        self.pending.retain(|_, (tx, _)| !tx.is_closed());
     }
 
     /// Feed one event to the lock manager and perform the effects in order.
     pub(super) fn lock_step(&mut self, ev: LockEvent) {
-        let effects = self
-            .manager
-            .step(ev, Instant::now(), crate::supervisor::unix_now());
+        self.lock_step_at(ev, Instant::now());
+    }
+
+    fn lock_step_at(&mut self, ev: LockEvent, now: Instant) {
+        let effects = self.manager.step(ev, now, crate::supervisor::unix_now());
         for eff in effects {
             self.lock_effect(eff);
         }
     }
 
     fn answer(&mut self, req: u64, r: Reply) {
-        if let Some((tx, _)) = self.pending.remove(&req) {
-            let _ = tx.send(r);
+        match &mut self.current {
+            Some((id, _, slot)) if *id == req => *slot = Some(r),
+            _ => {
+                if let Some((tx, _)) = self.pending.remove(&req) {
+                    let _ = tx.send(r);
+                }
+            }
         }
     }
 
@@ -270,12 +299,14 @@ impl LockService {
                 self.answer(req, Reply::Lease { lease, ttl_ms })
             }
             LockEffect::Failed { req, error: e } => {
-                let about = self
-                    .pending
-                    .get(&req)
-                    .map(|p| p.1.clone())
-                    .unwrap_or_default();
-                self.answer(req, lock_error(&e, &about))
+                let reply = match &self.current {
+                    Some((id, about, _)) if *id == req => lock_error(&e, about),
+                    _ => match self.pending.get(&req) {
+                        Some((_, about)) => lock_error(&e, about),
+                        None => return,
+                    },
+                };
+                self.answer(req, reply)
             }
         }
     }
@@ -344,5 +375,137 @@ impl LockService {
             },
         };
         result.unwrap_or_else(|e| record_error(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::LockMode;
+
+    fn service(dir: &std::path::Path) -> LockService {
+        let db = StateDb::open(dir).unwrap();
+        LockService::new(1, Arc::new(Mutex::new(db)), "host".into())
+    }
+
+    const PEER: Peer = Peer {
+        uid: 0,
+        gid: 0,
+        pid: Some(1),
+    };
+
+    fn acquire(name: &str, lease: Option<u64>) -> Request {
+        Request::LockAcquire {
+            name: name.into(),
+            mode: LockMode::Exclusive,
+            wait: true,
+            timeout_ms: None,
+            lease,
+            what: String::new(),
+        }
+    }
+
+    fn release(name: &str) -> Request {
+        Request::LockRelease {
+            name: name.into(),
+            lease: None,
+        }
+    }
+
+    /// Handle `req`; the answer now, or the receiver of a parked request.
+    fn handle(
+        s: &mut LockService,
+        conn: u64,
+        req: Request,
+    ) -> Result<Reply, oneshot::Receiver<Reply>> {
+        let mut parked = None;
+        match s.handle_lock(conn, req, &PEER, || {
+            let (tx, rx) = oneshot::channel();
+            parked = Some(rx);
+            tx
+        }) {
+            Some(r) => {
+                assert!(parked.is_none(), "answered and parked");
+                Ok(r)
+            }
+            None => Err(parked.expect("parked when not answered")),
+        }
+    }
+
+    fn code(r: &Reply) -> Option<ErrorCode> {
+        match r {
+            Reply::Error(e) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn answers_at_once_or_parks_and_answers_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = service(dir.path());
+        // A grant, a release and a protocol error are answered at once.
+        assert!(matches!(
+            handle(&mut s, 1, acquire("a", None)),
+            Ok(Reply::Granted { .. })
+        ));
+        let mut waiting = handle(&mut s, 2, acquire("a", None)).expect_err("a is held");
+        assert!(waiting.try_recv().is_err(), "no answer yet");
+        assert_eq!(s.pending.len(), 1);
+        // Releasing hands the lock to the parked request: its answer goes
+        // through its channel; the release's own answer comes back at once.
+        assert!(matches!(handle(&mut s, 1, release("a")), Ok(Reply::Ok)));
+        assert!(matches!(waiting.try_recv(), Ok(Reply::Granted { .. })));
+        assert!(s.pending.is_empty());
+        let again = handle(&mut s, 1, release("a")).expect("answered at once");
+        assert_eq!(code(&again), Some(ErrorCode::SynchErr));
+        match again {
+            Reply::Error(e) => assert!(e.message.starts_with("lock a: "), "{}", e.message),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_parked_request_that_fails_later_names_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = service(dir.path());
+        let lease = match handle(&mut s, 1, Request::LeaseGrant { ttl_ms: 60_000 }) {
+            Ok(Reply::Lease { lease, .. }) => lease,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(
+            handle(&mut s, 2, acquire("vol", None)),
+            Ok(Reply::Granted { .. })
+        ));
+        let mut waiting = handle(&mut s, 1, acquire("vol", Some(lease))).expect_err("held");
+        // The lease ends while its request waits: the request fails then.
+        assert!(matches!(
+            handle(&mut s, 1, Request::LeaseRevoke { lease }),
+            Ok(Reply::Ok)
+        ));
+        match waiting.try_recv() {
+            Ok(Reply::Error(e)) => {
+                assert_eq!(e.code, ErrorCode::SynchErr);
+                assert!(e.message.starts_with("lock vol: "), "{}", e.message);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(s.pending.is_empty());
+    }
+
+    #[test]
+    fn a_closed_connection_leaves_no_parked_reply_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = service(dir.path());
+        assert!(handle(&mut s, 1, acquire("a", None)).is_ok());
+        let waiting = handle(&mut s, 2, acquire("a", None)).expect_err("held");
+        assert_eq!(s.pending.len(), 1);
+        // The connection task ends (dropping its receiver), then the
+        // connection's locks and waits are dropped.
+        drop(waiting);
+        s.connection_closed(2);
+        assert!(s.pending.is_empty());
+        // Its place in the queue is gone too: a release grants no one.
+        assert!(matches!(handle(&mut s, 1, release("a")), Ok(Reply::Ok)));
+        assert!(s.manager.status(Some("a")).is_empty());
     }
 }

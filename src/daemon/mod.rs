@@ -9,7 +9,7 @@ use crate::cltab::{Cltab, edit};
 use crate::config::{CliPaths, Paths, Timing};
 use crate::proto::{
     self, ControlAction, ErrorCode, ErrorReply, Hello, PROTOCOL_VERSION, Reply, Request,
-    RequestFrame, ResponseFrame,
+    ResponseFrame,
 };
 use crate::store::leftovers::{Leftover, stop_leftovers};
 use crate::store::sqlite::{StateDb, StoreOp};
@@ -477,7 +477,11 @@ impl Daemon {
                     Msg::Closed => {}
                     Msg::Request { conn, req, peer, reply } => {
                     if req.is_lock_service() {
-                        self.locks.lock().unwrap_or_else(PoisonError::into_inner).handle_lock(conn, req, &peer, reply);
+                        let mut reply = Some(reply);
+                        let now = self.locks.lock().unwrap_or_else(PoisonError::into_inner).handle_lock(conn, req, &peer, || reply.take().expect("parked once"));
+                        if let (Some(r), Some(tx)) = (now, reply) {
+                            let _ = tx.send(r);
+                        }
                     } else if let Request::Wait { group, level, state, timeout_ms } = req {
                         if self.sup.has_group(&group) {
                             // Clamped: a client's number must not overflow the clock.
@@ -920,11 +924,16 @@ async fn accept_loop(listener: UnixListener, shared: Shared) {
 struct FrameReader {
     rd: tokio::net::unix::OwnedReadHalf,
     buf: Vec<u8>,
+    /// Bytes of `buf` that belong to the frame last returned by `next`.
+    used: usize,
 }
 
 impl FrameReader {
-    /// The next frame's body; `Closed` at end of stream.
-    async fn next(&mut self) -> Result<Vec<u8>, proto::FrameError> {
+    /// The next frame's body (valid until the next call); `Closed` at end
+    /// of stream.
+    async fn next(&mut self) -> Result<&[u8], proto::FrameError> {
+        self.buf.drain(..self.used);
+        self.used = 0;
         loop {
             if self.buf.len() >= 4 {
                 let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
@@ -932,9 +941,8 @@ impl FrameReader {
                     return Err(proto::FrameError::TooLarge(len));
                 }
                 if self.buf.len() >= 4 + len {
-                    let body = self.buf[4..4 + len].to_vec();
-                    self.buf.drain(..4 + len);
-                    return Ok(body);
+                    self.used = 4 + len;
+                    return Ok(&self.buf[4..4 + len]);
                 }
             }
             if self.fill().await? == 0 {
@@ -985,9 +993,10 @@ async fn serve(stream: UnixStream, conn: u64, shared: &Shared) {
     let mut reader = FrameReader {
         rd,
         buf: Vec::new(),
+        used: 0,
     };
     let hello = match reader.next().await {
-        Ok(b) => serde_json::from_slice::<Hello>(&b).ok(),
+        Ok(b) => serde_json::from_slice::<Hello>(b).ok(),
         Err(_) => return,
     };
     match hello {
@@ -1035,10 +1044,10 @@ async fn serve(stream: UnixStream, conn: u64, shared: &Shared) {
                 return;
             }
         };
-        let frame: RequestFrame = match serde_json::from_slice(&body) {
+        let frame = match proto::decode_request(body) {
             Ok(f) => f,
             Err(e) => {
-                let id = serde_json::from_slice::<serde_json::Value>(&body)
+                let id = serde_json::from_slice::<serde_json::Value>(body)
                     .ok()
                     .and_then(|v| v.get("id").and_then(|i| i.as_u64()))
                     .unwrap_or(0);
@@ -1052,23 +1061,45 @@ async fn serve(stream: UnixStream, conn: u64, shared: &Shared) {
                 continue;
             }
         };
-        let (otx, orx) = oneshot::channel();
-        let may_block = matches!(
-            frame.req,
-            Request::Wait { .. } | Request::LockAcquire { wait: true, .. }
-        );
-        if frame.req.is_lock_service() && shared.restored.load(std::sync::atomic::Ordering::SeqCst)
+        let reply = if frame.req.is_lock_service()
+            && shared.restored.load(std::sync::atomic::Ordering::SeqCst)
         {
-            // Served right here, on the daemon's one thread.
-            let mut locks = shared.locks.lock().unwrap_or_else(PoisonError::into_inner);
-            let before = locks.manager.next_deadline();
-            locks.handle_lock(conn, frame.req, &peer, otx);
-            let after = locks.manager.next_deadline();
-            drop(locks);
-            if after.is_some_and(|a| before.is_none_or(|b| a < b)) {
-                shared.deadline_changed.notify_one();
+            // Served right here, on the daemon's one thread; most are
+            // answered at once, without a channel.
+            let mut parked = None;
+            let now = {
+                let mut locks = shared.locks.lock().unwrap_or_else(PoisonError::into_inner);
+                let before = locks.manager.next_deadline();
+                let now = locks.handle_lock(conn, frame.req, &peer, || {
+                    let (tx, rx) = oneshot::channel();
+                    parked = Some(rx);
+                    tx
+                });
+                let after = locks.manager.next_deadline();
+                if after.is_some_and(|a| before.is_none_or(|b| a < b)) {
+                    shared.deadline_changed.notify_one();
+                }
+                now
+            };
+            match (now, parked) {
+                (Some(r), _) => r,
+                // A blocked lock: notice meanwhile when the client goes
+                // away, so its locks and waits are dropped.
+                (None, Some(rx)) => tokio::select! {
+                    r = rx => match r {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    },
+                    _ = reader.closed() => return,
+                },
+                (None, None) => unreachable!("handle_lock parks what it does not answer"),
             }
         } else {
+            let (otx, mut orx) = oneshot::channel();
+            let may_block = matches!(
+                frame.req,
+                Request::Wait { .. } | Request::LockAcquire { wait: true, .. }
+            );
             let msg = Msg::Request {
                 conn,
                 req: frame.req,
@@ -1078,26 +1109,21 @@ async fn serve(stream: UnixStream, conn: u64, shared: &Shared) {
             if shared.tx.send(msg).await.is_err() {
                 return;
             }
-        }
-        // A reply may take long (a blocked lock, a wait): notice meanwhile
-        // when the client goes away, so its locks and waits are dropped.
-        let mut orx = orx;
-        let reply = if let Ok(r) = orx.try_recv() {
-            // Answered at once (a lock granted, a record read): no need to
-            // watch the connection.
-            r
-        } else if may_block {
-            tokio::select! {
-                r = orx => match r {
+            if may_block {
+                // A wait (or a lock before the daemon took requests): notice
+                // meanwhile when the client goes away.
+                tokio::select! {
+                    r = &mut orx => match r {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    },
+                    _ = reader.closed() => return,
+                }
+            } else {
+                match orx.await {
                     Ok(r) => r,
                     Err(_) => return,
-                },
-                _ = reader.closed() => return,
-            }
-        } else {
-            match orx.await {
-                Ok(r) => r,
-                Err(_) => return,
+                }
             }
         };
         let r = ResponseFrame {

@@ -185,11 +185,20 @@ impl Request {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// A request on the wire: `{"id": N, "op": ..., the request's fields}`.
+/// Deserialized by [`framed`], not by a derived `flatten`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct RequestFrame {
     pub id: u64,
     #[serde(flatten)]
     pub req: Request,
+}
+
+impl<'de> Deserialize<'de> for RequestFrame {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (id, req) = framed(d, "request")?;
+        Ok(RequestFrame { id, req })
+    }
 }
 
 /// Stable error codes; see the README for their exit statuses.
@@ -336,11 +345,132 @@ pub enum Reply {
     },
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// A reply on the wire: `{"id": N, "kind": ..., the reply's fields}`.
+/// Deserialized by [`framed`], not by a derived `flatten`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ResponseFrame {
     pub id: u64,
     #[serde(flatten)]
     pub reply: Reply,
+}
+
+impl<'de> Deserialize<'de> for ResponseFrame {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (id, reply) = framed(d, "reply")?;
+        Ok(ResponseFrame { id, reply })
+    }
+}
+
+/// Reads a frame object: its `id` is set aside and the rest of the map goes
+/// straight to `T` (an internally tagged enum), which buffers it once. A
+/// derived `#[serde(flatten)]` buffers the whole object first and `T` then
+/// buffers it again; that was a measurable part of a lock round trip.
+fn framed<'de, D, T>(d: D, what: &'static str) -> Result<(u64, T), D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    use serde::de::{Error, MapAccess, Visitor, value::MapAccessDeserializer};
+
+    struct Frame<T>(std::marker::PhantomData<T>, &'static str);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Frame<T> {
+        type Value = (u64, T);
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a {} object", self.1)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            let mut id = None;
+            let t = T::deserialize(MapAccessDeserializer::new(IdAside { map, id: &mut id }))?;
+            let id = id.ok_or_else(|| A::Error::missing_field("id"))?;
+            Ok((id, t))
+        }
+    }
+
+    d.deserialize_map(Frame(std::marker::PhantomData, what))
+}
+
+/// A map with its `id` entry taken out (into `id`).
+struct IdAside<'a, A> {
+    map: A,
+    id: &'a mut Option<u64>,
+}
+
+/// A map key, borrowed from the input when it has no escapes.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(v))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for IdAside<'_, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        use serde::de::{
+            Error,
+            value::{BorrowedStrDeserializer, StringDeserializer},
+        };
+        loop {
+            let key = match self.map.next_key::<Key<'de>>()? {
+                None => return Ok(None),
+                Some(k) => k,
+            };
+            let name = match &key {
+                Key::Borrowed(s) => *s,
+                Key::Owned(s) => s.as_str(),
+            };
+            if name == "id" {
+                if self.id.is_some() {
+                    return Err(A::Error::duplicate_field("id"));
+                }
+                *self.id = Some(self.map.next_value()?);
+                continue;
+            }
+            return match key {
+                Key::Borrowed(s) => seed.deserialize(BorrowedStrDeserializer::new(s)),
+                Key::Owned(s) => seed.deserialize(StringDeserializer::new(s)),
+            }
+            .map(Some);
+        }
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, A::Error> {
+        self.map.next_value_seed(seed)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.map.size_hint()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -356,15 +486,114 @@ pub enum FrameError {
 }
 
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
-    let body = serde_json::to_vec(msg).expect("protocol types serialize");
-    let mut out = Vec::with_capacity(body.len() + 4);
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(&[0; 4]);
+    serde_json::to_writer(&mut out, msg).expect("protocol types serialize");
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
     out
+}
+
+/// A request frame's body. Lock acquires and releases as this crate's
+/// client writes them (`{"id":N,"op":"lock_acquire",...`) take a fast path
+/// that reads them as one flat struct; everything else, and anything the
+/// fast path does not take, goes through [`RequestFrame`]'s deserializer,
+/// which is the reference: the fast path only ever gives what it would.
+pub fn decode_request(body: &[u8]) -> Result<RequestFrame, serde_json::Error> {
+    /// The fields of both hot requests.
+    #[derive(Deserialize)]
+    struct Hot<'a> {
+        id: u64,
+        op: &'a str,
+        name: String,
+        #[serde(default)]
+        mode: Option<LockMode>,
+        #[serde(default)]
+        wait: bool,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+        #[serde(default)]
+        lease: Option<u64>,
+        #[serde(default)]
+        what: String,
+    }
+    if hot_op(body, b"\"op\":\"lock_")
+        && let Ok(h) = serde_json::from_slice::<Hot>(body)
+    {
+        // Exhaustive literals: a new field in either request does not
+        // compile until it is read here too.
+        let req = match (h.op, h.mode) {
+            ("lock_acquire", Some(mode)) => Some(Request::LockAcquire {
+                name: h.name,
+                mode,
+                wait: h.wait,
+                timeout_ms: h.timeout_ms,
+                lease: h.lease,
+                what: h.what,
+            }),
+            ("lock_release", _) => Some(Request::LockRelease {
+                name: h.name,
+                lease: h.lease,
+            }),
+            _ => None,
+        };
+        if let Some(req) = req {
+            return Ok(RequestFrame { id: h.id, req });
+        }
+    }
+    serde_json::from_slice(body)
+}
+
+/// A reply frame's body: lock grants and plain `ok`s, as the daemon writes
+/// them, take a fast path like [`decode_request`]'s.
+pub fn decode_reply(body: &[u8]) -> Result<ResponseFrame, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Hot<'a> {
+        id: u64,
+        kind: &'a str,
+        name: Option<String>,
+        mode: Option<LockMode>,
+        token: Option<u64>,
+    }
+    if hot_op(body, b"\"kind\":\"")
+        && let Ok(h) = serde_json::from_slice::<Hot>(body)
+    {
+        let reply = match (h.kind, h.name, h.mode, h.token) {
+            ("ok", None, None, None) => Some(Reply::Ok),
+            ("granted", Some(name), Some(mode), Some(token)) => {
+                Some(Reply::Granted { name, mode, token })
+            }
+            _ => None,
+        };
+        if let Some(reply) = reply {
+            return Ok(ResponseFrame { id: h.id, reply });
+        }
+    }
+    serde_json::from_slice(body)
+}
+
+/// Whether `body` starts `{"id":DIGITS,` followed by `tag`: the shape this
+/// crate writes, checked before a fast path parses anything.
+fn hot_op(body: &[u8], tag: &[u8]) -> bool {
+    let Some(rest) = body.strip_prefix(b"{\"id\":") else {
+        return false;
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    rest[digits..]
+        .strip_prefix(b",")
+        .is_some_and(|r| r.starts_with(tag))
 }
 
 /// Blocking read of one frame (the client side).
 pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, FrameError> {
+    read_frame_with(r, |b| serde_json::from_slice(b))
+}
+
+/// Blocking read of one frame, decoded by `decode`.
+pub fn read_frame_with<T>(
+    r: &mut impl Read,
+    decode: impl FnOnce(&[u8]) -> Result<T, serde_json::Error>,
+) -> Result<T, FrameError> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => FrameError::Closed,
@@ -376,7 +605,7 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, 
     }
     let mut body = vec![0; len];
     r.read_exact(&mut body)?;
-    Ok(serde_json::from_slice(&body)?)
+    Ok(decode(&body)?)
 }
 
 pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
@@ -423,6 +652,159 @@ mod tests {
             assert_eq!(serde_json::to_string(&frame).unwrap(), json);
             let back: RequestFrame = serde_json::from_str(json).unwrap();
             assert_eq!(back, frame);
+        }
+    }
+
+    #[test]
+    fn frames_read_the_id_wherever_it_is() {
+        let acquire = Request::LockAcquire {
+            name: "vol".into(),
+            mode: LockMode::Shared,
+            wait: true,
+            timeout_ms: Some(5),
+            lease: None,
+            what: "x".into(),
+        };
+        let record = Request::Record(RecordOp::Delete {
+            container: "c".into(),
+            key: "k".into(),
+            sig: 0,
+        });
+        let ok = [
+            (r#"{"id":7,"op":"ping"}"#, 7, Request::Ping),
+            (r#"{"op":"ping","id":7}"#, 7, Request::Ping),
+            (
+                r#"{"op":"ping","extra":[1,{"a":2}],"id":7}"#,
+                7,
+                Request::Ping,
+            ),
+            (
+                r#"{"op":"lock_acquire","name":"vol","id":9,"mode":"shared","wait":true,"timeout_ms":5,"what":"x"}"#,
+                9,
+                acquire.clone(),
+            ),
+            // An escaped key is not borrowed from the input.
+            (
+                r#"{"\u0069d":3,"op":"lock_acquire","n\u0061me":"vol","mode":"shared","wait":true,"timeout_ms":5,"what":"x"}"#,
+                3,
+                acquire,
+            ),
+            (
+                r#"{"id":1,"op":"record","record":"delete","container":"c","key":"k","sig":0}"#,
+                1,
+                record,
+            ),
+        ];
+        for (json, id, req) in ok {
+            let f: RequestFrame =
+                serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert_eq!(f, RequestFrame { id, req }, "{json}");
+        }
+        let bad = [
+            (r#"{"op":"ping"}"#, "missing field `id`"),
+            (r#"{"id":1,"op":"ping","id":2}"#, "duplicate field `id`"),
+            (r#"{"id":1}"#, "missing field `op`"),
+            (r#"{"id":1,"op":"fly"}"#, "unknown variant `fly`"),
+            (r#"{"id":"1","op":"ping"}"#, "invalid type: string"),
+            (
+                r#"{"id":1,"op":"tell","group":"web"}"#,
+                "missing field `level`",
+            ),
+            (r#"[1,"ping"]"#, "expected a request object"),
+        ];
+        for (json, want) in bad {
+            let e = serde_json::from_str::<RequestFrame>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{json}: {e}");
+        }
+        let replies = [
+            (
+                ResponseFrame {
+                    id: 4,
+                    reply: Reply::Granted {
+                        name: "vol".into(),
+                        mode: LockMode::Exclusive,
+                        token: 12,
+                    },
+                },
+                r#"{"id":4,"kind":"granted","name":"vol","mode":"exclusive","token":12}"#,
+            ),
+            (
+                ResponseFrame {
+                    id: 5,
+                    reply: Reply::Error(ErrorReply {
+                        code: ErrorCode::Busy,
+                        message: "held".into(),
+                    }),
+                },
+                r#"{"id":5,"kind":"error","code":"BUSY","message":"held"}"#,
+            ),
+        ];
+        for (frame, json) in replies {
+            assert_eq!(serde_json::to_string(&frame).unwrap(), json);
+            assert_eq!(serde_json::from_str::<ResponseFrame>(json).unwrap(), frame);
+        }
+    }
+
+    #[test]
+    fn fast_paths_give_what_the_reference_decoders_give() {
+        let same = |a: Result<RequestFrame, serde_json::Error>,
+                    b: Result<RequestFrame, serde_json::Error>,
+                    json: &str| match (a, b) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{json}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{json}"),
+            (a, b) => panic!("{json}: fast {a:?}, reference {b:?}"),
+        };
+        let requests = [
+            r#"{"id":1,"op":"lock_acquire","name":"v","mode":"exclusive","wait":true,"timeout_ms":null,"lease":null,"what":"x"}"#,
+            r#"{"id":2,"op":"lock_acquire","name":"v","mode":"shared"}"#,
+            r#"{"id":3,"op":"lock_acquire","name":"v","mode":"shared","timeout_ms":5,"lease":9,"extra":1}"#,
+            r#"{"id":4,"op":"lock_acquire","name":"v"}"#,
+            r#"{"id":5,"op":"lock_acquire","name":"v","mode":null}"#,
+            r#"{"id":6,"op":"lock_acquire","name":"v","mode":"shared","wait":null}"#,
+            r#"{"id":7,"op":"lock_acquire","name":"v","name":"w","mode":"shared"}"#,
+            r#"{"id":8,"op":"lock_acquire","name":"\u0076","mode":"shared"}"#,
+            r#"{"id":9,"op":"lock_release","name":"v","lease":null}"#,
+            r#"{"id":10,"op":"lock_release","name":"v","mode":"bogus"}"#,
+            r#"{"id":11,"op":"lock_release","name":"v","mode":"shared","wait":true}"#,
+            r#"{"id":12,"op":"lock_release"}"#,
+            r#"{"id":13,"op":"lock_releasex","name":"v"}"#,
+            r#"{"id":14,"op":"lock_acquire","op":"ping","name":"v","mode":"shared"}"#,
+            r#"{"id":15,"op":"locks","name":"v"}"#,
+            r#"{"id":-1,"op":"lock_release","name":"v"}"#,
+            r#"{"id":16,"op":"lock_release","name":"v"} x"#,
+            r#"{"id":17,"op":"lock_release","name":"v""#,
+            r#"{"op":"lock_release","name":"v","id":18}"#,
+        ];
+        for json in requests {
+            same(
+                decode_request(json.as_bytes()),
+                serde_json::from_str(json),
+                json,
+            );
+        }
+        // The fast path did take the common shapes.
+        assert!(hot_op(requests[0].as_bytes(), b"\"op\":\"lock_"));
+        assert!(!hot_op(requests[18].as_bytes(), b"\"op\":\"lock_"));
+        let replies = [
+            r#"{"id":1,"kind":"ok"}"#,
+            r#"{"id":2,"kind":"granted","name":"v","mode":"shared","token":7}"#,
+            r#"{"id":3,"kind":"granted","name":"v","mode":"shared"}"#,
+            r#"{"id":4,"kind":"ok","token":7}"#,
+            r#"{"id":5,"kind":"error","code":"BUSY","message":"held"}"#,
+            r#"{"id":6,"kind":"pong"}"#,
+            r#"{"id":7,"kind":"granted","name":"v","mode":"shared","token":-7}"#,
+        ];
+        for json in replies {
+            match (
+                decode_reply(json.as_bytes()),
+                serde_json::from_str::<ResponseFrame>(json),
+            ) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{json}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{json}"),
+                (a, b) => panic!("{json}: fast {a:?}, reference {b:?}"),
+            }
         }
     }
 
