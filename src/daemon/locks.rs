@@ -37,6 +37,8 @@ pub(super) struct LockService {
     /// channel is made for them).
     current: Option<(u64, Subject, Option<Reply>)>,
     pub next_req: u64,
+    /// The last token reservation persisted in the state store.
+    persisted: u64,
     /// Fallback lease ids (counting down from the top) if the OS random
     /// source fails; lease ids have the top bit set, connection ids never.
     pub next_lease: u64,
@@ -50,6 +52,7 @@ impl LockService {
             host,
             pending: Default::default(),
             current: None,
+            persisted: token_floor,
             next_req: 1,
             next_lease: u64::MAX,
         }
@@ -187,7 +190,9 @@ impl LockService {
             LockEvent::Acquire { name, .. } | LockEvent::Release { name, .. } => {
                 Subject::Lock(name.clone())
             }
-            LockEvent::Gone { .. } | LockEvent::Tick => unreachable!("built above"),
+            LockEvent::Gone { .. } | LockEvent::Tick | LockEvent::ReserveFailed { .. } => {
+                unreachable!("built above")
+            }
         };
         self.current = Some((req_id, subject, None));
         self.lock_step_at(ev, now);
@@ -211,9 +216,51 @@ impl LockService {
     }
 
     fn lock_step_at(&mut self, ev: LockEvent, now: Instant) {
-        let effects = self.manager.step(ev, now, crate::supervisor::unix_now());
-        for eff in effects {
-            self.lock_effect(eff);
+        let mut next = Some(ev);
+        while let Some(ev) = next.take() {
+            let effects = self.manager.step(ev, now, crate::supervisor::unix_now());
+            // Set once a token reservation of this batch could not be
+            // persisted: the grants after it are not handed out (their
+            // tokens could come again after a restart).
+            let mut unreserved: Option<String> = None;
+            for eff in effects {
+                match (eff, &unreserved) {
+                    (LockEffect::ReserveTokens { upto }, _) => {
+                        let r = self
+                            .db
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .reserve_tokens(upto);
+                        match r {
+                            Ok(()) if unreserved.is_none() => self.persisted = upto,
+                            Ok(()) => {}
+                            Err(e) => {
+                                tracing::error!(
+                                    "cannot persist the lock token reservation; no lock is granted until it can be: {e}"
+                                );
+                                unreserved = Some(e.to_string());
+                            }
+                        }
+                    }
+                    (LockEffect::Granted { req, name, .. }, Some(err)) => {
+                        let r = error(
+                            ErrorCode::Internal,
+                            format!(
+                                "lock {name} not granted: cannot persist the lock token reservation: {err}"
+                            ),
+                        );
+                        self.answer(req, r);
+                    }
+                    (eff, _) => self.lock_effect(eff),
+                }
+            }
+            if unreserved.is_some() {
+                // The manager takes those grants back and gives the locks
+                // to the next waiters, reserving again first.
+                next = Some(LockEvent::ReserveFailed {
+                    persisted: self.persisted,
+                });
+            }
         }
     }
 
@@ -230,18 +277,8 @@ impl LockService {
 
     fn lock_effect(&mut self, eff: LockEffect) {
         match eff {
-            LockEffect::ReserveTokens { upto } => {
-                if let Err(e) = self
-                    .db
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .reserve_tokens(upto)
-                {
-                    // Grants go on; a token could repeat only if the daemon
-                    // also restarts before the next successful reservation.
-                    tracing::error!("cannot persist the lock token reservation: {e}");
-                }
-            }
+            // Persisted by lock_step_at, which knows the rest of the batch.
+            LockEffect::ReserveTokens { .. } => {}
             LockEffect::Granted {
                 req,
                 name,
@@ -277,6 +314,7 @@ impl LockService {
                     LostWhy::HolderGone => "its holder's connection closed",
                     LostWhy::LeaseExpired => "its lease expired",
                     LostWhy::LeaseRevoked => "its lease was revoked",
+                    LostWhy::NotReserved => "its token could not be reserved",
                 };
                 tracing::warn!(
                     "lock {name} released because {why}: holder {}",
@@ -490,6 +528,53 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(s.pending.is_empty());
+    }
+
+    #[test]
+    fn no_lock_is_granted_with_a_token_that_could_not_be_reserved() {
+        let dir = tempfile::tempdir().unwrap();
+        // The store refuses reservations above i64::MAX: the first 10,000
+        // tokens are reserved, the next reservation fails.
+        let floor = i64::MAX as u64 - 15_000;
+        let db = StateDb::open(dir.path()).unwrap();
+        let mut s = LockService::new(floor, Arc::new(Mutex::new(db)), "host".into());
+        for _ in 0..9_999 {
+            assert!(matches!(
+                handle(&mut s, 1, acquire("a", None)),
+                Ok(Reply::Granted { .. })
+            ));
+            assert!(matches!(handle(&mut s, 1, release("a")), Ok(Reply::Ok)));
+        }
+        match handle(&mut s, 1, acquire("a", None)) {
+            Ok(Reply::Granted { token, .. }) => assert_eq!(token, floor + 10_000),
+            other => panic!("{other:?}"),
+        }
+        let mut w2 = handle(&mut s, 2, acquire("a", None)).expect_err("held");
+        let mut w3 = handle(&mut s, 3, acquire("a", None)).expect_err("held");
+        // The release hands "a" on, which needs a new reservation: it fails,
+        // so neither waiter gets the lock; both hear why.
+        assert!(matches!(handle(&mut s, 1, release("a")), Ok(Reply::Ok)));
+        for w in [&mut w2, &mut w3] {
+            match w.try_recv() {
+                Ok(Reply::Error(e)) => {
+                    assert_eq!(e.code, ErrorCode::Internal);
+                    assert!(
+                        e.message.starts_with(
+                            "lock a not granted: cannot persist the lock token reservation"
+                        ),
+                        "{}",
+                        e.message
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(s.manager.status(None).is_empty(), "nobody holds or waits");
+        assert!(s.pending.is_empty());
+        // And a new request is refused the same way, answered at once.
+        let r = handle(&mut s, 4, acquire("b", None)).expect("answered at once");
+        assert_eq!(code(&r), Some(ErrorCode::Internal));
+        assert!(s.manager.status(None).is_empty());
     }
 
     #[test]

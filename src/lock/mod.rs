@@ -141,6 +141,9 @@ pub enum LostWhy {
     LeaseExpired,
     /// Its holder (a lease) was revoked.
     LeaseRevoked,
+    /// Its token was above a reservation the daemon could not persist
+    /// ([`LockEvent::ReserveFailed`]); the grant was never handed out.
+    NotReserved,
 }
 
 impl LostWhy {
@@ -149,6 +152,7 @@ impl LostWhy {
             LostWhy::HolderGone => "holder gone",
             LostWhy::LeaseExpired => "lease expired",
             LostWhy::LeaseRevoked => "lease revoked",
+            LostWhy::NotReserved => "token not reserved",
         }
     }
 }
@@ -207,6 +211,13 @@ pub enum LockEvent {
     /// [`LostWhy::LeaseExpired`], waiting requests failed with
     /// [`LockError::NoLease`]).
     Tick,
+    /// The daemon could not persist the last [`LockEffect::ReserveTokens`]:
+    /// tokens above `persisted` (the last reservation it did persist) may
+    /// come again after a restart. It did not hand out the grants that
+    /// followed the failed reservation (it answered their requests with an
+    /// error); the manager takes them back ([`LockEffect::Lost`] with
+    /// [`LostWhy::NotReserved`]) and reserves again before the next grant.
+    ReserveFailed { persisted: u64 },
 }
 
 /// Output of [`LockManager::step`], to be performed in order.
@@ -214,8 +225,9 @@ pub enum LockEvent {
 pub enum LockEffect {
     /// Persist that tokens up to `upto` may be used, BEFORE performing any
     /// later effect of the same batch (so a token is never reused after a
-    /// restart). If that fails, the daemon must not perform the later
-    /// effects (and should restart with the old reservation as floor).
+    /// restart). If that fails, the daemon must not hand out the grants that
+    /// follow in the batch, and tells the manager
+    /// ([`LockEvent::ReserveFailed`]).
     ReserveTokens {
         upto: u64,
     },
@@ -533,6 +545,9 @@ impl LockManager {
                 }
             }
             LockEvent::Tick => {}
+            LockEvent::ReserveFailed { persisted } => {
+                self.reserve_failed(persisted, unix, &mut out)
+            }
         }
         out
     }
@@ -712,6 +727,35 @@ impl LockManager {
 
     /// Drop `holder`'s grant of `name` (the caller updated `owners`) and
     /// report it as lost.
+    /// Take back every grant above the persisted reservation, then give the
+    /// containers to their next waiters (reserving again first).
+    fn reserve_failed(&mut self, persisted: u64, unix: i64, out: &mut Vec<LockEffect>) {
+        self.reserved = self.reserved.min(persisted);
+        let above: Vec<(String, Holder)> = self
+            .containers
+            .iter()
+            .flat_map(|(name, c)| {
+                c.holders
+                    .values()
+                    .filter(|g| g.token > persisted)
+                    .map(|g| (name.clone(), g.holder))
+            })
+            .collect();
+        let mut touched = BTreeSet::new();
+        for (name, holder) in above {
+            if let Some(o) = self.owners.get_mut(&holder) {
+                o.held.remove(&name);
+                if o.is_empty() {
+                    self.owners.remove(&holder);
+                }
+            }
+            self.lose(name, holder, LostWhy::NotReserved, &mut touched, out);
+        }
+        for name in touched {
+            self.pump(&name, unix, out);
+        }
+    }
+
     fn lose(
         &mut self,
         name: String,

@@ -29,6 +29,8 @@ enum E {
     Renew(ReqId, Holder),
     Revoke(ReqId, Holder),
     Tick,
+    /// The daemon could not persist a reservation; it had persisted this.
+    ReserveFailed(u64),
 }
 
 struct Sim {
@@ -91,6 +93,7 @@ impl Sim {
             E::Renew(req, lease) => LockEvent::LeaseRenew { req, lease },
             E::Revoke(req, lease) => LockEvent::LeaseRevoke { req, lease },
             E::Tick => LockEvent::Tick,
+            E::ReserveFailed(persisted) => LockEvent::ReserveFailed { persisted },
         }
     }
 
@@ -136,6 +139,7 @@ impl Sim {
                     LostWhy::HolderGone => "gone",
                     LostWhy::LeaseExpired => "expired",
                     LostWhy::LeaseRevoked => "revoked",
+                    LostWhy::NotReserved => "notreserved",
                 };
                 format!("lost {name} h{} t{} {why}", grant.holder, grant.token)
             }
@@ -185,7 +189,9 @@ fn check(m: &LockManager) {
         for (h, g) in &c.holders {
             assert_eq!(*h, g.holder);
             assert!(m.owners[h].held.contains(name), "{name}: owner index");
-            assert!(g.token <= m.last_token && m.last_token <= m.reserved);
+            // Every grant held is within the persisted reservation (after a
+            // failed reservation `last_token` may be above it, unused).
+            assert!(g.token <= m.last_token && g.token <= m.reserved);
             assert!(tokens.insert(g.token), "token {} used twice", g.token);
         }
         if let Some(head) = c.queue.values().next() {
@@ -956,6 +962,37 @@ fn tokens() {
         ]
     );
     assert_eq!(sim.m.last_token(), 10_002);
+
+    // That reservation (20000) could not be persisted: the daemon did not
+    // hand out t10001 and t10002, and says so. The manager takes exactly
+    // those grants back (t10000 was within the old reservation), gives the
+    // freed places to nobody (h2 still holds "a" shared) and reserves again
+    // before the next grant, whose token is still new.
+    assert_eq!(
+        sim.step(0, E::ReserveFailed(10_000)),
+        vec![
+            "lost a h3 t10001 notreserved",
+            "lost a h4 t10002 notreserved",
+        ]
+    );
+    assert_eq!(
+        sim.step(0, E::Acq(6, 5, "b", X)),
+        vec!["reserve 20002", "granted r6 h5 b X t10003"]
+    );
+    // A waiter behind a taken-back grant gets the lock, after a reservation.
+    let mut sim = Sim::new(0);
+    sim.step(0, E::Acq(1, 1, "a", X));
+    sim.step(0, E::Acq(2, 2, "a", X));
+    assert_eq!(
+        sim.step(0, E::ReserveFailed(0)),
+        vec![
+            "lost a h1 t1 notreserved",
+            "reserve 10001",
+            "granted r2 h2 a X t2",
+        ]
+    );
+    // Holding nothing, h1 cannot release "a".
+    assert_eq!(sim.step(0, E::Rel(3, 1, "a")), vec!["failed r3 SYNCH_ERR"]);
 }
 
 #[test]
