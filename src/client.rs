@@ -2,8 +2,7 @@
 //! by tests).
 
 use crate::proto::{
-    self, ErrorCode, ErrorReply, Hello, PROTOCOL_VERSION, Reply, Request, RequestFrame,
-    ResponseFrame,
+    self, ErrorCode, ErrorReply, Hello, Reply, Request, RequestFrame, ResponseFrame,
 };
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -30,8 +29,8 @@ impl ClientError {
 }
 
 pub struct Client {
-    stream: UnixStream,
-    /// Replies are read through a buffer: one read per reply, usually.
+    /// The connection; replies are read through the buffer (one read per
+    /// reply, usually), requests written to the stream beneath it.
     reader: std::io::BufReader<UnixStream>,
     path: PathBuf,
     next_id: u64,
@@ -50,14 +49,7 @@ impl Client {
         stream
             .set_read_timeout(Some(Duration::from_secs(1)))
             .map_err(|e| no(e.to_string()))?;
-        proto::write_frame(
-            &mut stream,
-            &Hello {
-                version: PROTOCOL_VERSION,
-                agent: format!("clinit {}", env!("CARGO_PKG_VERSION")),
-            },
-        )
-        .map_err(|e| no(e.to_string()))?;
+        proto::write_frame(&mut stream, &Hello::ours()).map_err(|e| no(e.to_string()))?;
         let hello: serde_json::Value =
             proto::read_frame(&mut stream).map_err(|e| no(e.to_string()))?;
         if hello.get("version").is_none() {
@@ -66,29 +58,26 @@ impl Client {
                 return Err(ClientError::Daemon(e));
             }
         }
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .map_err(|e| no(e.to_string()))?;
-        let reader = std::io::BufReader::new(stream.try_clone().map_err(|e| no(e.to_string()))?);
-        Ok(Client {
-            reader,
-            stream,
+        let mut c = Client {
+            reader: std::io::BufReader::new(stream),
             path: path.to_path_buf(),
             next_id: 1,
-            timeout: Duration::from_secs(60),
-        })
+            timeout: Duration::ZERO,
+        };
+        c.set_timeout(Duration::from_secs(60));
+        Ok(c)
     }
 
-    /// The connection's file descriptor (to poll it for end of stream).
-    pub fn fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        self.stream.as_raw_fd()
+    /// The connection (to poll it for end of stream).
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.reader.get_ref().as_fd()
     }
 
     /// How long to wait for a reply (default 60 s).
     pub fn set_timeout(&mut self, t: Duration) {
         self.timeout = t;
-        let _ = self.stream.set_read_timeout(Some(t));
+        let _ = self.reader.get_ref().set_read_timeout(Some(t));
     }
 
     /// Wait until a reply can be read. A thread blocked in `read` on a UNIX
@@ -98,31 +87,20 @@ impl Client {
     /// for input only is not woken by that. Measured: 2 sleeps per request
     /// become 1, about 1 µs of client and daemon CPU each.
     fn await_reply(&mut self) -> Result<(), ClientError> {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        use std::os::fd::AsFd;
         if !self.reader.buffer().is_empty() {
             return Ok(());
         }
-        let timeout = PollTimeout::try_from(self.timeout).unwrap_or(PollTimeout::MAX);
-        loop {
-            let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, timeout) {
-                Ok(0) => {
-                    return Err(ClientError::Protocol {
-                        path: self.path.clone(),
-                        err: format!("no reply within {:?}", self.timeout),
-                    });
-                }
-                // Readable, closed or failed: the read tells which.
-                Ok(_) => return Ok(()),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    return Err(ClientError::Protocol {
-                        path: self.path.clone(),
-                        err: format!("poll: {e}"),
-                    });
-                }
-            }
+        match wait_readable(self.as_fd(), self.timeout) {
+            // Readable, closed or failed: the read tells which.
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ClientError::Protocol {
+                path: self.path.clone(),
+                err: format!("no reply within {:?}", self.timeout),
+            }),
+            Err(e) => Err(ClientError::Protocol {
+                path: self.path.clone(),
+                err: format!("poll: {e}"),
+            }),
         }
     }
 
@@ -131,7 +109,7 @@ impl Client {
     pub fn send(&mut self, req: Request) -> Result<u64, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        proto::write_frame(&mut self.stream, &RequestFrame { id, req }).map_err(|e| {
+        proto::write_frame(&mut self.reader.get_ref(), &RequestFrame { id, req }).map_err(|e| {
             ClientError::Protocol {
                 path: self.path.clone(),
                 err: e.to_string(),
@@ -157,14 +135,9 @@ impl Client {
     fn read_reply(&mut self) -> Result<ResponseFrame, proto::FrameError> {
         use std::io::BufRead;
         let buf = self.reader.fill_buf()?;
-        if let Some(len) = buf
-            .get(..4)
-            .map(|l| u32::from_be_bytes(l.try_into().expect("4 bytes")) as usize)
-            && len <= proto::MAX_FRAME
-            && buf.len() >= 4 + len
-        {
-            let r = proto::decode_reply(&buf[4..4 + len]);
-            self.reader.consume(4 + len);
+        if let Some(n) = proto::frame_len(buf)? {
+            let r = proto::decode_reply(&buf[4..n]);
+            self.reader.consume(n);
             return Ok(r?);
         }
         proto::read_frame_with(&mut self.reader, proto::decode_reply)
@@ -173,5 +146,25 @@ impl Client {
     pub fn request(&mut self, req: Request) -> Result<Reply, ClientError> {
         self.send(req)?;
         Ok(self.recv()?.1)
+    }
+}
+
+/// Wait up to `limit` until `fd` is readable (or closed): false when the
+/// time ran out. Interrupted waits go on with the time left.
+pub(crate) fn wait_readable(fd: std::os::fd::BorrowedFd, limit: Duration) -> nix::Result<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let end = std::time::Instant::now() + limit;
+    loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! means the service died and the lock is gone), the forwarded signals (a
 //! signalfd) and, with `--ttl`, the lease renewal time. No sleeps.
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, wait_readable};
 use crate::config::{CliPaths, Paths};
 use crate::lock::LockMode;
 use crate::proto::{ErrorCode, Reply, Request};
@@ -112,22 +112,6 @@ pub fn connect_or_start(cli: &CliPaths, p: &Paths, no_start: bool) -> Result<Cli
     }
 }
 
-fn wait_readable(fd: std::os::fd::BorrowedFd, limit: Duration) -> nix::Result<bool> {
-    let end = Instant::now() + limit;
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        let t = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, t) {
-            Ok(0) => return Ok(false),
-            Ok(_) => return Ok(true),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Whether the peer closed the connection (nothing is expected from it
 /// between requests).
 fn connection_closed(fd: std::os::fd::BorrowedFd) -> bool {
@@ -222,7 +206,6 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
         Ok(fd) => fd,
         Err(e) => return fail(format!("pidfd_open: {e}"), 1),
     };
-    let sock = c.fd();
     let renew_every = a.ttl.map(|t| (t / 3).max(Duration::from_millis(50)));
     let mut next_renew = renew_every.map(|d| Instant::now() + d);
     let mut lost: Option<String> = None;
@@ -235,15 +218,12 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
             .flatten()
             .min();
         let timeout = match wake {
-            Some(w) => PollTimeout::try_from(
-                w.saturating_duration_since(now)
-                    .as_millis()
-                    .min(i32::MAX as u128) as i32,
-            )
-            .unwrap_or(PollTimeout::MAX),
+            Some(w) => {
+                PollTimeout::try_from(w.saturating_duration_since(now)).unwrap_or(PollTimeout::MAX)
+            }
             None => PollTimeout::NONE,
         };
-        let sock_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock) };
+        let sock_fd = c.as_fd();
         let mut fds = [
             PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),

@@ -658,11 +658,9 @@ fn main() -> ExitCode {
                 Err(e) => fail(e.to_string(), e.exit_code()),
             };
         }
-        (Some(Cmd::Lockd { idle, state_dir }), _, _) => {
-            let mut paths = cp;
-            if state_dir.is_some() {
-                paths.state = state_dir.clone();
-            }
+        // `paths` already took the state dir from `--state-dir`.
+        (Some(Cmd::Lockd { idle, .. }), _, _) => {
+            let paths = cp;
             let minutes = idle.unwrap_or_else(default_idle).clamp(0.0, 1e6);
             let opts = clinit::daemon::Options {
                 paths,

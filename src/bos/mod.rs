@@ -1,7 +1,5 @@
-//! BOS-style instance management (issue 3, in progress).
-//!
-//! Only the notifier record exists so far: what an entry's notifier program
-//! reads on its standard input after each exit. It is not yet wired into
-//! the daemon.
+//! What clinit borrows from OpenAFS's BOS server that needs its own code:
+//! the notifier record, which an entry's notifier program reads on its
+//! standard input after each exit (written by the supervisor's executor).
 
 pub mod notifier;

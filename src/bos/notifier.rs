@@ -111,29 +111,28 @@ fn split(status: ExitStatus) -> (i32, i32) {
 /// facts under plain names, plus group, level, host and whether this exit
 /// counts as an error.
 pub fn json(n: &Notice, host: &str) -> String {
-    let (exit_code, signal) = split(n.status);
-    let (error_code, error_signal) = n.stats.last_error.map(|(s, _)| split(s)).unwrap_or((0, 0));
+    let r = Record::from_notice(n);
     let v = serde_json::json!({
         "group": n.group,
-        "tag": n.tag,
+        "tag": r.name,
         "level": n.level,
         "host": host,
-        "command": n.command,
-        "core": null,
-        "pid": n.pid,
-        "exit_code": exit_code,
-        "signal": signal,
+        "command": r.com_line,
+        "core": r.core_name,
+        "pid": r.pid,
+        "exit_code": r.last_exit,
+        "signal": r.last_signal,
         "error": n.error,
-        "rs_time": n.stats.rs_time,
-        "rs_count": n.stats.rs_count,
-        "proc_start_time": n.stats.last_start.unwrap_or(0),
-        "proc_starts": n.stats.starts,
-        "last_any_exit": n.at,
-        "last_error_exit": n.stats.last_error.map(|(_, t)| t).unwrap_or(0),
-        "error_code": error_code,
-        "error_signal": error_signal,
-        "last_error_name": n.tag,
-        "goal": n.goal,
+        "rs_time": r.rs_time,
+        "rs_count": r.rs_count,
+        "proc_start_time": r.proc_start_time,
+        "proc_starts": r.proc_starts,
+        "last_any_exit": r.last_any_exit,
+        "last_error_exit": r.last_error_exit,
+        "error_code": r.error_code,
+        "error_signal": r.error_signal,
+        "last_error_name": r.last_error_name,
+        "goal": r.goal,
     });
     format!("{v}\n")
 }

@@ -78,15 +78,6 @@ pub enum NotifierFormat {
     Json,
 }
 
-impl NotifierFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NotifierFormat::Bos => "bos",
-            NotifierFormat::Json => "json",
-        }
-    }
-}
-
 /// Values set in one scope of a cltab; `None` means "not set here".
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Settings {

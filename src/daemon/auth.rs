@@ -28,7 +28,12 @@ pub struct Peer {
 impl Peer {
     /// "alice (uid 1000)", or "uid 1234" when the uid has no passwd entry.
     pub fn describe(&self) -> String {
-        match self.name() {
+        self.describe_as(self.name().as_deref())
+    }
+
+    /// [`Peer::describe`] with the passwd name already looked up.
+    fn describe_as(&self, name: Option<&str>) -> String {
+        match name {
             Some(name) => format!("{name} ({})", self.uid_str()),
             None => self.uid_str(),
         }
@@ -85,7 +90,8 @@ impl Policy {
     /// unreadable UserList denies everybody but root and the daemon's user,
     /// and the error names its path and the io error.
     pub fn check_change(&self, peer: &Peer) -> Result<String, AccessError> {
-        let who = peer.describe();
+        let name = peer.name();
+        let who = peer.describe_as(name.as_deref());
         if self.noauth || peer.uid == 0 || peer.uid == self.daemon_uid {
             return Ok(who);
         }
@@ -109,7 +115,6 @@ impl Policy {
                 ));
             }
         };
-        let name = peer.name();
         let listed = users.iter().any(|u| {
             if u.bytes().all(|b| b.is_ascii_digit()) {
                 u.parse::<u32>().is_ok_and(|uid| uid == peer.uid)

@@ -14,7 +14,7 @@
 //! (`Tick`) and is told when a request made the next deadline earlier.
 
 use super::{auth::Peer, error};
-use crate::lock::{LockEffect, LockError, LockEvent, LockManager, LostWhy};
+use crate::lock::{LockEffect, LockError, LockEvent, LockManager};
 use crate::proto::{ErrorCode, RecordOp, RecordWire, Reply, Request};
 use crate::records::{self, RecordError};
 use crate::store::sqlite::StateDb;
@@ -310,14 +310,9 @@ impl LockService {
                 self.answer(req, Reply::Ok)
             }
             LockEffect::Lost { name, grant, why } => {
-                let why = match why {
-                    LostWhy::HolderGone => "its holder's connection closed",
-                    LostWhy::LeaseExpired => "its lease expired",
-                    LostWhy::LeaseRevoked => "its lease was revoked",
-                    LostWhy::NotReserved => "its token could not be reserved",
-                };
                 tracing::warn!(
-                    "lock {name} released because {why}: holder {}",
+                    "lock {name} released because {}: holder {}",
+                    why.as_str(),
                     describe_holders(std::slice::from_ref(&grant))
                 );
             }

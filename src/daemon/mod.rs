@@ -488,7 +488,7 @@ impl Daemon {
                             let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms.min(100 * 365 * 86_400_000));
                             self.waiters.push(Waiter { group, level, state, deadline, reply });
                         } else {
-                            let _ = reply.send(error(ErrorCode::NoSuchGroup, format!("no such group: {group}")));
+                            let _ = reply.send(no_group(&group).0);
                         }
                     } else {
                         let (r, a) = self.handle(req, &peer);
@@ -935,15 +935,9 @@ impl FrameReader {
         self.buf.drain(..self.used);
         self.used = 0;
         loop {
-            if self.buf.len() >= 4 {
-                let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
-                if len > proto::MAX_FRAME {
-                    return Err(proto::FrameError::TooLarge(len));
-                }
-                if self.buf.len() >= 4 + len {
-                    self.used = 4 + len;
-                    return Ok(&self.buf[4..4 + len]);
-                }
+            if let Some(n) = proto::frame_len(&self.buf)? {
+                self.used = n;
+                return Ok(&self.buf[4..n]);
             }
             if self.fill().await? == 0 {
                 return Err(proto::FrameError::Closed);
@@ -1001,10 +995,7 @@ async fn serve(stream: UnixStream, conn: u64, shared: &Shared) {
     };
     match hello {
         Some(h) if h.version == PROTOCOL_VERSION => {
-            let me = Hello {
-                version: PROTOCOL_VERSION,
-                agent: format!("clinit {}", env!("CARGO_PKG_VERSION")),
-            };
+            let me = Hello::ours();
             if wr.write_all(&proto::encode(&me)).await.is_err() {
                 return;
             }

@@ -147,12 +147,13 @@ pub enum LostWhy {
 }
 
 impl LostWhy {
+    /// Why, as the daemon's warning says it ("lock X released because ...").
     pub fn as_str(self) -> &'static str {
         match self {
-            LostWhy::HolderGone => "holder gone",
-            LostWhy::LeaseExpired => "lease expired",
-            LostWhy::LeaseRevoked => "lease revoked",
-            LostWhy::NotReserved => "token not reserved",
+            LostWhy::HolderGone => "its holder's connection closed",
+            LostWhy::LeaseExpired => "its lease expired",
+            LostWhy::LeaseRevoked => "its lease was revoked",
+            LostWhy::NotReserved => "its token could not be reserved",
         }
     }
 }
@@ -725,8 +726,6 @@ impl LockManager {
         }
     }
 
-    /// Drop `holder`'s grant of `name` (the caller updated `owners`) and
-    /// report it as lost.
     /// Take back every grant above the persisted reservation, then give the
     /// containers to their next waiters (reserving again first).
     fn reserve_failed(&mut self, persisted: u64, unix: i64, out: &mut Vec<LockEffect>) {
@@ -756,6 +755,8 @@ impl LockManager {
         }
     }
 
+    /// Drop `holder`'s grant of `name` (the caller updated `owners`) and
+    /// report it as lost.
     fn lose(
         &mut self,
         name: String,

@@ -21,6 +21,16 @@ pub struct Hello {
     pub agent: String,
 }
 
+impl Hello {
+    /// This build's hello (client and daemon send the same).
+    pub fn ours() -> Hello {
+        Hello {
+            version: PROTOCOL_VERSION,
+            agent: format!("clinit {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
@@ -500,6 +510,14 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 /// fast path does not take, goes through [`RequestFrame`]'s deserializer,
 /// which is the reference: the fast path only ever gives what it would.
 pub fn decode_request(body: &[u8]) -> Result<RequestFrame, serde_json::Error> {
+    match hot_request(body) {
+        Some(f) => Ok(f),
+        None => serde_json::from_slice(body),
+    }
+}
+
+/// The fast path of [`decode_request`]: `None` when it does not apply.
+fn hot_request(body: &[u8]) -> Option<RequestFrame> {
     /// The fields of both hot requests.
     #[derive(Deserialize)]
     struct Hot<'a> {
@@ -517,36 +535,41 @@ pub fn decode_request(body: &[u8]) -> Result<RequestFrame, serde_json::Error> {
         #[serde(default)]
         what: String,
     }
-    if hot_op(body, b"\"op\":\"lock_")
-        && let Ok(h) = serde_json::from_slice::<Hot>(body)
-    {
-        // Exhaustive literals: a new field in either request does not
-        // compile until it is read here too.
-        let req = match (h.op, h.mode) {
-            ("lock_acquire", Some(mode)) => Some(Request::LockAcquire {
-                name: h.name,
-                mode,
-                wait: h.wait,
-                timeout_ms: h.timeout_ms,
-                lease: h.lease,
-                what: h.what,
-            }),
-            ("lock_release", _) => Some(Request::LockRelease {
-                name: h.name,
-                lease: h.lease,
-            }),
-            _ => None,
-        };
-        if let Some(req) = req {
-            return Ok(RequestFrame { id: h.id, req });
-        }
+    if !hot_op(body, b"\"op\":\"lock_") {
+        return None;
     }
-    serde_json::from_slice(body)
+    let h = serde_json::from_slice::<Hot>(body).ok()?;
+    // Exhaustive literals: a new field in either request does not compile
+    // until it is read here too.
+    let req = match (h.op, h.mode) {
+        ("lock_acquire", Some(mode)) => Request::LockAcquire {
+            name: h.name,
+            mode,
+            wait: h.wait,
+            timeout_ms: h.timeout_ms,
+            lease: h.lease,
+            what: h.what,
+        },
+        ("lock_release", _) => Request::LockRelease {
+            name: h.name,
+            lease: h.lease,
+        },
+        _ => return None,
+    };
+    Some(RequestFrame { id: h.id, req })
 }
 
 /// A reply frame's body: lock grants and plain `ok`s, as the daemon writes
 /// them, take a fast path like [`decode_request`]'s.
 pub fn decode_reply(body: &[u8]) -> Result<ResponseFrame, serde_json::Error> {
+    match hot_reply(body) {
+        Some(f) => Ok(f),
+        None => serde_json::from_slice(body),
+    }
+}
+
+/// The fast path of [`decode_reply`]: `None` when it does not apply.
+fn hot_reply(body: &[u8]) -> Option<ResponseFrame> {
     #[derive(Deserialize)]
     struct Hot<'a> {
         id: u64,
@@ -555,21 +578,18 @@ pub fn decode_reply(body: &[u8]) -> Result<ResponseFrame, serde_json::Error> {
         mode: Option<LockMode>,
         token: Option<u64>,
     }
-    if hot_op(body, b"\"kind\":\"")
-        && let Ok(h) = serde_json::from_slice::<Hot>(body)
-    {
-        let reply = match (h.kind, h.name, h.mode, h.token) {
-            ("ok", None, None, None) => Some(Reply::Ok),
-            ("granted", Some(name), Some(mode), Some(token)) => {
-                Some(Reply::Granted { name, mode, token })
-            }
-            _ => None,
-        };
-        if let Some(reply) = reply {
-            return Ok(ResponseFrame { id: h.id, reply });
-        }
+    // Only these two kinds: any other reply (a listing can be megabytes)
+    // is not read twice.
+    if !hot_op(body, b"\"kind\":\"ok\"") && !hot_op(body, b"\"kind\":\"granted\"") {
+        return None;
     }
-    serde_json::from_slice(body)
+    let h = serde_json::from_slice::<Hot>(body).ok()?;
+    let reply = match (h.kind, h.name, h.mode, h.token) {
+        ("ok", None, None, None) => Reply::Ok,
+        ("granted", Some(name), Some(mode), Some(token)) => Reply::Granted { name, mode, token },
+        _ => return None,
+    };
+    Some(ResponseFrame { id: h.id, reply })
 }
 
 /// Whether `body` starts `{"id":DIGITS,` followed by `tag`: the shape this
@@ -582,6 +602,19 @@ fn hot_op(body: &[u8], tag: &[u8]) -> bool {
     rest[digits..]
         .strip_prefix(b",")
         .is_some_and(|r| r.starts_with(tag))
+}
+
+/// The length of the whole frame at the start of `buf` (4 + its body), or
+/// `None` while part of it has yet to arrive.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
+    let Some(len) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok((buf.len() >= 4 + len).then_some(4 + len))
 }
 
 /// Blocking read of one frame (the client side).
@@ -749,13 +782,17 @@ mod tests {
 
     #[test]
     fn fast_paths_give_what_the_reference_decoders_give() {
-        let same = |a: Result<RequestFrame, serde_json::Error>,
-                    b: Result<RequestFrame, serde_json::Error>,
-                    json: &str| match (a, b) {
-            (Ok(a), Ok(b)) => assert_eq!(a, b, "{json}"),
-            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{json}"),
-            (a, b) => panic!("{json}: fast {a:?}, reference {b:?}"),
-        };
+        fn same<T: PartialEq + std::fmt::Debug>(
+            a: Result<T, serde_json::Error>,
+            b: Result<T, serde_json::Error>,
+            json: &str,
+        ) {
+            match (a, b) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{json}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{json}"),
+                (a, b) => panic!("{json}: fast {a:?}, reference {b:?}"),
+            }
+        }
         let requests = [
             r#"{"id":1,"op":"lock_acquire","name":"v","mode":"exclusive","wait":true,"timeout_ms":null,"lease":null,"what":"x"}"#,
             r#"{"id":2,"op":"lock_acquire","name":"v","mode":"shared"}"#,
@@ -785,8 +822,14 @@ mod tests {
             );
         }
         // The fast path did take the common shapes.
-        assert!(hot_op(requests[0].as_bytes(), b"\"op\":\"lock_"));
-        assert!(!hot_op(requests[18].as_bytes(), b"\"op\":\"lock_"));
+        for i in [0, 1, 2, 8, 10] {
+            assert!(
+                hot_request(requests[i].as_bytes()).is_some(),
+                "{}",
+                requests[i]
+            );
+        }
+        assert!(hot_request(requests[18].as_bytes()).is_none());
         let replies = [
             r#"{"id":1,"kind":"ok"}"#,
             r#"{"id":2,"kind":"granted","name":"v","mode":"shared","token":7}"#,
@@ -797,15 +840,16 @@ mod tests {
             r#"{"id":7,"kind":"granted","name":"v","mode":"shared","token":-7}"#,
         ];
         for json in replies {
-            match (
+            same(
                 decode_reply(json.as_bytes()),
-                serde_json::from_str::<ResponseFrame>(json),
-            ) {
-                (Ok(a), Ok(b)) => assert_eq!(a, b, "{json}"),
-                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{json}"),
-                (a, b) => panic!("{json}: fast {a:?}, reference {b:?}"),
-            }
+                serde_json::from_str(json),
+                json,
+            );
         }
+        for i in [0, 1] {
+            assert!(hot_reply(replies[i].as_bytes()).is_some(), "{}", replies[i]);
+        }
+        assert!(hot_reply(replies[4].as_bytes()).is_none());
     }
 
     #[test]

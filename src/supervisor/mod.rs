@@ -298,9 +298,7 @@ impl Supervisor {
     pub fn clstat(&self) -> String {
         let mut out = String::new();
         for g in &self.groups {
-            if let Some(level) = g.phase.level()
-                && !matches!(g.phase, Phase::Idle)
-            {
+            if let Some(level) = g.phase.level() {
                 out.push_str(&format!(
                     "Cluster::Init::Group {} {} {}\n",
                     g.name,
