@@ -23,10 +23,9 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clinit");
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
+#[path = "common.rs"]
+mod common;
+use common::{connect, median, median_cli_ms, round_trip_us};
 
 fn bare_spawn(n: usize) -> f64 {
     let t = Instant::now();
@@ -115,7 +114,7 @@ fn wait_exit(daemon: &mut std::process::Child) {
 fn time_restore(cltab: &Path, sock: &Path, n: usize) -> (f64, std::process::Child, Client) {
     let t = Instant::now();
     let daemon = start_daemon(cltab);
-    let mut c = connect_with_deadline(sock);
+    let mut c = connect(sock);
     let reply = c
         .request(Request::Status {
             group: Some("b".into()),
@@ -137,17 +136,6 @@ fn time_restore(cltab: &Path, sock: &Path, n: usize) -> (f64, std::process::Chil
     (secs, daemon, c)
 }
 
-fn connect_with_deadline(sock: &Path) -> Client {
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Client::connect(sock) {
-            Ok(c) => return c,
-            Err(e) if Instant::now() > end => panic!("daemon never answered: {e}"),
-            Err(_) => std::thread::yield_now(),
-        }
-    }
-}
-
 /// Tell `group` level 1 and block until it has settled there.
 fn tell_and_wait(c: &mut Client, group: &str, timeout_ms: u64) {
     c.request(Request::Tell {
@@ -165,21 +153,11 @@ fn tell_and_wait(c: &mut Client, group: &str, timeout_ms: u64) {
 }
 
 fn cli_status_ms(cltab: &Path) -> f64 {
-    median(
-        (0..15)
-            .map(|_| {
-                let t = Instant::now();
-                let out = Command::new(BIN)
-                    .arg("-c")
-                    .arg(cltab)
-                    .arg("status")
-                    .output()
-                    .unwrap();
-                assert!(out.status.success());
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect(),
-    )
+    median_cli_ms(15, || {
+        let mut c = Command::new(BIN);
+        c.arg("-c").arg(cltab).arg("status");
+        c
+    })
 }
 
 fn clinit_run(n: usize) -> Run {
@@ -198,18 +176,13 @@ fn clinit_run(n: usize) -> Run {
     let t = Instant::now();
     let mut daemon = start_daemon(&cltab);
     let sock = d.join("s");
-    let mut c = connect_with_deadline(&sock);
+    let mut c = connect(&sock);
     tell_and_wait(&mut c, "b", 120_000);
     let all_running_s = t.elapsed().as_secs_f64();
 
     let cli_status_ms = cli_status_ms(&cltab);
 
-    let iters = 20_000;
-    let t = Instant::now();
-    for _ in 0..iters {
-        c.request(Request::Ping).unwrap();
-    }
-    let request_us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
+    let request_us = round_trip_us(&mut c, 20_000, || Request::Ping);
 
     let rss_mb = rss_kb(daemon.id()) as f64 / 1024.0;
 

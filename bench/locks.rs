@@ -26,16 +26,9 @@ fn bin() -> String {
     std::env::var("CLINIT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_clinit").to_string())
 }
 
-fn connect(sock: &Path) -> Client {
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        match Client::connect(sock) {
-            Ok(c) => return c,
-            Err(e) if Instant::now() > end => panic!("lockd never answered: {e}"),
-            Err(_) => std::thread::yield_now(),
-        }
-    }
-}
+#[path = "common.rs"]
+mod common;
+use common::{connect, median_cli_ms, round_trip_us};
 
 fn acquire(c: &mut Client, name: &str) -> u64 {
     match c
@@ -274,7 +267,12 @@ fn death_to_grant_ms(sock: &Path) -> f64 {
         rx.recv().unwrap();
         // Let the waiter's request reach the daemon: wait until it is queued.
         let mut probe = connect(sock);
+        let give_up = Instant::now() + Duration::from_secs(30);
         loop {
+            assert!(
+                Instant::now() < give_up,
+                "the waiter on {name} never queued"
+            );
             if let Ok(Reply::Locks { containers }) = probe.request(Request::Locks {
                 name: Some(name.clone()),
             }) && containers.first().is_some_and(|c| !c.waiters.is_empty())
@@ -289,19 +287,6 @@ fn death_to_grant_ms(sock: &Path) -> f64 {
     }
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
     pct(&samples, 0.5)
-}
-
-fn median_cli_ms(mut cmd: impl FnMut() -> Command, n: usize) -> f64 {
-    let mut v: Vec<f64> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            let st = cmd().stdout(Stdio::null()).status().unwrap();
-            assert!(st.success());
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    pct(&v, 0.5)
 }
 
 fn main() {
@@ -343,50 +328,26 @@ fn main() {
     }
 
     let raw_us = raw_rtt_us();
-    let ping_us = {
-        let mut c = connect(&sock);
-        let n = 20_000;
-        let t = Instant::now();
-        for _ in 0..n {
-            c.request(Request::Ping).unwrap();
-        }
-        t.elapsed().as_secs_f64() * 1e6 / n as f64
-    };
-    let rec_us = {
-        let mut c = connect(&sock);
-        let n = 20_000;
-        let t = Instant::now();
-        for _ in 0..n {
-            let _ = c
-                .request(Request::Locks {
-                    name: Some("none".into()),
-                })
-                .unwrap();
-        }
-        t.elapsed().as_secs_f64() * 1e6 / n as f64
-    };
+    let ping_us = round_trip_us(&mut connect(&sock), 20_000, || Request::Ping);
+    let rec_us = round_trip_us(&mut connect(&sock), 20_000, || Request::Locks {
+        name: Some("none".into()),
+    });
     let one = throughput(&sock, 1, 3.0, |_| "one".into());
     let one_piped = pipelined(&sock, 3.0);
     let eight_one = throughput(&sock, 8, 3.0, |_| "shared-name".into());
     let eight_names = throughput(&sock, 8, 3.0, |i| format!("name{i}"));
     let death_ms = death_to_grant_ms(&sock);
-    let clinit_cli_ms = median_cli_ms(
-        || {
-            let mut c = Command::new(bin());
-            c.arg("-c").arg(&cltab).args(["lock", "cli", "--", "true"]);
-            c
-        },
-        50,
-    );
+    let clinit_cli_ms = median_cli_ms(50, || {
+        let mut c = Command::new(bin());
+        c.arg("-c").arg(&cltab).args(["lock", "cli", "--", "true"]);
+        c
+    });
     let lockfile = d.join("flock-file");
-    let flock_cli_ms = median_cli_ms(
-        || {
-            let mut c = Command::new("flock");
-            c.arg(&lockfile).arg("true");
-            c
-        },
-        50,
-    );
+    let flock_cli_ms = median_cli_ms(50, || {
+        let mut c = Command::new("flock");
+        c.arg(&lockfile).arg("true");
+        c
+    });
     let mut c = connect(&sock);
     let _ = c.request(Request::Shutdown);
     let _ = lockd.wait();

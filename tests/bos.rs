@@ -311,8 +311,15 @@ fn cron_entries_run_now_and_at_their_time() {
 }
 
 /// The BOS record the daemon should have written for the last exit of
-/// `tag`, built from its status.
-fn expected_record(d: &Daemon, tag: &str, command: &str, last_signal: i64, goal: u8) -> String {
+/// `tag` (process `pid`), built from its status.
+fn expected_record(
+    d: &Daemon,
+    tag: &str,
+    command: &str,
+    pid: i64,
+    last_signal: i64,
+    goal: u8,
+) -> String {
     let e = d.entry(tag);
     let (code, sig) = match &e["last_exit"] {
         v if v.get("code").is_some() => (v["code"].as_i64().unwrap(), 0),
@@ -325,8 +332,7 @@ fn expected_record(d: &Daemon, tag: &str, command: &str, last_signal: i64, goal:
         _ => (0, 0),
     };
     format!(
-        "BEGIN bnode_proc\ncomLine: {command}\ncoreName: (null)\npid: {}\nlastExit: {code}\nlastSignal: {sig}\nEND bnode_proc\nBEGIN bnode\nname: {tag}\nrsTime: {}\nrsCount: {}\nprocStartTime: {}\nprocStarts: {}\nlastAnyExit: {}\nlastErrorExit: {}\nerrorCode: {ecode}\nerrorSignal: {esig}\nlastErrorName: {tag}\ngoal: {goal}\nEND bnode\n",
-        e["notified_pid"].as_i64().unwrap_or(0),
+        "BEGIN bnode_proc\ncomLine: {command}\ncoreName: (null)\npid: {pid}\nlastExit: {code}\nlastSignal: {sig}\nEND bnode_proc\nBEGIN bnode\nname: {tag}\nrsTime: {}\nrsCount: {}\nprocStartTime: {}\nprocStarts: {}\nlastAnyExit: {}\nlastErrorExit: {}\nerrorCode: {ecode}\nerrorSignal: {esig}\nlastErrorName: {tag}\ngoal: {goal}\nEND bnode\n",
         e["rs_time"],
         e["rs_count"],
         e["last_start"],
@@ -339,7 +345,7 @@ fn expected_record(d: &Daemon, tag: &str, command: &str, last_signal: i64, goal:
 #[test]
 fn notifier_gets_the_bos_record_for_exits_signals_and_stops() {
     let d = Daemon::start(
-        "n:e3:1:once:exit 3\n:e3::notifier:cat > e3.rec\n\
+        "n:e3:1:once:echo $$ > e3.pid; exit 3\n:e3::notifier:cat > e3.rec\n\
          n:usr1:1:once:sleep 1000\n:usr1::notifier:cat > usr1.rec\n\
          n:stopped:1:respawn:sleep 1000\n:stopped::notifier:cat > stopped.rec\n",
     );
@@ -352,10 +358,8 @@ fn notifier_gets_the_bos_record_for_exits_signals_and_stops() {
 
     // Exit code 3: an error exit, goal 1 (the entry still belongs to the level).
     d.wait_until("e3 record", || d.read("e3.rec").ends_with("END bnode\n"));
-    let want = expected_record(&d, "e3", "exit 3", 0, 1).replace(
-        "pid: 0\n",
-        &format!("pid: {}\n", record_pid(&d.read("e3.rec"))),
-    );
+    let e3: i64 = d.read("e3.pid").trim().parse().unwrap();
+    let want = expected_record(&d, "e3", "echo $$ > e3.pid; exit 3", e3, 0, 1);
     assert_lines(&d.read("e3.rec"), &want);
     assert!(d.read("e3.rec").contains("lastExit: 3\n"));
     assert!(d.read("e3.rec").contains("errorCode: 3\n"));
@@ -369,8 +373,7 @@ fn notifier_gets_the_bos_record_for_exits_signals_and_stops() {
     d.wait_until("usr1 record", || {
         d.read("usr1.rec").ends_with("END bnode\n")
     });
-    let want = expected_record(&d, "usr1", "sleep 1000", 10, 1)
-        .replace("pid: 0\n", &format!("pid: {usr1}\n"));
+    let want = expected_record(&d, "usr1", "sleep 1000", usr1, 10, 1);
     assert_lines(&d.read("usr1.rec"), &want);
     assert!(d.read("usr1.rec").contains("errorSignal: 10\n"));
 
@@ -379,17 +382,9 @@ fn notifier_gets_the_bos_record_for_exits_signals_and_stops() {
     d.wait_until("stopped record", || {
         d.read("stopped.rec").ends_with("END bnode\n")
     });
-    let want = expected_record(&d, "stopped", "sleep 1000", 2, 0)
-        .replace("pid: 0\n", &format!("pid: {stopped}\n"));
+    let want = expected_record(&d, "stopped", "sleep 1000", stopped, 2, 0);
     assert_lines(&d.read("stopped.rec"), &want);
     assert!(d.read("stopped.rec").contains("lastErrorExit: 0\n"));
-}
-
-fn record_pid(rec: &str) -> i64 {
-    rec.lines()
-        .find_map(|l| l.strip_prefix("pid: "))
-        .and_then(|p| p.parse().ok())
-        .unwrap()
 }
 
 fn assert_lines(got: &str, want: &str) {

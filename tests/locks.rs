@@ -50,9 +50,11 @@ fn finish(mut c: Child) -> Output {
     c.wait_with_output().unwrap()
 }
 
-/// A held command: writes its token to FILE, then blocks on FIFO.
+/// A held command: opens FIFO (read-write: does not block), writes its
+/// token to FILE, then blocks reading FIFO. The FIFO is open before the
+/// token shows, so `release_fifo` after `wait_holds` always finds a reader.
 fn held(file: &str, fifo: &str) -> String {
-    format!("echo $CLINIT_LOCK_TOKEN $CLINIT_LOCK_NAME > {file}; read x < {fifo}")
+    format!("exec 3<>{fifo}; echo $CLINIT_LOCK_TOKEN $CLINIT_LOCK_NAME > {file}; read x <&3")
 }
 
 /// `clinit lock ARGS -- sh -c ...` whose command writes its pid to
