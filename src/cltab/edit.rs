@@ -34,14 +34,7 @@ fn classify(line: &str) -> Line<'_> {
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return Line::Other;
     }
-    let mut fields = line.splitn(5, ':');
-    let (Some(group), Some(tag), Some(levels), Some(_), Some(_)) = (
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-    ) else {
+    let Some([group, tag, levels, _, _]) = super::split_fields(line) else {
         return Line::Other;
     };
     let (group, tag, levels) = (group.trim(), tag.trim(), levels.trim());

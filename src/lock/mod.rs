@@ -713,10 +713,9 @@ impl LockManager {
             }
         }
         if let Some(o) = self.owners.remove(&holder) {
-            for (name, seq) in o.waiting {
-                self.remove_waiter(&name, seq);
-                touched.insert(name);
-            }
+            // A connection's own waits are all in `requests` (removed
+            // above, which also emptied `o.waiting`); a lease never gets here.
+            debug_assert!(o.waiting.is_empty(), "waits of {holder} left behind");
             for name in o.held {
                 self.lose(name, holder, LostWhy::HolderGone, &mut touched, out);
             }

@@ -937,11 +937,12 @@ impl Group {
     }
 
     /// The level the group is at or going to, if it runs its entries now.
-    fn active_level(&self) -> Option<String> {
+    /// The level the group is at or going to; none while idle or halting.
+    pub fn active_level(&self) -> Option<&str> {
         match &self.phase {
             Phase::Stopping { level }
             | Phase::Starting { level }
-            | Phase::Settled { level, .. } => Some(level.clone()),
+            | Phase::Settled { level, .. } => Some(level),
             Phase::Idle | Phase::Halting { .. } => None,
         }
     }
@@ -1001,7 +1002,7 @@ impl Group {
                 let Some(i) = self.slots.iter().position(|s| s.spec.tag == tag) else {
                     return (self, actions);
                 };
-                let level = self.active_level();
+                let level = self.active_level().map(str::to_owned);
                 let ctx = Ctx {
                     level: level.as_deref().unwrap_or(""),
                     unix,
@@ -1041,7 +1042,7 @@ impl Group {
                 self.progress(now, unix, &mut actions);
             }
             GroupEvent::Restart => {
-                if let Some(level) = self.active_level() {
+                if let Some(level) = self.active_level().map(str::to_owned) {
                     let ctx = Ctx {
                         level: &level,
                         unix,

@@ -9,7 +9,7 @@ pub mod machine;
 use crate::cltab::Cltab;
 use crate::proto::{EntryStatus, GroupStatus};
 use crate::store::sqlite::StoreOp;
-use machine::{Action, Control, Group, GroupEvent, GroupState, Phase, Proc, ProcEvent};
+use machine::{Action, Control, Group, GroupEvent, GroupState, Proc, ProcEvent};
 use std::collections::HashSet;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -169,8 +169,7 @@ impl Supervisor {
             });
         }
         let (g, slot) = self.slot(tag).expect("the entry is still there");
-        let at_level = g.phase.level().is_some_and(|l| slot.spec.wanted_at(l))
-            && !matches!(g.phase, Phase::Halting { .. } | Phase::Idle);
+        let at_level = g.active_level().is_some_and(|l| slot.spec.wanted_at(l));
         let how = slot
             .enable
             .describe()
