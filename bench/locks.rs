@@ -69,11 +69,13 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// `clients` threads, each on `name(i)`, acquire+release for `secs`.
+/// `clients` threads, each on `name(i)`, acquire+release for `secs`;
+/// `spin` sets the clients' spin budget (default: the library's).
 fn throughput(
     sock: &Path,
     clients: usize,
     secs: f64,
+    spin: Option<Duration>,
     name: impl Fn(usize) -> String,
 ) -> Throughput {
     let barrier = Arc::new(Barrier::new(clients + 1));
@@ -82,6 +84,9 @@ fn throughput(
             let (sock, barrier, name) = (sock.to_path_buf(), barrier.clone(), name(i));
             std::thread::spawn(move || {
                 let mut c = connect(&sock);
+                if let Some(budget) = spin {
+                    c.set_spin(budget);
+                }
                 let mut lat = Vec::with_capacity(1 << 20);
                 barrier.wait();
                 let end = Instant::now() + Duration::from_secs_f64(secs);
@@ -332,10 +337,11 @@ fn main() {
     let rec_us = round_trip_us(&mut connect(&sock), 20_000, || Request::Locks {
         name: Some("none".into()),
     });
-    let one = throughput(&sock, 1, 3.0, |_| "one".into());
+    let one = throughput(&sock, 1, 3.0, None, |_| "one".into());
+    let one_nospin = throughput(&sock, 1, 3.0, Some(Duration::ZERO), |_| "one".into());
     let one_piped = pipelined(&sock, 3.0);
-    let eight_one = throughput(&sock, 8, 3.0, |_| "shared-name".into());
-    let eight_names = throughput(&sock, 8, 3.0, |i| format!("name{i}"));
+    let eight_one = throughput(&sock, 8, 3.0, None, |_| "shared-name".into());
+    let eight_names = throughput(&sock, 8, 3.0, None, |i| format!("name{i}"));
     let death_ms = death_to_grant_ms(&sock);
     let clinit_cli_ms = median_cli_ms(50, || {
         let mut c = Command::new(bin());
@@ -358,6 +364,7 @@ fn main() {
             "{}",
             serde_json::json!({
                 "one": t(&one),
+                "one_nospin": t(&one_nospin),
                 "one_pipelined": t(&one_piped),
                 "eight_one_name": t(&eight_one),
                 "eight_names": t(&eight_names),
@@ -372,6 +379,7 @@ fn main() {
     } else {
         for (what, x) in [
             ("1 client", &one),
+            ("1 client, never spins", &one_nospin),
             ("1 client, pipelined", &one_piped),
             ("8 clients, one name", &eight_one),
             ("8 clients, 8 names", &eight_names),

@@ -36,6 +36,8 @@ pub struct Client {
     next_id: u64,
     /// How long to wait for a reply.
     timeout: Duration,
+    /// Whether to busy-wait for the next reply before sleeping.
+    spin: Spin,
 }
 
 impl Client {
@@ -63,6 +65,7 @@ impl Client {
             path: path.to_path_buf(),
             next_id: 1,
             timeout: Duration::ZERO,
+            spin: Spin::new(default_spin()),
         };
         c.set_timeout(Duration::from_secs(60));
         Ok(c)
@@ -72,6 +75,13 @@ impl Client {
     pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
         self.reader.get_ref().as_fd()
+    }
+
+    /// How long to busy-wait for a reply before sleeping (see [`Spin`]);
+    /// zero never spins. The default is `CLINIT_SPIN_US` microseconds, or
+    /// [`SPIN_DEFAULT`] when that is unset, and zero on one CPU.
+    pub fn set_spin(&mut self, budget: Duration) {
+        self.spin = Spin::new(budget);
     }
 
     /// How long to wait for a reply (default 60 s).
@@ -86,9 +96,18 @@ impl Client {
     /// so every round trip would cost a second sleep and wake-up; `poll`
     /// for input only is not woken by that. Measured: 2 sleeps per request
     /// become 1, about 1 µs of client and daemon CPU each.
+    ///
+    /// Before sleeping it may spin a little (see [`Spin`]).
     fn await_reply(&mut self) -> Result<(), ClientError> {
         if !self.reader.buffer().is_empty() {
             return Ok(());
+        }
+        if self.spin.try_now() {
+            let arrived = spin_until_readable(self.as_fd(), self.spin.budget);
+            self.spin.record(arrived);
+            if arrived {
+                return Ok(());
+            }
         }
         match wait_readable(self.as_fd(), self.timeout) {
             // Readable, closed or failed: the read tells which.
@@ -149,6 +168,113 @@ impl Client {
     }
 }
 
+/// How long a client spins for a reply when `CLINIT_SPIN_US` is unset.
+pub const SPIN_DEFAULT: Duration = Duration::from_micros(30);
+
+/// The most requests a client waits without spinning after a spin that
+/// found no reply.
+const SPIN_BACKOFF_MAX: u32 = 64;
+
+/// Adaptive busy-waiting for replies.
+///
+/// Most of a request's round trip is the kernel waking the sleeping side
+/// on the other CPU (measured: a raw UNIX-socket round trip is 4.5 µs with
+/// both ends on one CPU, 10-12 µs across CPUs). A client that polls the
+/// socket for a short while instead of sleeping is not woken: the daemon's
+/// reply finds it running. One client's lock+unlock rate went from about
+/// 32,000/s to 42,000-50,000/s for about 3 µs more client CPU per request.
+///
+/// The spin is polite: between polls the thread yields its CPU, so a
+/// runnable daemon or client on the same CPU goes first (without the
+/// yield, 8 clients on 2 CPUs lost 20-30% of their rate; with it they gain).
+/// When a spin finds no reply within the budget (a lock that must wait, a
+/// busy machine), the client sleeps at once for the next 1, 2, 4 ... up to
+/// [`SPIN_BACKOFF_MAX`] requests, and spins again after one that succeeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spin {
+    budget: Duration,
+    /// Requests left to wait without spinning.
+    skip: u32,
+    /// What `skip` was last set to after a failed spin (0 after a success).
+    backoff: u32,
+}
+
+impl Spin {
+    pub fn new(budget: Duration) -> Spin {
+        Spin {
+            budget,
+            skip: 0,
+            backoff: 0,
+        }
+    }
+
+    /// Whether to spin for this reply (counts a skipped one).
+    pub fn try_now(&mut self) -> bool {
+        if self.budget.is_zero() {
+            return false;
+        }
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// What the spin found: a reply (`true`) or none within the budget.
+    pub fn record(&mut self, arrived: bool) {
+        if arrived {
+            self.backoff = 0;
+        } else {
+            self.backoff = (self.backoff * 2).clamp(1, SPIN_BACKOFF_MAX);
+            self.skip = self.backoff;
+        }
+    }
+}
+
+/// The spin budget of a new client: `CLINIT_SPIN_US` (microseconds; 0 never
+/// spins) or [`SPIN_DEFAULT`], and zero when this process may use only one
+/// CPU (the daemon could not run while the client spins).
+fn default_spin() -> Duration {
+    static BUDGET: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            return Duration::ZERO;
+        }
+        match std::env::var("CLINIT_SPIN_US") {
+            Err(_) => SPIN_DEFAULT,
+            Ok(v) => match v.trim().parse() {
+                Ok(us) => Duration::from_micros(us),
+                Err(_) => {
+                    eprintln!(
+                        "clinit: ignoring CLINIT_SPIN_US={v:?}: not a whole number of microseconds; spinning up to {} us",
+                        SPIN_DEFAULT.as_micros()
+                    );
+                    SPIN_DEFAULT
+                }
+            },
+        }
+    })
+}
+
+/// Poll `fd` without blocking, yielding the CPU between polls, until it is
+/// readable (true) or `budget` has passed (false).
+fn spin_until_readable(fd: std::os::fd::BorrowedFd, budget: Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let start = std::time::Instant::now();
+    loop {
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            // Readable, closed or failed: the caller's read tells which.
+            _ => return true,
+        }
+        if start.elapsed() >= budget {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// Wait up to `limit` until `fd` is readable (or closed): false when the
 /// time ran out. Interrupted waits go on with the time left.
 pub(crate) fn wait_readable(fd: std::os::fd::BorrowedFd, limit: Duration) -> nix::Result<bool> {
@@ -166,5 +292,72 @@ pub(crate) fn wait_readable(fd: std::os::fd::BorrowedFd, limit: Duration) -> nix
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each row: the outcomes of the spins made so far (in order), then
+    /// whether the next `try_now` calls spin.
+    #[test]
+    fn spin_backs_off_after_a_spin_that_found_nothing() {
+        let us = Duration::from_micros(30);
+        let rows: &[(&str, Duration, &[bool], &[bool])] = &[
+            (
+                "no budget never spins",
+                Duration::ZERO,
+                &[],
+                &[false, false],
+            ),
+            ("a fresh client spins", us, &[], &[true, true]),
+            ("after a success it spins again", us, &[true], &[true]),
+            ("one miss skips one request", us, &[false], &[false, true]),
+            (
+                "two misses skip two",
+                us,
+                &[false, false],
+                &[false, false, true],
+            ),
+            (
+                "a success resets the backoff",
+                us,
+                &[false, false, true, false],
+                &[false, true],
+            ),
+        ];
+        for (what, budget, outcomes, expect) in rows {
+            let mut s = Spin::new(*budget);
+            for &arrived in *outcomes {
+                // Spins only happen when try_now allows them: skip past
+                // the requests that sleep.
+                while !s.try_now() {}
+                s.record(arrived);
+            }
+            let got: Vec<bool> = expect.iter().map(|_| s.try_now()).collect();
+            assert_eq!(&got, expect, "{what}");
+        }
+    }
+
+    #[test]
+    fn spin_backoff_is_bounded() {
+        let mut s = Spin::new(Duration::from_micros(30));
+        for _ in 0..20 {
+            while !s.try_now() {}
+            s.record(false);
+        }
+        let skipped = (0..1000).take_while(|_| !s.try_now()).count();
+        assert_eq!(skipped, SPIN_BACKOFF_MAX as usize);
+    }
+
+    #[test]
+    fn spinning_sees_a_reply_already_there_and_gives_up_on_none() {
+        use std::io::Write;
+        use std::os::fd::AsFd;
+        let (mut a, b) = UnixStream::pair().unwrap();
+        assert!(!spin_until_readable(b.as_fd(), Duration::from_micros(50)));
+        a.write_all(b"x").unwrap();
+        assert!(spin_until_readable(b.as_fd(), Duration::from_micros(50)));
     }
 }
