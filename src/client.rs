@@ -441,8 +441,7 @@ mod tests {
         let end = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let s = std::fs::read_to_string(&stat).unwrap();
-            // The state follows the command name's closing parenthesis.
-            if s[s.rfind(')').unwrap() + 1..].trim_start().starts_with('S') {
+            if crate::store::leftovers::stat_field(&s, 3) == Some("S") {
                 return;
             }
             assert!(std::time::Instant::now() < end, "never slept: {s}");

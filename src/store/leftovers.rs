@@ -51,13 +51,18 @@ pub fn start_ticks(pid: i32) -> Option<u64> {
     parse_start_ticks(&stat)
 }
 
-/// Parse field 22 of a /proc/PID/stat line. The command name (field 2) is
-/// in parentheses and may itself contain spaces and parentheses, so fields
-/// are counted from after the LAST ')'.
+/// Parse field 22 of a /proc/PID/stat line.
 fn parse_start_ticks(stat: &str) -> Option<u64> {
+    stat_field(stat, 22)?.parse().ok()
+}
+
+/// Field `n` (numbered as in proc(5), 3 or more: 3 is the state, 4 the
+/// parent pid) of a /proc/PID/stat line. The command name (field 2) is in
+/// parentheses and may itself contain spaces and parentheses, so fields
+/// are counted from after the LAST ')'.
+pub fn stat_field(stat: &str, n: usize) -> Option<&str> {
     let rest = &stat[stat.rfind(')')? + 1..];
-    // `rest` starts at field 3 (state), so field 22 is the 20th.
-    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+    rest.split_whitespace().nth(n.checked_sub(3)?)
 }
 
 /// What [`stop_leftovers`] found and did for one record.
@@ -444,6 +449,19 @@ mod tests {
         assert_eq!(parse_start_ticks(&format!("77 (sleep) {rest}")), Some(4242));
         assert_eq!(parse_start_ticks("77 (x) S 1 2"), None);
         assert_eq!(parse_start_ticks("garbage"), None);
+        for (n, want) in [
+            (3, Some("S")),
+            (4, Some("1")),
+            (2, None),
+            (0, None),
+            (99, None),
+        ] {
+            assert_eq!(
+                stat_field(&format!("77 (a) b (c)) {rest}"), n),
+                want,
+                "field {n}"
+            );
+        }
         assert!(start_ticks(std::process::id() as i32).is_some());
         assert_eq!(start_ticks(0), None);
         assert_eq!(boot_id().len(), 36, "{:?}", boot_id());

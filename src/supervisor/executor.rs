@@ -382,11 +382,8 @@ fn sweep_leftovers<N>(
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        // Fields after the parenthesised command name: state ppid ...
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<Pid>().ok());
+        let ppid =
+            crate::store::leftovers::stat_field(&stat, 4).and_then(|p| p.parse::<Pid>().ok());
         if ppid != Some(me) {
             continue;
         }

@@ -19,6 +19,11 @@ fn entry(group: &str, tag: &str, levels: &str, mode: Mode) -> Arc<Entry> {
     })
 }
 
+/// The exit of process `pid` with `status`.
+fn exited(pid: i32, status: ExitStatus) -> ProcEvent {
+    ProcEvent::Exited { pid, status }
+}
+
 fn timing() -> Timing {
     Timing::default()
 }
@@ -129,28 +134,19 @@ fn entry_transitions() {
         ),
         (
             running(Mode::Once),
-            ProcEvent::Exited {
-                pid: 10,
-                status: ExitStatus::Code(0),
-            },
+            exited(10, ExitStatus::Code(0)),
             "exited",
             vec![],
         ),
         (
             running(Mode::Once),
-            ProcEvent::Exited {
-                pid: 11,
-                status: ExitStatus::Code(0),
-            },
+            exited(11, ExitStatus::Code(0)),
             "running",
             vec![],
         ),
         (
             running(Mode::Respawn),
-            ProcEvent::Exited {
-                pid: 10,
-                status: ExitStatus::Signal(9),
-            },
+            exited(10, ExitStatus::Signal(9)),
             "starting",
             vec!["spawn a @1"],
         ),
@@ -200,10 +196,7 @@ fn entry_transitions() {
         ),
         (
             with(Mode::Respawn, stopping(StopPhase::First)),
-            ProcEvent::Exited {
-                pid: 10,
-                status: ExitStatus::Signal(2),
-            },
+            exited(10, ExitStatus::Signal(2)),
             "idle",
             vec!["sweep a"],
         ),
@@ -350,15 +343,7 @@ fn group_starts_in_file_order_and_waits_for_foreground() {
     assert_eq!(g.state(), GroupState::Starting);
     let (g, a) = ev(g, "w", ProcEvent::Spawned { pid: 1 }, b);
     assert!(a.is_empty());
-    let (g, a) = ev(
-        g,
-        "w",
-        ProcEvent::Exited {
-            pid: 1,
-            status: ExitStatus::Code(0),
-        },
-        b,
-    );
+    let (g, a) = ev(g, "w", exited(1, ExitStatus::Code(0)), b);
     assert_eq!(kinds(&a), ["spawn r @1"]);
     assert_eq!(g.state(), GroupState::Starting);
     let (g, _) = ev(g, "r", ProcEvent::Spawned { pid: 2 }, b);
@@ -410,15 +395,7 @@ fn group_states_table() {
                 .map(|s| s.spec.tag.clone())
                 .expect("a foreground entry is being started");
             let (g2, _) = ev(g, &tag, ProcEvent::Spawned { pid }, b);
-            let (g2, _) = ev(
-                g2,
-                &tag,
-                ProcEvent::Exited {
-                    pid,
-                    status: code(c),
-                },
-                b,
-            );
+            let (g2, _) = ev(g2, &tag, exited(pid, code(c)), b);
             g = g2;
         }
         assert_eq!(g.state(), want, "case {i}");
@@ -439,30 +416,14 @@ fn switching_levels_stops_others_first_and_keeps_shared_entries() {
     let (g, _) = ev(g, "b", ProcEvent::Spawned { pid: 2 }, b);
     let (g, a) = ev(g, "w", ProcEvent::Spawned { pid: 3 }, b);
     assert!(a.is_empty());
-    let (g, _) = ev(
-        g,
-        "w",
-        ProcEvent::Exited {
-            pid: 3,
-            status: ExitStatus::Code(0),
-        },
-        b,
-    );
+    let (g, _) = ev(g, "w", exited(3, ExitStatus::Code(0)), b);
     assert_eq!(g.state(), GroupState::Done);
 
     // To level 2: b is stopped first; a keeps running; w already ran.
     let (g, a) = tell(g, "2", at(b, 10));
     assert_eq!(kinds(&a), ["signal b 2 SIGINT", "timer b escalate Term"]);
     assert_eq!(g.state(), GroupState::Stopping);
-    let (g, a) = ev(
-        g,
-        "b",
-        ProcEvent::Exited {
-            pid: 2,
-            status: ExitStatus::Signal(2),
-        },
-        at(b, 20),
-    );
+    let (g, a) = ev(g, "b", exited(2, ExitStatus::Signal(2)), at(b, 20));
     assert_eq!(kinds(&a), ["sweep b", "spawn c @2"]);
     let (g, _) = ev(g, "c", ProcEvent::Spawned { pid: 4 }, at(b, 20));
     assert_eq!(g.state(), GroupState::Done);
@@ -492,15 +453,7 @@ fn tell_during_start_takes_over() {
     let (g, _) = ev(g, "w", ProcEvent::Spawned { pid: 7 }, b);
     let (g, a) = tell(g, "2", b);
     assert_eq!(kinds(&a), ["signal w 7 SIGINT", "timer w escalate Term"]);
-    let (g, a) = ev(
-        g,
-        "w",
-        ProcEvent::Exited {
-            pid: 7,
-            status: ExitStatus::Signal(2),
-        },
-        b,
-    );
+    let (g, a) = ev(g, "w", exited(7, ExitStatus::Signal(2)), b);
     assert_eq!(kinds(&a), ["sweep w"]);
     assert_eq!(g.state(), GroupState::Done);
     assert_eq!(g.phase.level(), Some("2"));
@@ -530,15 +483,7 @@ fn reread_retires_changed_entries_and_keeps_unchanged() {
     assert_eq!(g.state(), GroupState::Starting);
     // The retired one's exit is routed by pid, it disappears, and the new
     // version starts.
-    let (g, a) = ev(
-        g,
-        "b",
-        ProcEvent::Exited {
-            pid: 2,
-            status: ExitStatus::Signal(2),
-        },
-        b,
-    );
+    let (g, a) = ev(g, "b", exited(2, ExitStatus::Signal(2)), b);
     assert!(g.retired.is_empty());
     assert_eq!(kinds(&a), ["sweep b", "spawn b @1"]);
     let (g, _) = ev(g, "b", ProcEvent::Spawned { pid: 3 }, b);
@@ -555,15 +500,7 @@ fn halt_stops_everything() {
     let (g, a) = g.step(GroupEvent::Halt, b, UNIX);
     assert_eq!(kinds(&a), ["signal a 1 SIGINT", "timer a escalate Term"]);
     assert_eq!(g.state(), GroupState::Stopping);
-    let (g, _) = ev(
-        g,
-        "a",
-        ProcEvent::Exited {
-            pid: 1,
-            status: ExitStatus::Signal(2),
-        },
-        b,
-    );
+    let (g, _) = ev(g, "a", exited(1, ExitStatus::Signal(2)), b);
     assert!(g.is_quiet());
 }
 
@@ -618,10 +555,7 @@ fn every_exit_updates_stats_and_notifies_once() {
     let (g, a) = g.step(
         GroupEvent::Proc {
             tag: "a".into(),
-            ev: ProcEvent::Exited {
-                pid: 5,
-                status: ExitStatus::Code(3),
-            },
+            ev: exited(5, ExitStatus::Code(3)),
         },
         at(b, 5000),
         UNIX + 5,
@@ -657,10 +591,7 @@ fn every_exit_updates_stats_and_notifies_once() {
     let (g, a) = g.step(
         GroupEvent::Proc {
             tag: "a".into(),
-            ev: ProcEvent::Exited {
-                pid: 6,
-                status: ExitStatus::Signal(2),
-            },
+            ev: exited(6, ExitStatus::Signal(2)),
         },
         at(b, 7000),
         UNIX + 7,
@@ -678,15 +609,7 @@ fn every_exit_updates_stats_and_notifies_once() {
         level: "1",
         unix: UNIX + 100,
     };
-    let (slot, _) = step_proc(
-        slot,
-        ProcEvent::Exited {
-            pid: 7,
-            status: ExitStatus::Code(0),
-        },
-        at(b, 100_000),
-        &ctx,
-    );
+    let (slot, _) = step_proc(slot, exited(7, ExitStatus::Code(0)), at(b, 100_000), &ctx);
     // The window restarted at this exit; the restart it causes is its first.
     assert_eq!((slot.stats.rs_time, slot.stats.rs_count), (UNIX + 100, 1));
 }
@@ -711,15 +634,7 @@ fn operator_stop_start_and_restart() {
     let (g, a) = ctl(g, Control::Stop { temporary: true });
     assert_eq!(kinds(&a), ["signal a 1 SIGINT", "timer a escalate Term"]);
     assert_eq!(g.slots[0].enable.describe(), Some("temporarily disabled"));
-    let (g, _) = ev(
-        g,
-        "a",
-        ProcEvent::Exited {
-            pid: 1,
-            status: ExitStatus::Signal(2),
-        },
-        b,
-    );
+    let (g, _) = ev(g, "a", exited(1, ExitStatus::Signal(2)), b);
     assert_eq!(g.slots[0].proc, Proc::Idle);
     // A level switch does not start a disabled entry.
     let (g, a) = tell(g, "1", b);
@@ -736,15 +651,7 @@ fn operator_stop_start_and_restart() {
     // Restart: stop, then start again as soon as it has exited.
     let (g, a) = ctl(g, Control::Restart);
     assert_eq!(kinds(&a), ["signal a 2 SIGINT", "timer a escalate Term"]);
-    let (g, a) = ev(
-        g,
-        "a",
-        ProcEvent::Exited {
-            pid: 2,
-            status: ExitStatus::Signal(2),
-        },
-        b,
-    );
+    let (g, a) = ev(g, "a", exited(2, ExitStatus::Signal(2)), b);
     assert_eq!(kinds(&a), ["sweep a", "spawn a @1"]);
     assert!(matches!(g.slots[0].proc, Proc::Spawning { .. }));
     // A disabled entry in the start sequence no longer holds it up.
@@ -756,15 +663,7 @@ fn operator_stop_start_and_restart() {
         kinds(&a),
         ["signal a 3 SIGINT", "timer a escalate Term", "spawn b @1"]
     );
-    let (g, a) = ev(
-        g,
-        "a",
-        ProcEvent::Exited {
-            pid: 3,
-            status: ExitStatus::Signal(2),
-        },
-        b,
-    );
+    let (g, a) = ev(g, "a", exited(3, ExitStatus::Signal(2)), b);
     assert_eq!(kinds(&a), ["sweep a"]);
     let (g, _) = ev(g, "b", ProcEvent::Spawned { pid: 4 }, b);
     assert_eq!(g.state(), GroupState::Done);
@@ -869,10 +768,7 @@ fn cron_entries_wait_for_their_time_and_never_overlap() {
     let (g, a) = g.step(
         GroupEvent::Proc {
             tag: "c".into(),
-            ev: ProcEvent::Exited {
-                pid: 9,
-                status: ExitStatus::Code(2),
-            },
+            ev: exited(9, ExitStatus::Code(2)),
         },
         second.at,
         second.unix,
@@ -897,15 +793,7 @@ fn cron_entries_wait_for_their_time_and_never_overlap() {
     let (g, a) = g.step(GroupEvent::Tell { level: "1".into() }, b, UNIX);
     assert_eq!(kinds(&a), ["spawn n @1"]);
     let (g, _) = ev(g, "n", ProcEvent::Spawned { pid: 3 }, b);
-    let (g, a) = ev(
-        g,
-        "n",
-        ProcEvent::Exited {
-            pid: 3,
-            status: ExitStatus::Code(0),
-        },
-        b,
-    );
+    let (g, a) = ev(g, "n", exited(3, ExitStatus::Code(0)), b);
     assert!(a.is_empty());
     assert!(matches!(g.slots[0].proc, Proc::Exited { .. }));
 }
