@@ -360,6 +360,41 @@ fn sigterm_to_the_daemon_shuts_down_gracefully() {
 }
 
 #[test]
+fn shutdown_is_answered_even_when_the_daemon_exits_at_once() {
+    // Nothing runs, so the daemon exits right after it answers; the answer
+    // must still reach the client.
+    let mut d = Daemon::start("g:x:1:once:true\n");
+    let out = d.run(&["shutdown"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "all groups halting\n");
+    let mut child = d.child.take().unwrap();
+    assert!(wait_exit(&mut child, "the daemon did not exit").success());
+}
+
+#[test]
+fn a_wait_during_shutdown_is_told_at_once() {
+    let mut d = Daemon::start(
+        ":::stop_term_after:600\n\
+         g:stubborn:1:respawn:trap '' INT TERM; while :; do sleep 0.05; done\n",
+    );
+    d.ok(&["tell", "g", "1"]);
+    d.wait_status("g", "g 1 DONE");
+    let pid = d.entry("stubborn")["pid"].as_i64().unwrap();
+    assert_eq!(d.ok(&["shutdown"]), "all groups halting\n");
+    // The entry ignores SIGINT and SIGTERM comes only after 600 s: the
+    // daemon stays in its halt until this test kills the entry.
+    let out = d.run(&["wait", "g", "1"]);
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the daemon is shutting down"),
+        "{out:?}"
+    );
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let mut child = d.child.take().unwrap();
+    assert!(wait_exit(&mut child, "the daemon did not exit").success());
+}
+
+#[test]
 fn socket_mode_and_per_entry_log_files() {
     let d = with_entry(|dir| {
         format!(

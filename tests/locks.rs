@@ -287,6 +287,25 @@ fn the_lock_daemon_exits_when_idle() {
     );
 }
 
+#[test]
+fn the_lock_daemon_answers_shutdown_before_it_exits() {
+    let d = Daemon::prepare("");
+    let mut lockd = Command::new(bin())
+        .current_dir(d.dir.path())
+        .arg("-c")
+        .arg(d.cltab())
+        .args(["lockd", "--idle", "60"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    d.wait_until("lockd answers", || d.run(&["locks"]).status.success());
+    let out = d.run(&["shutdown"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "all groups halting\n");
+    assert!(wait_exit(&mut lockd, "lockd did not exit").success());
+}
+
 fn token_of(d: &Daemon) -> u64 {
     d.ok(&["lock", "t", "--", "sh", "-c", "echo $CLINIT_LOCK_TOKEN"])
         .trim()

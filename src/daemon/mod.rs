@@ -255,6 +255,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         restored: Arc::new(AtomicBool::new(false)),
         deadline_changed: Arc::new(tokio::sync::Notify::new()),
         conns: Default::default(),
+        in_request: Default::default(),
         idle_exit: opts.lockd_idle,
         sup: Supervisor::new(cltab, disabled),
         exec: executor,
@@ -321,6 +322,8 @@ struct Daemon {
     deadline_changed: Arc<tokio::sync::Notify>,
     /// Open client connections (counted by the connection tasks).
     conns: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests read and not yet answered on their connection.
+    in_request: Arc<InRequest>,
     /// `clinit lockd`: exit after this long with no lock, lease or
     /// connection.
     idle_exit: Option<std::time::Duration>,
@@ -346,6 +349,7 @@ impl Daemon {
                 locks: self.locks.clone(),
                 restored: self.restored.clone(),
                 deadline_changed: self.deadline_changed.clone(),
+                in_request: self.in_request.clone(),
             },
         ));
 
@@ -414,6 +418,7 @@ impl Daemon {
                 && self.exec.notifier_count() == 0
             {
                 tracing::info!("every process has stopped; exiting");
+                self.finish_replies(&mut rx).await;
                 return Ok(());
             }
             let idle_deadline = match self.idle_exit {
@@ -483,7 +488,9 @@ impl Daemon {
                             let _ = tx.send(r);
                         }
                     } else if let Request::Wait { group, level, state, timeout_ms } = req {
-                        if self.sup.has_group(&group) {
+                        if self.halting {
+                            let _ = reply.send(shutting_down());
+                        } else if self.sup.has_group(&group) {
                             // Clamped: a client's number must not overflow the clock.
                             let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms.min(100 * 365 * 86_400_000));
                             self.waiters.push(Waiter { group, level, state, deadline, reply });
@@ -541,6 +548,33 @@ impl Daemon {
         self.last_summary = Some(now);
     }
 
+    /// Before the daemon exits: let the connection tasks write the replies
+    /// they were given (the runtime would drop them unsent, and `clinit
+    /// shutdown` would see its connection closed instead of its answer).
+    /// Requests that will never be answered now get `SHUTTING_DOWN` (those
+    /// still queued for the event loop, and `wait`s) or are dropped
+    /// (blocked lock requests: their clients see the lock service go, as
+    /// after a crash). Bounded: a client that does not read its replies
+    /// cannot hold the exit up for more than a second.
+    async fn finish_replies(&mut self, rx: &mut mpsc::Receiver<Msg>) {
+        rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            if let Msg::Request { reply, .. } = msg {
+                let _ = reply.send(shutting_down());
+            }
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.reply.send(shutting_down());
+        }
+        self.locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pending
+            .clear();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), self.in_request.idle()).await;
+    }
+
     /// Answer every waiter whose condition holds or whose time is up.
     fn answer_waiters(&mut self) {
         let now = Instant::now();
@@ -593,13 +627,7 @@ impl Daemon {
             Request::Ping | Request::Status { .. } | Request::Shutdown
         ) {
             if self.halting {
-                return (
-                    error(
-                        ErrorCode::ShuttingDown,
-                        "the daemon is shutting down".into(),
-                    ),
-                    vec![],
-                );
+                return (shutting_down(), vec![]);
             }
             if self.idle_exit.is_some() {
                 return (
@@ -859,6 +887,13 @@ fn describe(req: &Request) -> String {
     }
 }
 
+fn shutting_down() -> Reply {
+    error(
+        ErrorCode::ShuttingDown,
+        "the daemon is shutting down".into(),
+    )
+}
+
 fn no_group(group: &str) -> (Reply, Vec<Action>) {
     (
         error(ErrorCode::NoSuchGroup, format!("no such group: {group}")),
@@ -883,6 +918,42 @@ fn error(code: ErrorCode, message: String) -> Reply {
     Reply::Error(ErrorReply { code, message })
 }
 
+/// Counts the requests that connection tasks have read and not yet
+/// answered, so that the daemon can wait for the replies at exit.
+#[derive(Default)]
+struct InRequest {
+    count: std::sync::atomic::AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+impl InRequest {
+    /// Marks one request as under way until the guard is dropped.
+    fn begin(self: &Arc<Self>) -> InRequestGuard {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InRequestGuard(self.clone())
+    }
+
+    /// Resolves once no request is under way.
+    async fn idle(&self) {
+        while self.count.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            // notify_one keeps a permit when nobody waits yet, so a guard
+            // dropped between the check and this await is not missed.
+            self.done.notified().await;
+        }
+    }
+}
+
+struct InRequestGuard(Arc<InRequest>);
+
+impl Drop for InRequestGuard {
+    fn drop(&mut self) {
+        self.0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.done.notify_one();
+    }
+}
+
 /// What every connection task shares with the event loop.
 #[derive(Clone)]
 struct Shared {
@@ -891,6 +962,7 @@ struct Shared {
     locks: Arc<Mutex<locks::LockService>>,
     restored: Arc<AtomicBool>,
     deadline_changed: Arc<tokio::sync::Notify>,
+    in_request: Arc<InRequest>,
 }
 
 async fn accept_loop(listener: UnixListener, shared: Shared) {
@@ -1035,6 +1107,8 @@ async fn serve(stream: UnixStream, conn: u64, shared: &Shared) {
                 return;
             }
         };
+        // Until the reply is written (or the task ends).
+        let _answering = shared.in_request.begin();
         let frame = match proto::decode_request(body) {
             Ok(f) => f,
             Err(e) => {
