@@ -238,19 +238,25 @@ fn concurrent_on_demand_starts_leave_one_lockd_and_a_lost_lock_stops_the_command
     assert!(lockds(&socket).is_empty());
 }
 
-#[test]
-fn the_lock_daemon_exits_when_idle() {
+/// A `clinit lockd` with `--idle MINUTES` in a temp dir, once it answers.
+fn lockd_with_idle(minutes: &str) -> (Daemon, Child) {
     let d = Daemon::prepare("");
-    let mut lockd = Command::new(bin())
+    let lockd = Command::new(bin())
         .current_dir(d.dir.path())
         .arg("-c")
         .arg(d.cltab())
-        .args(["lockd", "--idle", "0.01"])
+        .args(["lockd", "--idle", minutes])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     d.wait_until("lockd answers", || d.run(&["locks"]).status.success());
+    (d, lockd)
+}
+
+#[test]
+fn the_lock_daemon_exits_when_idle() {
+    let (d, mut lockd) = lockd_with_idle("0.01");
     // A lock held through a lease keeps it alive past its idle time (0.6 s)
     // with no client connected: it exits only after the lease (1.5 s) has
     // expired and released the lock.
@@ -289,17 +295,7 @@ fn the_lock_daemon_exits_when_idle() {
 
 #[test]
 fn the_lock_daemon_answers_shutdown_before_it_exits() {
-    let d = Daemon::prepare("");
-    let mut lockd = Command::new(bin())
-        .current_dir(d.dir.path())
-        .arg("-c")
-        .arg(d.cltab())
-        .args(["lockd", "--idle", "60"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    d.wait_until("lockd answers", || d.run(&["locks"]).status.success());
+    let (d, mut lockd) = lockd_with_idle("60");
     let out = d.run(&["shutdown"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "all groups halting\n");
