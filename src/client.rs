@@ -4,6 +4,7 @@
 use crate::proto::{
     self, ErrorCode, ErrorReply, Hello, Reply, Request, RequestFrame, ResponseFrame,
 };
+use crate::spin::Backoff;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub struct Client {
     /// How long to wait for a reply.
     timeout: Duration,
     /// Whether to busy-wait for the next reply before sleeping.
-    spin: Spin,
+    spin: Backoff,
 }
 
 impl Client {
@@ -65,7 +66,7 @@ impl Client {
             path: path.to_path_buf(),
             next_id: 1,
             timeout: Duration::ZERO,
-            spin: Spin::new(default_spin()),
+            spin: Backoff::new(crate::spin::budget()),
         };
         c.set_timeout(Duration::from_secs(60));
         Ok(c)
@@ -77,11 +78,11 @@ impl Client {
         self.reader.get_ref().as_fd()
     }
 
-    /// How long to busy-wait for a reply before sleeping (see [`Spin`]);
-    /// zero never spins. The default is `CLINIT_SPIN_US` microseconds, or
-    /// [`SPIN_DEFAULT`] when that is unset, and zero on one CPU.
+    /// How long to busy-wait for a reply before sleeping (see
+    /// [`crate::spin`]); zero never spins. The default is
+    /// [`crate::spin::budget`].
     pub fn set_spin(&mut self, budget: Duration) {
-        self.spin = Spin::new(budget);
+        self.spin = Backoff::new(budget);
     }
 
     /// How long to wait for a reply (default 60 s).
@@ -97,13 +98,13 @@ impl Client {
     /// for input only is not woken by that. Measured: 2 sleeps per request
     /// become 1, about 1 µs of client and daemon CPU each.
     ///
-    /// Before sleeping it may spin a little (see [`Spin`]).
+    /// Before sleeping it may spin a little (see [`crate::spin`]).
     fn await_reply(&mut self) -> Result<(), ClientError> {
         if !self.reader.buffer().is_empty() {
             return Ok(());
         }
         if self.spin.try_now() {
-            let arrived = spin_until_readable(self.as_fd(), self.spin.budget);
+            let arrived = spin_until_readable(self.as_fd(), self.spin.budget());
             self.spin.record(arrived);
             if arrived {
                 return Ok(());
@@ -168,101 +169,6 @@ impl Client {
     }
 }
 
-/// How long a client spins for a reply when `CLINIT_SPIN_US` is unset.
-pub const SPIN_DEFAULT: Duration = Duration::from_micros(30);
-
-/// The most requests a client waits without spinning after a spin that
-/// found no reply.
-const SPIN_BACKOFF_MAX: u32 = 64;
-
-/// Adaptive busy-waiting for replies.
-///
-/// Most of a request's round trip is the kernel waking the sleeping side
-/// on the other CPU (measured: a raw UNIX-socket round trip is 4.5 µs with
-/// both ends on one CPU, 10-12 µs across CPUs). A client that polls the
-/// socket for a short while instead of sleeping is not woken: the daemon's
-/// reply finds it running. In alternating runs one client's lock+unlock
-/// rate went from 27,100-32,200/s to 41,400-45,000/s, for about 4 µs more
-/// client CPU per request (6.8 → 10.6 µs).
-///
-/// The spin is polite: between polls the thread yields its CPU, so a
-/// runnable daemon or client on the same CPU goes first (without the
-/// yield, 8 clients on 2 CPUs lost 20-30% of their rate; with it they gain).
-/// When a spin finds no reply within the budget (a lock that must wait, a
-/// busy machine), the client sleeps at once for the next 1, 2, 4 ... up to
-/// [`SPIN_BACKOFF_MAX`] replies it waits for; a spin that finds its reply
-/// resets that. (A reply already buffered is not waited for and not
-/// counted.)
-#[derive(Debug, Clone, PartialEq)]
-pub struct Spin {
-    budget: Duration,
-    /// Replies left to wait for without spinning.
-    skip: u32,
-    /// What `skip` was last set to after a failed spin (0 after a success).
-    backoff: u32,
-}
-
-impl Spin {
-    pub fn new(budget: Duration) -> Spin {
-        Spin {
-            budget,
-            skip: 0,
-            backoff: 0,
-        }
-    }
-
-    /// Whether to spin for this reply (counts a skipped one).
-    pub fn try_now(&mut self) -> bool {
-        if self.budget.is_zero() {
-            return false;
-        }
-        if self.skip > 0 {
-            self.skip -= 1;
-            return false;
-        }
-        true
-    }
-
-    /// What the spin found: a reply (`true`) or none within the budget.
-    pub fn record(&mut self, arrived: bool) {
-        if arrived {
-            self.backoff = 0;
-        } else {
-            self.backoff = (self.backoff * 2).clamp(1, SPIN_BACKOFF_MAX);
-            self.skip = self.backoff;
-        }
-    }
-}
-
-/// The spin budget of a new client: `CLINIT_SPIN_US` (microseconds; 0 never
-/// spins) or [`SPIN_DEFAULT`], and zero when this process may use only one
-/// CPU (the daemon could not run while the client spins).
-fn default_spin() -> Duration {
-    static BUDGET: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *BUDGET.get_or_init(|| {
-        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-            return Duration::ZERO;
-        }
-        let Some(v) = std::env::var_os("CLINIT_SPIN_US") else {
-            return SPIN_DEFAULT;
-        };
-        parse_spin_us(&v).unwrap_or_else(|| {
-            eprintln!(
-                "clinit: ignoring CLINIT_SPIN_US={v:?}: not a number of microseconds from 0 to {}; spinning up to {} us",
-                u64::MAX,
-                SPIN_DEFAULT.as_micros()
-            );
-            SPIN_DEFAULT
-        })
-    })
-}
-
-/// A `CLINIT_SPIN_US` value: whole microseconds, surrounding blanks
-/// allowed; `None` when it is not one.
-fn parse_spin_us(v: &std::ffi::OsStr) -> Option<Duration> {
-    v.to_str()?.trim().parse().ok().map(Duration::from_micros)
-}
-
 /// Poll `fd` without blocking, yielding the CPU between polls, until it is
 /// readable (true) or `budget` has passed or polling failed (false; the
 /// caller's own `poll` then waits or reports the error).
@@ -308,79 +214,6 @@ pub(crate) fn wait_readable(fd: std::os::fd::BorrowedFd, limit: Duration) -> nix
 mod tests {
     use super::*;
 
-    /// Each row: the outcomes of the spins made so far (in order), then
-    /// whether the next `try_now` calls spin.
-    #[test]
-    fn spin_backs_off_after_a_spin_that_found_nothing() {
-        let us = Duration::from_micros(30);
-        let rows: &[(&str, Duration, &[bool], &[bool])] = &[
-            (
-                "no budget never spins",
-                Duration::ZERO,
-                &[],
-                &[false, false],
-            ),
-            ("a fresh client spins", us, &[], &[true, true]),
-            ("after a success it spins again", us, &[true], &[true]),
-            ("one miss skips one request", us, &[false], &[false, true]),
-            (
-                "two misses skip two",
-                us,
-                &[false, false],
-                &[false, false, true],
-            ),
-            (
-                "a success resets the backoff",
-                us,
-                &[false, false, true, false],
-                &[false, true],
-            ),
-        ];
-        for (what, budget, outcomes, expect) in rows {
-            let mut s = Spin::new(*budget);
-            for &arrived in *outcomes {
-                // Spins only happen when try_now allows them: skip past
-                // the requests that sleep.
-                while !s.try_now() {}
-                s.record(arrived);
-            }
-            let got: Vec<bool> = expect.iter().map(|_| s.try_now()).collect();
-            assert_eq!(&got, expect, "{what}");
-        }
-    }
-
-    #[test]
-    fn spin_backoff_is_bounded() {
-        let mut s = Spin::new(Duration::from_micros(30));
-        for _ in 0..20 {
-            while !s.try_now() {}
-            s.record(false);
-        }
-        let skipped = (0..1000).take_while(|_| !s.try_now()).count();
-        assert_eq!(skipped, SPIN_BACKOFF_MAX as usize);
-    }
-
-    #[test]
-    fn spin_budget_from_the_environment() {
-        use std::ffi::OsStr;
-        let us = Duration::from_micros;
-        let rows: &[(&str, Option<Duration>)] = &[
-            ("30", Some(us(30))),
-            (" 0 ", Some(Duration::ZERO)),
-            ("18446744073709551615", Some(us(u64::MAX))),
-            ("18446744073709551616", None),
-            ("-1", None),
-            ("2.5", None),
-            ("30us", None),
-            ("", None),
-        ];
-        for (v, want) in rows {
-            assert_eq!(parse_spin_us(OsStr::new(v)), *want, "{v:?}");
-        }
-        use std::os::unix::ffi::OsStrExt;
-        assert_eq!(parse_spin_us(OsStr::from_bytes(b"3\xff")), None);
-    }
-
     /// A stand-in daemon on a socket in a temp dir: answers the hello, then
     /// hands each request to `answer`, which writes what it likes.
     fn fake_daemon(
@@ -421,18 +254,26 @@ mod tests {
         let (path, t) = fake_daemon(pong);
         let mut c = Client::connect(&path).unwrap();
         // As after three spins that found nothing, with the skips used up.
-        c.spin = Spin {
-            budget: Duration::from_secs(10),
-            skip: 0,
-            backoff: 4,
-        };
+        c.spin = Backoff::after_misses(Duration::from_secs(10), 3);
         let r = c.request(Request::Ping).unwrap();
         assert!(
             matches!(r, Reply::Message { ref text } if text == "pong"),
             "{r:?}"
         );
-        assert_eq!(c.spin.backoff, 0, "the spin found the reply");
+        assert_eq!(
+            skips_after_a_miss(&mut c.spin),
+            1,
+            "the spin found the reply"
+        );
         t.join().unwrap();
+    }
+
+    /// How many waits a spin that finds nothing now skips: 1 when the last
+    /// spin found its message, more when misses came before.
+    fn skips_after_a_miss(b: &mut Backoff) -> usize {
+        while !b.try_now() {}
+        b.record(false);
+        (0..1000).take_while(|_| !b.try_now()).count()
     }
 
     /// Wait (10 s at most) until thread `tid` of this process sleeps.
@@ -473,9 +314,9 @@ mod tests {
             "{r:?}"
         );
         assert_eq!(
-            (c.spin.backoff, c.spin.skip),
-            (1, 1),
-            "one spin found nothing"
+            (c.spin.try_now(), c.spin.try_now()),
+            (false, true),
+            "one spin found nothing: the next reply is waited for without one"
         );
         t.join().unwrap();
     }
@@ -487,10 +328,14 @@ mod tests {
             s.shutdown(std::net::Shutdown::Both).unwrap();
         });
         let mut c = Client::connect(&path).unwrap();
-        c.set_spin(Duration::from_secs(10));
+        c.spin = Backoff::after_misses(Duration::from_secs(10), 3);
         let e = c.request(Request::Ping).unwrap_err();
         assert!(matches!(e, ClientError::Protocol { .. }), "{e:?}");
-        assert_eq!(c.spin.backoff, 0, "the close ended the spin");
+        assert_eq!(
+            skips_after_a_miss(&mut c.spin),
+            1,
+            "the close ended the spin"
+        );
         t.join().unwrap();
     }
 

@@ -35,5 +35,6 @@ pub mod lockcmd;
 pub mod proto;
 pub mod records;
 pub mod schedule;
+pub mod spin;
 pub mod store;
 pub mod supervisor;

@@ -302,6 +302,44 @@ fn the_lock_daemon_answers_shutdown_before_it_exits() {
     assert!(wait_exit(&mut lockd, "lockd did not exit").success());
 }
 
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    use clinit::proto::{Reply, Request};
+    let d = Daemon::start("");
+    let mut c = clinit::client::Client::connect(&d.path("clinit.s")).unwrap();
+    let acquire = || Request::LockAcquire {
+        name: "p".into(),
+        mode: clinit::lock::LockMode::Exclusive,
+        wait: true,
+        timeout_ms: None,
+        lease: None,
+        what: "pipelined".into(),
+    };
+    let release = || Request::LockRelease {
+        name: "p".into(),
+        lease: None,
+    };
+    let Ok(Reply::Granted {
+        token: mut last, ..
+    }) = c.request(acquire())
+    else {
+        panic!("first acquire not granted");
+    };
+    for _ in 0..50 {
+        // The release and the next acquire go out together; the daemon
+        // reads both at once and must answer both, in order.
+        let (r, a) = (c.send(release()).unwrap(), c.send(acquire()).unwrap());
+        assert!(matches!(c.recv().unwrap(), (id, Reply::Ok) if id == r));
+        match c.recv().unwrap() {
+            (id, Reply::Granted { token, .. }) if id == a => {
+                assert!(token > last, "{token} after {last}");
+                last = token;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 fn token_of(d: &Daemon) -> u64 {
     d.ok(&["lock", "t", "--", "sh", "-c", "echo $CLINIT_LOCK_TOKEN"])
         .trim()

@@ -350,6 +350,7 @@ impl Daemon {
                 restored: self.restored.clone(),
                 deadline_changed: self.deadline_changed.clone(),
                 in_request: self.in_request.clone(),
+                spinning: Default::default(),
             },
         ));
 
@@ -963,6 +964,8 @@ struct Shared {
     restored: Arc<AtomicBool>,
     deadline_changed: Arc<tokio::sync::Notify>,
     in_request: Arc<InRequest>,
+    /// A connection task is spinning for its client's next request.
+    spinning: Arc<AtomicBool>,
 }
 
 async fn accept_loop(listener: UnixListener, shared: Shared) {
@@ -1017,6 +1020,30 @@ impl FrameReader {
         }
     }
 
+    /// Whether a whole frame (or a framing error) is already buffered.
+    fn has_frame(&self) -> bool {
+        !matches!(proto::frame_len(&self.buf[self.used..]), Ok(None))
+    }
+
+    /// Poll the socket without sleeping until bytes, the end of stream or
+    /// an error arrive (true; `next` tells which) or `budget` has passed
+    /// (false). Between polls the other tasks run (and the runtime polls
+    /// its other sockets) and the thread yields its CPU.
+    async fn spin_for_more(&mut self, budget: std::time::Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            self.buf.reserve(4096);
+            match self.rd.try_read_buf(&mut self.buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => return true,
+            }
+            if start.elapsed() >= budget {
+                return false;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Read what is available into the buffer (cancel-safe); 0 at end of
     /// stream.
     async fn fill(&mut self) -> std::io::Result<usize> {
@@ -1061,6 +1088,7 @@ async fn serve(stream: UnixStream, conn: u64, shared: &Shared) {
         buf: Vec::new(),
         used: 0,
     };
+    let mut spin = crate::spin::Backoff::new(crate::spin::budget());
     let hello = match reader.next().await {
         Ok(b) => serde_json::from_slice::<Hello>(b).ok(),
         Err(_) => return,
@@ -1198,5 +1226,61 @@ async fn serve(stream: UnixStream, conn: u64, shared: &Shared) {
         if wr.write_all(&proto::encode(&r)).await.is_err() {
             return;
         }
+        // Spin for the client's next request before sleeping (see
+        // crate::spin), unless it is already here or another connection
+        // is spinning (one spinner keeps the daemon awake; more would only
+        // take turns at the thread the busy connections need).
+        if !reader.has_frame()
+            && spin.try_now()
+            && !shared
+                .spinning
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            let arrived = reader.spin_for_more(spin.budget()).await;
+            shared
+                .spinning
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            spin.record(arrived);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn spinning_reads_what_comes_and_gives_up_on_silence() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, b) = UnixStream::pair().unwrap();
+            let (rd, _wr) = b.into_split();
+            let mut r = FrameReader {
+                rd,
+                buf: Vec::new(),
+                used: 0,
+            };
+            assert!(!r.has_frame());
+            assert!(!r.spin_for_more(Duration::from_micros(50)).await);
+            // Half a frame: bytes came, but no frame yet.
+            let frame = proto::encode(&Request::Ping);
+            let (head, tail) = frame.split_at(6);
+            a.try_write(head).unwrap();
+            assert!(r.spin_for_more(Duration::from_secs(10)).await);
+            assert!(!r.has_frame());
+            a.try_write(tail).unwrap();
+            assert!(r.spin_for_more(Duration::from_secs(10)).await);
+            assert!(r.has_frame());
+            assert_eq!(r.next().await.unwrap(), &frame[4..]);
+            assert!(!r.has_frame());
+            // The end of stream ends a spin too, and then the reader.
+            drop(a);
+            assert!(r.spin_for_more(Duration::from_secs(10)).await);
+            assert!(matches!(r.next().await, Err(proto::FrameError::Closed)));
+        });
     }
 }
