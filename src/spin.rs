@@ -5,22 +5,31 @@
 //! Most of a request's round trip on a multi-core machine is the kernel
 //! waking the sleeping side on another CPU (measured on the 2-core
 //! development VM: a raw UNIX-socket round trip is 4.5 µs with both ends on
-//! one CPU, 10-15 µs across CPUs). A side that is still polling when the
-//! message arrives is not woken: the message finds it running. So each
-//! side polls its socket without blocking, yielding its CPU between polls,
-//! for up to [`budget`] before it sleeps.
+//! one CPU, and across CPUs 9-16 µs, moving with the machine's load). A
+//! side that is still polling when the message arrives is not woken: the
+//! message finds it running. So each side polls its socket without
+//! blocking for up to [`budget`] before it sleeps.
 //!
-//! The yield keeps the spin polite: a runnable daemon or client on the same
-//! CPU goes first (without it, 8 clients on 2 CPUs lost 20-30% of their
-//! rate). A spin that finds nothing makes that side sleep at once for the
-//! next 1, 2, 4 ... up to [`BACKOFF_MAX`] waits ([`Backoff`]), so a lock
-//! that waits long, an idle connection or a loaded machine costs little.
-//! The measurements are in docs/architecture.md.
+//! The client yields its CPU (`sched_yield`) between polls, so a runnable
+//! daemon or client on the same CPU goes first (without it, 8 clients on 2
+//! CPUs lost 20-30% of their rate). The daemon yields only to its own
+//! runtime, which serves its other connections in between; one connection
+//! spins at a time, and never longer than [`DAEMON_MAX`]. A spin that
+//! finds nothing makes that side sleep at once for the next 1, 2, 4 ... up
+//! to [`BACKOFF_MAX`] waits ([`Backoff`]), so a lock that waits long, an
+//! idle connection or a loaded machine costs little. The measurements are
+//! in docs/architecture.md.
 
 use std::time::Duration;
 
 /// The spin budget when `CLINIT_SPIN_US` is unset.
 pub const DEFAULT: Duration = Duration::from_micros(30);
+
+/// The longest the daemon spins for a connection's next request, whatever
+/// `CLINIT_SPIN_US` says: a lock daemon started on demand inherits the
+/// variable from whichever `clinit lock` started it, and a long spin would
+/// keep a CPU busy for every quiet connection.
+pub const DAEMON_MAX: Duration = Duration::from_millis(1);
 
 /// The most waits without spinning after a spin that found nothing.
 pub const BACKOFF_MAX: u32 = 64;

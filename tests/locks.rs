@@ -327,7 +327,7 @@ fn pipelined_requests_are_answered_in_order() {
     };
     for _ in 0..50 {
         // The release and the next acquire go out together; the daemon
-        // reads both at once and must answer both, in order.
+        // (which may read both at once) must answer both, in order.
         let (r, a) = (c.send(release()).unwrap(), c.send(acquire()).unwrap());
         assert!(matches!(c.recv().unwrap(), (id, Reply::Ok) if id == r));
         match c.recv().unwrap() {
