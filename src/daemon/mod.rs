@@ -225,7 +225,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         tracing::warn!("cannot become child subreaper: {e}");
     }
 
-    let executor = Executor::new(log, paths.logdir.clone(), timing.kill_after);
+    let executor = Executor::new(log, paths.logdir.clone());
     let disabled = persisted.disabled.iter().cloned().collect();
     let goals = if opts.no_restore {
         if !persisted.goals.is_empty() {

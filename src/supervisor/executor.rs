@@ -31,9 +31,9 @@ pub struct Executor {
     timer_data: HashMap<u64, Timer>,
     seq: u64,
     /// Adopted descendants sent SIGTERM by a sweep, with the time at which
-    /// they get SIGKILL if still alive; removed when reaped.
-    leftovers: HashMap<Pid, Instant>,
-    kill_after: std::time::Duration,
+    /// they get SIGKILL if still alive and their entry's grace; removed
+    /// when reaped.
+    leftovers: HashMap<Pid, (Instant, std::time::Duration)>,
     /// Running notifiers: (group, tag) and when they time out (`None` once
     /// killed).
     notifiers: HashMap<Pid, (String, String, Option<Instant>)>,
@@ -44,7 +44,7 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(log: File, logdir: Option<PathBuf>, kill_after: std::time::Duration) -> Executor {
+    pub fn new(log: File, logdir: Option<PathBuf>) -> Executor {
         Executor {
             log,
             logdir,
@@ -53,7 +53,6 @@ impl Executor {
             timer_data: HashMap::new(),
             seq: 0,
             leftovers: HashMap::new(),
-            kill_after,
             notifiers: HashMap::new(),
             boot_id: leftovers::boot_id(),
             host: crate::config::hostname(),
@@ -144,10 +143,14 @@ impl Executor {
                 self.timer_data.insert(self.seq, timer);
                 None
             }
-            Action::SweepLeftovers { group, tag } => {
-                let deadline = Instant::now() + self.kill_after;
+            Action::SweepLeftovers {
+                group,
+                tag,
+                kill_after,
+            } => {
+                let deadline = Instant::now() + kill_after;
                 for pid in sweep_leftovers(&group, &tag, &self.children, &self.notifiers) {
-                    self.leftovers.entry(pid).or_insert(deadline);
+                    self.leftovers.entry(pid).or_insert((deadline, kill_after));
                 }
                 None
             }
@@ -261,7 +264,7 @@ impl Executor {
         let timer = self.timers.peek().map(|Reverse((at, _))| *at);
         timer
             .into_iter()
-            .chain(self.leftovers.values().copied())
+            .chain(self.leftovers.values().map(|&(at, _)| at))
             .chain(self.notifiers.values().filter_map(|n| n.2))
             .min()
     }
@@ -269,12 +272,12 @@ impl Executor {
     /// Fire due timers (returned for the machines) and kill leftovers whose
     /// grace period is over.
     pub fn due_timers(&mut self, now: Instant) -> Vec<Timer> {
-        for (pid, deadline) in self.leftovers.iter_mut() {
+        for (pid, (deadline, grace)) in self.leftovers.iter_mut() {
             if *deadline <= now {
                 tracing::warn!("leftover descendant pid {pid} still running; sent SIGKILL");
                 let _ = kill(NixPid::from_raw(*pid), Signal::SIGKILL);
                 // Reaping removes it; re-send later if it somehow survives.
-                *deadline = now + self.kill_after.max(std::time::Duration::from_secs(1));
+                *deadline = now + (*grace).max(std::time::Duration::from_secs(1));
             }
         }
         for (pid, (g, t, deadline)) in self.notifiers.iter_mut() {

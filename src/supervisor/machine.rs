@@ -290,6 +290,8 @@ pub enum Action {
     SweepLeftovers {
         group: String,
         tag: String,
+        /// The entry's grace between SIGTERM and SIGKILL.
+        kill_after: std::time::Duration,
     },
     Log {
         level: LogLevel,
@@ -378,6 +380,7 @@ fn sweep(slot: &Slot) -> Action {
     Action::SweepLeftovers {
         group: slot.spec.group.clone(),
         tag: slot.spec.tag.clone(),
+        kill_after: slot.spec.opts.timing.kill_after,
     }
 }
 
