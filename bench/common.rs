@@ -3,8 +3,10 @@
 
 use clinit::client::Client;
 use clinit::proto::Request;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Connect to the daemon at `sock`, retrying while it starts (30 s at most).
@@ -46,4 +48,50 @@ pub fn round_trip_us(c: &mut Client, n: usize, req: impl Fn() -> Request) -> f64
         c.request(req()).unwrap();
     }
     t.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
+/// A raw UNIX-socket round trip between two threads (100 bytes each way,
+/// blocking reads), in µs: the floor under every request, measured in the
+/// same run because this figure moves with the machine's load.
+pub fn raw_rtt_us() -> f64 {
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        loop {
+            match b.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => b.write_all(&buf[..n]).unwrap(),
+            }
+        }
+    });
+    let msg = [7u8; 100];
+    let mut buf = [0u8; 256];
+    let mut round = |a: &mut UnixStream| {
+        a.write_all(&msg).unwrap();
+        let mut got = 0;
+        while got < msg.len() {
+            got += a.read(&mut buf).unwrap();
+        }
+    };
+    for _ in 0..1000 {
+        round(&mut a);
+    }
+    let n = 50_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        round(&mut a);
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    drop(a);
+    echo.join().unwrap();
+    us
+}
+
+/// Ask the daemon at `sock` to shut down (on a new connection) and wait for
+/// its process `child` to exit; errors of either are ignored.
+#[allow(dead_code)] // not every bench uses it
+pub fn shutdown(sock: &Path, child: &mut Child) {
+    let mut c = connect(sock);
+    let _ = c.request(Request::Shutdown);
+    let _ = child.wait();
 }

@@ -15,8 +15,6 @@
 
 use clinit::client::Client;
 use clinit::proto::{Reply, Request};
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,7 +23,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_clinit");
 
 #[path = "common.rs"]
 mod common;
-use common::{connect, median, median_cli_ms, round_trip_us};
+use common::{connect, median, median_cli_ms, raw_rtt_us, round_trip_us};
 
 fn bare_spawn(n: usize) -> f64 {
     let t = Instant::now();
@@ -44,27 +42,6 @@ fn bare_spawn(n: usize) -> f64 {
         let _ = k.wait();
     }
     dt
-}
-
-fn raw_socket_rtt_us(iters: usize) -> f64 {
-    let (mut a, mut b) = UnixStream::pair().unwrap();
-    let echo = std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        for _ in 0..iters {
-            b.read_exact(&mut buf).unwrap();
-            b.write_all(&buf).unwrap();
-        }
-    });
-    let msg = [7u8; 64];
-    let mut buf = [0u8; 64];
-    let t = Instant::now();
-    for _ in 0..iters {
-        a.write_all(&msg).unwrap();
-        a.read_exact(&mut buf).unwrap();
-    }
-    let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
-    echo.join().unwrap();
-    us
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -246,7 +223,7 @@ fn main() {
     let json = args.iter().any(|a| a == "--json");
     let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1000);
     let bare_s = bare_spawn(n);
-    let raw_us = raw_socket_rtt_us(20_000);
+    let raw_us = raw_rtt_us();
     let big = clinit_run(n);
     let small = clinit_run(10);
     if json {

@@ -119,6 +119,23 @@ def summarize(results, clients):
             "ops": ops, "seconds": round(window, 3), "clients": clients}
 
 
+def median_cli_ms(cmd, n, env=None):
+    """Median wall time, in ms (to 3 decimals), of `n` runs of `cmd`, each
+    within CALL_TIMEOUT_S and with stdout to /dev/null; a run that exits
+    non-zero raises with the tail of its stderr."""
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, timeout=CALL_TIMEOUT_S, env=env)
+        dt = time.perf_counter() - t
+        if r.returncode != 0:
+            raise RuntimeError(f"{os.path.basename(cmd[0])} {' '.join(cmd[1:])} exited "
+                               f"{r.returncode}: {r.stderr[-300:]!r}")
+        samples.append(dt * 1e3)
+    return round(statistics.median(samples), 3)
+
+
 def run_workers(target, args_list, seconds):
     """Fork one process per args tuple, start them together at a barrier, and
     collect their results. Each worker runs target(*args, barrier, seconds,
@@ -208,17 +225,7 @@ def flock_cli_ms(d):
     exe = shutil.which("flock")
     if exe is None:
         raise RuntimeError("flock(1) not found (util-linux)")
-    samples = []
-    for _ in range(FLOCK_CLI_CALLS):
-        t = time.perf_counter()
-        r = subprocess.run([exe, path, "true"], stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           timeout=CALL_TIMEOUT_S)
-        dt = time.perf_counter() - t
-        if r.returncode != 0:
-            raise RuntimeError(f"flock FILE true exited {r.returncode}")
-        samples.append(dt * 1e3)
-    return round(statistics.median(samples), 3)
+    return median_cli_ms([exe, path, "true"], FLOCK_CLI_CALLS)
 
 
 def flock_run(d, paths, seconds):
@@ -424,17 +431,8 @@ def etcdctl_env():
 
 
 def etcdctl_cli_ms(ctl, port):
-    samples = []
     cmd = [ctl, f"--endpoints=127.0.0.1:{port}", "lock", "cli-lock", "--", "true"]
-    for _ in range(ETCDCTL_CLI_CALLS):
-        t = time.perf_counter()
-        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                           timeout=CALL_TIMEOUT_S, env=etcdctl_env())
-        dt = time.perf_counter() - t
-        if r.returncode != 0:
-            raise RuntimeError(f"etcdctl lock exited {r.returncode}: {r.stderr[-300:]!r}")
-        samples.append(dt * 1e3)
-    return round(statistics.median(samples), 3)
+    return median_cli_ms(cmd, ETCDCTL_CLI_CALLS, env=etcdctl_env())
 
 
 def read_line(stream, timeout):

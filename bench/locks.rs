@@ -28,7 +28,7 @@ fn bin() -> String {
 
 #[path = "common.rs"]
 mod common;
-use common::{connect, median_cli_ms, round_trip_us};
+use common::{connect, median, median_cli_ms, raw_rtt_us, round_trip_us, shutdown};
 
 fn acquire(c: &mut Client, name: &str) -> u64 {
     match c
@@ -69,6 +69,18 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The entry for latencies `lat` (ms, one per acquire+release) of `clients`
+/// clients over `wall` seconds: ops/s, p50, p99.
+fn summarize(mut lat: Vec<f64>, wall: f64, clients: usize) -> Throughput {
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Throughput {
+        ops_s: lat.len() as f64 / wall,
+        p50_ms: pct(&lat, 0.5),
+        p99_ms: pct(&lat, 0.99),
+        clients,
+    }
+}
+
 /// `clients` threads, each on `name(i)`, acquire+release for `secs`;
 /// `spin` sets the clients' spin budget (default: the library's).
 fn throughput(
@@ -102,18 +114,12 @@ fn throughput(
         .collect();
     barrier.wait();
     let t = Instant::now();
-    let mut all: Vec<f64> = handles
+    let all: Vec<f64> = handles
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
     let wall = t.elapsed().as_secs_f64();
-    all.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Throughput {
-        ops_s: all.len() as f64 / wall,
-        p50_ms: pct(&all, 0.5),
-        p99_ms: pct(&all, 0.99),
-        clients,
-    }
+    summarize(all, wall, clients)
 }
 
 /// One client that pipelines each release with the next acquire (one round
@@ -146,51 +152,7 @@ fn pipelined(sock: &Path, secs: f64) -> Throughput {
     }
     let wall = t0.elapsed().as_secs_f64();
     release(&mut c, "piped");
-    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Throughput {
-        ops_s: lat.len() as f64 / wall,
-        p50_ms: pct(&lat, 0.5),
-        p99_ms: pct(&lat, 0.99),
-        clients: 1,
-    }
-}
-
-/// A raw UNIX-socket round trip between two threads (100 bytes each way,
-/// blocking reads), in µs: the floor under every request, measured in the
-/// same run because this figure moves with the machine's load.
-fn raw_rtt_us() -> f64 {
-    use std::io::{Read, Write};
-    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-    let echo = std::thread::spawn(move || {
-        let mut buf = [0u8; 256];
-        loop {
-            match b.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => b.write_all(&buf[..n]).unwrap(),
-            }
-        }
-    });
-    let msg = [7u8; 100];
-    let mut buf = [0u8; 256];
-    let mut round = |a: &mut std::os::unix::net::UnixStream| {
-        a.write_all(&msg).unwrap();
-        let mut got = 0;
-        while got < msg.len() {
-            got += a.read(&mut buf).unwrap();
-        }
-    };
-    for _ in 0..1000 {
-        round(&mut a);
-    }
-    let n = 50_000;
-    let t = Instant::now();
-    for _ in 0..n {
-        round(&mut a);
-    }
-    let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-    drop(a);
-    echo.join().unwrap();
-    us
+    summarize(lat, wall, 1)
 }
 
 /// CPU time (ns) and voluntary context switches of a task (a
@@ -290,8 +252,7 @@ fn death_to_grant_ms(sock: &Path) -> f64 {
         let granted = waiter.join().unwrap();
         samples.push(granted.duration_since(t).as_secs_f64() * 1e3);
     }
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    pct(&samples, 0.5)
+    median(samples)
 }
 
 fn main() {
@@ -326,9 +287,7 @@ fn main() {
         // spent per request (for profiling).
         println!("raw UNIX-socket round trip {:.1} us", raw_rtt_us());
         one_profiled(&sock, secs, lockd.id());
-        let mut c = connect(&sock);
-        let _ = c.request(Request::Shutdown);
-        let _ = lockd.wait();
+        shutdown(&sock, &mut lockd);
         return;
     }
 
@@ -354,9 +313,7 @@ fn main() {
         c.arg(&lockfile).arg("true");
         c
     });
-    let mut c = connect(&sock);
-    let _ = c.request(Request::Shutdown);
-    let _ = lockd.wait();
+    shutdown(&sock, &mut lockd);
 
     let t = |x: &Throughput| serde_json::json!({"ops_s": x.ops_s, "p50_ms": x.p50_ms, "p99_ms": x.p99_ms, "clients": x.clients});
     if json {

@@ -22,16 +22,16 @@ fn goals_are_restored_before_requests_are_served_unless_no_restore() {
     d.wait_status("g", "g 2 DONE");
     d.stop();
     // The very first answer already has the goal restored: no wait here.
-    let mut d = d.restart_with(&[]);
+    let mut d = d.launch(&[]);
     assert_eq!(d.ok(&["status"]), "g 2 DONE\nh - IDLE\n");
     assert!(running(&d, "b"));
     assert!(d.log().contains("restoring group g to its goal, level 2"));
     d.stop();
-    let mut d = d.restart_with(&["--no-restore"]);
+    let mut d = d.launch(&["--no-restore"]);
     assert_eq!(d.ok(&["status"]), "g - IDLE\nh - IDLE\n");
     // The goal is still kept for the next normal start.
     d.stop();
-    let d = d.restart_with(&[]);
+    let d = d.launch(&[]);
     assert_eq!(d.ok(&["status"]), "g 2 DONE\nh - IDLE\n");
 }
 
@@ -73,7 +73,7 @@ fn stop_and_start_persist_unless_temporary() {
     // Across a daemon restart: the persistent stop stays, the temporary one
     // is forgotten.
     d.stop();
-    let d = d.restart_with(&[]);
+    let d = d.launch(&[]);
     d.wait_status("g", "g 1 DONE");
     assert_eq!(d.entry("a")["state"], "idle");
     assert_eq!(d.entry("a")["goal"], "disabled");
@@ -148,7 +148,7 @@ fn sigkill_of_the_daemon_leaves_nothing_running_twice() {
     // The children outlive the daemon.
     assert_eq!(processes_of_group(&group), old);
 
-    let d = d.restart_with(&[]);
+    let d = d.launch(&[]);
     // Served only after the leftovers were stopped and the goal restored.
     assert_eq!(d.ok(&["status", &group]), format!("{group} 1 DONE\n"));
     let now = processes_of_group(&group);
@@ -460,19 +460,16 @@ fn status_long_tells_the_history_and_give_up_stops_a_failing_entry() {
 
 #[test]
 fn changes_need_root_the_daemon_user_or_the_userlist() {
-    use std::os::unix::fs::PermissionsExt;
     let d =
         Daemon::prepare(":::socket_mode:0666\n:::userlist:UserList\ng:a:1:respawn:sleep 1000\n");
     // Let `nobody` reach the socket and read the cltab.
-    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(d.cltab(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    d.open_to_others();
     let text = d
         .read("cltab")
         .replace("UserList", &d.path("UserList").display().to_string());
     std::fs::write(d.cltab(), text).unwrap();
     std::fs::write(d.path("UserList"), "# operators\nalice\n").unwrap();
-    let d = d.spawn();
-    d.wait_until("daemon answers", || d.run(&["status"]).status.success());
+    let d = d.launch(&[]);
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     let (uid, gid) = (nobody.uid.as_raw(), nobody.gid.as_raw());
 
@@ -510,12 +507,10 @@ fn changes_need_root_the_daemon_user_or_the_userlist() {
 
 #[test]
 fn noauth_allows_everyone_and_warns_and_socket_group_is_set() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     let d = Daemon::prepare(":::socket_mode:0660\n:::socket_group:nogroup\ng:a:1:once:true\n");
-    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(d.cltab(), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let d = d.spawn_with(&["--noauth"]);
-    d.wait_until("daemon answers", || d.run(&["status"]).status.success());
+    d.open_to_others();
+    let d = d.launch(&["--noauth"]);
     let sock = std::fs::metadata(d.path("clinit.s")).unwrap();
     let nogroup = nix::unistd::Group::from_name("nogroup").unwrap().unwrap();
     assert_eq!(sock.gid(), nogroup.gid.as_raw());

@@ -3,6 +3,9 @@
 mod common;
 use common::*;
 
+/// An entry that ignores SIGINT and SIGTERM.
+const STUBBORN: &str = "g:stubborn:1:respawn:trap '' INT TERM; while :; do sleep 0.05; done\n";
+
 #[test]
 fn modes_levels_and_status_file() {
     let mut d = Daemon::start(
@@ -89,10 +92,9 @@ fn throttle_is_logged() {
 
 #[test]
 fn stop_escalates_for_a_process_ignoring_int_and_term() {
-    let d = Daemon::start(
-        ":::stop_term_after:0.2\n:::stop_kill_after:0.2\n\
-         g:stubborn:1:respawn:trap '' INT TERM; while :; do sleep 0.05; done\n",
-    );
+    let d = Daemon::start(&format!(
+        ":::stop_term_after:0.2\n:::stop_kill_after:0.2\n{STUBBORN}"
+    ));
     d.ok(&["tell", "g", "1"]);
     d.wait_status("g", "g 1 DONE");
     let pid = d.entry("stubborn")["pid"].as_i64().unwrap();
@@ -109,9 +111,7 @@ fn with_entry(line: impl Fn(&std::path::Path) -> String) -> Daemon {
     let d = Daemon::prepare("");
     let text = std::fs::read_to_string(d.cltab()).unwrap() + &line(d.dir.path());
     std::fs::write(d.cltab(), text).unwrap();
-    let d = d.spawn();
-    d.wait_until("daemon answers", || d.run(&["status"]).status.success());
-    d
+    d.launch(&[])
 }
 
 fn grandchild_stops_with_entry(d: &Daemon) {
@@ -222,8 +222,7 @@ fn errors_have_exit_codes() {
 fn a_second_daemon_is_refused_and_a_stale_socket_replaced() {
     let d = Daemon::prepare("g:a:1:once:true\n");
     std::fs::write(d.path("clinit.s"), "stale").unwrap();
-    let d = d.spawn();
-    d.wait_until("daemon answers", || d.run(&["status"]).status.success());
+    let d = d.launch(&[]);
     let out = d.run(&["-d"]);
     assert_eq!(out.status.code(), Some(8));
     assert!(String::from_utf8_lossy(&out.stderr).contains("another clinit daemon"));
@@ -373,10 +372,7 @@ fn shutdown_is_answered_even_when_the_daemon_exits_at_once() {
 
 #[test]
 fn a_wait_during_shutdown_is_told_at_once() {
-    let mut d = Daemon::start(
-        ":::stop_term_after:600\n\
-         g:stubborn:1:respawn:trap '' INT TERM; while :; do sleep 0.05; done\n",
-    );
+    let mut d = Daemon::start(&format!(":::stop_term_after:600\n{STUBBORN}"));
     d.ok(&["tell", "g", "1"]);
     d.wait_status("g", "g 1 DONE");
     let pid = d.entry("stubborn")["pid"].as_i64().unwrap();

@@ -3,8 +3,8 @@
 //! when a lock is released without sleeping.
 
 mod common;
-use common::{Daemon, alive, bin, wait_exit};
-use std::process::{Child, Command, Output, Stdio};
+use common::{Daemon, alive, wait_exit};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn mkfifo(d: &Daemon, name: &str) -> String {
@@ -15,11 +15,7 @@ fn mkfifo(d: &Daemon, name: &str) -> String {
 
 /// `clinit lock ARGS` in the background.
 fn lock_bg(d: &Daemon, args: &[&str]) -> Child {
-    Command::new(bin())
-        .current_dir(d.dir.path())
-        .arg("-c")
-        .arg(d.cltab())
-        .arg("lock")
+    d.client(&["lock"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -241,11 +237,8 @@ fn concurrent_on_demand_starts_leave_one_lockd_and_a_lost_lock_stops_the_command
 /// A `clinit lockd` with `--idle MINUTES` in a temp dir, once it answers.
 fn lockd_with_idle(minutes: &str) -> (Daemon, Child) {
     let d = Daemon::prepare("");
-    let lockd = Command::new(bin())
-        .current_dir(d.dir.path())
-        .arg("-c")
-        .arg(d.cltab())
-        .args(["lockd", "--idle", minutes])
+    let lockd = d
+        .client(&["lockd", "--idle", minutes])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -354,11 +347,11 @@ fn tokens_strictly_increase_across_daemon_restarts() {
     let t2 = token_of(&d);
     assert!(t1 < t2);
     d.stop();
-    let mut d = d.restart_with(&[]);
+    let mut d = d.launch(&[]);
     let t3 = token_of(&d);
     assert!(t2 < t3, "{t2} < {t3} after a restart");
     d.kill9();
-    let d = d.restart_with(&[]);
+    let d = d.launch(&[]);
     let t4 = token_of(&d);
     assert!(t3 < t4, "{t3} < {t4} after a SIGKILL");
 }
@@ -449,10 +442,8 @@ fn records_with_update_signatures() {
     assert_eq!(out.status.code(), Some(16));
 
     // Values from stdin, listing, and survival of a SIGKILL.
-    let mut add = Command::new(bin())
-        .arg("-c")
-        .arg(d.cltab())
-        .args(["record", "add", "vols", "blob", "-"])
+    let mut add = d
+        .client(&["record", "add", "vols", "blob", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -464,7 +455,7 @@ fn records_with_update_signatures() {
     assert_eq!(list[0]["key"], "backup");
     assert_eq!(list[1]["value"], "line1\nline2\n");
     d.kill9();
-    let d = d.restart_with(&[]);
+    let d = d.launch(&[]);
     assert_eq!(d.ok(&["record", "get", "vols", "backup"]), "node4");
     assert_eq!(d.ok(&["record", "get", "vols", "blob"]), "line1\nline2\n");
     // Delete with signature 0 is unconditional.

@@ -22,10 +22,7 @@ impl Daemon {
     /// Write a cltab (socket, clstat and log settings are prepended) and
     /// start the daemon; returns once it answers on its socket.
     pub fn start(entries: &str) -> Daemon {
-        let d = Daemon::prepare(entries);
-        let d = d.spawn();
-        d.wait_until("daemon answers", || d.run(&["status"]).status.success());
-        d
+        Daemon::prepare(entries).launch(&[])
     }
 
     pub fn prepare(entries: &str) -> Daemon {
@@ -59,12 +56,19 @@ impl Daemon {
         self
     }
 
-    /// Start the daemon again in the same directory (after stop or kill9)
-    /// and wait until it answers.
-    pub fn restart_with(self, extra: &[&str]) -> Daemon {
+    /// Start the daemon with extra flags, for the first time or again in
+    /// the same directory (after stop or kill9), and wait until it answers.
+    pub fn launch(self, extra: &[&str]) -> Daemon {
         let d = self.spawn_with(extra);
         d.wait_until("daemon answers", || d.run(&["status"]).status.success());
         d
+    }
+
+    /// Let another uid reach the socket and read the cltab.
+    pub fn open_to_others(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(self.cltab(), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
 
     /// SIGKILL the daemon (its children live on) and reap it.
@@ -113,15 +117,19 @@ impl Daemon {
         self.path("cltab")
     }
 
-    pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .current_dir(self.dir.path())
+    /// The client, `clinit -c CLTAB ARGS`, run in the test's directory;
+    /// stdio is left to the caller.
+    pub fn client(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.current_dir(self.dir.path())
             .arg("-c")
             .arg(self.cltab())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .args(args);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.client(args).stdin(Stdio::null()).output().unwrap()
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
