@@ -87,7 +87,8 @@ impl Backoff {
 
     /// As after `misses` spins in a row that found nothing, with the skips
     /// they caused already used up (for tests).
-    pub fn after_misses(budget: Duration, misses: u32) -> Backoff {
+    #[cfg(test)]
+    pub(crate) fn after_misses(budget: Duration, misses: u32) -> Backoff {
         let mut b = Backoff::new(budget);
         for _ in 0..misses {
             b.record(false);

@@ -19,8 +19,6 @@ use std::path::{Path, PathBuf};
 pub struct Peer {
     /// Effective uid of the connecting process.
     pub uid: u32,
-    /// Effective gid of the connecting process.
-    pub gid: u32,
     /// Pid of the connecting process, when the platform reports it.
     pub pid: Option<i32>,
 }
@@ -164,7 +162,6 @@ mod tests {
     fn peer(uid: u32) -> Peer {
         Peer {
             uid,
-            gid: uid,
             pid: Some(1234),
         }
     }

@@ -130,7 +130,7 @@ impl LockService {
         let now = Instant::now();
         let req_id = self.next_req;
         self.next_req += 1;
-        let ev = match req {
+        let (ev, subject) = match req {
             Request::LockAcquire {
                 name,
                 mode,
@@ -138,28 +138,34 @@ impl LockService {
                 timeout_ms,
                 lease,
                 what,
-            } => LockEvent::Acquire {
-                req: req_id,
-                holder: conn,
-                lease,
-                name,
-                mode,
-                wait,
-                // A timeout too far away to represent means none.
-                deadline: timeout_ms.and_then(|ms| now.checked_add(Duration::from_millis(ms))),
-                info: crate::lock::HolderInfo {
-                    pid: peer.pid,
-                    uid: Some(peer.uid),
-                    host: self.host.clone(),
-                    what,
+            } => (
+                LockEvent::Acquire {
+                    req: req_id,
+                    holder: conn,
+                    lease,
+                    name: name.clone(),
+                    mode,
+                    wait,
+                    // A timeout too far away to represent means none.
+                    deadline: timeout_ms.and_then(|ms| now.checked_add(Duration::from_millis(ms))),
+                    info: crate::lock::HolderInfo {
+                        pid: peer.pid,
+                        uid: Some(peer.uid),
+                        host: self.host.clone(),
+                        what,
+                    },
                 },
-            },
-            Request::LockRelease { name, lease } => LockEvent::Release {
-                req: req_id,
-                holder: conn,
-                lease,
-                name,
-            },
+                Subject::Lock(name),
+            ),
+            Request::LockRelease { name, lease } => (
+                LockEvent::Release {
+                    req: req_id,
+                    holder: conn,
+                    lease,
+                    name: name.clone(),
+                },
+                Subject::Lock(name),
+            ),
             Request::LeaseGrant { ttl_ms } => {
                 // Random ids with the top bit set (connection ids count up
                 // from 1), so one client cannot guess another's lease.
@@ -167,32 +173,30 @@ impl LockService {
                     self.next_lease -= 1;
                     self.next_lease
                 }) | (1 << 63);
-                LockEvent::LeaseGrant {
-                    req: req_id,
-                    lease,
-                    ttl: Duration::from_millis(ttl_ms),
-                    creator: conn,
-                }
+                (
+                    LockEvent::LeaseGrant {
+                        req: req_id,
+                        lease,
+                        ttl: Duration::from_millis(ttl_ms),
+                        creator: conn,
+                    },
+                    Subject::Lease(lease),
+                )
             }
-            Request::LeaseRenew { lease } => LockEvent::LeaseRenew { req: req_id, lease },
-            Request::LeaseRevoke { lease } => LockEvent::LeaseRevoke { req: req_id, lease },
+            Request::LeaseRenew { lease } => (
+                LockEvent::LeaseRenew { req: req_id, lease },
+                Subject::Lease(lease),
+            ),
+            Request::LeaseRevoke { lease } => (
+                LockEvent::LeaseRevoke { req: req_id, lease },
+                Subject::Lease(lease),
+            ),
             Request::Locks { name } => {
                 let containers = self.manager.status(name.as_deref());
                 return Some(Reply::Locks { containers });
             }
             Request::Record(op) => return Some(self.record(op)),
             _ => return Some(error(ErrorCode::Internal, "not a lock request".into())),
-        };
-        let subject = match &ev {
-            LockEvent::LeaseGrant { lease, .. }
-            | LockEvent::LeaseRenew { lease, .. }
-            | LockEvent::LeaseRevoke { lease, .. } => Subject::Lease(*lease),
-            LockEvent::Acquire { name, .. } | LockEvent::Release { name, .. } => {
-                Subject::Lock(name.clone())
-            }
-            LockEvent::Gone { .. } | LockEvent::Tick | LockEvent::ReserveFailed { .. } => {
-                unreachable!("built above")
-            }
         };
         self.current = Some((req_id, subject, None));
         self.lock_step_at(ev, now);
@@ -423,7 +427,6 @@ mod tests {
 
     const PEER: Peer = Peer {
         uid: 0,
-        gid: 0,
         pid: Some(1),
     };
 

@@ -743,8 +743,15 @@ impl Daemon {
         }
     }
 
-    /// Parse, write atomically and apply an edited cltab.
-    fn apply_edit(&mut self, text: String, now: Now) -> Result<Vec<Action>, Reply> {
+    /// Edit the cltab: `change` turns its text (refused if it changed on
+    /// disk since the daemon read it) into the new text, which is parsed,
+    /// written atomically and applied.
+    fn edit_cltab(
+        &mut self,
+        now: Now,
+        change: impl FnOnce(&str) -> Result<String, Reply>,
+    ) -> Result<Vec<Action>, Reply> {
+        let text = change(&self.unchanged_cltab()?)?;
         let path = self.sup.cltab.path.clone();
         let tab = crate::cltab::parse(&path, &text)
             .map_err(|e| error(ErrorCode::CltabInvalid, e.to_string()))?;
@@ -794,14 +801,9 @@ impl Daemon {
                 ));
             }
         }
-        let text = match self.unchanged_cltab() {
-            Ok(t) => t,
-            Err(r) => return (r, vec![]),
-        };
         let mut lines = vec![format!("{group}:{tag}:{levels}:{mode}:{command}")];
         lines.extend(options.iter().map(|(n, v)| format!(":{tag}::{n}:{v}")));
-        let new_text = edit::insert_entry(&text, group, &lines);
-        match self.apply_edit(new_text, now) {
+        match self.edit_cltab(now, |text| Ok(edit::insert_entry(text, group, &lines))) {
             Ok(actions) => {
                 let line = self
                     .sup
@@ -826,17 +828,11 @@ impl Daemon {
     }
 
     fn delete(&mut self, tag: &str, now: Now) -> (Reply, Vec<Action>) {
-        let text = match self.unchanged_cltab() {
-            Ok(t) => t,
-            Err(r) => return (r, vec![]),
-        };
-        let Some(new_text) = edit::remove_entry(&text, tag) else {
-            return (
-                error(ErrorCode::NoSuchEntry, format!("no such entry: {tag}")),
-                vec![],
-            );
-        };
-        match self.apply_edit(new_text, now) {
+        let removed = self.edit_cltab(now, |text| {
+            edit::remove_entry(text, tag)
+                .ok_or_else(|| error(ErrorCode::NoSuchEntry, format!("no such entry: {tag}")))
+        });
+        match removed {
             Ok(actions) => {
                 self.sup.forget(tag);
                 let stopping = actions
@@ -1075,7 +1071,6 @@ async fn serve(stream: UnixStream, conn: u64, shared: &Shared) {
     let peer = match stream.peer_cred() {
         Ok(c) => Peer {
             uid: c.uid(),
-            gid: c.gid(),
             pid: c.pid(),
         },
         Err(e) => {

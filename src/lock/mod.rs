@@ -121,6 +121,7 @@ pub struct ContainerStatus {
 
 /// A live lease, for listings.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg(test)]
 pub struct LeaseStatus {
     pub lease: Holder,
     /// The connection that created it, until that connection is gone.
@@ -290,6 +291,7 @@ pub enum LockEffect {
 
 impl LockEffect {
     /// The request this effect answers, if any.
+    #[cfg(test)]
     pub fn req(&self) -> Option<ReqId> {
         match self {
             LockEffect::Granted { req, .. }
@@ -588,6 +590,7 @@ impl LockManager {
     }
 
     /// Live leases, sorted by id.
+    #[cfg(test)]
     pub fn leases(&self) -> Vec<LeaseStatus> {
         self.leases
             .iter()
@@ -612,6 +615,7 @@ impl LockManager {
     }
 
     /// The last token handed out (or the floor, before the first grant).
+    #[cfg(test)]
     pub fn last_token(&self) -> u64 {
         self.last_token
     }

@@ -22,7 +22,7 @@
 //!   here; a pidfd becomes readable when the process exits (also while it
 //!   is an unreaped zombie).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -310,31 +310,33 @@ fn wait_exits(live: &mut [Live<'_>], deadline: Instant) {
         if idx.is_empty() {
             return;
         }
-        let mut fds: Vec<libc::pollfd> = idx
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let mut fds: Vec<PollFd> = idx
             .iter()
-            .map(|&i| libc::pollfd {
-                fd: live[i].pidfd.as_ref().map_or(-1, |f| f.as_raw_fd()),
-                events: libc::POLLIN,
-                revents: 0,
-            })
+            .filter_map(|&i| live[i].pidfd.as_ref())
+            .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
             .collect();
         let remaining = deadline.saturating_duration_since(Instant::now());
         // Round up so that we never wake just before the deadline.
-        let ms = remaining.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()`
-        // pollfds that lives across the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if n < 0 {
-            let e = Errno::last();
-            if e == Errno::EINTR {
-                continue;
+        let ms = remaining.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::warn!("poll on leftover pidfds failed: {e}");
+                return;
             }
-            tracing::warn!("poll on leftover pidfds failed: {e}");
-            return;
         }
-        for (pfd, &i) in fds.iter().zip(&idx) {
+        let gone: Vec<bool> = fds
+            .iter()
             // POLLIN on exit; POLLHUP/POLLERR also mean the process is gone.
-            if pfd.revents != 0 {
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        for (gone, &i) in gone.into_iter().zip(&idx) {
+            if gone {
                 live[i].exited = true;
             }
         }
@@ -429,14 +431,7 @@ mod tests {
     /// grandchild is not ours to reap, and SIGKILL takes effect
     /// asynchronously, so wait on its pidfd).
     fn exits_within(pidfd: &OwnedFd, limit: Duration) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, limit.as_millis() as libc::c_int) };
-        n == 1
+        crate::client::wait_readable(pidfd.as_fd(), limit) == Ok(true)
     }
 
     #[test]

@@ -10,9 +10,6 @@
 pub mod leftovers;
 pub mod sqlite;
 
-pub use leftovers::{Leftover, boot_id, start_ticks, stop_leftovers};
-pub use sqlite::{ChildRecord, Persisted, StateDb, StoreOp};
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

@@ -168,13 +168,6 @@ impl StateDb {
         };
 
         let path = dir.join(DB_FILE);
-        let db_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |e: rusqlite::Error| StoreError::Db {
-                path,
-                err: e.to_string(),
-            }
-        };
         let mut conn = Connection::open(&path).map_err(db_err(&path))?;
         // Refuse a newer file before anything (even the journal mode) is
         // written to it; `migrate` checks again inside its transaction.
@@ -401,10 +394,7 @@ impl StateDb {
     }
 
     fn db_err(&self, e: rusqlite::Error) -> StoreError {
-        StoreError::Db {
-            path: self.path.clone(),
-            err: e.to_string(),
-        }
+        db_err(&self.path)(e)
     }
 
     /// A database error that also names the record (or container) concerned.
@@ -505,14 +495,20 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     migrate_to(conn, path, SCHEMA_VERSION)
 }
 
+/// A database error on the file at `path`.
+fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |e| StoreError::Db {
+        path: path.clone(),
+        err: e.to_string(),
+    }
+}
+
 /// [`migrate`] up to `target` (≤ [`SCHEMA_VERSION`]); tests use a lower
 /// target to write a database exactly as older code did.
 fn migrate_to(conn: &mut Connection, path: &Path, target: i64) -> Result<(), StoreError> {
     debug_assert!(target <= SCHEMA_VERSION);
-    let db_err = |e: rusqlite::Error| StoreError::Db {
-        path: path.to_path_buf(),
-        err: e.to_string(),
-    };
+    let db_err = &db_err(path);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err)?;

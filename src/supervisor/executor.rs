@@ -84,23 +84,30 @@ impl Executor {
         }
     }
 
+    /// Spawn `cmd` in its own process group, its output and errors going
+    /// to the entry's log.
+    fn spawn_logged(
+        &self,
+        group: &str,
+        tag: &str,
+        cmd: &mut Command,
+    ) -> std::io::Result<std::process::Child> {
+        let out = self.output(group, tag)?;
+        let err = out.try_clone()?;
+        cmd.stdout(out).stderr(err).process_group(0).spawn()
+    }
+
     /// Perform one action; a spawn reports its result at once.
     pub fn perform(&mut self, action: Action) -> Option<EntryEvent> {
         match action {
             Action::Spawn { spec, level } => {
                 let (g, t) = (spec.group.clone(), spec.tag.clone());
-                let result = self.output(&g, &t).and_then(|out| {
-                    let err = out.try_clone()?;
-                    command_for(&spec.command)
-                        .env("CLINIT_GROUP", &g)
-                        .env("CLINIT_TAG", &t)
-                        .env("CLINIT_LEVEL", &level)
-                        .stdin(Stdio::null())
-                        .stdout(out)
-                        .stderr(err)
-                        .process_group(0)
-                        .spawn()
-                });
+                let mut cmd = command_for(&spec.command);
+                cmd.env("CLINIT_GROUP", &g)
+                    .env("CLINIT_TAG", &t)
+                    .env("CLINIT_LEVEL", &level)
+                    .stdin(Stdio::null());
+                let result = self.spawn_logged(&g, &t, &mut cmd);
                 match result {
                     Ok(child) => {
                         let pid = child.id() as Pid;
@@ -176,17 +183,9 @@ impl Executor {
             NotifierFormat::Bos => crate::bos::notifier::Record::from_notice(&n).to_bos(),
             NotifierFormat::Json => crate::bos::notifier::json(&n, &self.host),
         };
-        let result = self.output(&n.group, &n.tag).and_then(|out| {
-            let err = out.try_clone()?;
-            Command::new("/bin/sh")
-                .arg("-c")
-                .arg(&n.notifier.command)
-                .stdin(Stdio::piped())
-                .stdout(out)
-                .stderr(err)
-                .process_group(0)
-                .spawn()
-        });
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(&n.notifier.command).stdin(Stdio::piped());
+        let result = self.spawn_logged(&n.group, &n.tag, &mut cmd);
         let mut child = match result {
             Ok(c) => c,
             Err(e) => {

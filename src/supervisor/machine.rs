@@ -204,12 +204,8 @@ impl Enable {
     }
 }
 
-/// A cron entry's next run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NextRun {
-    pub at: Instant,
-    pub unix: i64,
-}
+/// A cron entry's next run: the moment, as the machines keep it.
+pub type NextRun = super::Now;
 
 /// One entry of a group: its cltab line, process state and history.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -624,17 +620,7 @@ pub fn step_proc(mut slot: Slot, ev: ProcEvent, now: Instant, ctx: &Ctx) -> (Slo
             | Proc::GaveUp { .. }
             | Proc::Scheduled,
             ProcEvent::Restart,
-        ) => {
-            slot.stats.rapid = 0;
-            if slot.spec.mode == Mode::Cron && slot.next_run.is_none() {
-                // Keep the schedule going after this extra run.
-                schedule_next(&mut slot, now, ctx, &mut actions);
-            }
-            actions.push(spawn(&slot, ctx));
-            Proc::Spawning {
-                stop_pending: false,
-            }
-        }
+        ) => run_again(&mut slot, now, ctx, &mut actions),
         (Proc::Backoff { until, .. }, ProcEvent::Timer(TimerKind::Backoff { until: u }))
             if u == until =>
         {
@@ -688,17 +674,23 @@ pub fn step_proc(mut slot: Slot, ev: ProcEvent, now: Instant, ctx: &Ctx) -> (Slo
 /// After a requested stop: idle, or started again for a pending restart.
 fn finish_stop(slot: &mut Slot, now: Instant, ctx: &Ctx, actions: &mut Vec<Action>) -> Proc {
     if std::mem::take(&mut slot.restart_pending) && slot.wanted(ctx.level) {
-        slot.stats.rapid = 0;
-        if slot.spec.mode == Mode::Cron && slot.next_run.is_none() {
-            schedule_next(slot, now, ctx, actions);
-        }
-        actions.push(spawn(slot, ctx));
-        return Proc::Spawning {
-            stop_pending: false,
-        };
+        return run_again(slot, now, ctx, actions);
     }
     slot.next_run = None;
     Proc::Idle
+}
+
+/// Start a slot again on an operator's restart: the rapid-restart count
+/// starts over, and a cron entry keeps its schedule after this extra run.
+fn run_again(slot: &mut Slot, now: Instant, ctx: &Ctx, actions: &mut Vec<Action>) -> Proc {
+    slot.stats.rapid = 0;
+    if slot.spec.mode == Mode::Cron && slot.next_run.is_none() {
+        schedule_next(slot, now, ctx, actions);
+    }
+    actions.push(spawn(slot, ctx));
+    Proc::Spawning {
+        stop_pending: false,
+    }
 }
 
 /// [`step_proc`] on a slot that stays where it is.
