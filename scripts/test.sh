@@ -20,8 +20,13 @@ if ! command -v cc >/dev/null 2>&1; then
 fi
 # A minimal rustup profile lacks rustfmt and clippy.
 for tool in rustfmt clippy; do
-    if ! cargo "${tool/rustfmt/fmt}" --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
-        rustup component add "$tool"
+    if ! cargo "${tool/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        if command -v rustup >/dev/null 2>&1; then
+            rustup component add "$tool"
+        else
+            echo "scripts/test.sh: cargo ${tool/rustfmt/fmt} is missing and there is no rustup to add it" >&2
+            exit 1
+        fi
     fi
 done
 cargo fmt --all -- --check

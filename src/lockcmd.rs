@@ -67,7 +67,9 @@ pub fn connect_or_start(cli: &CliPaths, p: &Paths, no_start: bool) -> Result<Cli
     if let Ok(c) = Client::connect(&p.socket) {
         return Ok(c);
     }
-    let (rd, wr) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // Close-on-exec: only the write end, cleared below, may reach lockd.
+    let (rd, wr) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find clinit itself: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.arg("lockd")

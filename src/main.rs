@@ -301,12 +301,27 @@ fn fail(msg: impl std::fmt::Display, code: i32) -> ExitCode {
     ExitCode::from(code as u8)
 }
 
+/// The daemon flags of `clinit [FLAGS] daemon [FLAGS]`, `clinit -d FLAGS`
+/// and `clinit [FLAGS] lockd [--state-dir DIR]`: flags given before the
+/// subcommand count as well as those after it (a state dir after it wins).
+fn daemon_args(cli: &Cli) -> DaemonArgs {
+    let top = cli.daemon_args.clone();
+    match &cli.cmd {
+        Some(Cmd::Daemon(d)) => DaemonArgs {
+            state_dir: d.state_dir.clone().or(top.state_dir),
+            no_restore: d.no_restore || top.no_restore,
+            noauth: d.noauth || top.noauth,
+        },
+        Some(Cmd::Lockd { state_dir, .. }) => DaemonArgs {
+            state_dir: state_dir.clone().or(top.state_dir),
+            ..top
+        },
+        _ => top,
+    }
+}
+
 fn paths(cli: &Cli) -> (CliPaths, Paths) {
-    let state = match &cli.cmd {
-        Some(Cmd::Daemon(d)) => d.state_dir.clone(),
-        Some(Cmd::Lockd { state_dir, .. }) if state_dir.is_some() => state_dir.clone(),
-        _ => cli.daemon_args.state_dir.clone(),
-    };
+    let state = daemon_args(cli).state_dir;
     let cp = CliPaths {
         cltab: cli.cltab.clone(),
         socket: cli.socket.clone(),
@@ -602,27 +617,33 @@ fn locks(p: &Paths, name: Option<String>, json: bool) -> Result<(), ClientError>
             );
             return Ok(());
         }
+        // "pid 12 uid 0 what", with "-" for what the daemon does not know.
+        let who = |i: &clinit::lock::HolderInfo| {
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            format!(
+                "pid {} uid {} {}",
+                or_dash(i.pid.map(|p| p.to_string())),
+                or_dash(i.uid.map(|u| u.to_string())),
+                i.what
+            )
+        };
         for c in &containers {
             println!("{}", c.name);
             for h in &c.holders {
                 println!(
-                    "    held {:?} token {} since {} pid {} uid {} {}",
-                    h.mode,
+                    "    held {} token {} since {} {}",
+                    h.mode.as_str(),
                     h.token,
                     ctime(h.since),
-                    h.info.pid.map(|p| p.to_string()).unwrap_or("-".into()),
-                    h.info.uid.map(|u| u.to_string()).unwrap_or("-".into()),
-                    h.info.what
+                    who(&h.info)
                 );
             }
             for w in &c.waiters {
                 println!(
-                    "    waits {:?} since {} pid {} uid {} {}",
-                    w.mode,
+                    "    waits {} since {} {}",
+                    w.mode.as_str(),
                     ctime(w.since),
-                    w.info.pid.map(|p| p.to_string()).unwrap_or("-".into()),
-                    w.info.uid.map(|u| u.to_string()).unwrap_or("-".into()),
-                    w.info.what
+                    who(&w.info)
                 );
             }
         }
@@ -641,37 +662,29 @@ fn hostname() -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (cp, p) = paths(&cli);
+    let run_daemon = |opts: clinit::daemon::Options| match clinit::daemon::run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e.to_string(), e.exit_code()),
+    };
     let result = match (&cli.cmd, cli.daemon, cli.kill) {
+        // `paths` already took the state dir from `daemon_args`.
         (Some(Cmd::Daemon(_)), _, _) | (None, true, _) => {
-            let args = match &cli.cmd {
-                Some(Cmd::Daemon(d)) => d.clone(),
-                _ => cli.daemon_args.clone(),
-            };
-            let opts = clinit::daemon::Options {
+            let args = daemon_args(&cli);
+            return run_daemon(clinit::daemon::Options {
                 paths: cp,
                 no_restore: args.no_restore,
                 noauth: args.noauth,
                 lockd_idle: None,
-            };
-            return match clinit::daemon::run(&opts) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e.to_string(), e.exit_code()),
-            };
+            });
         }
-        // `paths` already took the state dir from `--state-dir`.
         (Some(Cmd::Lockd { idle, .. }), _, _) => {
-            let paths = cp;
             let minutes = idle.unwrap_or_else(default_idle).clamp(0.0, 1e6);
-            let opts = clinit::daemon::Options {
-                paths,
+            return run_daemon(clinit::daemon::Options {
+                paths: cp,
                 no_restore: true,
                 noauth: false,
                 lockd_idle: Some(std::time::Duration::from_secs_f64(minutes * 60.0)),
-            };
-            return match clinit::daemon::run(&opts) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e.to_string(), e.exit_code()),
-            };
+            });
         }
         (Some(Cmd::Shutdown), _, _) | (None, false, true) => call(&p, Request::Shutdown),
         (Some(Cmd::Tell { group, level }), _, _) => call(
@@ -809,5 +822,62 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, e.exit_code()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Flags before the subcommand count as well as those after it.
+    #[test]
+    fn daemon_flags_before_and_after_the_subcommand() {
+        let rows: &[(&[&str], Option<&str>, bool, bool)] = &[
+            (
+                &["clinit", "-d", "--state-dir", "/a", "--noauth"],
+                Some("/a"),
+                false,
+                true,
+            ),
+            (
+                &["clinit", "--state-dir", "/a", "daemon"],
+                Some("/a"),
+                false,
+                false,
+            ),
+            (
+                &["clinit", "--no-restore", "daemon", "--noauth"],
+                None,
+                true,
+                true,
+            ),
+            (
+                &["clinit", "--state-dir", "/a", "daemon", "--state-dir", "/b"],
+                Some("/b"),
+                false,
+                false,
+            ),
+            (
+                &["clinit", "--state-dir", "/a", "lockd"],
+                Some("/a"),
+                false,
+                false,
+            ),
+            (
+                &["clinit", "lockd", "--state-dir", "/b"],
+                Some("/b"),
+                false,
+                false,
+            ),
+        ];
+        for (argv, dir, no_restore, noauth) in rows {
+            let cli = Cli::try_parse_from(*argv).unwrap();
+            let a = daemon_args(&cli);
+            assert_eq!(
+                (a.state_dir.as_deref(), a.no_restore, a.noauth),
+                (dir.map(std::path::Path::new), *no_restore, *noauth),
+                "{argv:?}"
+            );
+        }
     }
 }

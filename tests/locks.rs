@@ -333,6 +333,21 @@ fn pipelined_requests_are_answered_in_order() {
     }
 }
 
+#[test]
+fn the_locks_listing_spells_modes_as_the_protocol_does() {
+    let d = Daemon::start("");
+    let (h, fifo) = holder(&d, "a", &["--shared", "vol"]);
+    wait_holds(&d, "a", "vol");
+    let out = d.ok(&["locks", "vol"]);
+    let tok = token(&d, "a");
+    assert!(
+        out.contains(&format!("    held shared token {tok} since ")),
+        "{out}"
+    );
+    release_fifo(&fifo);
+    assert!(finish(h).status.success());
+}
+
 fn token_of(d: &Daemon) -> u64 {
     d.ok(&["lock", "t", "--", "sh", "-c", "echo $CLINIT_LOCK_TOKEN"])
         .trim()

@@ -123,6 +123,10 @@ fn ensure_parent(path: &Path) -> Result<(), StartError> {
 /// socket is bound; goals are restored; only then are requests handled.
 pub fn run(opts: &Options) -> Result<(), StartError> {
     let started = Instant::now();
+    // Read the spin budget now (the docs say the daemon reads
+    // CLINIT_SPIN_US when it starts), so that a bad value is reported at
+    // start-up and not at the first connection.
+    let _ = crate::spin::budget();
     let cli = &opts.paths;
     let cltab = match opts.lockd_idle {
         // The lock daemon runs no entries; it reads only the settings that
