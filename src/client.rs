@@ -282,7 +282,7 @@ mod tests {
         let end = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let s = std::fs::read_to_string(&stat).unwrap();
-            if crate::store::leftovers::stat_field(&s, 3) == Some("S") {
+            if crate::supervisor::leftovers::stat_field(&s, 3) == Some("S") {
                 return;
             }
             assert!(std::time::Instant::now() < end, "never slept: {s}");

@@ -204,7 +204,7 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
         }
     };
     let pid = child.id() as i32;
-    let pidfd = match crate::store::leftovers::pidfd_open(pid) {
+    let pidfd = match crate::supervisor::leftovers::pidfd_open(pid) {
         Ok(fd) => fd,
         Err(e) => return fail(format!("pidfd_open: {e}"), 1),
     };

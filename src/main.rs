@@ -53,71 +53,58 @@ struct DaemonArgs {
     noauth: bool,
 }
 
-/// Per-entry options of `clinit create`; each becomes an option line.
-#[derive(clap::Args, Debug, Clone, Default)]
-struct EntryOptionArgs {
-    /// When a cron entry runs: now, HH:MM, "sat 03:00", "3:00 pm", or a
-    /// five-field cron expression such as "*/5 * * * *".
-    #[arg(long, value_name = "SPEC")]
-    schedule: Option<String>,
-    /// A program run under /bin/sh -c after every exit, fed the exit record.
-    #[arg(long, value_name = "PROG")]
-    notifier: Option<String>,
-    /// The notifier's record: bos (AFS BOS bnode record) or json.
-    #[arg(long, value_name = "FORMAT")]
-    notifier_format: Option<String>,
-    /// Kill the notifier after this many seconds.
-    #[arg(long, value_name = "SECS")]
-    notifier_timeout: Option<String>,
-    /// First stop signal (default INT).
-    #[arg(long, value_name = "SIG")]
-    stop_signal: Option<String>,
-    /// Seconds from the first stop signal to SIGTERM.
-    #[arg(long, value_name = "SECS")]
-    stop_term_after: Option<String>,
-    /// Seconds from SIGTERM to SIGKILL.
-    #[arg(long, value_name = "SECS")]
-    stop_kill_after: Option<String>,
-    /// A run shorter than this is a rapid restart.
-    #[arg(long, value_name = "SECS")]
-    respawn_fast: Option<String>,
-    /// Rapid restarts allowed before throttling.
-    #[arg(long, value_name = "N")]
-    respawn_burst: Option<String>,
-    /// First throttle delay.
-    #[arg(long, value_name = "SECS")]
-    respawn_delay: Option<String>,
-    /// Longest throttle delay.
-    #[arg(long, value_name = "SECS")]
-    respawn_delay_max: Option<String>,
-    /// A run this long clears the rapid-restart count.
-    #[arg(long, value_name = "SECS")]
-    respawn_reset: Option<String>,
-    /// Stop restarting after N rapid restarts in a row (0: never).
-    #[arg(long, value_name = "N")]
-    respawn_give_up: Option<String>,
-}
+/// Per-entry options of `clinit create`: one flag for every entry option
+/// of the settings table (`--stop-signal SIG` becomes the option line
+/// `:TAG::stop_signal:SIG`), in the table's order.
+#[derive(Debug, Clone, Default)]
+struct EntryOptionArgs(Vec<(String, String)>);
 
 impl EntryOptionArgs {
     fn to_options(&self) -> Vec<(String, String)> {
-        let all = [
-            ("schedule", &self.schedule),
-            ("notifier", &self.notifier),
-            ("notifier_format", &self.notifier_format),
-            ("notifier_timeout", &self.notifier_timeout),
-            ("stop_signal", &self.stop_signal),
-            ("stop_term_after", &self.stop_term_after),
-            ("stop_kill_after", &self.stop_kill_after),
-            ("respawn_fast", &self.respawn_fast),
-            ("respawn_burst", &self.respawn_burst),
-            ("respawn_delay", &self.respawn_delay),
-            ("respawn_delay_max", &self.respawn_delay_max),
-            ("respawn_reset", &self.respawn_reset),
-            ("respawn_give_up", &self.respawn_give_up),
-        ];
-        all.into_iter()
-            .filter_map(|(n, v)| v.as_ref().map(|v| (n.to_string(), v.clone())))
-            .collect()
+        self.0.clone()
+    }
+
+    fn rows() -> impl Iterator<Item = &'static cltab::SettingInfo> {
+        cltab::SETTINGS.iter().filter(|s| s.scope.is_option())
+    }
+}
+
+impl clap::FromArgMatches for EntryOptionArgs {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(EntryOptionArgs(
+            Self::rows()
+                .filter_map(|s| {
+                    m.get_one::<String>(s.name)
+                        .map(|v| (s.name.to_string(), v.clone()))
+                })
+                .collect(),
+        ))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for EntryOptionArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        Self::rows().fold(cmd, |cmd, s| {
+            let mut help = s.help.to_string();
+            if let Some(first) = help.get_mut(..1) {
+                first.make_ascii_uppercase();
+            }
+            cmd.arg(
+                clap::Arg::new(s.name)
+                    .long(s.name.replace('_', "-"))
+                    .value_name(s.value_name)
+                    .help(help),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }
 

@@ -13,8 +13,8 @@ pub mod edit;
 mod settings;
 
 pub use settings::{
-    ENTRY_OPTION_NAMES, NotifierFormat, Settings, is_setting, parse_seconds, parse_signal,
-    setting_names,
+    Access, NotifierFormat, SETTINGS, Scope, SettingInfo, Settings, entry_option_names,
+    is_entry_option, is_setting, parse_seconds, parse_signal, setting_names,
 };
 
 use crate::config::Timing;
@@ -235,7 +235,7 @@ pub enum ErrorKind {
     },
     #[error("'{0}' is an entry option, not a setting: write it as :TAG::{0}:VALUE")]
     EntryOnlySetting(String),
-    #[error("unknown option '{name}' for entry '{tag}' (known: {known})", known = ENTRY_OPTION_NAMES.join(", "))]
+    #[error("unknown option '{name}' for entry '{tag}' (known: {known})", known = entry_option_names().join(", "))]
     UnknownOption { tag: String, name: String },
     #[error("option line for tag '{0}', but no entry has that tag")]
     OptionForUnknownTag(String),
@@ -374,7 +374,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Cltab, CltabErrors> {
 
         if group.is_empty() && tag.is_empty() && levels.is_empty() {
             // A settings line: `:::name:value`.
-            if !is_setting(mode) && ENTRY_OPTION_NAMES.contains(&mode) {
+            if !is_setting(mode) && is_entry_option(mode) {
                 err(line_no, ErrorKind::EntryOnlySetting(mode.to_string()));
             } else if let Err(kind) = settings.set(mode, command.trim()) {
                 err(line_no, kind);
@@ -435,7 +435,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Cltab, CltabErrors> {
             err(line_no, ErrorKind::OptionForUnknownTag(tag));
             continue;
         };
-        if !ENTRY_OPTION_NAMES.contains(&name.as_str()) {
+        if !is_entry_option(&name) {
             err(line_no, ErrorKind::UnknownOption { tag, name });
             continue;
         }

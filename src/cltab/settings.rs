@@ -1,10 +1,16 @@
 //! Settings lines (`:::name:value`) and per-entry option lines
-//! (`:TAG::name:value`).
+//! (`:TAG::name:value`), defined once in [`SETTINGS`].
 //!
 //! Precedence, as in Cluster::Init: embedded default < command-line flag <
 //! cltab setting < entry option. A [`Settings`] holds only what one scope of
 //! the cltab said (the whole file, or one entry); resolving against defaults
 //! and flags happens in [`crate::config`].
+//!
+//! One table: the `settings!` invocation below declares each name once,
+//! with its type, where it may be written, its parser and its help line.
+//! The struct fields, [`Settings::set`], [`Settings::overlay`], the list
+//! of entry options and `clinit create`'s option flags all come from it,
+//! so a new setting or entry option is one line here.
 
 use super::ErrorKind;
 use crate::schedule::Schedule;
@@ -13,58 +19,40 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Settings of the whole file only (`:::name:value`); the other settings
-/// are the entry options below, `schedule` excepted.
-const FILE_ONLY_SETTINGS: &[&str] = &[
-    "socket",
-    "clstat",
-    "log",
-    "logdir",
-    "state",
-    "socket_mode",
-    "socket_group",
-    "userlist",
-    "restore_timeout",
-];
-
-/// Entry options that are not also settings.
-const ENTRY_ONLY_OPTIONS: &[&str] = &["schedule"];
-
-/// Every option name accepted in a per-entry `:TAG::name:value` line. All but
-/// `schedule` are also settings, whose value they override for one entry.
-pub const ENTRY_OPTION_NAMES: &[&str] = &[
-    "schedule",
-    "notifier",
-    "notifier_format",
-    "notifier_timeout",
-    "stop_signal",
-    "stop_term_after",
-    "stop_kill_after",
-    "respawn_fast",
-    "respawn_burst",
-    "respawn_delay",
-    "respawn_delay_max",
-    "respawn_reset",
-    "respawn_give_up",
-];
-
-/// Whether `name` may be set in a `:::name:value` line.
-pub fn is_setting(name: &str) -> bool {
-    FILE_ONLY_SETTINGS.contains(&name)
-        || (ENTRY_OPTION_NAMES.contains(&name) && !ENTRY_ONLY_OPTIONS.contains(&name))
+/// Where a name may be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Only as a setting of the whole file (`:::name:value`).
+    File,
+    /// As a setting, and as an entry option that overrides it for one
+    /// entry (`:TAG::name:value`).
+    Both,
+    /// Only as an entry option.
+    Entry,
 }
 
-/// Every setting name, for error messages and docs.
-pub fn setting_names() -> Vec<&'static str> {
-    FILE_ONLY_SETTINGS
-        .iter()
-        .chain(
-            ENTRY_OPTION_NAMES
-                .iter()
-                .filter(|n| !ENTRY_ONLY_OPTIONS.contains(n)),
-        )
-        .copied()
-        .collect()
+impl Scope {
+    /// Allowed in a `:::name:value` line.
+    pub fn is_setting(self) -> bool {
+        self != Scope::Entry
+    }
+
+    /// Allowed in a `:TAG::name:value` line.
+    pub fn is_option(self) -> bool {
+        self != Scope::File
+    }
+}
+
+/// One row of the table: what the docs, the parser and the CLI know of a
+/// name.
+#[derive(Clone, Copy, Debug)]
+pub struct SettingInfo {
+    pub name: &'static str,
+    pub scope: Scope,
+    /// What the value is, for help texts (`SECS`, `PATH`, ...).
+    pub value_name: &'static str,
+    /// One line saying what it does.
+    pub help: &'static str,
 }
 
 /// The record format written to a notifier's standard input.
@@ -78,35 +66,154 @@ pub enum NotifierFormat {
     Json,
 }
 
-/// Values set in one scope of a cltab; `None` means "not set here".
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Settings {
-    pub socket: Option<PathBuf>,
-    pub clstat: Option<PathBuf>,
-    pub log: Option<PathBuf>,
-    /// Directory for per-entry output files `<group>.<tag>.log`.
-    pub logdir: Option<PathBuf>,
-    /// Directory of the daemon's persistent state (goals, child records).
-    pub state: Option<PathBuf>,
-    pub socket_mode: Option<u32>,
-    pub socket_group: Option<String>,
-    pub userlist: Option<PathBuf>,
-    pub restore_timeout: Option<Duration>,
-    pub stop_signal: Option<Signal>,
-    pub stop_term_after: Option<Duration>,
-    pub stop_kill_after: Option<Duration>,
-    pub respawn_fast: Option<Duration>,
-    pub respawn_burst: Option<u32>,
-    pub respawn_delay: Option<Duration>,
-    pub respawn_delay_max: Option<Duration>,
-    pub respawn_reset: Option<Duration>,
-    /// Stop restarting after this many rapid restarts in a row (0: never).
-    pub respawn_give_up: Option<u32>,
-    pub notifier: Option<String>,
-    pub notifier_format: Option<NotifierFormat>,
-    pub notifier_timeout: Option<Duration>,
-    /// Entry scope only.
-    pub schedule: Option<Schedule>,
+/// Who may use a service of the daemon (`lock_access`, `record_access`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Access {
+    /// Everyone who can connect (the default for locks and records).
+    #[default]
+    Anyone,
+    /// Only those who may change things: root, the daemon's user and the
+    /// UserList.
+    Userlist,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Anyone => "anyone",
+            Access::Userlist => "userlist",
+        }
+    }
+}
+
+macro_rules! settings {
+    ($( $name:ident : $ty:ty = $scope:ident, $value_name:literal, $parse:expr, $help:literal; )*) => {
+        /// Values set in one scope of a cltab; `None` means "not set here".
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        pub struct Settings {
+            $( #[doc = $help] pub $name: Option<$ty>, )*
+        }
+
+        /// Every setting and entry option, in the order of the docs.
+        pub const SETTINGS: &[SettingInfo] = &[
+            $( SettingInfo {
+                name: stringify!($name),
+                scope: Scope::$scope,
+                value_name: $value_name,
+                help: $help,
+            }, )*
+        ];
+
+        impl Settings {
+            /// Apply one settings or option line (the caller checks that
+            /// `name` is allowed in its scope).
+            pub fn set(&mut self, name: &str, value: &str) -> Result<(), ErrorKind> {
+                match name {
+                    $( stringify!($name) => {
+                        let parse: fn(&str) -> Result<$ty, String> = $parse;
+                        self.$name = Some(parse(value).map_err(|why| bad(name, value, &why))?);
+                    } )*
+                    _ => return Err(ErrorKind::UnknownSetting(name.to_string())),
+                }
+                Ok(())
+            }
+
+            /// These settings with an entry's options laid over them.
+            pub fn overlay(&self, entry: &Settings) -> Settings {
+                let mut out = self.clone();
+                $( if Scope::$scope.is_option() && entry.$name.is_some() {
+                    out.$name = entry.$name.clone();
+                } )*
+                out
+            }
+        }
+    };
+}
+
+settings! {
+    socket: PathBuf = File, "PATH", path,
+        "the daemon's UNIX socket";
+    clstat: PathBuf = File, "PATH", path,
+        "the status file, in Cluster::Init's format";
+    log: PathBuf = File, "PATH", path,
+        "the daemon's log, which also takes the children's output";
+    logdir: PathBuf = File, "DIR", path,
+        "a directory for per-entry output files GROUP.TAG.log";
+    state: PathBuf = File, "DIR", path,
+        "the directory of the persistent state (goals, stopped entries, children, records)";
+    socket_mode: u32 = File, "MODE", octal_mode,
+        "the socket's permissions, in octal";
+    socket_group: String = File, "GROUP", group_name,
+        "the group that owns the socket";
+    userlist: PathBuf = File, "PATH", path,
+        "the UserList: users who may change things besides root and the daemon's user";
+    restore_timeout: Duration = File, "SECS", parse_seconds,
+        "how long start-up waits for restored groups to settle before serving";
+    events_keep: usize = File, "N", positive_count,
+        "how many recent events the daemon keeps for `clinit events` (default 10000)";
+    lock_access: Access = File, "WHO", access,
+        "who may take locks: anyone (default) or userlist (who may change things)";
+    record_access: Access = File, "WHO", access,
+        "who may use records: anyone (default) or userlist (who may change things)";
+    schedule: Schedule = Entry, "SPEC", schedule,
+        "when a cron entry runs: now, HH:MM, \"sat 03:00\", \"3:00 pm\", or a cron expression such as \"*/5 * * * *\"";
+    notifier: String = Both, "PROG", command,
+        "a program run under /bin/sh -c after every exit, fed the exit record";
+    notifier_format: NotifierFormat = Both, "FORMAT", notifier_format,
+        "the notifier's record: bos (AFS BOS bnode record) or json";
+    notifier_timeout: Duration = Both, "SECS", parse_seconds,
+        "kill the notifier after this many seconds";
+    stop_signal: Signal = Both, "SIG", parse_signal,
+        "the first stop signal (default INT)";
+    stop_term_after: Duration = Both, "SECS", parse_seconds,
+        "seconds from the first stop signal to SIGTERM";
+    stop_kill_after: Duration = Both, "SECS", parse_seconds,
+        "seconds from SIGTERM to SIGKILL";
+    respawn_fast: Duration = Both, "SECS", parse_seconds,
+        "a run shorter than this is a rapid restart";
+    respawn_burst: u32 = Both, "N", count,
+        "rapid restarts allowed before throttling";
+    respawn_delay: Duration = Both, "SECS", parse_seconds,
+        "the first throttle delay";
+    respawn_delay_max: Duration = Both, "SECS", parse_seconds,
+        "the longest throttle delay";
+    respawn_reset: Duration = Both, "SECS", parse_seconds,
+        "a run this long clears the rapid-restart count";
+    respawn_give_up: u32 = Both, "N", count,
+        "stop restarting after N rapid restarts in a row (0: never)";
+}
+
+/// The row of `name`, if it is a setting or an entry option.
+pub fn info(name: &str) -> Option<&'static SettingInfo> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// Whether `name` may be set in a `:::name:value` line.
+pub fn is_setting(name: &str) -> bool {
+    info(name).is_some_and(|s| s.scope.is_setting())
+}
+
+/// Whether `name` may be given in a `:TAG::name:value` line.
+pub fn is_entry_option(name: &str) -> bool {
+    info(name).is_some_and(|s| s.scope.is_option())
+}
+
+/// Every setting name, for error messages and docs.
+pub fn setting_names() -> Vec<&'static str> {
+    SETTINGS
+        .iter()
+        .filter(|s| s.scope.is_setting())
+        .map(|s| s.name)
+        .collect()
+}
+
+/// Every entry option name, in table order.
+pub fn entry_option_names() -> Vec<&'static str> {
+    SETTINGS
+        .iter()
+        .filter(|s| s.scope.is_option())
+        .map(|s| s.name)
+        .collect()
 }
 
 fn bad(name: &str, value: &str, why: &str) -> ErrorKind {
@@ -143,99 +250,151 @@ pub fn parse_signal(value: &str) -> Result<Signal, String> {
     Signal::from_str(&name).map_err(|_| why())
 }
 
-fn path(name: &str, value: &str) -> Result<PathBuf, ErrorKind> {
+fn path(value: &str) -> Result<PathBuf, String> {
     if value.is_empty() {
-        Err(bad(name, value, "expected a path"))
+        Err("expected a path".into())
     } else {
         Ok(PathBuf::from(value))
     }
 }
 
-impl Settings {
-    /// Apply one settings or option line (the caller checks that `name` is
-    /// allowed in its scope).
-    pub fn set(&mut self, name: &str, value: &str) -> Result<(), ErrorKind> {
-        let secs = |v: &str| parse_seconds(v).map_err(|why| bad(name, v, &why));
-        let count = |v: &str| {
-            v.parse::<u32>()
-                .map_err(|_| bad(name, v, "expected a whole number"))
-        };
-        match name {
-            "socket" => self.socket = Some(path(name, value)?),
-            "clstat" => self.clstat = Some(path(name, value)?),
-            "log" => self.log = Some(path(name, value)?),
-            "logdir" => self.logdir = Some(path(name, value)?),
-            "state" => self.state = Some(path(name, value)?),
-            "userlist" => self.userlist = Some(path(name, value)?),
-            "socket_mode" => {
-                let mode = u32::from_str_radix(value, 8)
-                    .ok()
-                    .filter(|m| *m <= 0o777)
-                    .ok_or_else(|| bad(name, value, "expected an octal mode such as 0600"))?;
-                self.socket_mode = Some(mode);
-            }
-            "socket_group" => {
-                if value.is_empty() {
-                    return Err(bad(name, value, "expected a group name or number"));
-                }
-                self.socket_group = Some(value.to_string());
-            }
-            "restore_timeout" => self.restore_timeout = Some(secs(value)?),
-            "stop_signal" => {
-                self.stop_signal = Some(parse_signal(value).map_err(|why| bad(name, value, &why))?)
-            }
-            "stop_term_after" => self.stop_term_after = Some(secs(value)?),
-            "stop_kill_after" => self.stop_kill_after = Some(secs(value)?),
-            "respawn_fast" => self.respawn_fast = Some(secs(value)?),
-            "respawn_delay" => self.respawn_delay = Some(secs(value)?),
-            "respawn_delay_max" => self.respawn_delay_max = Some(secs(value)?),
-            "respawn_reset" => self.respawn_reset = Some(secs(value)?),
-            "respawn_burst" => self.respawn_burst = Some(count(value)?),
-            "respawn_give_up" => self.respawn_give_up = Some(count(value)?),
-            "notifier" => {
-                if value.is_empty() {
-                    return Err(bad(name, value, "expected a command"));
-                }
-                self.notifier = Some(value.to_string());
-            }
-            "notifier_format" => {
-                self.notifier_format = Some(match value {
-                    "bos" => NotifierFormat::Bos,
-                    "json" => NotifierFormat::Json,
-                    _ => return Err(bad(name, value, "expected bos or json")),
-                })
-            }
-            "notifier_timeout" => self.notifier_timeout = Some(secs(value)?),
-            "schedule" => {
-                self.schedule =
-                    Some(Schedule::parse(value).map_err(|e| bad(name, value, &e.to_string()))?)
-            }
-            _ => return Err(ErrorKind::UnknownSetting(name.to_string())),
+fn octal_mode(value: &str) -> Result<u32, String> {
+    u32::from_str_radix(value, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| "expected an octal mode such as 0600".into())
+}
+
+fn group_name(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        Err("expected a group name or number".into())
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+fn count(value: &str) -> Result<u32, String> {
+    value
+        .parse::<u32>()
+        .map_err(|_| "expected a whole number".into())
+}
+
+fn positive_count(value: &str) -> Result<usize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=10_000_000).contains(n))
+        .ok_or_else(|| "expected a whole number from 1 to 10000000".into())
+}
+
+fn access(value: &str) -> Result<Access, String> {
+    match value {
+        "anyone" => Ok(Access::Anyone),
+        "userlist" => Ok(Access::Userlist),
+        _ => Err("expected anyone or userlist".into()),
+    }
+}
+
+fn command(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        Err("expected a command".into())
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+fn notifier_format(value: &str) -> Result<NotifierFormat, String> {
+    match value {
+        "bos" => Ok(NotifierFormat::Bos),
+        "json" => Ok(NotifierFormat::Json),
+        _ => Err("expected bos or json".into()),
+    }
+}
+
+fn schedule(value: &str) -> Result<Schedule, String> {
+    Schedule::parse(value).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table's scopes, as the docs list them: which names are settings,
+    /// which entry options, which both.
+    #[test]
+    fn scopes_of_the_table() {
+        let rows: &[(&str, bool, bool)] = &[
+            ("socket", true, false),
+            ("events_keep", true, false),
+            ("lock_access", true, false),
+            ("record_access", true, false),
+            ("schedule", false, true),
+            ("notifier", true, true),
+            ("stop_signal", true, true),
+            ("respawn_give_up", true, true),
+            ("no_such", false, false),
+        ];
+        for (name, setting, option) in rows {
+            assert_eq!(is_setting(name), *setting, "{name}");
+            assert_eq!(is_entry_option(name), *option, "{name}");
         }
-        Ok(())
+        assert_eq!(
+            entry_option_names(),
+            [
+                "schedule",
+                "notifier",
+                "notifier_format",
+                "notifier_timeout",
+                "stop_signal",
+                "stop_term_after",
+                "stop_kill_after",
+                "respawn_fast",
+                "respawn_burst",
+                "respawn_delay",
+                "respawn_delay_max",
+                "respawn_reset",
+                "respawn_give_up",
+            ]
+        );
     }
 
-    /// These settings with an entry's options laid over them.
-    pub fn overlay(&self, entry: &Settings) -> Settings {
-        let mut out = self.clone();
-        macro_rules! take {
-            ($($f:ident),*) => { $( if entry.$f.is_some() { out.$f = entry.$f.clone(); } )* };
+    #[test]
+    fn overlay_takes_only_entry_options() {
+        let mut file = Settings::default();
+        file.set("socket", "/a").unwrap();
+        file.set("stop_signal", "TERM").unwrap();
+        file.set("respawn_burst", "3").unwrap();
+        let mut entry = Settings::default();
+        entry.set("stop_signal", "HUP").unwrap();
+        // Not an option: an entry scope never holds it, but if it did, the
+        // overlay would not take it.
+        entry.socket = Some("/b".into());
+        let eff = file.overlay(&entry);
+        assert_eq!(eff.stop_signal, Some(Signal::SIGHUP));
+        assert_eq!(eff.respawn_burst, Some(3));
+        assert_eq!(eff.socket, Some(PathBuf::from("/a")));
+    }
+
+    #[test]
+    fn values_are_checked() {
+        let rows: &[(&str, &str, bool)] = &[
+            ("events_keep", "1", true),
+            ("events_keep", "0", false),
+            ("events_keep", "x", false),
+            ("lock_access", "userlist", true),
+            ("lock_access", "nobody", false),
+            ("record_access", "anyone", true),
+            ("socket_mode", "0660", true),
+            ("socket_mode", "999", false),
+            ("notifier_format", "json", true),
+            ("notifier_format", "xml", false),
+        ];
+        for (name, value, ok) in rows {
+            let r = Settings::default().set(name, value);
+            assert_eq!(r.is_ok(), *ok, "{name}={value}: {r:?}");
+            if let Err(ErrorKind::BadSetting { name: n, value: v, .. }) = r {
+                assert_eq!((n.as_str(), v.as_str()), (*name, *value));
+            }
         }
-        take!(
-            stop_signal,
-            stop_term_after,
-            stop_kill_after,
-            respawn_fast,
-            respawn_burst,
-            respawn_delay,
-            respawn_delay_max,
-            respawn_reset,
-            respawn_give_up,
-            notifier,
-            notifier_format,
-            notifier_timeout,
-            schedule
-        );
-        out
     }
 }

@@ -11,7 +11,7 @@ use crate::proto::{
     self, ControlAction, ErrorCode, ErrorReply, Hello, PROTOCOL_VERSION, Reply, Request,
     ResponseFrame,
 };
-use crate::store::leftovers::{Leftover, stop_leftovers};
+use crate::supervisor::leftovers::{Leftover, stop_leftovers};
 use crate::store::sqlite::{StateDb, StoreOp};
 use crate::store::{Embedded, Store, write_atomic};
 use crate::supervisor::executor::{EntryEvent, Executor};

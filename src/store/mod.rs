@@ -7,7 +7,6 @@
 //! and the records of [`crate::records`]) lives in [`sqlite::StateDb`];
 //! [`leftovers`] stops the children a previous, killed daemon left running.
 
-pub mod leftovers;
 pub mod sqlite;
 
 use std::io::Write;

@@ -3,7 +3,7 @@
 //! What is kept: each group's goal (the level it was last told), the entries
 //! stopped with `clinit stop TAG`, the children the daemon started (so
 //! that a daemon killed by SIGKILL can stop them on its next start, see
-//! [`super::leftovers`]), the highest lock token that may have been handed
+//! [`crate::supervisor::leftovers`]), the highest lock token that may have been handed
 //! out ([`StateDb::reserve_tokens`]) and the records of
 //! [`crate::records`] with their signatures.
 //!

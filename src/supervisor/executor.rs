@@ -7,7 +7,7 @@
 
 use super::machine::{Action, ExitStatus, LogLevel, Notice, Pid, ProcEvent, Timer};
 use crate::cltab::NotifierFormat;
-use crate::store::leftovers;
+use crate::supervisor::leftovers;
 use crate::store::sqlite::{ChildRecord, StoreOp};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -385,7 +385,7 @@ fn sweep_leftovers<N>(
             continue;
         };
         let ppid =
-            crate::store::leftovers::stat_field(&stat, 4).and_then(|p| p.parse::<Pid>().ok());
+            crate::supervisor::leftovers::stat_field(&stat, 4).and_then(|p| p.parse::<Pid>().ok());
         if ppid != Some(me) {
             continue;
         }

@@ -4,6 +4,7 @@
 //! the right group (still pure); [`executor`] performs the actions.
 
 pub mod executor;
+pub mod leftovers;
 pub mod machine;
 
 use crate::cltab::Cltab;
