@@ -30,6 +30,8 @@ pub mod client;
 pub mod cltab;
 pub mod config;
 pub mod daemon;
+pub mod events;
+pub mod explain;
 pub mod lock;
 pub mod lockcmd;
 pub mod proto;

@@ -392,7 +392,10 @@ mod tests {
         for (name, value, ok) in rows {
             let r = Settings::default().set(name, value);
             assert_eq!(r.is_ok(), *ok, "{name}={value}: {r:?}");
-            if let Err(ErrorKind::BadSetting { name: n, value: v, .. }) = r {
+            if let Err(ErrorKind::BadSetting {
+                name: n, value: v, ..
+            }) = r
+            {
                 assert_eq!((n.as_str(), v.as_str()), (*name, *value));
             }
         }

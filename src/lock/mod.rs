@@ -38,6 +38,8 @@
 //!   instant, and a lock released by an expiry before a waiter's deadline is
 //!   granted to that waiter.
 
+pub mod service;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -587,6 +589,11 @@ impl LockManager {
                 .collect(),
             None => self.containers.iter().map(one).collect(),
         }
+    }
+
+    /// What `holder` holds of container `name`, if it holds it.
+    pub fn grant_of(&self, name: &str, holder: Holder) -> Option<&GrantInfo> {
+        self.containers.get(name)?.holders.get(&holder)
     }
 
     /// Live leases, sorted by id.

@@ -120,6 +120,25 @@ pub enum Request {
     },
     /// A record operation.
     Record(RecordOp),
+    /// A streamed reply: a [`Reply::Subscribed`] header, the remembered
+    /// events after `since` (after the last `last` ones, when given;
+    /// otherwise all kept), then, with `follow`, every new event until
+    /// the client closes; without, [`Reply::EventsEnd`]. `group` keeps
+    /// only the events about that group.
+    Events {
+        #[serde(default)]
+        since: Option<u64>,
+        #[serde(default)]
+        last: Option<u64>,
+        #[serde(default)]
+        group: Option<String>,
+        #[serde(default)]
+        follow: bool,
+    },
+    /// Why an entry or a group is (not) running.
+    Explain {
+        name: String,
+    },
 }
 
 /// Record operations; values travel base64-encoded (`value_b64`).
@@ -168,33 +187,6 @@ pub enum ControlAction {
     Restart,
 }
 
-impl Request {
-    /// Requests that change something need the right to (see the access
-    /// rules in the README); the others are open to anyone who can connect.
-    pub fn changes_something(&self) -> bool {
-        !self.is_lock_service()
-            && !matches!(
-                self,
-                Request::Ping | Request::Status { .. } | Request::Wait { .. }
-            )
-    }
-
-    /// Requests for the lock service and the record store (open to every
-    /// user who can connect).
-    pub fn is_lock_service(&self) -> bool {
-        matches!(
-            self,
-            Request::LockAcquire { .. }
-                | Request::LockRelease { .. }
-                | Request::LeaseGrant { .. }
-                | Request::LeaseRenew { .. }
-                | Request::LeaseRevoke { .. }
-                | Request::Locks { .. }
-                | Request::Record(_)
-        )
-    }
-}
-
 /// A request on the wire: `{"id": N, "op": ..., the request's fields}`.
 /// Deserialized by [`framed`], not by a derived `flatten`.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -237,6 +229,8 @@ pub enum ErrorCode {
     Noent,
     Collision,
     TooLarge,
+    /// An events subscriber fell further behind than the daemon keeps.
+    Lagged,
 }
 
 impl ErrorCode {
@@ -256,6 +250,7 @@ impl ErrorCode {
             ErrorCode::Noent => 15,
             ErrorCode::Collision => 16,
             ErrorCode::BadName | ErrorCode::TooLarge => 7,
+            ErrorCode::Lagged => 17,
             ErrorCode::NoLockmgr => 69,
             ErrorCode::Busy => 75,
         }
@@ -352,6 +347,32 @@ pub enum Reply {
     /// The new signature of an added or modified record.
     Signature {
         sig: u64,
+    },
+    /// The first frame of an events subscription: the oldest and newest
+    /// event numbers kept, and when this daemon run started (Unix seconds;
+    /// numbers start at 1 in every run).
+    Subscribed {
+        first: u64,
+        last: u64,
+        started: f64,
+    },
+    /// One event of a subscription.
+    Event {
+        event: Box<crate::events::Event>,
+    },
+    /// Events after `since` are no longer kept: the next one sent is
+    /// `first` (the oldest kept).
+    Gap {
+        since: u64,
+        first: u64,
+    },
+    /// The end of a subscription without `follow`: every event up to
+    /// `last` was sent.
+    EventsEnd {
+        last: u64,
+    },
+    Explain {
+        explanations: Vec<crate::explain::Explanation>,
     },
 }
 

@@ -24,7 +24,8 @@
 //!
 //! # Invariants
 //!
-//! - Every operation is one SQLite transaction in [`StateDb`]; an `Ok`
+//! - Every operation is one atomic, durable call of a [`RecordStorage`]
+//!   (one SQLite transaction in [`crate::store::sqlite`]); an `Ok`
 //!   result is durable (survives SIGKILL and power loss), an `Err` changed
 //!   nothing. The SQL lives in [`crate::store::sqlite`]; this module holds
 //!   the rules.
@@ -51,8 +52,10 @@
 //! signatures if the new format can express them, so a caller's last-seen
 //! signature stays valid across the upgrade.
 
-use crate::store::StoreError;
-use crate::store::sqlite::{Cas, StateDb};
+use crate::store::{
+    Cas, Pending, RecordBackend, RecordCall, RecordOutcome, RecordStorage, StoreError,
+};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The stored name of a container is this prefix followed by its name;
 /// see the module doc for how a later format coexists and upgrades.
@@ -159,10 +162,15 @@ pub fn next_signature(sig: u64) -> u64 {
 
 /// Add a record; fails with [`RecordError::Exists`] if the container
 /// already holds the key. Returns the new record's signature.
-pub fn add(db: &mut StateDb, container: &str, key: &str, value: &[u8]) -> Result<u64, RecordError> {
+pub fn add<S: RecordStorage + ?Sized>(
+    db: &mut S,
+    container: &str,
+    key: &str,
+    value: &[u8],
+) -> Result<u64, RecordError> {
     let stored = check(container, key, Some(value))?;
     let sig = first_signature(random16());
-    if db.record_insert(&stored, key, value, sig)? {
+    if db.insert(&stored, key, value, sig)? {
         Ok(sig)
     } else {
         Err(RecordError::Exists {
@@ -174,9 +182,13 @@ pub fn add(db: &mut StateDb, container: &str, key: &str, value: &[u8]) -> Result
 
 /// Read one record; [`RecordError::NoEnt`] if the container does not hold
 /// the key.
-pub fn lookup(db: &StateDb, container: &str, key: &str) -> Result<Record, RecordError> {
+pub fn lookup<S: RecordStorage + ?Sized>(
+    db: &S,
+    container: &str,
+    key: &str,
+) -> Result<Record, RecordError> {
     let stored = check(container, key, None)?;
-    match db.record_get(&stored, key)? {
+    match db.get(&stored, key)? {
         Some((value, sig)) => Ok(Record {
             key: key.to_string(),
             value,
@@ -190,8 +202,8 @@ pub fn lookup(db: &StateDb, container: &str, key: &str) -> Result<Record, Record
 /// caller last saw); returns the new signature ([`next_signature`] of
 /// `sig`). A changed record gives [`RecordError::Collision`] (as does `sig`
 /// 0, which no record has), a missing one [`RecordError::NoEnt`].
-pub fn modify(
-    db: &mut StateDb,
+pub fn modify<S: RecordStorage + ?Sized>(
+    db: &mut S,
     container: &str,
     key: &str,
     value: &[u8],
@@ -199,7 +211,7 @@ pub fn modify(
 ) -> Result<u64, RecordError> {
     let stored = check(container, key, Some(value))?;
     let new = next_signature(sig);
-    match db.record_replace(&stored, key, value, sig, new)? {
+    match db.replace(&stored, key, value, sig, new)? {
         Cas::Done => Ok(new),
         other => Err(cas_err(other, container, key, sig)),
     }
@@ -208,10 +220,15 @@ pub fn modify(
 /// Delete a record if its signature is still `sig`, or whatever its
 /// signature if `sig` is 0. A changed record gives
 /// [`RecordError::Collision`], a missing one [`RecordError::NoEnt`].
-pub fn delete(db: &mut StateDb, container: &str, key: &str, sig: u64) -> Result<(), RecordError> {
+pub fn delete<S: RecordStorage + ?Sized>(
+    db: &mut S,
+    container: &str,
+    key: &str,
+    sig: u64,
+) -> Result<(), RecordError> {
     let stored = check(container, key, None)?;
     let expected = (sig != 0).then_some(sig);
-    match db.record_remove(&stored, key, expected)? {
+    match db.remove(&stored, key, expected)? {
         Cas::Done => Ok(()),
         other => Err(cas_err(other, container, key, sig)),
     }
@@ -219,10 +236,13 @@ pub fn delete(db: &mut StateDb, container: &str, key: &str, sig: u64) -> Result<
 
 /// Every record of a container, ordered by key (bytewise); empty if the
 /// container holds none.
-pub fn list(db: &StateDb, container: &str) -> Result<Vec<Record>, RecordError> {
+pub fn list<S: RecordStorage + ?Sized>(
+    db: &S,
+    container: &str,
+) -> Result<Vec<Record>, RecordError> {
     let stored = stored_name(container)?;
     Ok(db
-        .record_list(&stored)?
+        .list(&stored)?
         .into_iter()
         .map(|(key, value, sig)| Record { key, value, sig })
         .collect())
@@ -304,9 +324,51 @@ fn random16() -> u16 {
     }
 }
 
+/// The record store of one machine: these rules over a local
+/// [`RecordStorage`]; every call answers at once.
+pub struct LocalRecords<S: ?Sized> {
+    storage: Arc<Mutex<S>>,
+}
+
+impl<S: RecordStorage + ?Sized> LocalRecords<S> {
+    pub fn new(storage: Arc<Mutex<S>>) -> LocalRecords<S> {
+        LocalRecords { storage }
+    }
+}
+
+impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
+    fn call(&mut self, call: RecordCall) -> Pending<Result<RecordOutcome, RecordError>> {
+        let mut db = self.storage.lock().unwrap_or_else(PoisonError::into_inner);
+        let db = &mut *db;
+        Pending::Ready(match call {
+            RecordCall::Add {
+                container,
+                key,
+                value,
+            } => add(db, &container, &key, &value).map(RecordOutcome::Signature),
+            RecordCall::Get { container, key } => {
+                lookup(db, &container, &key).map(RecordOutcome::Record)
+            }
+            RecordCall::Modify {
+                container,
+                key,
+                value,
+                sig,
+            } => modify(db, &container, &key, &value, sig).map(RecordOutcome::Signature),
+            RecordCall::Delete {
+                container,
+                key,
+                sig,
+            } => delete(db, &container, &key, sig).map(|()| RecordOutcome::Deleted),
+            RecordCall::List { container } => list(db, &container).map(RecordOutcome::Records),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite::StateDb;
 
     const TOP: u64 = !COUNTER_MASK;
 

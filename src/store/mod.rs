@@ -1,16 +1,33 @@
-//! Persistence behind a trait: the embedded implementation writes files on
-//! this machine; a later etcd implementation will hold shared state. Nothing
-//! above the trait knows which one it talks to.
+//! The backend seams: what the daemon keeps, and the traits it keeps it
+//! through. Nothing above these traits knows which implementation it talks
+//! to; start-up picks one (today [`sqlite`] and the in-process lock
+//! service, [`crate::lock::service`]; later etcd for a cluster).
 //!
-//! Today the store keeps the status file. The daemon's persistent state
-//! (goals, disabled entries, started children, the lock token reservation
-//! and the records of [`crate::records`]) lives in [`sqlite::StateDb`];
-//! [`leftovers`] stops the children a previous, killed daemon left running.
+//! - [`StateStore`]: the daemon's persistent state — goals, entries stopped
+//!   by an operator, the children it started, the lock token reservation.
+//! - [`RecordStorage`]: compare-and-swap storage of records; the rules
+//!   (names, sizes, signatures) are in [`crate::records`], which also turns
+//!   it into a [`RecordBackend`].
+//! - [`RecordBackend`] and [`LockBackend`]: the record store and the lock
+//!   service as the daemon's handlers see them.
+//!
+//! Every call that may need a network round trip in some implementation
+//! returns a [`Pending`]: the answer now, or a channel that answers later.
+//! The daemon never waits for a `Later` in its event loop: the reply of the
+//! request completes when the channel does, in the request's connection
+//! task, so a slow backend neither blocks other clients nor reorders a
+//! connection's replies (a connection's requests are answered in order).
+//!
+//! The status file ([`StatusFile`]) is always local.
 
 pub mod sqlite;
 
+use crate::lock::{ContainerStatus, HolderInfo, LockMode};
+use crate::proto::Reply;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tokio::sync::oneshot;
 
 /// Every store error names the file or directory it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -37,30 +54,290 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    /// A backend that answers later went away before it answered.
+    #[error("the state backend stopped before it answered")]
+    Gone,
 }
 
-pub trait Store {
-    /// Replace the status file contents (Cluster::Init clstat format).
-    fn write_status(&mut self, text: &str) -> Result<(), StoreError>;
+/// A result now, or one that a backend delivers later through a channel.
+#[derive(Debug)]
+pub enum Pending<T> {
+    Ready(T),
+    Later(oneshot::Receiver<T>),
 }
 
-/// One machine's store: plain files, written atomically.
-pub struct Embedded {
-    clstat: PathBuf,
-}
-
-impl Embedded {
-    pub fn new(clstat: &Path) -> Embedded {
-        Embedded {
-            clstat: clstat.to_path_buf(),
+impl<T> Pending<T> {
+    /// The result, waiting for it if it comes later; `None` if the backend
+    /// dropped the channel without answering.
+    pub async fn wait(self) -> Option<T> {
+        match self {
+            Pending::Ready(t) => Some(t),
+            Pending::Later(rx) => rx.await.ok(),
         }
     }
 }
 
-impl Store for Embedded {
-    fn write_status(&mut self, text: &str) -> Result<(), StoreError> {
-        write_atomic(&self.clstat, text.as_bytes()).map_err(|err| StoreError::Write {
-            path: self.clstat.clone(),
+/// A child process the daemon started, recorded so that a daemon killed by
+/// SIGKILL can stop it on its next start.
+///
+/// `pid` and `pgid` are always positive (a record must never lead to
+/// `kill(0, ..)` or `kill(-1, ..)`). `pid`, `start_ticks` and `boot_id`
+/// together identify the process even after its pid has been reused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildRecord {
+    pub pid: i32,
+    pub pgid: i32,
+    /// field 22 of /proc/PID/stat (clock ticks since boot)
+    pub start_ticks: u64,
+    /// /proc/sys/kernel/random/boot_id at spawn time
+    pub boot_id: String,
+    pub group: String,
+    pub tag: String,
+}
+
+/// One change to the persistent state. The daemon collects the ops of one
+/// event-loop turn and hands them to [`StateStore::apply`] together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    /// The level a group was last told (its goal).
+    SetGoal { group: String, level: String },
+    /// An entry stopped with `clinit stop TAG` (true) or started again with
+    /// `clinit start TAG` (false); persistent.
+    SetDisabled { tag: String, disabled: bool },
+    /// Who stopped a disabled entry and when (Unix seconds), for `clinit
+    /// explain`; follows the `SetDisabled` it describes.
+    NoteDisabled { tag: String, by: String, at: i64 },
+    /// Forget everything kept for a deleted entry (today: its disabled
+    /// flag). Child records are deliberately kept: they describe processes
+    /// that may still be running and are removed by [`StoreOp::RemoveChild`]
+    /// once reaped.
+    ForgetEntry { tag: String },
+    /// Record a started child; a record with the same pid is replaced.
+    AddChild(ChildRecord),
+    /// Forget a reaped child (no-op if unknown).
+    RemoveChild { pid: i32 },
+}
+
+/// Everything [`StateStore::load`] returns: goals as `(group, level)`
+/// ordered by group, disabled tags ordered by tag, children ordered by pid.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Persisted {
+    pub goals: Vec<(String, String)>,
+    pub disabled: Vec<String>,
+    pub children: Vec<ChildRecord>,
+}
+
+/// Who disabled an entry, and when (Unix seconds); `by` is empty when the
+/// store does not know (an entry disabled by an older clinit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DisabledNote {
+    pub tag: String,
+    pub by: String,
+    pub at: Option<i64>,
+}
+
+/// The daemon's persistent state.
+pub trait StateStore: Send {
+    /// Where the state lives, for log messages.
+    fn location(&self) -> String;
+    /// Everything kept, at start-up.
+    fn load(&mut self) -> Result<Persisted, StoreError>;
+    /// Who disabled the disabled entries, at start-up.
+    fn disabled_notes(&mut self) -> Result<Vec<DisabledNote>, StoreError>;
+    /// Apply one event-loop turn's ops atomically; once `Ok`, they are
+    /// durable. The daemon sends that turn's replies only after.
+    fn apply(&mut self, ops: Vec<StoreOp>) -> Pending<Result<(), StoreError>>;
+    /// The highest lock token that may have been handed out (0 at first).
+    fn token_floor(&mut self) -> Result<u64, StoreError>;
+    /// Durably record that tokens up to `upto` may be handed out.
+    fn reserve_tokens(&mut self, upto: u64) -> Pending<Result<(), StoreError>>;
+}
+
+/// Outcome of a compare-and-swap on one record ([`RecordStorage::replace`],
+/// [`RecordStorage::remove`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cas {
+    /// The record had the expected signature and was changed.
+    Done,
+    /// No record with that key in that container; nothing was changed.
+    Missing,
+    /// The record's signature is this one, not the expected one; nothing
+    /// was changed.
+    Stale(u64),
+}
+
+/// Storage of records with compare-and-swap on their signatures. Container
+/// names here are the stored (format-prefixed) names; each writing call is
+/// atomic and durable on `Ok`.
+pub trait RecordStorage: Send {
+    /// One record's value and signature, if the key is there.
+    fn get(&self, container: &str, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError>;
+    /// Every record of a container as `(key, value, signature)`, by key.
+    fn list(&self, container: &str) -> Result<Vec<(String, Vec<u8>, u64)>, StoreError>;
+    /// Add a record unless the key exists (`Ok(false)`: nothing written).
+    fn insert(
+        &mut self,
+        container: &str,
+        key: &str,
+        value: &[u8],
+        sig: u64,
+    ) -> Result<bool, StoreError>;
+    /// Replace value and signature if the signature is `expected`.
+    fn replace(
+        &mut self,
+        container: &str,
+        key: &str,
+        value: &[u8],
+        expected: u64,
+        new: u64,
+    ) -> Result<Cas, StoreError>;
+    /// Delete if the signature is `expected` (any signature for `None`).
+    fn remove(
+        &mut self,
+        container: &str,
+        key: &str,
+        expected: Option<u64>,
+    ) -> Result<Cas, StoreError>;
+}
+
+/// A record operation, as the record store sees it (values as bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordCall {
+    Add {
+        container: String,
+        key: String,
+        value: Vec<u8>,
+    },
+    Get {
+        container: String,
+        key: String,
+    },
+    Modify {
+        container: String,
+        key: String,
+        value: Vec<u8>,
+        sig: u64,
+    },
+    /// `sig` 0 deletes whatever the record's signature.
+    Delete {
+        container: String,
+        key: String,
+        sig: u64,
+    },
+    List {
+        container: String,
+    },
+}
+
+/// What a successful [`RecordCall`] gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// The new signature of an added or modified record.
+    Signature(u64),
+    Record(crate::records::Record),
+    Records(Vec<crate::records::Record>),
+    Deleted,
+}
+
+/// The record store, as the daemon's handlers use it.
+pub trait RecordBackend: Send {
+    fn call(
+        &mut self,
+        call: RecordCall,
+    ) -> Pending<Result<RecordOutcome, crate::records::RecordError>>;
+}
+
+/// A lock request, as the lock service sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockCall {
+    Acquire {
+        name: String,
+        mode: LockMode,
+        wait: bool,
+        timeout_ms: Option<u64>,
+        lease: Option<u64>,
+    },
+    Release {
+        name: String,
+        lease: Option<u64>,
+    },
+    LeaseGrant {
+        ttl_ms: u64,
+    },
+    LeaseRenew {
+        lease: u64,
+    },
+    LeaseRevoke {
+        lease: u64,
+    },
+}
+
+/// A change the lock service made, for the event stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockChange {
+    Granted {
+        name: String,
+        mode: LockMode,
+        token: u64,
+        holder: HolderInfo,
+    },
+    Released {
+        name: String,
+        mode: LockMode,
+        token: u64,
+        holder: HolderInfo,
+    },
+    /// Released because its holder's connection closed, its lease expired
+    /// or was revoked, or its token could not be reserved.
+    Lost {
+        name: String,
+        mode: LockMode,
+        token: u64,
+        holder: HolderInfo,
+        why: crate::lock::LostWhy,
+    },
+}
+
+/// The lock service, as the daemon's handlers use it. Holders are
+/// connection ids (from 1 up) or lease ids; replies are the protocol's
+/// (`Granted`, `Lease`, `Ok`, or an error that names the lock).
+pub trait LockBackend: Send {
+    /// Serve one request of connection `conn`; `who` describes the holder
+    /// for listings.
+    fn call(&mut self, conn: u64, call: LockCall, who: HolderInfo) -> Pending<Reply>;
+    /// Connection `conn` closed: release its locks, cancel its waits.
+    fn connection_closed(&mut self, conn: u64);
+    /// Time passed: expire waits and leases that are due.
+    fn tick(&mut self, now: Instant);
+    /// When [`LockBackend::tick`] is next needed.
+    fn next_deadline(&self) -> Option<Instant>;
+    /// Holders and waiters of one lock or of all.
+    fn status(&self, name: Option<&str>) -> Vec<ContainerStatus>;
+    /// Nothing held, waited for or leased (`clinit lockd` may exit).
+    fn is_idle(&self) -> bool;
+    /// The changes made since the last call.
+    fn take_changes(&mut self) -> Vec<LockChange>;
+    /// The daemon exits: drop parked requests unanswered.
+    fn shutdown(&mut self);
+}
+
+/// The status file (Cluster::Init's clstat), always a local file, replaced
+/// atomically.
+pub struct StatusFile {
+    path: PathBuf,
+}
+
+impl StatusFile {
+    pub fn new(path: &Path) -> StatusFile {
+        StatusFile {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Replace the status file contents (Cluster::Init clstat format).
+    pub fn write_status(&mut self, text: &str) -> Result<(), StoreError> {
+        write_atomic(&self.path, text.as_bytes()).map_err(|err| StoreError::Write {
+            path: self.path.clone(),
             err,
         })
     }
@@ -100,7 +377,7 @@ mod tests {
     fn status_is_replaced_whole_and_no_temp_file_is_left() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("clstat");
-        let mut s = Embedded::new(&p);
+        let mut s = StatusFile::new(&p);
         s.write_status("Cluster::Init::Group a 1 DONE\n").unwrap();
         s.write_status("Cluster::Init::Group a 2 STARTING\n")
             .unwrap();
@@ -109,7 +386,7 @@ mod tests {
             "Cluster::Init::Group a 2 STARTING\n"
         );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-        let err = Embedded::new(&dir.path().join("no/such/dir/clstat"))
+        let err = StatusFile::new(&dir.path().join("no/such/dir/clstat"))
             .write_status("x")
             .unwrap_err();
         assert!(err.to_string().contains("no/such/dir/clstat"));

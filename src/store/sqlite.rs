@@ -38,13 +38,17 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::StoreError;
+use super::{
+    Cas, ChildRecord, DisabledNote, Pending, Persisted, RecordStorage, StateStore, StoreError,
+    StoreOp,
+};
 
 /// The schema version this code writes and understands.
 ///
 /// - 1: `goals`, `disabled`, `children`.
 /// - 2: adds `meta` (named integers; today `token_reserved`) and `records`.
-pub const SCHEMA_VERSION: i64 = 2;
+/// - 3: `disabled` gains `by_whom` and `at` (who stopped the entry, when).
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The `meta` row holding the highest lock token that may have been handed
 /// out (see [`StateDb::reserve_tokens`]).
@@ -54,67 +58,6 @@ const TOKEN_RESERVED: &str = "token_reserved";
 pub const DB_FILE: &str = "clinit.db";
 /// File name of the lock file inside the state directory.
 pub const LOCK_FILE: &str = "clinit.db.lock";
-
-/// A child process the daemon started, recorded so that a daemon killed by
-/// SIGKILL can stop it on its next start.
-///
-/// `pid` and `pgid` are always positive (the table has a CHECK constraint:
-/// a record must never lead to `kill(0, ..)` or `kill(-1, ..)`). `pid`,
-/// `start_ticks` and `boot_id` together identify the process even after its
-/// pid has been reused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChildRecord {
-    pub pid: i32,
-    pub pgid: i32,
-    /// field 22 of /proc/PID/stat (clock ticks since boot)
-    pub start_ticks: u64,
-    /// /proc/sys/kernel/random/boot_id at spawn time
-    pub boot_id: String,
-    pub group: String,
-    pub tag: String,
-}
-
-/// One change to the persistent state. The daemon collects the ops of one
-/// event-loop turn and hands them to [`StateDb::apply`] together.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreOp {
-    /// The level a group was last told (its goal).
-    SetGoal { group: String, level: String },
-    /// An entry stopped with `clinit stop TAG` (true) or started again with
-    /// `clinit start TAG` (false); persistent.
-    SetDisabled { tag: String, disabled: bool },
-    /// Forget everything kept for a deleted entry (today: its disabled
-    /// flag). Child records are deliberately kept: they describe processes
-    /// that may still be running and are removed by [`StoreOp::RemoveChild`]
-    /// once reaped.
-    ForgetEntry { tag: String },
-    /// Record a started child; a record with the same pid is replaced.
-    AddChild(ChildRecord),
-    /// Forget a reaped child (no-op if unknown).
-    RemoveChild { pid: i32 },
-}
-
-/// Everything [`StateDb::load`] returns: goals as `(group, level)` ordered
-/// by group, disabled tags ordered by tag, children ordered by pid.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Persisted {
-    pub goals: Vec<(String, String)>,
-    pub disabled: Vec<String>,
-    pub children: Vec<ChildRecord>,
-}
-
-/// Outcome of a compare-and-swap on one record ([`StateDb::record_replace`],
-/// [`StateDb::record_remove`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Cas {
-    /// The record had the expected signature and was changed.
-    Done,
-    /// No record with that key in that container; nothing was changed.
-    Missing,
-    /// The record's signature is this one, not the expected one; nothing
-    /// was changed.
-    Stale(u64),
-}
 
 /// The open state database. Holds the state directory's lock for its whole
 /// life; dropping it closes the database, then releases the lock.
@@ -410,6 +353,91 @@ impl StateDb {
     }
 }
 
+impl StateDb {
+    /// Who disabled each disabled entry and when, ordered by tag.
+    pub fn disabled_notes(&self) -> Result<Vec<DisabledNote>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT tag, by_whom, at FROM disabled ORDER BY tag")
+            .and_then(|mut st| {
+                st.query_map([], |r| {
+                    Ok(DisabledNote {
+                        tag: r.get(0)?,
+                        by: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        at: r.get(2)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(|e| self.db_err(e))
+    }
+}
+
+impl StateStore for StateDb {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn load(&mut self) -> Result<Persisted, StoreError> {
+        StateDb::load(self)
+    }
+
+    fn disabled_notes(&mut self) -> Result<Vec<DisabledNote>, StoreError> {
+        StateDb::disabled_notes(self)
+    }
+
+    fn apply(&mut self, ops: Vec<StoreOp>) -> Pending<Result<(), StoreError>> {
+        Pending::Ready(StateDb::apply(self, &ops))
+    }
+
+    fn token_floor(&mut self) -> Result<u64, StoreError> {
+        StateDb::token_floor(self)
+    }
+
+    fn reserve_tokens(&mut self, upto: u64) -> Pending<Result<(), StoreError>> {
+        Pending::Ready(StateDb::reserve_tokens(self, upto))
+    }
+}
+
+impl RecordStorage for StateDb {
+    fn get(&self, container: &str, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        self.record_get(container, key)
+    }
+
+    fn list(&self, container: &str) -> Result<Vec<(String, Vec<u8>, u64)>, StoreError> {
+        self.record_list(container)
+    }
+
+    fn insert(
+        &mut self,
+        container: &str,
+        key: &str,
+        value: &[u8],
+        sig: u64,
+    ) -> Result<bool, StoreError> {
+        self.record_insert(container, key, value, sig)
+    }
+
+    fn replace(
+        &mut self,
+        container: &str,
+        key: &str,
+        value: &[u8],
+        expected: u64,
+        new: u64,
+    ) -> Result<Cas, StoreError> {
+        self.record_replace(container, key, value, expected, new)
+    }
+
+    fn remove(
+        &mut self,
+        container: &str,
+        key: &str,
+        expected: Option<u64>,
+    ) -> Result<Cas, StoreError> {
+        self.record_remove(container, key, expected)
+    }
+}
+
 /// Compare-and-swap on one record in one IMMEDIATE transaction: read its
 /// signature, and only if it is `expected` (or `expected` is `None`) run
 /// `write`. A missing or stale record writes nothing.
@@ -452,6 +480,10 @@ fn apply_inner(conn: &mut Connection, ops: &[StoreOp]) -> rusqlite::Result<()> {
             } => {
                 tx.prepare_cached("INSERT OR IGNORE INTO disabled (tag) VALUES (?1)")?
                     .execute(params![tag])?;
+            }
+            StoreOp::NoteDisabled { tag, by, at } => {
+                tx.prepare_cached("UPDATE disabled SET by_whom = ?2, at = ?3 WHERE tag = ?1")?
+                    .execute(params![tag, by, at])?;
             }
             StoreOp::SetDisabled {
                 tag,
@@ -570,6 +602,14 @@ fn migrate_to(conn: &mut Connection, path: &Path, target: i64) -> Result<(), Sto
                          sig       INTEGER NOT NULL CHECK (sig <> 0),
                          PRIMARY KEY (container, key)
                      ) STRICT;",
+                )
+                .map_err(db_err)?,
+            // Who disabled an entry and when, for `clinit explain`; rows
+            // from version 2 keep NULL (not known).
+            2 => tx
+                .execute_batch(
+                    "ALTER TABLE disabled ADD COLUMN by_whom TEXT;
+                     ALTER TABLE disabled ADD COLUMN at INTEGER;",
                 )
                 .map_err(db_err)?,
             _ => unreachable!("no migration step from schema version {from}"),

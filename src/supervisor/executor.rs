@@ -7,8 +7,8 @@
 
 use super::machine::{Action, ExitStatus, LogLevel, Notice, Pid, ProcEvent, Timer};
 use crate::cltab::NotifierFormat;
+use crate::store::{ChildRecord, StoreOp};
 use crate::supervisor::leftovers;
-use crate::store::sqlite::{ChildRecord, StoreOp};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;

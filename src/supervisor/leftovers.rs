@@ -29,7 +29,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, getpgid, getpgrp};
 
-use crate::store::sqlite::ChildRecord;
+use crate::store::ChildRecord;
 
 /// Trimmed content of /proc/sys/kernel/random/boot_id ("" if unreadable).
 /// Identifies the current boot: a record from another boot never names a

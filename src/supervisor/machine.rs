@@ -441,6 +441,7 @@ fn schedule_next(slot: &mut Slot, now: Instant, ctx: &Ctx, actions: &mut Vec<Act
         .map(|unix| NextRun {
             at: now + Duration::from_secs(unix.saturating_sub(ctx.unix).max(0) as u64),
             unix,
+            wall_us: unix.saturating_mul(1_000_000),
         });
     if let Some(next) = slot.next_run {
         actions.push(timer(slot, next.at, TimerKind::Cron { at: next.at }));

@@ -1,32 +1,53 @@
 //! Supervision: groups, processes, runlevel switching.
 //!
 //! [`machine`] holds the pure state machines; [`Supervisor`] routes events to
-//! the right group (still pure); [`executor`] performs the actions.
+//! the right group (still pure) and reports what changed ([`Change`]) and
+//! what must be kept ([`StoreOp`]); [`executor`] performs the actions and
+//! [`leftovers`] stops the children of a previous, killed daemon.
+//!
+//! Nothing here builds protocol types: status views are made at the edge
+//! (`daemon::view`).
 
 pub mod executor;
 pub mod leftovers;
 pub mod machine;
 
 use crate::cltab::Cltab;
-use crate::proto::{EntryStatus, GroupStatus};
-use crate::store::sqlite::StoreOp;
-use machine::{Action, Control, Group, GroupEvent, GroupState, Proc, ProcEvent};
-use std::collections::HashSet;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use crate::store::StoreOp;
+use machine::{Action, Control, ExitStatus, Group, GroupEvent, GroupState, Pid, Proc, ProcEvent};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The present moment, as the machines see it: a monotonic instant for
-/// timers and the wall clock (Unix seconds) for history and schedules.
+/// timers and the wall clock for history and schedules (`unix` in seconds,
+/// `wall_us` the same moment in microseconds, for views).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Now {
     pub at: Instant,
     pub unix: i64,
+    pub wall_us: i64,
 }
 
 impl Now {
     pub fn real() -> Now {
+        let wall_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
         Now {
             at: Instant::now(),
-            unix: unix_now(),
+            unix: wall_us.div_euclid(1_000_000),
+            wall_us,
+        }
+    }
+
+    /// The wall-clock time (Unix seconds, with fraction) of instant `t`.
+    pub fn wall_of(&self, t: Instant) -> f64 {
+        let wall = self.wall_us as f64 / 1e6;
+        if t <= self.at {
+            wall - (self.at - t).as_secs_f64()
+        } else {
+            wall + (t - self.at).as_secs_f64()
         }
     }
 }
@@ -45,6 +66,207 @@ pub enum ControlError {
     NoSuchEntry(String),
 }
 
+/// What an operator last did to an entry, for `clinit explain`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorNote {
+    pub action: Control,
+    /// Who, as the access check described them ("root (uid 0)"); empty
+    /// when not known.
+    pub by: String,
+    /// Unix seconds; `None` when not known.
+    pub at: Option<i64>,
+}
+
+/// What a reread changed: tags added, changed (command or mode) and
+/// removed, in cltab order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RereadDiff {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// A change the supervisor made, reported once, as a value. The daemon
+/// fans these out to the status file, to waiting clients and to the event
+/// stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// A group's level or state changed.
+    Group {
+        group: String,
+        old_level: Option<String>,
+        level: Option<String>,
+        old: GroupState,
+        state: GroupState,
+    },
+    /// An entry's process started.
+    Started {
+        group: String,
+        tag: String,
+        pid: Pid,
+    },
+    /// An entry's process ended after running `ran`; `requested`: during
+    /// a stop clinit asked for.
+    Exited {
+        group: String,
+        tag: String,
+        pid: Pid,
+        status: ExitStatus,
+        ran: Duration,
+        requested: bool,
+    },
+    /// An entry's command could not be started.
+    SpawnFailed { group: String, tag: String },
+    /// A respawn entry waits `delay` before its next start (at `until`,
+    /// Unix seconds) after `rapid` rapid restarts in a row.
+    Throttled {
+        group: String,
+        tag: String,
+        delay: Duration,
+        until: f64,
+        rapid: u32,
+    },
+    /// A respawn entry stopped restarting (`respawn_give_up`).
+    GaveUp {
+        group: String,
+        tag: String,
+        rapid: u32,
+        status: ExitStatus,
+    },
+    /// A cron run was skipped: the previous run still runs.
+    RunSkipped { group: String, tag: String },
+}
+
+impl Change {
+    /// The group a change is about.
+    pub fn group(&self) -> &str {
+        match self {
+            Change::Group { group, .. }
+            | Change::Started { group, .. }
+            | Change::Exited { group, .. }
+            | Change::SpawnFailed { group, .. }
+            | Change::Throttled { group, .. }
+            | Change::GaveUp { group, .. }
+            | Change::RunSkipped { group, .. } => group,
+        }
+    }
+}
+
+/// The changes to one entry that an event made, from its process state
+/// before and after (`None`: no such slot any more) — pure, so it is
+/// table-tested.
+pub fn entry_changes(
+    group: &str,
+    tag: &str,
+    ev: &ProcEvent,
+    before: Option<&machine::Slot>,
+    after: Option<&machine::Slot>,
+    now: Now,
+) -> Vec<Change> {
+    let (g, t) = (group.to_string(), tag.to_string());
+    let mut out = Vec::new();
+    let was = before.map(|s| &s.proc);
+    let is = after.map(|s| &s.proc);
+    match ev {
+        ProcEvent::Spawned { pid } => out.push(Change::Started {
+            group: g.clone(),
+            tag: t.clone(),
+            pid: *pid,
+        }),
+        ProcEvent::SpawnFailed => out.push(Change::SpawnFailed {
+            group: g.clone(),
+            tag: t.clone(),
+        }),
+        ProcEvent::Exited { pid, status } => match was {
+            Some(Proc::Running { pid: p, since }) | Some(Proc::Stopping { pid: p, since, .. })
+                if p == pid =>
+            {
+                out.push(Change::Exited {
+                    group: g.clone(),
+                    tag: t.clone(),
+                    pid: *pid,
+                    status: *status,
+                    ran: now.at.saturating_duration_since(*since),
+                    requested: matches!(was, Some(Proc::Stopping { .. })),
+                })
+            }
+            _ => {}
+        },
+        ProcEvent::Timer(machine::TimerKind::Cron { .. })
+            if was.is_some_and(|p| p.is_live()) && was == is =>
+        {
+            out.push(Change::RunSkipped {
+                group: g.clone(),
+                tag: t.clone(),
+            })
+        }
+        _ => {}
+    }
+    let rapid = after.map(|s| s.stats.rapid).unwrap_or(0);
+    match (was, is) {
+        (Some(Proc::Backoff { .. }), Some(Proc::Backoff { .. })) => {}
+        (_, Some(Proc::Backoff { until, .. })) => out.push(Change::Throttled {
+            group: g.clone(),
+            tag: t.clone(),
+            delay: until.saturating_duration_since(now.at),
+            until: now.wall_of(*until),
+            rapid,
+        }),
+        (Some(Proc::GaveUp { .. }), _) => {}
+        (_, Some(Proc::GaveUp { status })) => out.push(Change::GaveUp {
+            group: g,
+            tag: t,
+            rapid,
+            status: *status,
+        }),
+        _ => {}
+    }
+    out
+}
+
+/// What a reread from `old` to `new` changes: an entry is changed when
+/// its command or mode differs (as [`Group::reconfigure`] decides), or
+/// its group.
+pub fn reread_diff(old: &Cltab, new: &Cltab) -> RereadDiff {
+    let before: HashMap<&str, &crate::cltab::Entry> =
+        old.entries.iter().map(|e| (e.tag.as_str(), &**e)).collect();
+    let after: HashSet<&str> = new.entries.iter().map(|e| e.tag.as_str()).collect();
+    let mut diff = RereadDiff::default();
+    for e in &new.entries {
+        match before.get(e.tag.as_str()) {
+            None => diff.added.push(e.tag.clone()),
+            Some(o) if o.command != e.command || o.mode != e.mode || o.group != e.group => {
+                diff.changed.push(e.tag.clone())
+            }
+            Some(_) => {}
+        }
+    }
+    diff.removed = old
+        .entries
+        .iter()
+        .filter(|e| !after.contains(e.tag.as_str()))
+        .map(|e| e.tag.clone())
+        .collect();
+    diff
+}
+
+/// The slot an entry event is for: a retired slot of `tag` with the
+/// event's pid, else the current slot of `tag` (as [`Group::step`] picks).
+fn slot_for<'a>(g: &'a Group, tag: &str, ev: &ProcEvent) -> Option<&'a machine::Slot> {
+    let by_pid = match ev {
+        ProcEvent::Exited { pid, .. } => Some(*pid),
+        ProcEvent::Timer(machine::TimerKind::Escalate { pid, .. }) => Some(*pid),
+        _ => None,
+    };
+    by_pid
+        .and_then(|pid| {
+            g.retired
+                .iter()
+                .find(|s| s.spec.tag == tag && s.proc.pid() == Some(pid))
+        })
+        .or_else(|| g.slots.iter().find(|s| s.spec.tag == tag))
+}
+
 /// Every group of the current cltab, plus groups removed by a reread whose
 /// processes are still stopping.
 pub struct Supervisor {
@@ -55,6 +277,12 @@ pub struct Supervisor {
     disabled: HashSet<String>,
     /// Changes for the store since the last [`Supervisor::take_ops`].
     ops: Vec<StoreOp>,
+    /// Changes since the last [`Supervisor::take_changes`].
+    changes: Vec<Change>,
+    /// What operators last did to entries.
+    notes: HashMap<String, OperatorNote>,
+    /// When a reread last added or changed each tag.
+    configured: HashMap<String, i64>,
 }
 
 impl Supervisor {
@@ -71,7 +299,15 @@ impl Supervisor {
             removed: Vec::new(),
             disabled,
             ops: Vec::new(),
+            changes: Vec::new(),
+            notes: HashMap::new(),
+            configured: HashMap::new(),
         }
+    }
+
+    /// Changes made since the last call.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
     }
 
     /// Store changes made since the last call.
@@ -83,7 +319,30 @@ impl Supervisor {
         for list in [&mut self.groups, &mut self.removed] {
             if let Some(i) = list.iter().position(|g| g.name == name) {
                 let g = std::mem::replace(&mut list[i], Group::new("", [], &|_| false));
+                let before = (g.phase.level().map(str::to_string), g.state());
+                // An entry event: its slot before and after, for the report.
+                let entry = match &ev {
+                    GroupEvent::Proc { tag, ev } => {
+                        Some((tag.clone(), ev.clone(), slot_for(&g, tag, ev).cloned()))
+                    }
+                    _ => None,
+                };
                 let (g, actions) = g.step(ev, now.at, now.unix);
+                if let Some((tag, ev, was)) = entry {
+                    let is = slot_for(&g, &tag, &ev);
+                    self.changes
+                        .extend(entry_changes(&g.name, &tag, &ev, was.as_ref(), is, now));
+                }
+                let after = (g.phase.level(), g.state());
+                if (before.0.as_deref(), before.1) != after {
+                    self.changes.push(Change::Group {
+                        group: g.name.clone(),
+                        old_level: before.0,
+                        level: after.0.map(str::to_string),
+                        old: before.1,
+                        state: after.1,
+                    });
+                }
                 list[i] = g;
                 return Some(actions);
             }
@@ -131,12 +390,13 @@ impl Supervisor {
             .find_map(|g| g.slots.iter().find(|s| s.spec.tag == tag).map(|s| (g, s)))
     }
 
-    /// An operator's stop, start or restart of one entry. Returns the
-    /// actions and the text for the operator.
+    /// An operator's stop, start or restart of one entry, asked by `by`.
+    /// Returns the actions and the text for the operator.
     pub fn control(
         &mut self,
         tag: &str,
         op: Control,
+        by: &str,
         now: Now,
     ) -> Result<(Vec<Action>, String), ControlError> {
         let (group, was) = match self.slot(tag) {
@@ -168,8 +428,29 @@ impl Supervisor {
                 tag: tag.to_string(),
                 disabled,
             });
+            if disabled {
+                self.ops.push(StoreOp::NoteDisabled {
+                    tag: tag.to_string(),
+                    by: by.to_string(),
+                    at: now.unix,
+                });
+            }
         }
-        let (g, slot) = self.slot(tag).expect("the entry is still there");
+        if !matches!(op, Control::Restart) {
+            self.notes.insert(
+                tag.to_string(),
+                OperatorNote {
+                    action: op,
+                    by: by.to_string(),
+                    at: Some(now.unix),
+                },
+            );
+        }
+        // A control never removes a slot; the fallback keeps a broken
+        // invariant from taking the daemon down.
+        let Some((g, slot)) = self.slot(tag) else {
+            return Err(ControlError::NoSuchEntry(tag.to_string()));
+        };
         let at_level = g.active_level().is_some_and(|l| slot.spec.wanted_at(l));
         let how = slot
             .enable
@@ -226,7 +507,14 @@ impl Supervisor {
     /// Replace the cltab. Changed and deleted entries are stopped gracefully
     /// (a changed one then starts anew); groups that disappeared are stopped
     /// and then forgotten.
-    pub fn reread(&mut self, cltab: Cltab, now: Now) -> Vec<Action> {
+    pub fn reread(&mut self, cltab: Cltab, now: Now) -> (Vec<Action>, RereadDiff) {
+        let diff = reread_diff(&self.cltab, &cltab);
+        for tag in diff.added.iter().chain(&diff.changed) {
+            self.configured.insert(tag.clone(), now.unix);
+        }
+        for tag in &diff.removed {
+            self.configured.remove(tag);
+        }
         let mut old = std::mem::take(&mut self.groups);
         let mut actions = Vec::new();
         let disabled = self.disabled.clone();
@@ -249,12 +537,13 @@ impl Supervisor {
             }
         }
         self.cltab = cltab;
-        actions
+        (actions, diff)
     }
 
     /// Forget what the store keeps about a deleted entry.
     pub fn forget(&mut self, tag: &str) {
         self.disabled.remove(tag);
+        self.notes.remove(tag);
         self.ops.push(StoreOp::ForgetEntry {
             tag: tag.to_string(),
         });
@@ -279,97 +568,44 @@ impl Supervisor {
             .map(|g| (g.phase.level(), g.state()))
     }
 
-    /// (group, level, state) of every group, for change detection.
-    pub fn summary(&self) -> Vec<(String, Option<String>, GroupState)> {
-        self.groups
-            .iter()
-            .map(|g| {
-                (
-                    g.name.clone(),
-                    g.phase.level().map(str::to_string),
-                    g.state(),
-                )
-            })
-            .collect()
+    /// Every current group, in cltab order.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
     }
 
-    /// The status file text, in Cluster::Init's format; groups never told are
-    /// not listed (Cluster::Init creates a group at its first tell).
-    pub fn clstat(&self) -> String {
-        let mut out = String::new();
-        for g in &self.groups {
-            if let Some(level) = g.phase.level() {
-                out.push_str(&format!(
-                    "Cluster::Init::Group {} {} {}\n",
-                    g.name,
-                    level,
-                    g.state().as_str()
-                ));
-            }
-        }
-        out
+    /// A current group by name.
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
     }
 
-    pub fn status(&self, only: Option<&str>, entries: bool, now: Now) -> Vec<GroupStatus> {
-        let wall_now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        let unix = |t: Instant| wall_now - now.at.saturating_duration_since(t).as_secs_f64();
+    /// An entry of the current cltab, with its group.
+    pub fn entry(&self, tag: &str) -> Option<(&Group, &machine::Slot)> {
+        self.slot(tag)
+    }
+
+    /// Old versions of `tag` (changed or deleted by a reread) that are
+    /// still stopping.
+    pub fn retired(&self, tag: &str) -> impl Iterator<Item = &machine::Slot> {
         self.groups
             .iter()
-            .filter(|g| only.is_none_or(|o| o == g.name))
-            .map(|g| GroupStatus {
-                group: g.name.clone(),
-                level: g.phase.level().map(str::to_string),
-                state: g.state(),
-                entries: g
-                    .slots
-                    .iter()
-                    .filter(|_| entries)
-                    .map(|s| EntryStatus {
-                        tag: s.spec.tag.clone(),
-                        mode: s.spec.mode.to_string(),
-                        levels: s.spec.levels.as_str().to_string(),
-                        command: s.spec.command.clone(),
-                        state: s.proc.name().to_string(),
-                        pid: s.proc.pid(),
-                        started: match s.proc {
-                            Proc::Running { since, .. } | Proc::Stopping { since, .. } => {
-                                Some(unix(since))
-                            }
-                            _ => None,
-                        },
-                        starts: s.stats.starts,
-                        restarts: s.stats.restarts,
-                        last_exit: s.stats.last_exit.map(|(st, _)| st),
-                        goal: s.enable.describe().map(str::to_string),
-                        enabled: s.enable.file,
-                        running_enabled: s.enable.run,
-                        last_start: s.stats.last_start,
-                        last_exit_at: s.stats.last_exit.map(|(_, t)| t),
-                        last_error: s.stats.last_error.map(|(st, _)| st),
-                        last_error_at: s.stats.last_error.map(|(_, t)| t),
-                        rs_time: s.stats.rs_time,
-                        rs_count: s.stats.rs_count,
-                        rapid: s.stats.rapid,
-                        throttled_until: match s.proc {
-                            Proc::Backoff { until, .. } => Some(unix(until).round() as i64),
-                            _ => None,
-                        },
-                        gave_up: matches!(s.proc, Proc::GaveUp { .. }),
-                        schedule: s
-                            .spec
-                            .opts
-                            .schedule
-                            .as_ref()
-                            .map(|x| x.as_str().to_string()),
-                        next_run: s.next_run.map(|n| n.unix),
-                        notifier: s.spec.opts.notifier.as_ref().map(|n| n.command.clone()),
-                        notifier_format: s.spec.opts.notifier.as_ref().map(|n| n.format),
-                    })
-                    .collect(),
-            })
-            .collect()
+            .chain(self.removed.iter())
+            .flat_map(|g| g.retired.iter())
+            .filter(move |s| s.spec.tag == tag)
+    }
+
+    /// What an operator last did to `tag` (stop, start), by whom and when.
+    pub fn operator_note(&self, tag: &str) -> Option<&OperatorNote> {
+        self.notes.get(tag)
+    }
+
+    /// Who disabled entries before this daemon started (from the store).
+    pub fn restore_notes(&mut self, notes: impl IntoIterator<Item = (String, OperatorNote)>) {
+        self.notes.extend(notes);
+    }
+
+    /// When a reread last added or changed `tag` (Unix seconds); `None`
+    /// when its line is as the daemon first read it.
+    pub fn configured_at(&self, tag: &str) -> Option<i64> {
+        self.configured.get(tag).copied()
     }
 }

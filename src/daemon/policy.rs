@@ -1,34 +1,96 @@
-//! Who may change what.
+//! Who may do what: the peer's identity, and one [`Policy`] that decides
+//! each [`Right`] a request needs (the router names it).
 //!
-//! The daemon learns the connecting user from the socket (SO_PEERCRED).
-//! Read-only requests are open to everyone who can reach the socket; requests
-//! that change anything are allowed to root, to the daemon's own user and to
-//! the users named in a UserList file, like OpenAFS BOS's UserList.
+//! The daemon learns a local peer from the socket (SO_PEERCRED); a remote
+//! transport names a certificate subject instead. Reading (status, locks
+//! view, events, explain) is open to every peer that can connect. Changing
+//! anything (tells, entry control, cltab edits, reread) and shutting down
+//! are allowed to root, to the daemon's own user and to those named in a
+//! UserList file, like OpenAFS BOS's UserList. Locks and records are open
+//! to every peer by default; the settings `lock_access` and
+//! `record_access` (`userlist`) give them only to those who may change
+//! things.
 //!
-//! UserList format: one user per line; surrounding whitespace is trimmed;
+//! UserList format: one entry per line; surrounding whitespace is trimmed;
 //! blank lines and lines starting with `#` are ignored; a line of digits only
-//! is a numeric uid, any other line a user name (matched against the passwd
-//! name of the peer's uid). The file is read at every check, so an edit
-//! applies to the next request.
+//! is a numeric uid, a line `cert:NAME` a certificate identity, any other
+//! line a user name (matched against the passwd name of the peer's uid). The
+//! file is read at every check, so an edit applies to the next request.
 
+use crate::cltab::Access;
 use nix::unistd::{Uid, User};
 use std::path::{Path, PathBuf};
 
-/// The user at the other end of a connection, as SO_PEERCRED reports it.
+/// A process on this machine at the other end of a connection, as
+/// SO_PEERCRED reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Peer {
+pub struct LocalUser {
     /// Effective uid of the connecting process.
     pub uid: u32,
+    /// Effective gid of the connecting process.
+    pub gid: u32,
     /// Pid of the connecting process, when the platform reports it.
     pub pid: Option<i32>,
 }
 
+/// Who is at the other end of a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Local(LocalUser),
+    /// A client that presented a certificate; its subject name.
+    Certificate {
+        subject: String,
+    },
+}
+
+/// What a request needs the right to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Right {
+    /// Look: status, the locks view, events, explain, ping.
+    Read,
+    /// Change groups, entries or the cltab.
+    Change,
+    /// Stop the daemon.
+    Shutdown,
+    /// Take and release locks, hold leases.
+    Lock,
+    /// Add, read, change and delete records.
+    Record,
+}
+
+impl Right {
+    /// The right in the words of a refusal ("may not ...").
+    fn words(self) -> &'static str {
+        match self {
+            Right::Read => "read the daemon's state",
+            Right::Change => "change anything",
+            Right::Shutdown => "shut the daemon down",
+            Right::Lock => "take locks",
+            Right::Record => "use records",
+        }
+    }
+}
+
 impl Peer {
-    /// "alice (uid 1000)", or "uid 1234" when the uid has no passwd entry.
+    /// "alice (uid 1000)", "uid 1234" when the uid has no passwd entry, or
+    /// "certificate alice".
     pub fn describe(&self) -> String {
-        self.describe_as(self.name().as_deref())
+        match self {
+            Peer::Local(u) => u.describe_as(u.name().as_deref()),
+            Peer::Certificate { subject } => format!("certificate {subject}"),
+        }
     }
 
+    /// The local user, if this is one.
+    pub fn local(&self) -> Option<&LocalUser> {
+        match self {
+            Peer::Local(u) => Some(u),
+            Peer::Certificate { .. } => None,
+        }
+    }
+}
+
+impl LocalUser {
     /// [`Peer::describe`] with the passwd name already looked up.
     fn describe_as(&self, name: Option<&str>) -> String {
         match name {
@@ -51,15 +113,19 @@ impl Peer {
     }
 }
 
-/// Who may change things in this daemon.
-#[derive(Clone, Debug)]
+/// Who may do what in this daemon.
+#[derive(Clone, Debug, Default)]
 pub struct Policy {
-    /// Allow every user to change everything (BOS's `-noauth`).
+    /// Allow every peer everything (BOS's `-noauth`).
     pub noauth: bool,
     /// The uid the daemon runs as; always allowed.
     pub daemon_uid: u32,
     /// The UserList file; None allows only root and the daemon's user.
     pub userlist: Option<PathBuf>,
+    /// Who may take locks (`lock_access`).
+    pub lock_access: Access,
+    /// Who may use records (`record_access`).
+    pub record_access: Access,
 }
 
 /// Why a request was refused.
@@ -78,27 +144,78 @@ pub enum AccessError {
         /// Who may, and, when the UserList could not be used, why not.
         why: String,
     },
+    /// Any other refusal: the peer, the right it lacks, and why.
+    #[error("{who} may not {}: {why}", right.words())]
+    Refused {
+        who: String,
+        right: Right,
+        why: String,
+    },
+}
+
+impl AccessError {
+    /// Who may, and why the peer may not.
+    pub fn why(&self) -> &str {
+        match self {
+            AccessError::Denied { why, .. } | AccessError::Refused { why, .. } => why,
+        }
+    }
 }
 
 impl Policy {
+    /// Whether `peer` has `right`: `Ok(Some(who))` with the peer's
+    /// description for the rights whose use is logged (changes and
+    /// shutdown), `Ok(None)` for the others, or why not.
+    pub fn check(&self, peer: &Peer, right: Right) -> Result<Option<String>, AccessError> {
+        let (access, setting) = match right {
+            Right::Read => return Ok(None),
+            // A shutdown is refused in the words of any other change.
+            Right::Change | Right::Shutdown => return self.check_change(peer).map(Some),
+            Right::Lock => (self.lock_access, "lock_access"),
+            Right::Record => (self.record_access, "record_access"),
+        };
+        match access {
+            Access::Anyone => Ok(None),
+            Access::Userlist => match self.check_change(peer) {
+                Ok(_) => Ok(None),
+                Err(e) => Err(AccessError::Refused {
+                    who: peer.describe(),
+                    right,
+                    why: format!("{setting} is userlist: {}", e.why()),
+                }),
+            },
+        }
+    }
+
     /// Whether `peer` may make a request that changes anything: Ok with the
-    /// description of the user, for the log, or the reason it may not.
+    /// description of the peer, for the log, or the reason it may not.
     ///
     /// The UserList is read at every check, so edits apply at once. An
     /// unreadable UserList denies everybody but root and the daemon's user,
     /// and the error names its path and the io error.
     pub fn check_change(&self, peer: &Peer) -> Result<String, AccessError> {
-        let name = peer.name();
-        let who = peer.describe_as(name.as_deref());
-        if self.noauth || peer.uid == 0 || peer.uid == self.daemon_uid {
+        let (user, name) = match peer {
+            Peer::Local(u) => (Some(u), u.name()),
+            Peer::Certificate { .. } => (None, None),
+        };
+        let who = match user {
+            Some(u) => u.describe_as(name.as_deref()),
+            None => peer.describe(),
+        };
+        if self.noauth || user.is_some_and(|u| u.uid == 0 || u.uid == self.daemon_uid) {
             return Ok(who);
         }
-        let deny = |why: String| {
-            Err(AccessError::Denied {
+        let deny = |why: String| match user {
+            Some(u) => Err(AccessError::Denied {
                 who: who.clone(),
-                uid: peer.uid,
+                uid: u.uid,
                 why,
-            })
+            }),
+            None => Err(AccessError::Refused {
+                who: who.clone(),
+                right: Right::Change,
+                why,
+            }),
         };
         let only = format!("only root and the daemon's user (uid {})", self.daemon_uid);
         let Some(path) = &self.userlist else {
@@ -113,12 +230,13 @@ impl Policy {
                 ));
             }
         };
-        let listed = users.iter().any(|u| {
-            if u.bytes().all(|b| b.is_ascii_digit()) {
-                u.parse::<u32>().is_ok_and(|uid| uid == peer.uid)
-            } else {
-                name.as_deref() == Some(u.as_str())
+        let listed = users.iter().any(|u| match (user, peer) {
+            (_, Peer::Certificate { subject }) => u.strip_prefix("cert:") == Some(subject.as_str()),
+            (Some(local), _) if u.bytes().all(|b| b.is_ascii_digit()) => {
+                u.parse::<u32>().is_ok_and(|uid| uid == local.uid)
             }
+            (Some(_), _) => !u.starts_with("cert:") && name.as_deref() == Some(u.as_str()),
+            (None, _) => false,
         });
         if listed {
             Ok(who)
@@ -132,8 +250,8 @@ impl Policy {
     }
 }
 
-/// Read a UserList: the user names and numeric uids it lists, in file order,
-/// trimmed, without blank lines and `#` comment lines.
+/// Read a UserList: the user names, numeric uids and `cert:` identities it
+/// lists, in file order, trimmed, without blank lines and `#` comment lines.
 pub fn read_userlist(path: &Path) -> std::io::Result<Vec<String>> {
     let text = std::fs::read_to_string(path)?;
     Ok(text
@@ -160,10 +278,11 @@ mod tests {
     }
 
     fn peer(uid: u32) -> Peer {
-        Peer {
+        Peer::Local(LocalUser {
             uid,
+            gid: uid,
             pid: Some(1234),
-        }
+        })
     }
 
     fn userlist(text: &str) -> tempfile::NamedTempFile {
@@ -333,6 +452,7 @@ mod tests {
                 noauth,
                 daemon_uid,
                 userlist: file.as_ref().map(|f| f.path().to_path_buf()),
+                ..Policy::default()
             };
             let p = peer(uid);
             match (policy.check_change(&p), want) {
@@ -340,7 +460,10 @@ mod tests {
                 (Err(e), Err(pieces)) => {
                     let AccessError::Denied {
                         who, uid: got_uid, ..
-                    } = &e;
+                    } = &e
+                    else {
+                        panic!("case {name}: {e:?}");
+                    };
                     assert_eq!(who, &p.describe(), "case: {name}");
                     assert_eq!(*got_uid, uid, "case: {name}");
                     let msg = e.to_string();
@@ -365,6 +488,7 @@ mod tests {
             noauth: false,
             daemon_uid: 0,
             userlist: Some(file.path().to_path_buf()),
+            ..Policy::default()
         };
         assert!(policy.check_change(&peer(nobody_uid)).is_err());
         std::fs::write(file.path(), format!("alice\n{nobody_uid}\n")).unwrap();
@@ -382,6 +506,7 @@ mod tests {
             noauth: false,
             daemon_uid: NO_PASSWD,
             userlist: Some(path.clone()),
+            ..Policy::default()
         };
         let err = policy.check_change(&peer(nobody_uid)).unwrap_err();
         let os = std::fs::read(&path).unwrap_err();
@@ -414,6 +539,7 @@ mod tests {
             noauth: false,
             daemon_uid: 0,
             userlist: Some(dir.path().to_path_buf()),
+            ..Policy::default()
         };
         let msg = policy
             .check_change(&peer(nobody_uid))

@@ -1,0 +1,481 @@
+//! The one event loop: child exits (SIGCHLD), timers, signals and the
+//! requests that need the supervisor. No polling: the loop sleeps until
+//! the next event or deadline.
+//!
+//! A turn: perform the actions of the last event (spawns report back at
+//! once, exits feed the machines) until none is left; fan the
+//! supervisor's changes out (events, the status file, parked `wait`s);
+//! hand the turn's store ops to the state store; send the turn's replies
+//! once the ops are durable (at once for SQLite, when its channel answers
+//! for a store that answers later — without holding the loop up).
+
+use super::conn::{Shared, error, shutting_down};
+use super::policy::{Peer, Right};
+use super::route::LoopJob;
+use super::{StartError, io_err, view};
+use crate::config::Paths;
+use crate::events::EventKind;
+use crate::proto::{ErrorCode, Reply};
+use crate::store::{Pending, StateStore, StatusFile};
+use crate::supervisor::executor::{EntryEvent, Executor};
+use crate::supervisor::machine::{Action, GroupState, ProcEvent};
+use crate::supervisor::{Change, Now, Supervisor};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+
+/// What connection tasks tell the event loop.
+pub(crate) enum Msg {
+    /// A request for the event loop, already allowed by the policy.
+    Job {
+        job: LoopJob,
+        right: Right,
+        /// The request in the words of the log (changes and shutdown).
+        describe: Option<String>,
+        peer: Peer,
+        /// Who asked, as the policy described them (for logged rights).
+        who: String,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// A connection closed (its locks are already released).
+    Closed,
+}
+
+/// One request being served by a loop handler.
+pub(crate) struct Call {
+    #[allow(dead_code)]
+    pub peer: Peer,
+    /// Who asked ("root (uid 0)"), for changes; empty for reads.
+    pub who: String,
+    /// Taken by a handler that answers later (a parked `wait`).
+    pub reply: Option<oneshot::Sender<Reply>>,
+}
+
+/// A parked `wait` request.
+pub(crate) struct Waiter {
+    pub group: String,
+    pub level: Option<String>,
+    pub state: Option<GroupState>,
+    pub deadline: Instant,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+impl Waiter {
+    pub fn satisfied(&self, sup: &Supervisor) -> bool {
+        sup.level_state(&self.group).is_some_and(|(level, state)| {
+            self.level.as_deref().is_none_or(|l| Some(l) == level)
+                && match self.state {
+                    Some(s) => s == state,
+                    None => state.is_settled(),
+                }
+        })
+    }
+
+    /// The reply once the condition holds.
+    pub fn answer(&self, sup: &Supervisor) -> Reply {
+        Reply::Status {
+            groups: view::status(sup, Some(&self.group), true, Now::real()),
+        }
+    }
+
+    fn timed_out(&self) -> Reply {
+        let want = match (&self.level, self.state) {
+            (Some(l), Some(s)) => format!("level {l} and state {}", s.as_str()),
+            (Some(l), None) => format!("level {l} settled"),
+            (None, Some(s)) => format!("state {}", s.as_str()),
+            (None, None) => "a settled state".to_string(),
+        };
+        error(
+            ErrorCode::Timeout,
+            format!("timed out waiting for group {} to reach {want}", self.group),
+        )
+    }
+}
+
+/// The daemon's state, owned by the event loop.
+pub(crate) struct Daemon {
+    pub sup: Supervisor,
+    pub exec: Executor,
+    pub state: Arc<Mutex<dyn StateStore>>,
+    pub status_file: StatusFile,
+    pub shared: Arc<Shared>,
+    pub waiters: Vec<Waiter>,
+    pub halting: bool,
+    pub paths: Paths,
+    /// `clinit lockd`: exit after this long with no lock, lease or
+    /// connection.
+    pub idle_exit: Option<Duration>,
+    /// Actions of this turn, for the executor.
+    pub actions: Vec<Action>,
+    /// Replies of this turn, sent once its store ops are durable.
+    pub replies: Vec<(oneshot::Sender<Reply>, Reply)>,
+    /// The status file must be written this turn.
+    clstat_dirty: bool,
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Daemon {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        sup: Supervisor,
+        exec: Executor,
+        state: Arc<Mutex<dyn StateStore>>,
+        shared: Arc<Shared>,
+        paths: Paths,
+        idle_exit: Option<Duration>,
+    ) -> Daemon {
+        Daemon {
+            status_file: StatusFile::new(&paths.clstat),
+            sup,
+            exec,
+            state,
+            shared,
+            waiters: Vec::new(),
+            halting: false,
+            paths,
+            idle_exit,
+            actions: Vec::new(),
+            replies: Vec::new(),
+            clstat_dirty: true,
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        goals: Vec<(String, String)>,
+        started: Instant,
+    ) -> Result<(), StartError> {
+        let sig = |k| signal(k).map_err(io_err("signal setup", &self.paths.socket));
+        let mut sigchld = sig(SignalKind::child())?;
+        let mut sigterm = sig(SignalKind::terminate())?;
+        let mut sigint = sig(SignalKind::interrupt())?;
+
+        tracing::info!(
+            "clinit daemon started, pid {}, socket {}, state {}",
+            std::process::id(),
+            self.paths.socket.display(),
+            self.paths.state.display()
+        );
+        self.shared.events.push(EventKind::DaemonStarted {
+            pid: std::process::id(),
+            version: format!("clinit {}", env!("CARGO_PKG_VERSION")),
+        });
+        // Restore goals before any request is handled: connection tasks
+        // hold their requests until `restored`.
+        let mut restoring: Vec<String> = Vec::new();
+        for (group, level) in goals {
+            match self.sup.tell(&group, &level, Now::real()) {
+                Some(a) => {
+                    tracing::info!("restoring group {group} to its goal, level {level}");
+                    self.actions.extend(a);
+                    restoring.push(group);
+                }
+                None => tracing::warn!(
+                    "goal of group {group} (level {level}) not restored: the cltab has no such group"
+                ),
+            }
+        }
+        let restore_deadline = Instant::now() + self.paths.restore_timeout;
+        let mut events: VecDeque<EntryEvent> = VecDeque::new();
+        let mut restored = false;
+        let mut idle_since: Option<Instant> = None;
+        let deadline_changed = self.shared.deadline_changed.clone();
+
+        loop {
+            self.drain(&mut events);
+            self.fan_out();
+            self.persist();
+            if !restored {
+                restoring.retain(|g| {
+                    !self
+                        .sup
+                        .level_state(g)
+                        .is_some_and(|(_, st)| st.is_settled())
+                });
+                if restoring.is_empty() || Instant::now() >= restore_deadline {
+                    restored = true;
+                    self.shared.restored.send_replace(true);
+                    if restoring.is_empty() {
+                        tracing::info!(
+                            "goals restored in {:.1} ms; serving requests",
+                            started.elapsed().as_secs_f64() * 1000.0
+                        );
+                    } else {
+                        tracing::warn!(
+                            "groups {} not settled after restore_timeout; serving requests anyway",
+                            restoring.join(", ")
+                        );
+                    }
+                }
+            }
+            if self.halting
+                && self.sup.is_quiet()
+                && !self.exec.has_leftovers()
+                && self.exec.notifier_count() == 0
+            {
+                tracing::info!("every process has stopped; exiting");
+                self.finish_replies(&mut rx).await;
+                return Ok(());
+            }
+            let idle_deadline = match self.idle_exit {
+                Some(idle)
+                    if self.shared.conns.load(std::sync::atomic::Ordering::SeqCst) == 0
+                        && self.shared.locks().is_idle() =>
+                {
+                    let since = *idle_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= idle {
+                        tracing::info!(
+                            "no lock held and no client for {} s; exiting",
+                            idle.as_secs()
+                        );
+                        self.shared.closing.send_replace(true);
+                        return Ok(());
+                    }
+                    Some(since + idle)
+                }
+                _ => {
+                    idle_since = None;
+                    None
+                }
+            };
+            let deadline = self
+                .waiters
+                .iter()
+                .map(|w| w.deadline)
+                .chain(self.exec.next_deadline())
+                .chain(self.shared.locks().next_deadline())
+                .chain(idle_deadline)
+                .chain((!restored).then_some(restore_deadline))
+                .min();
+            tokio::select! {
+                _ = sigchld.recv() => events.extend(self.exec.reap()),
+                _ = sigterm.recv(), if !self.halting => self.begin_halt("SIGTERM"),
+                _ = sigint.recv(), if !self.halting => self.begin_halt("SIGINT"),
+                _ = sleep_until(deadline) => {
+                    let now = Instant::now();
+                    for t in self.exec.due_timers(now) {
+                        events.push_back((t.group, t.tag, ProcEvent::Timer(t.kind)));
+                    }
+                    let changes = {
+                        let mut locks = self.shared.locks();
+                        locks.tick(now);
+                        locks.take_changes()
+                    };
+                    self.shared.events.push_all(changes.into_iter().map(Into::into));
+                    self.expire_waiters(now);
+                }
+                _ = deadline_changed.notified() => {}
+                Some(msg) = rx.recv() => match msg {
+                    // The connection task released its locks; this wakes the
+                    // loop to reconsider the idle exit and drop the waits of
+                    // clients that went away.
+                    Msg::Closed => self.waiters.retain(|w| !w.reply.is_closed()),
+                    Msg::Job { job, right, describe, peer, who, reply } => {
+                        self.serve(job, right, describe, peer, who, reply)
+                    }
+                },
+            }
+        }
+    }
+
+    /// Serve one request; its reply goes out after this turn's store ops
+    /// are durable.
+    fn serve(
+        &mut self,
+        job: LoopJob,
+        right: Right,
+        describe: Option<String>,
+        peer: Peer,
+        who: String,
+        reply: oneshot::Sender<Reply>,
+    ) {
+        // While shutting down, and in `clinit lockd`, nothing changes.
+        if right == Right::Change {
+            if self.halting {
+                self.replies.push((reply, shutting_down()));
+                return;
+            }
+            if self.idle_exit.is_some() {
+                self.replies.push((
+                    reply,
+                    error(
+                        ErrorCode::BadRequest,
+                        "this is clinit lockd: it serves locks and records only".into(),
+                    ),
+                ));
+                return;
+            }
+        }
+        if let Some(d) = &describe {
+            tracing::info!("{d} (by {who})");
+        }
+        let mut call = Call {
+            peer,
+            who,
+            reply: Some(reply),
+        };
+        let r = job(self, &mut call);
+        if let (Some(r), Some(tx)) = (r, call.reply) {
+            self.replies.push((tx, r));
+        }
+    }
+
+    /// Perform actions until no event is left: spawn results and exits
+    /// produce events, events produce actions.
+    fn drain(&mut self, events: &mut VecDeque<EntryEvent>) {
+        loop {
+            for a in self.actions.drain(..) {
+                if let Some(e) = self.exec.perform(a) {
+                    events.push_back(e);
+                }
+            }
+            let Some((g, t, ev)) = events.pop_front() else {
+                break;
+            };
+            self.actions = self.sup.proc_event(&g, &t, ev, Now::real());
+        }
+    }
+
+    /// The supervisor's changes of this turn: to the event stream, to the
+    /// status file (a group changed) and to the `wait`s of those groups.
+    fn fan_out(&mut self) {
+        let changes = self.sup.take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        let mut groups: Vec<String> = Vec::new();
+        for c in &changes {
+            if let Change::Group { group, .. } = c {
+                self.clstat_dirty = true;
+                if !groups.contains(group) {
+                    groups.push(group.clone());
+                }
+            }
+        }
+        self.shared
+            .events
+            .push_all(changes.into_iter().map(EventKind::from));
+        if groups.is_empty() || self.waiters.is_empty() {
+            return;
+        }
+        for w in std::mem::take(&mut self.waiters) {
+            if w.reply.is_closed() {
+                continue;
+            }
+            if groups.contains(&w.group) && w.satisfied(&self.sup) {
+                let r = w.answer(&self.sup);
+                self.replies.push((w.reply, r));
+            } else {
+                self.waiters.push(w);
+            }
+        }
+    }
+
+    /// Answer the `wait`s whose time is up.
+    fn expire_waiters(&mut self, now: Instant) {
+        for w in std::mem::take(&mut self.waiters) {
+            if w.reply.is_closed() {
+                continue;
+            }
+            if now >= w.deadline {
+                let r = w.timed_out();
+                self.replies.push((w.reply, r));
+            } else {
+                self.waiters.push(w);
+            }
+        }
+    }
+
+    /// Write this turn's changes: the store (one atomic apply) before any
+    /// reply goes out, and the status file when a group changed.
+    fn persist(&mut self) {
+        let mut ops = self.sup.take_ops();
+        ops.extend(self.exec.take_ops());
+        let done = if ops.is_empty() {
+            None
+        } else {
+            Some(
+                self.state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .apply(ops),
+            )
+        };
+        if self.clstat_dirty {
+            self.clstat_dirty = false;
+            if let Err(e) = self.status_file.write_status(&view::clstat(&self.sup)) {
+                tracing::error!("{e}");
+            }
+        }
+        let replies = std::mem::take(&mut self.replies);
+        match done {
+            None | Some(Pending::Ready(Ok(()))) => send(replies),
+            Some(Pending::Ready(Err(e))) => {
+                tracing::error!("{e}");
+                send(replies);
+            }
+            // The store answers later: the replies go out then, and the
+            // loop goes on meanwhile.
+            Some(Pending::Later(rx)) => {
+                tokio::spawn(async move {
+                    match rx.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!("{e}"),
+                        Err(_) => tracing::error!("the state store stopped before it answered"),
+                    }
+                    send(replies);
+                });
+            }
+        }
+    }
+
+    /// Before the daemon exits: let the connection tasks write the replies
+    /// they were given (the runtime would drop them unsent, and `clinit
+    /// shutdown` would see its connection closed instead of its answer).
+    /// Requests that will never be answered now get `SHUTTING_DOWN` (those
+    /// still queued for the event loop, and `wait`s) or are dropped
+    /// (blocked lock requests: their clients see the lock service go, as
+    /// after a crash); event subscriptions end. Bounded: a client that does
+    /// not read its replies cannot hold the exit up for more than a second.
+    async fn finish_replies(&mut self, rx: &mut mpsc::Receiver<Msg>) {
+        rx.close();
+        while let Ok(msg) = rx.try_recv() {
+            if let Msg::Job { reply, .. } = msg {
+                let _ = reply.send(shutting_down());
+            }
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.reply.send(shutting_down());
+        }
+        self.shared.locks().shutdown();
+        self.shared.closing.send_replace(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.in_request.idle()).await;
+    }
+
+    /// Stop every group and exit once every process has stopped; `by` is
+    /// who asked (or the signal).
+    pub fn begin_halt(&mut self, by: &str) {
+        self.halting = true;
+        tracing::info!("shutting down: stopping every group");
+        self.shared
+            .events
+            .push(EventKind::DaemonShutdown { by: by.to_string() });
+        let actions = self.sup.halt(Now::real());
+        self.actions.extend(actions);
+    }
+}
+
+fn send(replies: Vec<(oneshot::Sender<Reply>, Reply)>) {
+    for (tx, r) in replies {
+        let _ = tx.send(r);
+    }
+}

@@ -1,0 +1,231 @@
+//! Entry control (stop, start, restart of an entry, a group or all),
+//! reread, and the cltab edits of create and delete.
+
+use super::{message, no_group};
+use crate::cltab::{Cltab, edit};
+use crate::daemon::conn::error;
+use crate::daemon::event_loop::{Call, Daemon};
+use crate::events::EventKind;
+use crate::proto::{ControlAction, ErrorCode, Reply};
+use crate::store::write_atomic;
+use crate::supervisor::Now;
+use crate::supervisor::machine::{Action, Control};
+
+/// `clinit stop|start|restart TAG`.
+pub(crate) fn entry(
+    d: &mut Daemon,
+    c: &Call,
+    tag: &str,
+    action: ControlAction,
+    temporary: bool,
+) -> Reply {
+    let op = match action {
+        ControlAction::Stop => Control::Stop { temporary },
+        ControlAction::Start => Control::Start { temporary },
+        ControlAction::Restart => Control::Restart,
+    };
+    match d.sup.control(tag, op, &c.who, Now::real()) {
+        Ok((actions, text)) => {
+            d.actions.extend(actions);
+            if let Some((g, _)) = d.sup.entry(tag) {
+                d.shared.events.push(EventKind::Operator {
+                    group: g.name.clone(),
+                    tag: tag.to_string(),
+                    action: match action {
+                        ControlAction::Stop => "stopped",
+                        ControlAction::Start => "started",
+                        ControlAction::Restart => "restarted",
+                    }
+                    .into(),
+                    temporary,
+                    by: c.who.clone(),
+                });
+            }
+            message(&text)
+        }
+        Err(e) => error(ErrorCode::NoSuchEntry, e.to_string()),
+    }
+}
+
+/// `clinit restart --group G` (`Some`) or `--all` (`None`).
+pub(crate) fn restart_group(d: &mut Daemon, c: &Call, group: Option<&str>) -> Reply {
+    let now = Now::real();
+    let (reply, actions) = match group {
+        Some(g) => match d.sup.restart_group(g, now) {
+            Some(actions) => (message(&format!("group {g} restarting")), actions),
+            None => return no_group(g),
+        },
+        None => (message("all groups restarting"), d.sup.restart_all(now)),
+    };
+    d.actions.extend(actions);
+    d.shared.events.push(EventKind::RestartGroup {
+        group: group.map(str::to_string),
+        by: c.who.clone(),
+    });
+    reply
+}
+
+/// Read the cltab again and apply it; a bad cltab changes nothing.
+pub(crate) fn reread(d: &mut Daemon, c: &Call) -> Reply {
+    match Cltab::load(&d.sup.cltab.path.clone()) {
+        Ok(tab) => {
+            let text = format!(
+                "cltab reread: {} groups, {} entries",
+                tab.groups().len(),
+                tab.entries.len()
+            );
+            let (actions, diff) = d.sup.reread(tab, Now::real());
+            d.actions.extend(actions);
+            d.shared.events.push(EventKind::Reread {
+                added: diff.added,
+                changed: diff.changed,
+                removed: diff.removed,
+                by: c.who.clone(),
+            });
+            message(&text)
+        }
+        Err(e) => {
+            tracing::error!("reread failed; keeping the running configuration:\n{e}");
+            error(ErrorCode::CltabInvalid, e.to_string())
+        }
+    }
+}
+
+/// The cltab text as on disk, if it is still what the daemon read.
+fn unchanged_cltab(d: &Daemon) -> Result<String, Reply> {
+    let path = &d.sup.cltab.path;
+    match std::fs::read_to_string(path) {
+        Ok(text) if text == d.sup.cltab.text => Ok(text),
+        Ok(_) => Err(error(
+            ErrorCode::CltabChanged,
+            format!(
+                "{} changed on disk since the daemon read it; run `clinit reread` first, so that edit is not lost",
+                path.display()
+            ),
+        )),
+        Err(e) => Err(error(
+            ErrorCode::CltabInvalid,
+            format!("cannot read {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// Edit the cltab: `change` turns its text (refused if it changed on disk
+/// since the daemon read it) into the new text, which is parsed, written
+/// atomically and applied.
+fn edit_cltab(
+    d: &mut Daemon,
+    change: impl FnOnce(&str) -> Result<String, Reply>,
+) -> Result<Vec<Action>, Reply> {
+    let text = change(&unchanged_cltab(d)?)?;
+    let path = d.sup.cltab.path.clone();
+    let tab = crate::cltab::parse(&path, &text)
+        .map_err(|e| error(ErrorCode::CltabInvalid, e.to_string()))?;
+    write_atomic(&path, text.as_bytes()).map_err(|e| {
+        error(
+            ErrorCode::Internal,
+            format!("cannot write {}: {e}", path.display()),
+        )
+    })?;
+    Ok(d.sup.reread(tab, Now::real()).0)
+}
+
+/// `clinit create`: add an entry (and its option lines) after its group's
+/// last line, and start it if its group is at one of its levels.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn create(
+    d: &mut Daemon,
+    c: &Call,
+    group: &str,
+    tag: &str,
+    levels: &str,
+    mode: &str,
+    options: &[(String, String)],
+    command: &str,
+) -> Reply {
+    let bad = |m: String| error(ErrorCode::BadRequest, m);
+    for (what, v) in [
+        ("group", group),
+        ("tag", tag),
+        ("levels", levels),
+        ("mode", mode),
+    ] {
+        if v.contains([':', '\n', '\r']) || v.trim() != v || (what != "levels" && v.is_empty()) {
+            return bad(format!(
+                "bad {what} '{v}': it must be non-empty and contain no ':', newline or surrounding blanks"
+            ));
+        }
+    }
+    if command.trim().is_empty() || command.contains(['\n', '\r']) {
+        return bad(format!(
+            "bad command '{command}': it must be one non-empty line"
+        ));
+    }
+    for (name, value) in options {
+        if name.contains([':', '\n', '\r']) || value.contains(['\n', '\r']) {
+            return bad(format!(
+                "bad option '{name}={value}': one line, no ':' in the name"
+            ));
+        }
+    }
+    let mut lines = vec![format!("{group}:{tag}:{levels}:{mode}:{command}")];
+    lines.extend(options.iter().map(|(n, v)| format!(":{tag}::{n}:{v}")));
+    match edit_cltab(d, |text| Ok(edit::insert_entry(text, group, &lines))) {
+        Ok(actions) => {
+            let line = d
+                .sup
+                .cltab
+                .entries
+                .iter()
+                .find(|e| e.tag == tag)
+                .map(|e| e.line)
+                .unwrap_or(0);
+            let running = actions
+                .iter()
+                .any(|a| matches!(a, Action::Spawn { spec, .. } if spec.tag == tag));
+            d.actions.extend(actions);
+            d.shared.events.push(EventKind::CltabEdit {
+                op: "create".into(),
+                group: group.to_string(),
+                tag: tag.to_string(),
+                by: c.who.clone(),
+            });
+            message(&format!(
+                "created {tag} in group {group} at {}:{line}{}",
+                d.sup.cltab.path.display(),
+                if running { "; started" } else { "" }
+            ))
+        }
+        Err(r) => r,
+    }
+}
+
+/// `clinit delete`: stop an entry gracefully and remove its lines.
+pub(crate) fn delete(d: &mut Daemon, c: &Call, tag: &str) -> Reply {
+    let group = d.sup.entry(tag).map(|(g, _)| g.name.clone());
+    let removed = edit_cltab(d, |text| {
+        edit::remove_entry(text, tag)
+            .ok_or_else(|| error(ErrorCode::NoSuchEntry, format!("no such entry: {tag}")))
+    });
+    match removed {
+        Ok(actions) => {
+            d.sup.forget(tag);
+            let stopping = actions
+                .iter()
+                .any(|a| matches!(a, Action::Signal { tag: t, .. } if t == tag));
+            d.actions.extend(actions);
+            d.shared.events.push(EventKind::CltabEdit {
+                op: "delete".into(),
+                group: group.unwrap_or_default(),
+                tag: tag.to_string(),
+                by: c.who.clone(),
+            });
+            message(&format!(
+                "deleted {tag} from {}{}",
+                d.sup.cltab.path.display(),
+                if stopping { "; stopping it" } else { "" }
+            ))
+        }
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,101 @@
+//! Groups and levels: tell, status, wait, and explain.
+
+use super::{message, no_group};
+use crate::daemon::conn::{error, shutting_down};
+use crate::daemon::event_loop::{Call, Daemon, Waiter};
+use crate::daemon::view;
+use crate::events::EventKind;
+use crate::proto::{ErrorCode, Reply};
+use crate::supervisor::Now;
+use crate::supervisor::machine::GroupState;
+use std::time::{Duration, Instant};
+
+/// Tell a group a level (and keep it as the group's goal).
+pub(crate) fn tell(d: &mut Daemon, c: &Call, group: &str, level: &str) -> Reply {
+    match d.sup.tell(group, level, Now::real()) {
+        Some(actions) => {
+            d.actions.extend(actions);
+            d.shared.events.push(EventKind::Told {
+                group: group.to_string(),
+                level: level.to_string(),
+                by: c.who.clone(),
+            });
+            message("level transition started")
+        }
+        None => no_group(group),
+    }
+}
+
+/// Level and state of one group or all, with the entries unless `brief`.
+pub(crate) fn status(d: &Daemon, group: Option<&str>, brief: bool) -> Reply {
+    if let Some(g) = group
+        && !d.sup.has_group(g)
+    {
+        return no_group(g);
+    }
+    Reply::Status {
+        groups: view::status(&d.sup, group, !brief, Now::real()),
+    }
+}
+
+/// Answer once `group` is at `level` (if given) and in `state` (if given;
+/// otherwise settled), or TIMEOUT: at once if it already is, else parked
+/// until a change of the group or the deadline.
+pub(crate) fn wait(
+    d: &mut Daemon,
+    c: &mut Call,
+    group: String,
+    level: Option<String>,
+    state: Option<GroupState>,
+    timeout_ms: u64,
+) -> Option<Reply> {
+    if d.halting {
+        return Some(shutting_down());
+    }
+    if !d.sup.has_group(&group) {
+        return Some(no_group(&group));
+    }
+    let reply = c.reply.take()?;
+    // Clamped: a client's number must not overflow the clock.
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms.min(100 * 365 * 86_400_000));
+    let w = Waiter {
+        group,
+        level,
+        state,
+        deadline,
+        reply,
+    };
+    if w.satisfied(&d.sup) {
+        let r = w.answer(&d.sup);
+        d.replies.push((w.reply, r));
+    } else {
+        d.waiters.push(w);
+    }
+    None
+}
+
+/// Why an entry or a group (or both, when a tag names a group too) runs
+/// or does not.
+pub(crate) fn explain(d: &Daemon, name: &str) -> Reply {
+    let now = Now::real();
+    let recent = d.shared.events.lock().recent(500, |e| {
+        e.kind.tag() == Some(name) || e.kind.group() == Some(name)
+    });
+    let explanations: Vec<_> = [
+        crate::explain::entry(&d.sup, name, &recent, now),
+        crate::explain::group(&d.sup, name, &recent, now),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if explanations.is_empty() {
+        return error(
+            ErrorCode::NoSuchEntry,
+            format!(
+                "no entry or group named {name} in {}",
+                d.sup.cltab.path.display()
+            ),
+        );
+    }
+    Reply::Explain { explanations }
+}

@@ -1,0 +1,50 @@
+//! Lock and lease requests, served in the connection task by the lock
+//! service behind [`crate::store::LockBackend`], and the locks view.
+
+use crate::daemon::conn::Shared;
+use crate::daemon::policy::Peer;
+use crate::lock::HolderInfo;
+use crate::proto::Reply;
+use crate::store::{LockCall, Pending};
+
+/// One lock request of connection `conn`; `what` describes the holder.
+pub(crate) fn call(
+    shared: &Shared,
+    conn: u64,
+    peer: &Peer,
+    call: LockCall,
+    what: String,
+) -> Pending<Reply> {
+    let local = peer.local();
+    let who = HolderInfo {
+        pid: local.and_then(|u| u.pid),
+        uid: local.map(|u| u.uid),
+        host: shared.host.clone(),
+        what,
+    };
+    let (reply, changes) = {
+        let mut locks = shared.locks();
+        let before = locks.next_deadline();
+        let reply = locks.call(conn, call, who);
+        // The event loop keeps time: wake it when the next deadline moved
+        // earlier.
+        if locks
+            .next_deadline()
+            .is_some_and(|a| before.is_none_or(|b| a < b))
+        {
+            shared.deadline_changed.notify_one();
+        }
+        (reply, locks.take_changes())
+    };
+    if !changes.is_empty() {
+        shared.events.push_all(changes.into_iter().map(Into::into));
+    }
+    reply
+}
+
+/// Holders and waiters of one lock or of all.
+pub(crate) fn list(shared: &Shared, name: Option<&str>) -> Reply {
+    Reply::Locks {
+        containers: shared.locks().status(name),
+    }
+}

@@ -1,0 +1,82 @@
+//! Transports: a [`Listener`] accepts connections, each an [`Incoming`]
+//! that its own task turns into a byte [`Stream`] and the [`Peer`] at the
+//! other end. The connection layer ([`super::conn`]) serves any stream
+//! the same way; [`unix`] is the first transport. A new one (TCP with TLS)
+//! is a module here implementing these three traits, plus the start-up
+//! code that binds it and hands it to [`accept_loop`].
+
+pub mod unix;
+
+use super::conn::{self, Shared};
+use super::policy::Peer;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A connected byte stream.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Read what has already arrived into `buf`, without waiting
+    /// (`WouldBlock` when nothing has). `None`: this transport cannot, and
+    /// its connections never busy-wait for the next request (see
+    /// [`crate::spin`]; only the UNIX socket spins).
+    fn try_read_buf(&mut self, _buf: &mut Vec<u8>) -> Option<std::io::Result<usize>> {
+        None
+    }
+}
+
+/// An accepted connection, not yet set up.
+pub trait Incoming: Send + 'static {
+    type Stream: Stream;
+    /// Finish setting it up in the connection's own task (read the peer's
+    /// credentials; a TLS transport does its handshake here), so that a
+    /// slow client never holds up the accept loop.
+    fn establish(self) -> impl Future<Output = std::io::Result<(Self::Stream, Peer)>> + Send;
+}
+
+/// A bound listening endpoint.
+pub trait Listener: Send + 'static {
+    type Incoming: Incoming;
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<Self::Incoming>> + Send;
+    /// Where it listens, for the log.
+    fn describe(&self) -> String;
+}
+
+/// The longest pause after failed accepts (out of file descriptors).
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Accept connections until the daemon exits, each served in its own task.
+/// A failing `accept` (EMFILE when file descriptors run out) is logged and
+/// retried after a pause that doubles up to a second, so it never spins;
+/// connections already open go on being served meanwhile.
+pub(crate) async fn accept_loop<L: Listener>(mut listener: L, shared: Arc<Shared>) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        match listener.accept().await {
+            Ok(incoming) => {
+                backoff = Duration::ZERO;
+                // Connection ids count up from 1; lease ids have the top bit set.
+                let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+                shared.conns.fetch_add(1, Ordering::SeqCst);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    match incoming.establish().await {
+                        Ok((stream, peer)) => conn::serve(stream, peer, id, &shared).await,
+                        Err(e) => tracing::warn!("cannot set up connection {id}: {e}"),
+                    }
+                    conn::closed(id, &shared).await;
+                });
+            }
+            Err(e) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), ACCEPT_BACKOFF_MAX);
+                tracing::error!(
+                    "accept on {} failed: {e}; retrying in {} ms",
+                    listener.describe(),
+                    backoff.as_millis()
+                );
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}

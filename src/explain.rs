@@ -1,0 +1,557 @@
+//! `clinit explain TAG|GROUP`: why an entry runs or does not, why a group
+//! is where it is — as facts with fields (`--json`) and as sentences.
+//!
+//! Pure: the facts are read from the supervisor's state, the operator's
+//! notes and the recent events, at a given `now`; table-tested without a
+//! daemon.
+
+use crate::cltab::Mode;
+use crate::events::{Event, EventKind};
+use crate::schedule::ctime;
+use crate::supervisor::machine::{ExitStatus, Group, Phase, Proc, Slot, StopPhase};
+use crate::supervisor::{Now, Supervisor};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Everything `explain` says about one entry or group.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Explanation {
+    /// `entry` or `group`.
+    pub subject: String,
+    pub name: String,
+    /// The entry's group (the group itself for a group).
+    pub group: String,
+    /// An entry: a process of it exists now. A group: any of its entries'.
+    pub running: bool,
+    pub facts: Vec<Fact>,
+}
+
+/// One fact, with its fields; [`Fact::sentence`] says it in words. Times
+/// are Unix seconds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "fact", rename_all = "snake_case")]
+pub enum Fact {
+    /// The entry's process runs.
+    Running { pid: i32, since: i64 },
+    /// Its process is being started.
+    Starting,
+    /// Its process is being stopped; `signal` is the last one sent.
+    Stopping { pid: i32, signal: String },
+    /// Mode `off`: it never runs.
+    ModeOff,
+    /// The group was never told a level in this daemon run.
+    GroupNotTold { group: String },
+    /// The daemon is shutting down.
+    Halting,
+    /// The group is at `level`, which is not one of the entry's `levels`.
+    NotAtLevel {
+        group: String,
+        level: String,
+        levels: String,
+    },
+    /// The group is at `level`, one of the entry's `levels`.
+    AtLevel {
+        group: String,
+        level: String,
+        levels: String,
+    },
+    /// An operator stopped it: persistently (until `clinit start`) or
+    /// until the daemon restarts.
+    StoppedByOperator {
+        by: String,
+        at: Option<i64>,
+        persistent: bool,
+    },
+    /// An operator started it for this daemon run only; it is stopped
+    /// across restarts.
+    StartedTemporarily { by: String, at: Option<i64> },
+    /// A respawn delay: `rapid` rapid restarts in a row, next try at
+    /// `next_try`, after a delay of `delay_s` (when known).
+    Throttled {
+        rapid: u32,
+        next_try: i64,
+        delay_s: Option<f64>,
+    },
+    /// It stopped restarting after `rapid` rapid restarts (`limit`).
+    GaveUp {
+        rapid: u32,
+        limit: Option<u32>,
+        status: ExitStatus,
+    },
+    /// It ran and exited; entries of its mode are not restarted.
+    Exited {
+        status: ExitStatus,
+        at: Option<i64>,
+        mode: String,
+    },
+    /// A cron entry between runs.
+    Scheduled {
+        schedule: String,
+        next_run: Option<i64>,
+    },
+    /// The last exit of its process.
+    LastExit { status: ExitStatus, at: i64 },
+    /// The group's start sequence waits for this foreground entry.
+    WaitingFor {
+        tag: String,
+        mode: String,
+        running_s: Option<u64>,
+    },
+    /// The old version of this entry (changed by a reread) is still
+    /// stopping; the new one starts after.
+    OldVersionStopping { pid: Option<i32> },
+    /// A reread added or changed its cltab line.
+    ChangedByReread { at: i64, file: String, line: usize },
+    /// A group's level and state.
+    GroupLevel {
+        level: Option<String>,
+        state: String,
+    },
+    /// Who last told the group a level (from the recent events).
+    ToldBy { level: String, by: String, at: i64 },
+    /// A group's entries: how many, how many of its level, how many run.
+    Entries {
+        total: usize,
+        of_level: usize,
+        running: usize,
+    },
+    /// A `test` entry failed, so the group is FAILED.
+    TestFailed { tag: String, status: ExitStatus },
+    /// Entries still stopping (the group is STOPPING).
+    StillStopping { tags: Vec<String> },
+}
+
+fn when(at: i64, now: i64) -> String {
+    let d = now - at;
+    let ago = if d < 0 {
+        format!("in {} s", -d)
+    } else if d < 120 {
+        format!("{d} s ago")
+    } else if d < 7200 {
+        format!("{} min ago", d / 60)
+    } else {
+        format!("{} h ago", d / 3600)
+    };
+    format!("{} ({ago})", ctime(at))
+}
+
+fn by_at(by: &str, at: Option<i64>, now: i64) -> String {
+    let who = if by.is_empty() { "an operator" } else { by };
+    match at {
+        Some(at) => format!("{who}, {}", when(at, now)),
+        None => who.to_string(),
+    }
+}
+
+fn levels_words(levels: &str) -> String {
+    if levels.contains(',') {
+        format!(
+            "levels {}",
+            levels
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else if levels.chars().count() > 1 {
+        let v: Vec<String> = levels.chars().map(|c| c.to_string()).collect();
+        let (last, rest) = v
+            .split_last()
+            .map(|(l, r)| (l.clone(), r.join(", ")))
+            .unwrap_or_default();
+        format!("levels {rest} and {last}")
+    } else {
+        format!("level {levels}")
+    }
+}
+
+impl Fact {
+    /// The fact in a sentence; `now` for relative times.
+    pub fn sentence(&self, name: &str, now: i64) -> String {
+        match self {
+            Fact::Running { pid, since } => {
+                format!(
+                    "{name} is running as pid {pid} since {}.",
+                    when(*since, now)
+                )
+            }
+            Fact::Starting => format!("{name} is being started."),
+            Fact::Stopping { pid, signal } => {
+                format!("{name} (pid {pid}) is being stopped; clinit sent it {signal}.")
+            }
+            Fact::ModeOff => format!("{name} has mode off: it never runs."),
+            Fact::GroupNotTold { group } => format!(
+                "group {group} has not been told a level since the daemon started (no goal was stored), so none of its entries runs; `clinit {group} LEVEL` starts it."
+            ),
+            Fact::Halting => "the daemon is shutting down: every entry is being stopped.".into(),
+            Fact::NotAtLevel {
+                group,
+                level,
+                levels,
+            } => format!(
+                "group {group} is at level {level}, and {name} runs at {} only.",
+                levels_words(levels)
+            ),
+            Fact::AtLevel {
+                group,
+                level,
+                levels,
+            } => format!(
+                "group {group} is at level {level}, one of the levels of {name} ({}).",
+                levels_words(levels)
+            ),
+            Fact::StoppedByOperator {
+                by,
+                at,
+                persistent: true,
+            } => format!(
+                "{name} was stopped by {} and stays stopped, across level switches and daemon restarts, until `clinit start {name}`.",
+                by_at(by, *at, now)
+            ),
+            Fact::StoppedByOperator {
+                by,
+                at,
+                persistent: false,
+            } => format!(
+                "{name} was stopped by {} until `clinit start {name}` or a daemon restart (--temporary).",
+                by_at(by, *at, now)
+            ),
+            Fact::StartedTemporarily { by, at } => format!(
+                "{name} was started by {} for this daemon run only: it is stopped again after a daemon restart.",
+                by_at(by, *at, now)
+            ),
+            Fact::Throttled {
+                rapid,
+                next_try,
+                delay_s,
+            } => match delay_s {
+                Some(d) => format!(
+                    "{name} is in a respawn delay of {d:.0} s after {rapid} rapid restarts in a row; next try at {}.",
+                    when(*next_try, now)
+                ),
+                None => format!(
+                    "{name} is in a respawn delay after {rapid} rapid restarts in a row; next try at {}.",
+                    when(*next_try, now)
+                ),
+            },
+            Fact::GaveUp {
+                rapid,
+                limit,
+                status,
+            } => format!(
+                "{name} gave up after {rapid} rapid restarts in a row{} (last {status}); `clinit start {name}` tries again.",
+                limit
+                    .map(|l| format!(" (respawn_give_up {l})"))
+                    .unwrap_or_default()
+            ),
+            Fact::Exited { status, at, mode } => format!(
+                "{name} ran and exited with {status}{}; a {mode} entry is not restarted (until its group is told a level again, or `clinit restart {name}`).",
+                at.map(|t| format!(" at {}", when(t, now)))
+                    .unwrap_or_default()
+            ),
+            Fact::Scheduled { schedule, next_run } => match next_run {
+                Some(t) => format!(
+                    "{name} is a cron entry ({schedule}); its next run is at {}.",
+                    when(*t, now)
+                ),
+                None => format!("{name} is a cron entry ({schedule}) with no next run."),
+            },
+            Fact::LastExit { status, at } => {
+                format!(
+                    "the last exit of {name} was {status} at {}.",
+                    when(*at, now)
+                )
+            }
+            Fact::WaitingFor {
+                tag,
+                mode,
+                running_s,
+            } => format!(
+                "the group is waiting for the {mode} entry {tag}{} before it starts the entries after it.",
+                running_s
+                    .map(|s| format!(" (running for {s} s)"))
+                    .unwrap_or_default()
+            ),
+            Fact::OldVersionStopping { pid } => format!(
+                "the old version of {name}{} (changed by a reread) is still stopping; the new one starts when it has stopped.",
+                pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            ),
+            Fact::ChangedByReread { at, file, line } => format!(
+                "the cltab line of {name} ({file}:{line}) was changed by a reread at {}.",
+                when(*at, now)
+            ),
+            Fact::GroupLevel { level, state } => match level {
+                Some(l) => format!("group {name} is at level {l}, state {state}."),
+                None => format!("group {name} has no level (state {state})."),
+            },
+            Fact::ToldBy { level, by, at } => format!(
+                "it was told level {level} by {}.",
+                by_at(by, Some(*at), now)
+            ),
+            Fact::Entries {
+                total,
+                of_level,
+                running,
+            } => format!(
+                "it has {total} entries; {of_level} of them run at its level, {running} run now."
+            ),
+            Fact::TestFailed { tag, status } => {
+                format!("it is FAILED because the test entry {tag} exited with {status}.")
+            }
+            Fact::StillStopping { tags } => {
+                format!("it is waiting for {} to stop.", tags.join(", "))
+            }
+        }
+    }
+}
+
+impl Explanation {
+    /// Every fact in a sentence, one per line.
+    pub fn sentences(&self, now: i64) -> Vec<String> {
+        self.facts
+            .iter()
+            .map(|f| {
+                let s = f.sentence(&self.name, now);
+                let mut c = s.chars();
+                match c.next() {
+                    Some(first) => first.to_uppercase().chain(c).collect(),
+                    None => s,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The foreground entry that holds a group's start sequence back, if any.
+fn waiting_for(g: &Group, now: Now) -> Option<Fact> {
+    let Phase::Starting { level } = &g.phase else {
+        return None;
+    };
+    g.slots
+        .iter()
+        .filter(|s| s.wanted(level) && s.spec.mode.is_foreground())
+        .find_map(|s| match &s.proc {
+            Proc::Running { since, .. } => Some(Fact::WaitingFor {
+                tag: s.spec.tag.clone(),
+                mode: s.spec.mode.to_string(),
+                running_s: Some(now.at.saturating_duration_since(*since).as_secs()),
+            }),
+            Proc::Spawning { .. } => Some(Fact::WaitingFor {
+                tag: s.spec.tag.clone(),
+                mode: s.spec.mode.to_string(),
+                running_s: None,
+            }),
+            _ => None,
+        })
+}
+
+/// The delay of the last throttle of `tag`, from the recent events.
+fn throttle_delay(tag: &str, events: &[Arc<Event>]) -> Option<f64> {
+    events.iter().find_map(|e| match &e.kind {
+        EventKind::Throttled {
+            tag: t, delay_ms, ..
+        } if t == tag => Some(*delay_ms as f64 / 1000.0),
+        _ => None,
+    })
+}
+
+/// Explain entry `tag`; `None` if there is no such entry. `events` are the
+/// recent events, newest first.
+pub fn entry(sup: &Supervisor, tag: &str, events: &[Arc<Event>], now: Now) -> Option<Explanation> {
+    let (g, slot) = sup.entry(tag)?;
+    let mut facts = Vec::new();
+    let spec = &slot.spec;
+    let levels = spec.levels.as_str().to_string();
+    let wall = |t: std::time::Instant| now.wall_of(t).round() as i64;
+    // What its process does.
+    match &slot.proc {
+        Proc::Running { pid, since } => facts.push(Fact::Running {
+            pid: *pid,
+            since: wall(*since),
+        }),
+        Proc::Spawning { .. } => facts.push(Fact::Starting),
+        Proc::Stopping { pid, phase, .. } => facts.push(Fact::Stopping {
+            pid: *pid,
+            signal: match phase {
+                StopPhase::First => spec.opts.timing.stop_signal.as_str().to_string(),
+                StopPhase::Term => "SIGTERM".into(),
+                StopPhase::Kill => "SIGKILL".into(),
+            },
+        }),
+        Proc::Backoff { until, .. } => facts.push(Fact::Throttled {
+            rapid: slot.stats.rapid,
+            next_try: wall(*until),
+            delay_s: throttle_delay(tag, events),
+        }),
+        Proc::GaveUp { status } => facts.push(Fact::GaveUp {
+            rapid: slot.stats.rapid,
+            limit: spec.opts.timing.respawn.give_up,
+            status: *status,
+        }),
+        Proc::Exited { status, .. } => facts.push(Fact::Exited {
+            status: *status,
+            at: slot.stats.last_exit.map(|(_, t)| t),
+            mode: spec.mode.to_string(),
+        }),
+        Proc::Scheduled => facts.push(Fact::Scheduled {
+            schedule: spec
+                .opts
+                .schedule
+                .as_ref()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            next_run: slot.next_run.map(|n| n.unix),
+        }),
+        Proc::Idle => {}
+    }
+    // Why, from the outside in: the mode, the group's level, the operator.
+    if spec.mode == Mode::Off {
+        facts.push(Fact::ModeOff);
+    }
+    match (&g.phase, g.active_level()) {
+        (Phase::Halting { .. }, _) => facts.push(Fact::Halting),
+        (_, None) => facts.push(Fact::GroupNotTold {
+            group: g.name.clone(),
+        }),
+        (_, Some(level)) if spec.mode != Mode::Off => {
+            let fact = if spec.wanted_at(level) {
+                Fact::AtLevel {
+                    group: g.name.clone(),
+                    level: level.to_string(),
+                    levels,
+                }
+            } else {
+                Fact::NotAtLevel {
+                    group: g.name.clone(),
+                    level: level.to_string(),
+                    levels,
+                }
+            };
+            facts.push(fact);
+        }
+        _ => {}
+    }
+    let note = sup.operator_note(tag);
+    let (by, at) = note
+        .map(|n| (n.by.clone(), n.at))
+        .unwrap_or((String::new(), None));
+    match (slot.enable.file, slot.enable.run) {
+        (false, false) => facts.push(Fact::StoppedByOperator {
+            by,
+            at,
+            persistent: true,
+        }),
+        (true, false) => facts.push(Fact::StoppedByOperator {
+            by,
+            at,
+            persistent: false,
+        }),
+        (false, true) => facts.push(Fact::StartedTemporarily { by, at }),
+        (true, true) => {}
+    }
+    // What holds it back inside its group.
+    if matches!(slot.proc, Proc::Idle) {
+        if let Some(old) = sup.retired(tag).next() {
+            facts.push(Fact::OldVersionStopping {
+                pid: old.proc.pid(),
+            });
+        } else if slot.enable.run
+            && let Some(w) = waiting_for(g, now)
+        {
+            facts.push(w);
+        }
+    }
+    // History.
+    if !matches!(slot.proc, Proc::Exited { .. })
+        && let Some((status, at)) = slot.stats.last_exit
+    {
+        facts.push(Fact::LastExit { status, at });
+    }
+    if let Some(at) = sup.configured_at(tag) {
+        facts.push(Fact::ChangedByReread {
+            at,
+            file: sup.cltab.path.display().to_string(),
+            line: spec.line,
+        });
+    }
+    Some(Explanation {
+        subject: "entry".into(),
+        name: tag.to_string(),
+        group: g.name.clone(),
+        running: slot.proc.is_live(),
+        facts,
+    })
+}
+
+fn is_running(s: &Slot) -> bool {
+    s.proc.is_live()
+}
+
+/// Explain group `name`; `None` if there is no such group. `events` are
+/// the recent events, newest first.
+pub fn group(sup: &Supervisor, name: &str, events: &[Arc<Event>], now: Now) -> Option<Explanation> {
+    let g = sup.group(name)?;
+    let mut facts = vec![Fact::GroupLevel {
+        level: g.phase.level().map(str::to_string),
+        state: g.state().as_str().to_string(),
+    }];
+    if let Some((level, by, at)) = events.iter().find_map(|e| match &e.kind {
+        EventKind::Told { group, level, by } if group == name => {
+            Some((level.clone(), by.clone(), e.time.round() as i64))
+        }
+        _ => None,
+    }) {
+        facts.push(Fact::ToldBy { level, by, at });
+    }
+    match (&g.phase, g.active_level()) {
+        (Phase::Halting { .. }, _) => facts.push(Fact::Halting),
+        (_, None) => facts.push(Fact::GroupNotTold {
+            group: g.name.clone(),
+        }),
+        _ => {}
+    }
+    let of_level = g
+        .active_level()
+        .map_or(0, |l| g.slots.iter().filter(|s| s.wanted(l)).count());
+    facts.push(Fact::Entries {
+        total: g.slots.len(),
+        of_level,
+        running: g.slots.iter().filter(|s| is_running(s)).count(),
+    });
+    if let Some(w) = waiting_for(g, now) {
+        facts.push(w);
+    }
+    if let Phase::Settled {
+        level,
+        outcome: crate::supervisor::machine::Outcome::Failed,
+    } = &g.phase
+    {
+        for s in g.slots.iter().filter(|s| s.wanted(level)) {
+            if let (Mode::Test, Proc::Exited { status, .. }) = (s.spec.mode, &s.proc)
+                && !status.success()
+            {
+                facts.push(Fact::TestFailed {
+                    tag: s.spec.tag.clone(),
+                    status: *status,
+                });
+            }
+        }
+    }
+    let stopping: Vec<String> = g
+        .slots
+        .iter()
+        .chain(g.retired.iter())
+        .filter(|s| matches!(s.proc, Proc::Stopping { .. }))
+        .map(|s| s.spec.tag.clone())
+        .collect();
+    if !stopping.is_empty() {
+        facts.push(Fact::StillStopping { tags: stopping });
+    }
+    Some(Explanation {
+        subject: "group".into(),
+        name: name.to_string(),
+        group: name.to_string(),
+        running: g.slots.iter().chain(g.retired.iter()).any(is_running),
+        facts,
+    })
+}
