@@ -167,6 +167,47 @@ impl Client {
         self.send(req)?;
         Ok(self.recv()?.1)
     }
+
+    /// The next frame's body, as it came, handed to `f` (for a caller that
+    /// passes frames of a streamed reply through without decoding them).
+    pub fn recv_raw<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R, ClientError> {
+        use std::io::{BufRead, Read};
+        self.await_reply()?;
+        let protocol = |e: String| ClientError::Protocol {
+            path: self.path.clone(),
+            err: e,
+        };
+        let buf = self.reader.fill_buf().map_err(|e| protocol(e.to_string()))?;
+        match proto::frame_len(buf).map_err(|e| protocol(e.to_string()))? {
+            Some(n) => {
+                let r = f(&buf[4..n]);
+                self.reader.consume(n);
+                Ok(r)
+            }
+            None if buf.is_empty() => Err(protocol(proto::FrameError::Closed.to_string())),
+            None => {
+                let mut len = [0u8; 4];
+                self.reader
+                    .read_exact(&mut len)
+                    .map_err(|e| protocol(e.to_string()))?;
+                let len = u32::from_be_bytes(len) as usize;
+                if len > proto::MAX_FRAME {
+                    return Err(protocol(proto::FrameError::TooLarge(len).to_string()));
+                }
+                let mut body = vec![0; len];
+                self.reader
+                    .read_exact(&mut body)
+                    .map_err(|e| protocol(e.to_string()))?;
+                Ok(f(&body))
+            }
+        }
+    }
+
+    /// Whether a whole frame is already buffered (the next `recv` will not
+    /// wait).
+    pub fn has_frame(&self) -> bool {
+        matches!(proto::frame_len(self.reader.buffer()), Ok(Some(_)))
+    }
 }
 
 /// Poll `fd` without blocking, yielding the CPU between polls, until it is

@@ -285,7 +285,7 @@ impl Fact {
                 None => format!("group {name} has no level (state {state})."),
             },
             Fact::ToldBy { level, by, at } => format!(
-                "it was told level {level} by {}.",
+                "group {name} was told level {level} by {}.",
                 by_at(by, Some(*at), now)
             ),
             Fact::Entries {
@@ -293,31 +293,27 @@ impl Fact {
                 of_level,
                 running,
             } => format!(
-                "it has {total} entries; {of_level} of them run at its level, {running} run now."
+                "group {name} has {total} {}; {of_level} of them run at its level, {running} {} now.",
+                if *total == 1 { "entry" } else { "entries" },
+                if *running == 1 { "runs" } else { "run" }
             ),
             Fact::TestFailed { tag, status } => {
-                format!("it is FAILED because the test entry {tag} exited with {status}.")
+                format!("group {name} is FAILED because the test entry {tag} exited with {status}.")
             }
             Fact::StillStopping { tags } => {
-                format!("it is waiting for {} to stop.", tags.join(", "))
+                format!("group {name} is waiting for {} to stop.", tags.join(", "))
             }
         }
     }
 }
 
 impl Explanation {
-    /// Every fact in a sentence, one per line.
+    /// Every fact in a sentence, one per line (names keep their case, so
+    /// a sentence may start in lower case).
     pub fn sentences(&self, now: i64) -> Vec<String> {
         self.facts
             .iter()
-            .map(|f| {
-                let s = f.sentence(&self.name, now);
-                let mut c = s.chars();
-                match c.next() {
-                    Some(first) => first.to_uppercase().chain(c).collect(),
-                    None => s,
-                }
-            })
+            .map(|f| f.sentence(&self.name, now))
             .collect()
     }
 }
@@ -455,7 +451,7 @@ pub fn entry(sup: &Supervisor, tag: &str, events: &[Arc<Event>], now: Now) -> Op
             facts.push(Fact::OldVersionStopping {
                 pid: old.proc.pid(),
             });
-        } else if slot.enable.run
+        } else if g.active_level().is_some_and(|l| slot.wanted(l))
             && let Some(w) = waiting_for(g, now)
         {
             facts.push(w);
@@ -554,4 +550,260 @@ pub fn group(sup: &Supervisor, name: &str, events: &[Arc<Event>], now: Now) -> O
         running: g.slots.iter().chain(g.retired.iter()).any(is_running),
         facts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::machine::Control;
+    use crate::supervisor::sim::Sim;
+
+    const TAB: &str = "\
+web:prep:3:wait:prep
+web:app:13:respawn:app
+web:flaky:3:respawn:flaky
+web:one:3:once:one
+web:never:3:off:never
+:flaky::respawn_burst:1
+:flaky::respawn_give_up:3
+db:check:1:test:check
+db:dbd:1:respawn:dbd
+";
+
+    fn names(x: &Explanation) -> Vec<String> {
+        x.facts
+            .iter()
+            .map(|f| serde_json::to_value(f).unwrap()["fact"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Run `setup` on a fresh simulation, explain `name` (an entry, or a
+    /// group when `group`), and compare the facts in order and one
+    /// sentence that must appear.
+    #[test]
+    fn why_an_entry_or_group_runs_or_not() {
+        type Setup = fn(&mut Sim);
+        let rows: &[(&str, &str, bool, Setup, &[&str], &str)] = &[
+            (
+                "group never told",
+                "app",
+                false,
+                |_| {},
+                &["group_not_told"],
+                "group web has not been told a level since the daemon started",
+            ),
+            (
+                "group at another level",
+                "app",
+                false,
+                |s| s.tell("web", "2"),
+                &["not_at_level"],
+                "group web is at level 2, and app runs at levels 1 and 3 only.",
+            ),
+            (
+                "waiting for the wait entry",
+                "app",
+                false,
+                |s| {
+                    s.tell("web", "3");
+                    s.advance(12_000);
+                },
+                &["at_level", "waiting_for"],
+                "the group is waiting for the wait entry prep (running for 12 s)",
+            ),
+            (
+                "running",
+                "app",
+                false,
+                |s| {
+                    s.tell("web", "3");
+                    s.exit("prep", ExitStatus::Code(0));
+                },
+                &["running", "at_level"],
+                "app is running as pid",
+            ),
+            (
+                "stopped by an operator",
+                "app",
+                false,
+                |s| {
+                    s.tell("web", "3");
+                    s.exit("prep", ExitStatus::Code(0));
+                    s.control("app", Control::Stop { temporary: false });
+                },
+                &["stopping", "at_level", "stopped_by_operator"],
+                "app was stopped by root (uid 0), ",
+            ),
+            (
+                "stopped by an operator, process gone",
+                "app",
+                false,
+                |s| {
+                    s.tell("web", "3");
+                    s.exit("prep", ExitStatus::Code(0));
+                    s.control("app", Control::Stop { temporary: false });
+                    s.exit("app", ExitStatus::Signal(2));
+                },
+                &["at_level", "stopped_by_operator", "last_exit"],
+                "stays stopped, across level switches and daemon restarts, until `clinit start app`",
+            ),
+            (
+                "throttled after rapid restarts",
+                "flaky",
+                false,
+                |s| {
+                    s.tell("web", "3");
+                    s.exit("prep", ExitStatus::Code(0));
+                    s.exit("flaky", ExitStatus::Code(1));
+                    s.exit("flaky", ExitStatus::Code(1));
+                },
+                &["throttled", "at_level", "last_exit"],
+                "flaky is in a respawn delay after 2 rapid restarts in a row; next try at",
+            ),
+            (
+                "gave up",
+                "flaky",
+                false,
+                |s| {
+                    s.tell("web", "3");
+                    s.exit("prep", ExitStatus::Code(0));
+                    // Quick exits; each throttle delay (1 s, then 2 s)
+                    // passes before the next start.
+                    s.exit("flaky", ExitStatus::Code(1));
+                    s.exit("flaky", ExitStatus::Code(1));
+                    s.advance(1_000);
+                    s.exit("flaky", ExitStatus::Code(1));
+                    s.advance(2_000);
+                    s.exit("flaky", ExitStatus::Code(1));
+                },
+                &["gave_up", "at_level", "last_exit"],
+                "flaky gave up after 4 rapid restarts in a row (respawn_give_up 3) (last exit code 1); `clinit start flaky` tries again.",
+            ),
+            (
+                "last exit was a signal",
+                "app",
+                false,
+                |s| {
+                    s.tell("web", "3");
+                    s.exit("prep", ExitStatus::Code(0));
+                    s.advance(30_000);
+                    s.exit("app", ExitStatus::Signal(9));
+                },
+                &["running", "at_level", "last_exit"],
+                "the last exit of app was signal 9 at",
+            ),
+            (
+                "once entry that exited",
+                "one",
+                false,
+                |s| {
+                    s.tell("web", "3");
+                    s.exit("prep", ExitStatus::Code(0));
+                    s.exit("one", ExitStatus::Code(0));
+                },
+                &["exited", "at_level"],
+                "one ran and exited with exit code 0 at",
+            ),
+            (
+                "mode off",
+                "never",
+                false,
+                |s| s.tell("web", "3"),
+                &["mode_off"],
+                "never has mode off: it never runs.",
+            ),
+            (
+                "changed by a reread, old version stopping",
+                "app",
+                false,
+                |s| {
+                    s.tell("web", "3");
+                    s.exit("prep", ExitStatus::Code(0));
+                    s.reread(&TAB.replace("web:app:13:respawn:app", "web:app:13:respawn:app2"));
+                },
+                &["at_level", "old_version_stopping", "changed_by_reread"],
+                "the cltab line of app (cltab:2) was changed by a reread at",
+            ),
+            (
+                "group settled",
+                "web",
+                true,
+                |s| {
+                    s.tell("web", "3");
+                    s.exit("prep", ExitStatus::Code(0));
+                },
+                &["group_level", "entries"],
+                "group web has 5 entries; 4 of them run at its level, 3 run now.",
+            ),
+            (
+                "group waiting for its wait entry",
+                "web",
+                true,
+                |s| s.tell("web", "3"),
+                &["group_level", "entries", "waiting_for"],
+                "group web is at level 3, state STARTING.",
+            ),
+            (
+                "group failed by its test",
+                "db",
+                true,
+                |s| {
+                    s.tell("db", "1");
+                    s.exit("check", ExitStatus::Code(2));
+                },
+                &["group_level", "entries", "test_failed"],
+                "group db is FAILED because the test entry check exited with exit code 2.",
+            ),
+            (
+                "group halting",
+                "db",
+                true,
+                |s| {
+                    s.tell("db", "1");
+                    let a = s.sup.halt(s.now);
+                    s.perform(a);
+                },
+                &["group_level", "halting", "entries", "still_stopping"],
+                "group db is waiting for check to stop.",
+            ),
+        ];
+        for (case, name, is_group, setup, want, sentence) in rows {
+            let mut s = Sim::new(TAB);
+            setup(&mut s);
+            let x = if *is_group {
+                group(&s.sup, name, &[], s.now)
+            } else {
+                entry(&s.sup, name, &[], s.now)
+            }
+            .unwrap_or_else(|| panic!("{case}: no such {name}"));
+            assert_eq!(names(&x), *want, "{case}");
+            let all = x.sentences(s.now.unix).join("\n");
+            assert!(all.contains(sentence), "{case}: {all}");
+        }
+    }
+
+    #[test]
+    fn unknown_names_and_told_by_from_events() {
+        let mut s = Sim::new(TAB);
+        assert!(entry(&s.sup, "web", &[], s.now).is_none(), "web is a group");
+        assert!(group(&s.sup, "app", &[], s.now).is_none(), "app is an entry");
+        assert!(entry(&s.sup, "nope", &[], s.now).is_none());
+        s.tell("db", "1");
+        let told = Arc::new(Event::new(
+            4,
+            1_800_000_100.0,
+            EventKind::Told {
+                group: "db".into(),
+                level: "1".into(),
+                by: "alice (uid 1000)".into(),
+            },
+        ));
+        let x = group(&s.sup, "db", &[told], s.now).unwrap();
+        assert!(names(&x).contains(&"told_by".to_string()));
+        let all = x.sentences(1_800_000_160).join("\n");
+        assert!(
+            all.contains("group db was told level 1 by alice (uid 1000), ") && all.contains("(60 s ago)"),
+            "{all}"
+        );
+    }
 }

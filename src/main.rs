@@ -229,6 +229,39 @@ enum Cmd {
     },
     /// Stop every group and make the daemon exit.
     Shutdown,
+    /// Print what happened: level switches, starts and exits, operator
+    /// actions, rereads, locks and records, one event per line.
+    ///
+    /// Without --follow, prints the events the daemon still keeps (the last
+    /// events_keep, 10,000 by default) and exits; with --follow, goes on
+    /// until interrupted. Every event has a sequence number; --since SEQ
+    /// resumes right after it, so a client that lost its connection misses
+    /// nothing the daemon still keeps (older ones are reported as a gap).
+    Events {
+        /// Go on printing new events until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Print only events after sequence number SEQ.
+        #[arg(long, value_name = "SEQ", conflicts_with = "last")]
+        since: Option<u64>,
+        /// Print only the last N events kept (then follow, with --follow).
+        #[arg(long, value_name = "N")]
+        last: Option<u64>,
+        /// Only events about group G (level switches, its entries, tells).
+        #[arg(long, value_name = "G")]
+        group: Option<String>,
+        /// One JSON object per line: {"seq":..,"time":..,"kind":..,...}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say why an entry or a group runs, or does not.
+    Explain {
+        /// An entry's tag or a group's name.
+        name: String,
+        /// The same facts as JSON fields.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cluster::Init form: `[GROUP] LEVEL` tells GROUP (default: the host name).
     #[command(external_subcommand)]
     Compat(Vec<String>),
@@ -638,6 +671,183 @@ fn locks(p: &Paths, name: Option<String>, json: bool) -> Result<(), ClientError>
     Ok(())
 }
 
+/// Where `clinit events` writes: stdout, flushed before the client waits;
+/// a closed pipe (`clinit events -f | head`) ends it quietly.
+struct Out(std::io::BufWriter<std::io::Stdout>);
+
+impl Out {
+    fn line(&mut self, text: &str) -> Result<(), ExitCode> {
+        use std::io::Write;
+        writeln!(self.0, "{text}").map_err(|_| ExitCode::SUCCESS)
+    }
+
+    fn flush(&mut self) -> Result<(), ExitCode> {
+        use std::io::Write;
+        self.0.flush().map_err(|_| ExitCode::SUCCESS)
+    }
+}
+
+/// An event's time for people: local, to the millisecond.
+fn event_time(t: f64) -> String {
+    let secs = t.floor();
+    match chrono::DateTime::from_timestamp(secs as i64, ((t - secs) * 1e9) as u32) {
+        Some(dt) => dt
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S%.3f")
+            .to_string(),
+        None => t.to_string(),
+    }
+}
+
+/// The event object of an event frame written as the daemon writes them,
+/// `{"id":N,"kind":"event","event":{...}}`, without decoding it.
+fn event_json(body: &[u8]) -> Option<&[u8]> {
+    let rest = body.strip_prefix(b"{\"id\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    rest[digits..]
+        .strip_prefix(b",\"kind\":\"event\",\"event\":")?
+        .strip_suffix(b"}")
+}
+
+/// `clinit events`: print the stream until its end (or forever).
+fn events(
+    p: &Paths,
+    since: Option<u64>,
+    last: Option<u64>,
+    group: Option<String>,
+    follow: bool,
+    json: bool,
+) -> Result<(), ExitCode> {
+    use clinit::proto::ResponseFrame;
+    let fail_client = |e: ClientError| fail(&e, e.exit_code());
+    let mut c = Client::connect(&p.socket).map_err(fail_client)?;
+    if follow {
+        // No reply timeout while following: events come when they come.
+        c.set_timeout(std::time::Duration::from_secs(100 * 365 * 86_400));
+    }
+    c.send(Request::Events {
+        since,
+        last,
+        group,
+        follow,
+    })
+    .map_err(fail_client)?;
+    let mut out = Out(std::io::BufWriter::new(std::io::stdout()));
+    let mut seen: Option<u64> = since;
+    loop {
+        if !c.has_frame() {
+            out.flush()?;
+        }
+        // The common frame (an event, as JSON) passes through undecoded.
+        enum Frame {
+            Line(String),
+            Reply(Reply),
+            Bad(String),
+        }
+        let frame = c.recv_raw(|body| match (json, event_json(body)) {
+            (true, Some(ev)) => Frame::Line(String::from_utf8_lossy(ev).into_owned()),
+            _ => match serde_json::from_slice::<ResponseFrame>(body) {
+                Ok(f) => Frame::Reply(f.reply),
+                Err(e) => Frame::Bad(e.to_string()),
+            },
+        });
+        let reply = match frame {
+            Ok(Frame::Line(line)) => {
+                if let Some(seq) = line
+                    .strip_prefix("{\"seq\":")
+                    .and_then(|r| r.split(',').next())
+                    .and_then(|n| n.parse().ok())
+                {
+                    seen = Some(seq);
+                }
+                out.line(&line)?;
+                continue;
+            }
+            Ok(Frame::Reply(r)) => r,
+            Ok(Frame::Bad(e)) => return Err(fail(format!("bad frame from the daemon: {e}"), 7)),
+            Err(e) => {
+                out.flush()?;
+                let resume = seen
+                    .map(|s| format!("; resume with --since {s}"))
+                    .unwrap_or_default();
+                return Err(fail(
+                    format!("{e}: the event stream ended before its end{resume}"),
+                    e.exit_code(),
+                ));
+            }
+        };
+        match reply {
+            Reply::Subscribed { .. } => {}
+            Reply::Event { event } => {
+                seen = Some(event.seq);
+                if json {
+                    out.line(event.json())?;
+                } else {
+                    let line = format!(
+                        "{} {} {}",
+                        event.seq,
+                        event_time(event.time),
+                        event.kind.describe()
+                    );
+                    out.line(&line)?;
+                }
+            }
+            Reply::Gap { since, first } => {
+                let line = if json {
+                    serde_json::json!({"kind": "gap", "since": since, "first": first}).to_string()
+                } else {
+                    format!(
+                        "--- gap: events {}..{} are no longer kept by the daemon (see events_keep); continuing at {first}",
+                        since + 1,
+                        first.saturating_sub(1)
+                    )
+                };
+                out.line(&line)?;
+            }
+            Reply::EventsEnd { .. } => {
+                out.flush()?;
+                return Ok(());
+            }
+            Reply::Error(e) => {
+                out.flush()?;
+                let code = e.code.exit_code();
+                return Err(fail(e.message, code));
+            }
+            other => return Err(fail(format!("unexpected reply {other:?}"), 7)),
+        }
+    }
+}
+
+/// `clinit explain NAME`.
+fn explain(p: &Paths, name: &str, json: bool) -> Result<(), ClientError> {
+    let reply = Client::connect(&p.socket)?.request(Request::Explain {
+        name: name.to_string(),
+    })?;
+    if let Reply::Explain { explanations } = reply {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&explanations).expect("serializable")
+            );
+            return Ok(());
+        }
+        let now = clinit::supervisor::unix_now();
+        for (i, x) in explanations.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            match x.subject.as_str() {
+                "entry" => println!("entry {} (group {}):", x.name, x.group),
+                _ => println!("group {}:", x.name),
+            }
+            for s in x.sentences(now) {
+                println!("  {s}");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn hostname() -> String {
     let h = clinit::config::hostname();
     match h.split('.').next() {
@@ -766,6 +976,23 @@ fn main() -> ExitCode {
             return ExitCode::from(code.clamp(0, 255) as u8);
         }
         (Some(Cmd::Locks { name, json }), _, _) => locks(&p, name.clone(), *json),
+        (
+            Some(Cmd::Events {
+                follow,
+                since,
+                last,
+                group,
+                json,
+            }),
+            _,
+            _,
+        ) => {
+            return match events(&p, *since, *last, group.clone(), *follow, *json) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(code) => code,
+            };
+        }
+        (Some(Cmd::Explain { name, json }), _, _) => explain(&p, name, *json),
         (Some(Cmd::Record(cmd)), _, _) => record(&p, cmd),
         (
             Some(Cmd::Wait {

@@ -54,6 +54,31 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// A `Shared` for unit tests: an in-process lock service over `state`,
+    /// `records`, open policy, restored.
+    #[cfg(test)]
+    pub fn for_tests(
+        tx: mpsc::Sender<Msg>,
+        state: Arc<Mutex<dyn crate::store::StateStore>>,
+        records: Arc<Mutex<dyn RecordBackend>>,
+    ) -> Shared {
+        Shared {
+            tx,
+            conns: Default::default(),
+            next_conn: 1.into(),
+            locks: crate::lock::service::LocalLocks::shared(0, state, Default::default()),
+            records,
+            events: Events::new(100),
+            policy: Policy::default(),
+            host: "h".into(),
+            restored: watch::Sender::new(true),
+            closing: watch::Sender::new(false),
+            deadline_changed: Default::default(),
+            in_request: Default::default(),
+            spinning: Default::default(),
+        }
+    }
+
     pub fn locks(&self) -> std::sync::MutexGuard<'_, dyn LockBackend + 'static> {
         self.locks.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -382,6 +407,8 @@ pub(crate) async fn closed(conn: u64, shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::RecordError;
+    use crate::store::{Pending, RecordCall, RecordOutcome};
     use std::time::Duration;
     use tokio::net::UnixStream;
 
@@ -412,6 +439,129 @@ mod tests {
             drop(a);
             assert!(r.spin_for_more(Duration::from_secs(10)).await);
             assert!(matches!(r.next().await, Err(proto::FrameError::Closed)));
+        });
+    }
+
+    /// A record store that answers when the test says.
+    struct SlowRecords {
+        answers: Arc<Mutex<Vec<oneshot::Sender<Result<RecordOutcome, RecordError>>>>>,
+    }
+
+    impl RecordBackend for SlowRecords {
+        fn call(&mut self, _: RecordCall) -> Pending<Result<RecordOutcome, RecordError>> {
+            let (tx, rx) = oneshot::channel();
+            self.answers.lock().unwrap().push(tx);
+            Pending::Later(rx)
+        }
+    }
+
+    fn shared_with(records: Arc<Mutex<dyn RecordBackend>>, dir: &std::path::Path) -> Arc<Shared> {
+        let db = crate::store::sqlite::StateDb::open(dir).unwrap();
+        let state: Arc<Mutex<dyn crate::store::StateStore>> = Arc::new(Mutex::new(db));
+        let (tx, _) = mpsc::channel(1);
+        Arc::new(Shared::for_tests(tx, state, records))
+    }
+
+    /// A client end: hello done.
+    async fn client(shared: &Arc<Shared>, conn: u64) -> UnixStream {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let root = Peer::Local(crate::daemon::policy::LocalUser {
+                uid: 0,
+                gid: 0,
+                pid: None,
+            });
+            serve(b, root, conn, &shared).await;
+        });
+        a.write_all(&proto::encode(&Hello::ours())).await.unwrap();
+        let _: Hello = read(&mut a).await;
+        a
+    }
+
+    async fn read<T: for<'de> serde::Deserialize<'de>>(a: &mut UnixStream) -> T {
+        let mut len = [0; 4];
+        a.read_exact(&mut len).await.unwrap();
+        let mut body = vec![0; u32::from_be_bytes(len) as usize];
+        a.read_exact(&mut body).await.unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    async fn send(a: &mut UnixStream, id: u64, req: crate::proto::Request) {
+        let f = crate::proto::RequestFrame { id, req };
+        a.write_all(&proto::encode(&f)).await.unwrap();
+    }
+
+    fn acquire(name: &str) -> crate::proto::Request {
+        crate::proto::Request::LockAcquire {
+            name: name.into(),
+            mode: crate::lock::LockMode::Exclusive,
+            wait: false,
+            timeout_ms: None,
+            lease: None,
+            what: String::new(),
+        }
+    }
+
+    /// Let every task run until it waits.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[test]
+    fn a_backend_that_answers_later_neither_blocks_others_nor_reorders_replies() {
+        let dir = tempfile::tempdir().unwrap();
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let records: Arc<Mutex<dyn RecordBackend>> = Arc::new(Mutex::new(SlowRecords {
+            answers: answers.clone(),
+        }));
+        let shared = shared_with(records, dir.path());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut slow = client(&shared, 1).await;
+            // A record request the store answers later, and a lock request
+            // pipelined behind it.
+            let get = crate::proto::RecordOp::Get {
+                container: "c".into(),
+                key: "k".into(),
+            };
+            send(&mut slow, 1, crate::proto::Request::Record(get)).await;
+            send(&mut slow, 2, acquire("x")).await;
+            settle().await;
+            assert_eq!(answers.lock().unwrap().len(), 1, "the store was asked");
+            // Another client is served meanwhile.
+            let mut other = client(&shared, 2).await;
+            send(&mut other, 7, acquire("y")).await;
+            let r: ResponseFrame = read(&mut other).await;
+            assert!(matches!(r.reply, Reply::Granted { .. }), "{r:?}");
+            // Nothing came back on the slow connection yet, not even the
+            // lock reply that needs no backend.
+            settle().await;
+            let mut probe = [0u8; 1];
+            assert!(matches!(
+                slow.try_read(&mut probe),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            ));
+            assert!(shared.locks().status(Some("x")).is_empty(), "x not served yet");
+            // The store answers: both replies come, in request order.
+            let tx = answers.lock().unwrap().pop().unwrap();
+            let rec = crate::records::Record {
+                key: "k".into(),
+                value: b"v".to_vec(),
+                sig: 9,
+            };
+            tx.send(Ok(RecordOutcome::Record(rec))).unwrap();
+            let first: ResponseFrame = read(&mut slow).await;
+            let second: ResponseFrame = read(&mut slow).await;
+            assert_eq!(first.id, 1);
+            assert!(matches!(first.reply, Reply::Record { .. }), "{first:?}");
+            assert_eq!(second.id, 2);
+            assert!(matches!(second.reply, Reply::Granted { .. }), "{second:?}");
         });
     }
 }

@@ -479,3 +479,131 @@ fn send(replies: Vec<(oneshot::Sender<Reply>, Reply)>) {
         let _ = tx.send(r);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::policy::LocalUser;
+    use crate::daemon::route::{Target, route};
+    use crate::proto::Request;
+    use crate::store::{DisabledNote, Persisted, StoreError, StoreOp};
+
+    /// A state store whose applies answer when the test says.
+    struct SlowState {
+        answers: Arc<Mutex<Vec<(Vec<StoreOp>, oneshot::Sender<Result<(), StoreError>>)>>>,
+    }
+
+    impl StateStore for SlowState {
+        fn location(&self) -> String {
+            "slow".into()
+        }
+        fn load(&mut self) -> Result<Persisted, StoreError> {
+            Ok(Default::default())
+        }
+        fn disabled_notes(&mut self) -> Result<Vec<DisabledNote>, StoreError> {
+            Ok(vec![])
+        }
+        fn apply(&mut self, ops: Vec<StoreOp>) -> Pending<Result<(), StoreError>> {
+            let (tx, rx) = oneshot::channel();
+            self.answers.lock().unwrap().push((ops, tx));
+            Pending::Later(rx)
+        }
+        fn token_floor(&mut self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        fn reserve_tokens(&mut self, _: u64) -> Pending<Result<(), StoreError>> {
+            Pending::Ready(Ok(()))
+        }
+    }
+
+    fn job(req: Request) -> (LoopJob, Right) {
+        let r = route(req);
+        match r.target {
+            Target::Loop { job, .. } => (job, r.right),
+            _ => panic!("not served by the loop"),
+        }
+    }
+
+    #[test]
+    fn replies_wait_for_a_store_that_answers_later_and_the_loop_goes_on() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let dir = tempfile::tempdir().unwrap();
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let state: Arc<Mutex<dyn StateStore>> = Arc::new(Mutex::new(SlowState {
+            answers: answers.clone(),
+        }));
+        let records: Arc<Mutex<dyn crate::store::RecordBackend>> = Arc::new(Mutex::new(
+            crate::records::LocalRecords::new(Arc::new(Mutex::new(
+                crate::store::sqlite::StateDb::open(dir.path()).unwrap(),
+            ))),
+        ));
+        let (tx, _rx) = mpsc::channel(1);
+        let shared = Arc::new(Shared::for_tests(tx, state.clone(), records));
+        // An entry that never runs: telling its group changes only the goal.
+        let sup = Supervisor::new(
+            crate::supervisor::sim::cltab("g:a:1:off:true\n"),
+            Default::default(),
+        );
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let paths = Paths {
+            cltab: dir.path().join("cltab"),
+            socket: dir.path().join("s"),
+            clstat: dir.path().join("clstat"),
+            log: dir.path().join("log"),
+            logdir: None,
+            socket_mode: 0o600,
+            socket_group: None,
+            state: dir.path().join("state"),
+            userlist: None,
+            restore_timeout: Duration::from_secs(1),
+        };
+        let mut d = Daemon::new(sup, Executor::new(log, None), state, shared, paths, None);
+        let root = Peer::Local(LocalUser {
+            uid: 0,
+            gid: 0,
+            pid: None,
+        });
+        let (told_tx, mut told) = oneshot::channel();
+        let (j, right) = job(Request::Tell {
+            group: "g".into(),
+            level: "1".into(),
+        });
+        d.serve(j, right, None, root.clone(), "root".into(), told_tx);
+        d.fan_out();
+        d.persist();
+        // The goal went to the store, which has not answered: no reply yet.
+        assert_eq!(answers.lock().unwrap().len(), 1);
+        assert_eq!(
+            answers.lock().unwrap()[0].0,
+            vec![StoreOp::SetGoal {
+                group: "g".into(),
+                level: "1".into()
+            }]
+        );
+        assert!(told.try_recv().is_err());
+        // The loop goes on: a status is answered meanwhile.
+        let (status_tx, mut status) = oneshot::channel();
+        let (j, right) = job(Request::Status {
+            group: None,
+            brief: true,
+        });
+        d.serve(j, right, None, root, String::new(), status_tx);
+        d.fan_out();
+        d.persist();
+        assert!(matches!(status.try_recv(), Ok(Reply::Status { .. })));
+        assert!(told.try_recv().is_err());
+        // The store answers: the tell's reply goes out.
+        let (_, done) = answers.lock().unwrap().pop().unwrap();
+        done.send(Ok(())).unwrap();
+        rt.block_on(async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert!(matches!(told.try_recv(), Ok(Reply::Message { .. })));
+    }
+}

@@ -658,4 +658,135 @@ mod tests {
         assert!(matches!(handle(&mut s, 1, release("a")), Ok(Reply::Ok)));
         assert!(s.manager.status(Some("a")).is_empty());
     }
+
+    /// A state store whose token reservations answer when the test says.
+    struct SlowTokens {
+        floor: u64,
+        answers: Arc<Mutex<Vec<(u64, oneshot::Sender<Result<(), StoreError>>)>>>,
+    }
+
+    impl StateStore for SlowTokens {
+        fn location(&self) -> String {
+            "slow".into()
+        }
+        fn load(&mut self) -> Result<crate::store::Persisted, StoreError> {
+            Ok(Default::default())
+        }
+        fn disabled_notes(&mut self) -> Result<Vec<crate::store::DisabledNote>, StoreError> {
+            Ok(vec![])
+        }
+        fn apply(&mut self, _: Vec<crate::store::StoreOp>) -> Pending<Result<(), StoreError>> {
+            Pending::Ready(Ok(()))
+        }
+        fn token_floor(&mut self) -> Result<u64, StoreError> {
+            Ok(self.floor)
+        }
+        fn reserve_tokens(&mut self, upto: u64) -> Pending<Result<(), StoreError>> {
+            let (tx, rx) = oneshot::channel();
+            self.answers.lock().unwrap().push((upto, tx));
+            Pending::Later(rx)
+        }
+    }
+
+    /// The tasks that wait for reservations run on this runtime; each
+    /// `settle` lets them finish.
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn settle(rt: &tokio::runtime::Runtime) {
+        rt.block_on(async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+
+    #[test]
+    fn grants_wait_for_a_reservation_that_answers_later() {
+        let rt = runtime();
+        let _g = rt.enter();
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let store: Arc<Mutex<dyn StateStore>> = Arc::new(Mutex::new(SlowTokens {
+            floor: 5,
+            answers: answers.clone(),
+        }));
+        let shared = LocalLocks::shared(5, store, Default::default());
+        let call = |conn, c| {
+            let who = HolderInfo::default();
+            shared.lock().unwrap().call(conn, c, who)
+        };
+        // The first grant needs a reservation: it is held back.
+        let Pending::Later(mut first) = call(1, acquire("a", None)) else {
+            panic!("answered before the reservation");
+        };
+        assert_eq!(answers.lock().unwrap().len(), 1);
+        // Other requests are served meanwhile: a second lock waits for a
+        // token too, a release of nothing fails at once.
+        let Pending::Later(mut second) = call(2, acquire("b", None)) else {
+            panic!("answered before the reservation");
+        };
+        assert!(matches!(
+            call(3, release("c")),
+            Pending::Ready(Reply::Error(ErrorReply {
+                code: ErrorCode::SynchErr,
+                ..
+            }))
+        ));
+        settle(&rt);
+        assert!(first.try_recv().is_err() && second.try_recv().is_err());
+        // The store confirms: both grants go out, tokens 6 and 7.
+        let (upto, tx) = answers.lock().unwrap().pop().unwrap();
+        assert_eq!(upto, 5 + crate::lock::TOKEN_RESERVE);
+        tx.send(Ok(())).unwrap();
+        settle(&rt);
+        assert!(matches!(first.try_recv(), Ok(Reply::Granted { token: 6, .. })));
+        assert!(matches!(second.try_recv(), Ok(Reply::Granted { token: 7, .. })));
+        // Covered now: the next grant is answered at once.
+        assert!(matches!(
+            call(4, acquire("d", None)),
+            Pending::Ready(Reply::Granted { token: 8, .. })
+        ));
+    }
+
+    #[test]
+    fn a_reservation_refused_later_takes_its_grants_back() {
+        let rt = runtime();
+        let _g = rt.enter();
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let store: Arc<Mutex<dyn StateStore>> = Arc::new(Mutex::new(SlowTokens {
+            floor: 0,
+            answers: answers.clone(),
+        }));
+        let shared = LocalLocks::shared(0, store, Default::default());
+        let Pending::Later(mut first) =
+            shared
+                .lock()
+                .unwrap()
+                .call(1, acquire("a", None), HolderInfo::default())
+        else {
+            panic!("answered before the reservation");
+        };
+        let (_, tx) = answers.lock().unwrap().pop().unwrap();
+        tx.send(Err(StoreError::Gone)).unwrap();
+        settle(&rt);
+        match first.try_recv() {
+            Ok(Reply::Error(e)) => {
+                assert_eq!(e.code, ErrorCode::Internal);
+                assert!(e.message.starts_with("lock a not granted"), "{}", e.message);
+            }
+            other => panic!("{other:?}"),
+        }
+        let s = shared.lock().unwrap();
+        assert!(s.manager.status(None).is_empty(), "the grant was taken back");
+        assert!(
+            s.changes
+                .iter()
+                .any(|c| matches!(c, LockChange::Lost { why: LostWhy::NotReserved, .. })),
+            "reported as lost"
+        );
+    }
 }

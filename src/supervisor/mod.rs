@@ -11,6 +11,8 @@
 pub mod executor;
 pub mod leftovers;
 pub mod machine;
+#[cfg(test)]
+pub mod sim;
 
 use crate::cltab::Cltab;
 use crate::store::StoreOp;
@@ -607,5 +609,163 @@ impl Supervisor {
     /// when its line is as the daemon first read it.
     pub fn configured_at(&self, tag: &str) -> Option<i64> {
         self.configured.get(tag).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::machine::{Control, ExitStatus};
+    use super::sim::Sim;
+    use super::*;
+
+    const TAB: &str = "\
+web:prep:3:wait:prep
+web:app:3:respawn:app
+:app::respawn_burst:0
+web:cron:3:cron:job
+:cron::schedule:*/5 * * * *
+";
+
+    /// A change in a few words, for the table.
+    fn short(c: &Change) -> String {
+        match c {
+            Change::Group {
+                level, old, state, ..
+            } => format!(
+                "group {} {}->{}",
+                level.as_deref().unwrap_or("-"),
+                old.as_str(),
+                state.as_str()
+            ),
+            Change::Started { tag, .. } => format!("started {tag}"),
+            Change::Exited {
+                tag,
+                status,
+                requested,
+                ran,
+                ..
+            } => format!(
+                "exited {tag} {status}{} after {}ms",
+                if *requested { " asked" } else { "" },
+                ran.as_millis()
+            ),
+            Change::SpawnFailed { tag, .. } => format!("spawn failed {tag}"),
+            Change::Throttled {
+                tag, delay, rapid, ..
+            } => format!("throttled {tag} {}ms rapid {rapid}", delay.as_millis()),
+            Change::GaveUp { tag, .. } => format!("gave up {tag}"),
+            Change::RunSkipped { tag, .. } => format!("skipped {tag}"),
+        }
+    }
+
+    #[test]
+    fn each_turn_reports_its_changes_once() {
+        type Step = fn(&mut Sim);
+        let rows: &[(&str, Step, &[&str])] = &[
+            (
+                "tell starts the wait entry",
+                |s| s.tell("web", "3"),
+                &["group 3 IDLE->STARTING", "started prep"],
+            ),
+            (
+                "the wait entry ends, the rest start, the group settles",
+                |s| {
+                    s.advance(1500);
+                    s.exit("prep", ExitStatus::Code(0));
+                },
+                &[
+                    "exited prep exit code 0 after 1500ms",
+                    "started app",
+                    "group 3 STARTING->DONE",
+                ],
+            ),
+            (
+                "a respawn entry that exits at once is throttled",
+                |s| s.exit("app", ExitStatus::Code(1)),
+                &["exited app exit code 1 after 0ms", "throttled app 1000ms rapid 1"],
+            ),
+            (
+                "its delay passes",
+                |s| s.advance(1000),
+                &["started app"],
+            ),
+            (
+                "an operator stop: the exit is one that was asked for",
+                |s| {
+                    s.advance(200);
+                    s.control("app", Control::Stop { temporary: true });
+                    s.exit("app", ExitStatus::Signal(2));
+                },
+                &["exited app signal 2 asked after 200ms"],
+            ),
+            (
+                "another level stops nothing more and settles",
+                |s| s.tell("web", "4"),
+                &["group 4 DONE->DONE"],
+            ),
+            (
+                "nothing happens, nothing is reported",
+                |s| s.advance(10),
+                &[],
+            ),
+        ];
+        let mut s = Sim::new(TAB);
+        for (case, step, want) in rows {
+            step(&mut s);
+            let got: Vec<String> = s.sup.take_changes().iter().map(short).collect();
+            assert_eq!(got, *want, "{case}");
+        }
+    }
+
+    #[test]
+    fn a_reread_names_what_it_added_changed_and_removed() {
+        let mut s = Sim::new(TAB);
+        s.tell("web", "3");
+        let (_, diff) = s.sup.reread(
+            sim::cltab(
+                "web:prep:3:wait:prep\nweb:app:3:respawn:app --new\nweb:extra:3:once:x\n",
+            ),
+            s.now,
+        );
+        assert_eq!(
+            diff,
+            RereadDiff {
+                added: vec!["extra".into()],
+                changed: vec!["app".into()],
+                removed: vec!["cron".into()],
+            }
+        );
+        assert_eq!(s.sup.configured_at("app"), Some(s.now.unix));
+        assert_eq!(s.sup.configured_at("prep"), None);
+        assert_eq!(s.sup.configured_at("cron"), None);
+    }
+
+    #[test]
+    fn operator_notes_say_who_and_when_and_persist_a_stop() {
+        let mut s = Sim::new(TAB);
+        s.tell("web", "3");
+        s.sup.take_ops();
+        s.control("app", Control::Stop { temporary: false });
+        let note = s.sup.operator_note("app").unwrap();
+        assert_eq!(
+            (note.by.as_str(), note.at),
+            ("root (uid 0)", Some(s.now.unix))
+        );
+        assert_eq!(
+            s.sup.take_ops(),
+            vec![
+                StoreOp::SetDisabled {
+                    tag: "app".into(),
+                    disabled: true
+                },
+                StoreOp::NoteDisabled {
+                    tag: "app".into(),
+                    by: "root (uid 0)".into(),
+                    at: s.now.unix
+                },
+            ]
+        );
+        s.sup.forget("app");
+        assert!(s.sup.operator_note("app").is_none());
     }
 }

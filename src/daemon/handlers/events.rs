@@ -64,10 +64,11 @@ pub(crate) async fn stream<S: Stream>(
     if c.reply(id, header).await.is_err() {
         return false;
     }
+    // Without --since: whatever is kept (or its last N), no gap reported.
     let mut cursor = match (q.since, q.last) {
         (Some(since), _) => since,
-        (None, Some(n)) => last.saturating_sub(n),
-        (None, None) => 0,
+        (None, Some(n)) => last.saturating_sub(n).max(first - 1),
+        (None, None) => first - 1,
     };
     // A number beyond the last one comes from an earlier daemon run:
     // nothing after it is kept.
