@@ -177,7 +177,10 @@ impl Client {
             path: self.path.clone(),
             err: e,
         };
-        let buf = self.reader.fill_buf().map_err(|e| protocol(e.to_string()))?;
+        let buf = self
+            .reader
+            .fill_buf()
+            .map_err(|e| protocol(e.to_string()))?;
         match proto::frame_len(buf).map_err(|e| protocol(e.to_string()))? {
             Some(n) => {
                 let r = f(&buf[4..n]);

@@ -573,7 +573,12 @@ db:dbd:1:respawn:dbd
     fn names(x: &Explanation) -> Vec<String> {
         x.facts
             .iter()
-            .map(|f| serde_json::to_value(f).unwrap()["fact"].as_str().unwrap().to_string())
+            .map(|f| {
+                serde_json::to_value(f).unwrap()["fact"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect()
     }
 
@@ -583,7 +588,9 @@ db:dbd:1:respawn:dbd
     #[test]
     fn why_an_entry_or_group_runs_or_not() {
         type Setup = fn(&mut Sim);
-        let rows: &[(&str, &str, bool, Setup, &[&str], &str)] = &[
+        /// (case, name, a group?, setup, facts, a sentence)
+        type Row<'a> = (&'a str, &'a str, bool, Setup, &'a [&'a str], &'a str);
+        let rows: &[Row] = &[
             (
                 "group never told",
                 "app",
@@ -786,7 +793,10 @@ db:dbd:1:respawn:dbd
     fn unknown_names_and_told_by_from_events() {
         let mut s = Sim::new(TAB);
         assert!(entry(&s.sup, "web", &[], s.now).is_none(), "web is a group");
-        assert!(group(&s.sup, "app", &[], s.now).is_none(), "app is an entry");
+        assert!(
+            group(&s.sup, "app", &[], s.now).is_none(),
+            "app is an entry"
+        );
         assert!(entry(&s.sup, "nope", &[], s.now).is_none());
         s.tell("db", "1");
         let told = Arc::new(Event::new(
@@ -802,7 +812,8 @@ db:dbd:1:respawn:dbd
         assert!(names(&x).contains(&"told_by".to_string()));
         let all = x.sentences(1_800_000_160).join("\n");
         assert!(
-            all.contains("group db was told level 1 by alice (uid 1000), ") && all.contains("(60 s ago)"),
+            all.contains("group db was told level 1 by alice (uid 1000), ")
+                && all.contains("(60 s ago)"),
             "{all}"
         );
     }

@@ -442,9 +442,11 @@ mod tests {
         });
     }
 
+    type Answer = oneshot::Sender<Result<RecordOutcome, RecordError>>;
+
     /// A record store that answers when the test says.
     struct SlowRecords {
-        answers: Arc<Mutex<Vec<oneshot::Sender<Result<RecordOutcome, RecordError>>>>>,
+        answers: Arc<Mutex<Vec<Answer>>>,
     }
 
     impl RecordBackend for SlowRecords {
@@ -547,7 +549,10 @@ mod tests {
                 slow.try_read(&mut probe),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
             ));
-            assert!(shared.locks().status(Some("x")).is_empty(), "x not served yet");
+            assert!(
+                shared.locks().status(Some("x")).is_empty(),
+                "x not served yet"
+            );
             // The store answers: both replies come, in request order.
             let tx = answers.lock().unwrap().pop().unwrap();
             let rec = crate::records::Record {

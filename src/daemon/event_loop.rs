@@ -488,9 +488,11 @@ mod tests {
     use crate::proto::Request;
     use crate::store::{DisabledNote, Persisted, StoreError, StoreOp};
 
+    type Answer = (Vec<StoreOp>, oneshot::Sender<Result<(), StoreError>>);
+
     /// A state store whose applies answer when the test says.
     struct SlowState {
-        answers: Arc<Mutex<Vec<(Vec<StoreOp>, oneshot::Sender<Result<(), StoreError>>)>>>,
+        answers: Arc<Mutex<Vec<Answer>>>,
     }
 
     impl StateStore for SlowState {
@@ -536,11 +538,10 @@ mod tests {
         let state: Arc<Mutex<dyn StateStore>> = Arc::new(Mutex::new(SlowState {
             answers: answers.clone(),
         }));
-        let records: Arc<Mutex<dyn crate::store::RecordBackend>> = Arc::new(Mutex::new(
-            crate::records::LocalRecords::new(Arc::new(Mutex::new(
-                crate::store::sqlite::StateDb::open(dir.path()).unwrap(),
-            ))),
-        ));
+        let records: Arc<Mutex<dyn crate::store::RecordBackend>> =
+            Arc::new(Mutex::new(crate::records::LocalRecords::new(Arc::new(
+                Mutex::new(crate::store::sqlite::StateDb::open(dir.path()).unwrap()),
+            ))));
         let (tx, _rx) = mpsc::channel(1);
         let shared = Arc::new(Shared::for_tests(tx, state.clone(), records));
         // An entry that never runs: telling its group changes only the goal.

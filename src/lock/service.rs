@@ -410,17 +410,22 @@ impl LockBackend for LocalLocks {
                 .map(|g| (name, g.mode, g.token, g.info.clone()))
         });
         self.current = Some((req, subject, None));
+        // A release comes before the grants it makes possible.
+        let release_at = self.changes.len();
         self.step(ev, now);
         let Some((_, subject, reply)) = self.current.take() else {
             return Pending::Ready(error(ErrorCode::Internal, "lock request lost".into()));
         };
         if let (Some((name, mode, token, holder)), Some(Reply::Ok)) = (released, &reply) {
-            self.changes.push(LockChange::Released {
-                name,
-                mode,
-                token,
-                holder,
-            });
+            self.changes.insert(
+                release_at,
+                LockChange::Released {
+                    name,
+                    mode,
+                    token,
+                    holder,
+                },
+            );
         }
         match reply {
             Some(r) => Pending::Ready(r),
@@ -659,10 +664,12 @@ mod tests {
         assert!(s.manager.status(Some("a")).is_empty());
     }
 
+    type Answer = (u64, oneshot::Sender<Result<(), StoreError>>);
+
     /// A state store whose token reservations answer when the test says.
     struct SlowTokens {
         floor: u64,
-        answers: Arc<Mutex<Vec<(u64, oneshot::Sender<Result<(), StoreError>>)>>>,
+        answers: Arc<Mutex<Vec<Answer>>>,
     }
 
     impl StateStore for SlowTokens {
@@ -743,8 +750,14 @@ mod tests {
         assert_eq!(upto, 5 + crate::lock::TOKEN_RESERVE);
         tx.send(Ok(())).unwrap();
         settle(&rt);
-        assert!(matches!(first.try_recv(), Ok(Reply::Granted { token: 6, .. })));
-        assert!(matches!(second.try_recv(), Ok(Reply::Granted { token: 7, .. })));
+        assert!(matches!(
+            first.try_recv(),
+            Ok(Reply::Granted { token: 6, .. })
+        ));
+        assert!(matches!(
+            second.try_recv(),
+            Ok(Reply::Granted { token: 7, .. })
+        ));
         // Covered now: the next grant is answered at once.
         assert!(matches!(
             call(4, acquire("d", None)),
@@ -781,11 +794,18 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let s = shared.lock().unwrap();
-        assert!(s.manager.status(None).is_empty(), "the grant was taken back");
         assert!(
-            s.changes
-                .iter()
-                .any(|c| matches!(c, LockChange::Lost { why: LostWhy::NotReserved, .. })),
+            s.manager.status(None).is_empty(),
+            "the grant was taken back"
+        );
+        assert!(
+            s.changes.iter().any(|c| matches!(
+                c,
+                LockChange::Lost {
+                    why: LostWhy::NotReserved,
+                    ..
+                }
+            )),
             "reported as lost"
         );
     }

@@ -682,13 +682,12 @@ web:cron:3:cron:job
             (
                 "a respawn entry that exits at once is throttled",
                 |s| s.exit("app", ExitStatus::Code(1)),
-                &["exited app exit code 1 after 0ms", "throttled app 1000ms rapid 1"],
+                &[
+                    "exited app exit code 1 after 0ms",
+                    "throttled app 1000ms rapid 1",
+                ],
             ),
-            (
-                "its delay passes",
-                |s| s.advance(1000),
-                &["started app"],
-            ),
+            ("its delay passes", |s| s.advance(1000), &["started app"]),
             (
                 "an operator stop: the exit is one that was asked for",
                 |s| {
@@ -722,9 +721,7 @@ web:cron:3:cron:job
         let mut s = Sim::new(TAB);
         s.tell("web", "3");
         let (_, diff) = s.sup.reread(
-            sim::cltab(
-                "web:prep:3:wait:prep\nweb:app:3:respawn:app --new\nweb:extra:3:once:x\n",
-            ),
+            sim::cltab("web:prep:3:wait:prep\nweb:app:3:respawn:app --new\nweb:extra:3:once:x\n"),
             s.now,
         );
         assert_eq!(
