@@ -95,3 +95,85 @@ pub fn shutdown(sock: &Path, child: &mut Child) {
     let _ = c.request(Request::Shutdown);
     let _ = child.wait();
 }
+
+/// The `clinit` under test: this build's, or `$CLINIT_BIN` (to compare
+/// two builds' daemons in one run).
+pub fn bin() -> String {
+    std::env::var("CLINIT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_clinit").to_string())
+}
+
+/// `n` event subscribers: `clinit events --follow --json --last 1` each,
+/// printing to /dev/null, as an operator's `clinit events -f` would.
+/// Started and following (each has printed its first event) when
+/// [`Subscribers::start`] returns; killed when dropped.
+#[allow(dead_code)] // not every bench uses it
+pub struct Subscribers(Vec<Child>);
+
+#[allow(dead_code)]
+impl Subscribers {
+    pub fn start(cltab: &Path, n: usize) -> Subscribers {
+        let subs = Subscribers(
+            (0..n)
+                .map(|_| {
+                    Command::new(bin())
+                        .arg("-c")
+                        .arg(cltab)
+                        .args(["events", "--follow", "--json", "--last", "1"])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .unwrap()
+                })
+                .collect(),
+        );
+        // Following once it has written its first event (to /dev/null):
+        // its /proc/PID/io counts the bytes.
+        let end = Instant::now() + Duration::from_secs(30);
+        for s in &subs.0 {
+            while written(s.id()) == 0 {
+                assert!(Instant::now() < end, "subscriber {} never followed", s.id());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        subs
+    }
+
+    /// How many still follow (a subscriber that fell too far behind is
+    /// dropped by the daemon and exits).
+    pub fn following(&mut self) -> usize {
+        let mut n = 0;
+        for c in &mut self.0 {
+            if c.try_wait().ok().flatten().is_none() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Bytes the subscribers have written (the events they received).
+    pub fn bytes(&self) -> u64 {
+        self.0.iter().map(|c| written(c.id())).sum()
+    }
+}
+
+impl Drop for Subscribers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `wchar` of /proc/PID/io: bytes the process has written.
+fn written(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,6 +1,9 @@
 //! Core supervisor benchmark (issue 2). Run through `bash bench/run.sh`,
 //! which also measures supervisord and prints ratios; alone:
-//! `cargo bench --bench core -- [N] [--json]`.
+//! `cargo bench --bench core -- [N] [--json]`. `-- N --start-only
+//! [--subscribers K]` measures only the tell -> all N running, with K
+//! event subscribers following (`bash bench/events.sh`). `$CLINIT_BIN`
+//! picks another build's binary.
 //!
 //! Measures, with N respawn entries of `sleep`:
 //! - bare spawn loop: std::process::Command spawning N sleeps;
@@ -19,11 +22,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_clinit");
-
 #[path = "common.rs"]
 mod common;
-use common::{connect, median, median_cli_ms, raw_rtt_us, round_trip_us};
+use common::{Subscribers, bin, connect, median, median_cli_ms, raw_rtt_us, round_trip_us};
 
 fn bare_spawn(n: usize) -> f64 {
     let t = Instant::now();
@@ -64,7 +65,7 @@ struct Run {
 }
 
 fn start_daemon(cltab: &Path) -> std::process::Child {
-    Command::new(BIN)
+    Command::new(bin())
         .arg("-c")
         .arg(cltab)
         .arg("-d")
@@ -131,15 +132,14 @@ fn tell_and_wait(c: &mut Client, group: &str, timeout_ms: u64) {
 
 fn cli_status_ms(cltab: &Path) -> f64 {
     median_cli_ms(15, || {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.arg("-c").arg(cltab).arg("status");
         c
     })
 }
 
-fn clinit_run(n: usize) -> Run {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// The cltab of `n` respawn entries in group `b` (and one in `r`), in `d`.
+fn write_cltab(d: &Path, n: usize) -> std::path::PathBuf {
     let mut tab = format!(
         ":::socket:{0}/s\n:::clstat:{0}/clstat\n:::log:{0}/log\n:::state:{0}/state\n:::stop_term_after:1\n:::stop_kill_after:1\nr:r0:1:respawn:sleep 100000\n",
         d.display()
@@ -149,6 +149,32 @@ fn clinit_run(n: usize) -> Run {
     }
     let cltab = d.join("cltab");
     std::fs::write(&cltab, tab).unwrap();
+    cltab
+}
+
+/// Tell -> all `n` entries running (s), with `subs` event subscribers
+/// following meanwhile; and how many still follow at the end.
+fn start_only(n: usize, subs: usize) -> (f64, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let cltab = write_cltab(dir.path(), n);
+    let mut daemon = start_daemon(&cltab);
+    let sock = dir.path().join("s");
+    let mut c = connect(&sock);
+    let mut followers = Subscribers::start(&cltab, subs);
+    let t = Instant::now();
+    tell_and_wait(&mut c, "b", 120_000);
+    let secs = t.elapsed().as_secs_f64();
+    let following = followers.following();
+    drop(followers);
+    c.request(Request::Shutdown).unwrap();
+    wait_exit(&mut daemon);
+    (secs, following)
+}
+
+fn clinit_run(n: usize) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cltab = write_cltab(d, n);
 
     let t = Instant::now();
     let mut daemon = start_daemon(&cltab);
@@ -221,7 +247,32 @@ fn clinit_run(n: usize) -> Run {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let json = args.iter().any(|a| a == "--json");
-    let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1000);
+    // N is the first number that is not the value of --subscribers.
+    let mut n: Option<usize> = None;
+    let mut subs = 0;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--subscribers" {
+            subs = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        } else if n.is_none() {
+            n = a.parse().ok();
+        }
+    }
+    let n = n.unwrap_or(1000);
+    if args.iter().any(|a| a == "--start-only") {
+        let (secs, following) = start_only(n, subs);
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"n": n, "subscribers": subs, "following": following, "tell_to_all_running_s": secs})
+            );
+        } else {
+            println!(
+                "tell -> all {n} running: {secs:.3} s with {subs} event subscribers ({following} still following)"
+            );
+        }
+        return;
+    }
     let bare_s = bare_spawn(n);
     let raw_us = raw_rtt_us();
     let big = clinit_run(n);

@@ -1,7 +1,9 @@
 //! Lock service benchmark (issue 4), clinit side. Run through
 //! `bash bench/locks.sh`, which also runs `bench/lock_peers.py` (flock and
 //! etcd) and prints the ratios; alone: `cargo bench --bench locks [-- --json]`,
-//! or only the one-client figure for SECS seconds: `-- --one SECS`.
+//! or only the one-client figure for SECS seconds: `-- --one SECS`, with
+//! `--subscribers N` event subscribers following meanwhile (`--json`
+//! prints it as one object).
 //!
 //! Against a `clinit lockd` in a temp dir, with the library client (one
 //! connection per client thread, as a long-lived holder would have):
@@ -20,15 +22,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-/// The `clinit` under test: this build's, or `$CLINIT_BIN` (to compare
-/// two builds' daemons in one run).
-fn bin() -> String {
-    std::env::var("CLINIT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_clinit").to_string())
-}
-
 #[path = "common.rs"]
 mod common;
-use common::{connect, median, median_cli_ms, raw_rtt_us, round_trip_us, shutdown};
+use common::{
+    Subscribers, bin, connect, median, median_cli_ms, raw_rtt_us, round_trip_us, shutdown,
+};
 
 fn acquire(c: &mut Client, name: &str) -> u64 {
     match c
@@ -189,7 +187,7 @@ fn process_cost(pid: u32) -> (u64, u64) {
 /// One client, acquire+release on this thread for `secs`, and per request
 /// (an acquire or a release): CPU time and voluntary context switches of
 /// the client thread and of the daemon.
-fn one_profiled(sock: &Path, secs: f64, daemon: u32) {
+fn one_profiled(sock: &Path, secs: f64, daemon: u32, quiet: bool) -> f64 {
     let mut c = connect(sock);
     let me = Path::new("/proc/thread-self");
     let (c0, d0) = (task_cost(me), process_cost(daemon));
@@ -204,6 +202,9 @@ fn one_profiled(sock: &Path, secs: f64, daemon: u32) {
     let wall = t0.elapsed().as_secs_f64();
     let (c1, d1) = (task_cost(me), process_cost(daemon));
     let reqs = (2 * n) as f64;
+    if quiet {
+        return n as f64 / wall;
+    }
     println!(
         "1 client {:.0} lock+unlock/s ({:.1} us per request); per request: client {:.2} us CPU, {:.2} sleeps; daemon {:.2} us CPU, {:.2} sleeps",
         n as f64 / wall,
@@ -213,6 +214,7 @@ fn one_profiled(sock: &Path, secs: f64, daemon: u32) {
         (d1.0 - d0.0) as f64 / 1e3 / reqs,
         (d1.1 - d0.1) as f64 / reqs,
     );
+    n as f64 / wall
 }
 
 /// A holder's connection closes while a waiter blocks: time from the close
@@ -285,8 +287,29 @@ fn main() {
     {
         // Only the one-client figure, for SECS seconds, with what each side
         // spent per request (for profiling).
-        println!("raw UNIX-socket round trip {:.1} us", raw_rtt_us());
-        one_profiled(&sock, secs, lockd.id());
+        let subs: usize = std::env::args()
+            .skip_while(|a| a != "--subscribers")
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut followers = Subscribers::start(&cltab, subs);
+        if !json {
+            println!("raw UNIX-socket round trip {:.1} us", raw_rtt_us());
+        }
+        let ops_s = one_profiled(&sock, secs, lockd.id(), json);
+        let following = followers.following();
+        let bytes = followers.bytes();
+        drop(followers);
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"one_ops_s": ops_s, "subscribers": subs, "following": following, "subscriber_bytes": bytes})
+            );
+        } else if subs > 0 {
+            println!(
+                "{following} of {subs} event subscribers still following; they wrote {bytes} bytes"
+            );
+        }
         shutdown(&sock, &mut lockd);
         return;
     }

@@ -62,7 +62,8 @@ impl Client {
             }
         }
         let mut c = Client {
-            reader: std::io::BufReader::new(stream),
+            // Large enough for a batch of streamed events in one read.
+            reader: std::io::BufReader::with_capacity(1 << 16, stream),
             path: path.to_path_buf(),
             next_id: 1,
             timeout: Duration::ZERO,

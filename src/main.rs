@@ -681,6 +681,13 @@ impl Out {
         writeln!(self.0, "{text}").map_err(|_| ExitCode::SUCCESS)
     }
 
+    /// One line of bytes as they came.
+    fn bytes(&mut self, line: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.0.write_all(line)?;
+        self.0.write_all(b"\n")
+    }
+
     fn flush(&mut self) -> Result<(), ExitCode> {
         use std::io::Write;
         self.0.flush().map_err(|_| ExitCode::SUCCESS)
@@ -709,6 +716,14 @@ fn event_json(body: &[u8]) -> Option<&[u8]> {
         .strip_suffix(b"}")
 }
 
+/// The `seq` of an event object that starts `{"seq":N,` (as the daemon
+/// writes them).
+fn seq_of(event: &[u8]) -> Option<u64> {
+    let rest = event.strip_prefix(b"{\"seq\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
 /// `clinit events`: print the stream until its end (or forever).
 fn events(
     p: &Paths,
@@ -725,6 +740,8 @@ fn events(
         // No reply timeout while following: events come when they come.
         c.set_timeout(std::time::Duration::from_secs(100 * 365 * 86_400));
     }
+    // Events are not replies to wait for: never busy-wait for them.
+    c.set_spin(std::time::Duration::ZERO);
     c.send(Request::Events {
         since,
         last,
@@ -732,7 +749,10 @@ fn events(
         follow,
     })
     .map_err(fail_client)?;
-    let mut out = Out(std::io::BufWriter::new(std::io::stdout()));
+    let mut out = Out(std::io::BufWriter::with_capacity(
+        1 << 16,
+        std::io::stdout(),
+    ));
     let mut seen: Option<u64> = since;
     loop {
         if !c.has_frame() {
@@ -740,30 +760,28 @@ fn events(
         }
         // The common frame (an event, as JSON) passes through undecoded.
         enum Frame {
-            Line(String),
+            Passed(Option<u64>),
             Reply(Reply),
             Bad(String),
         }
         let frame = c.recv_raw(|body| match (json, event_json(body)) {
-            (true, Some(ev)) => Frame::Line(String::from_utf8_lossy(ev).into_owned()),
+            (true, Some(ev)) => match out.bytes(ev) {
+                Ok(()) => Frame::Passed(seq_of(ev)),
+                Err(_) => Frame::Bad(String::new()),
+            },
             _ => match serde_json::from_slice::<ResponseFrame>(body) {
                 Ok(f) => Frame::Reply(f.reply),
                 Err(e) => Frame::Bad(e.to_string()),
             },
         });
         let reply = match frame {
-            Ok(Frame::Line(line)) => {
-                if let Some(seq) = line
-                    .strip_prefix("{\"seq\":")
-                    .and_then(|r| r.split(',').next())
-                    .and_then(|n| n.parse().ok())
-                {
-                    seen = Some(seq);
-                }
-                out.line(&line)?;
+            Ok(Frame::Passed(seq)) => {
+                seen = seq.or(seen);
                 continue;
             }
             Ok(Frame::Reply(r)) => r,
+            // Stdout closed (`| head`).
+            Ok(Frame::Bad(e)) if e.is_empty() => return Err(ExitCode::SUCCESS),
             Ok(Frame::Bad(e)) => return Err(fail(format!("bad frame from the daemon: {e}"), 7)),
             Err(e) => {
                 out.flush()?;

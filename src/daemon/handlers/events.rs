@@ -17,25 +17,42 @@
 use crate::daemon::conn::{Conn, Shared, error};
 use crate::daemon::listen::Stream;
 use crate::daemon::route::EventsQuery;
-use crate::events::{Batch, Event};
+use crate::events::Event;
 use crate::proto::{ErrorCode, Reply};
 use std::time::{Duration, Instant};
 
 /// A subscriber whose connection takes no bytes for this long is dropped.
 pub const WRITE_LIMIT: Duration = Duration::from_secs(10);
-/// After a write, the next one waits this long for more events to gather.
-pub const GATHER: Duration = Duration::from_millis(2);
+/// After a write, the next one waits up to this long for more events to
+/// gather (see [`gather_for`]).
+pub const GATHER: Duration = Duration::from_millis(50);
 /// Events per write at most.
-const BATCH: usize = 512;
+const BATCH: usize = 4096;
+
+/// How long a subscriber lets events gather before its next write, having
+/// just written `sent` events that came over `over`: [`GATHER`], or less
+/// when events come so fast that a quarter of the ring (`keep` events)
+/// would pass meanwhile, so that waiting never makes a subscriber lag.
+pub fn gather_for(sent: usize, over: Duration, keep: usize) -> Duration {
+    if sent == 0 {
+        return GATHER;
+    }
+    let fill = over.mul_f64((keep / 4).max(1) as f64 / sent as f64);
+    fill.min(GATHER)
+}
 
 /// Append one event frame (`{"id":N,"kind":"event","event":{...}}`, as
 /// [`crate::proto::encode`] would write it) to `out`, with the event's JSON
 /// made once for every subscriber.
 pub fn frame_event(out: &mut Vec<u8>, id: u64, e: &Event) {
+    if id == crate::events::FRAME_ID {
+        out.extend_from_slice(e.frame());
+        return;
+    }
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(b"{\"id\":");
-    out.extend_from_slice(id.to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
     out.extend_from_slice(b",\"kind\":\"event\",\"event\":");
     out.extend_from_slice(e.json().as_bytes());
     out.push(b'}');
@@ -86,11 +103,17 @@ pub(crate) async fn stream<S: Stream>(
     let keep = |e: &Event| group.as_deref().is_none_or(|g| e.kind.group() == Some(g));
     let mut first_read = true;
     let mut last_write: Option<Instant> = None;
+    let mut wait = GATHER;
     let mut buf = Vec::new();
     loop {
-        let batch = shared.events.lock().after(cursor, BATCH, keep);
-        match batch {
-            Batch::Gap { first } if first_read => {
+        // The frames are made under the lock, without cloning the events.
+        buf.clear();
+        let scanned = shared
+            .events
+            .lock()
+            .scan(cursor, BATCH, keep, |e| frame_event(&mut buf, id, e));
+        match scanned {
+            Err(first) if first_read => {
                 let gap = Reply::Gap {
                     since: cursor,
                     first,
@@ -101,7 +124,7 @@ pub(crate) async fn stream<S: Stream>(
                 cursor = first - 1;
                 continue;
             }
-            Batch::Gap { first } => {
+            Err(first) => {
                 let keep = shared.events.lock().last() + 1 - first;
                 tracing::warn!(
                     "events subscriber dropped: it fell more than {keep} events behind (at {cursor})"
@@ -115,13 +138,10 @@ pub(crate) async fn stream<S: Stream>(
                 let _ = tokio::time::timeout(WRITE_LIMIT, c.reply(id, e)).await;
                 return false;
             }
-            Batch::Events { events, to } => {
+            Ok(to) => {
                 first_read = false;
-                if !events.is_empty() {
-                    buf.clear();
-                    for e in &events {
-                        frame_event(&mut buf, id, e);
-                    }
+                if !buf.is_empty() {
+                    let sent = (to - cursor) as usize;
                     match tokio::time::timeout(WRITE_LIMIT, c.write(&buf)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return false,
@@ -133,7 +153,10 @@ pub(crate) async fn stream<S: Stream>(
                             return false;
                         }
                     }
-                    last_write = Some(Instant::now());
+                    let now = Instant::now();
+                    let over = last_write.map_or(GATHER, |t| now - t);
+                    wait = gather_for(sent, over, shared.events.lock().keep());
+                    last_write = Some(now);
                 }
                 cursor = to;
                 if to < shared.events.lock().last() {
@@ -151,9 +174,9 @@ pub(crate) async fn stream<S: Stream>(
         }
         // Events coming fast: let more gather before the next write.
         if let Some(t) = last_write
-            && t.elapsed() < GATHER
+            && t.elapsed() < wait
         {
-            tokio::time::sleep_until((t + GATHER).into()).await;
+            tokio::time::sleep_until((t + wait).into()).await;
         }
     }
 }
@@ -165,7 +188,37 @@ mod tests {
     use crate::proto::{ResponseFrame, encode};
 
     #[test]
+    fn gathering_never_lets_a_quarter_of_the_ring_pass() {
+        let ms = Duration::from_millis;
+        // (events sent, over, events_keep, wait)
+        let table = [
+            (0, ms(50), 10_000, GATHER),
+            (10, ms(50), 10_000, GATHER),
+            // 2,500 events (a quarter) came in 50 ms: wait 50 ms at most.
+            (2_500, ms(50), 10_000, ms(50)),
+            // 5,000 in 50 ms: a quarter comes in 25 ms.
+            (5_000, ms(50), 10_000, ms(25)),
+            (1_000, ms(10), 100, Duration::from_micros(250)),
+            (100, ms(100), 100, ms(25)),
+            (1, ms(1), 1, ms(1)),
+        ];
+        for (sent, over, keep, want) in table {
+            assert_eq!(
+                gather_for(sent, over, keep),
+                want,
+                "{sent} events over {over:?}, keep {keep}"
+            );
+        }
+    }
+
+    #[test]
     fn an_event_frame_is_what_the_encoder_writes() {
+        for id in [crate::events::FRAME_ID, 42] {
+            frame_matches_the_encoder(id);
+        }
+    }
+
+    fn frame_matches_the_encoder(id: u64) {
         let e = Event::new(
             3,
             1.25,
@@ -176,9 +229,9 @@ mod tests {
             },
         );
         let mut out = Vec::new();
-        frame_event(&mut out, 42, &e);
+        frame_event(&mut out, id, &e);
         let want = encode(&ResponseFrame {
-            id: 42,
+            id,
             reply: Reply::Event {
                 event: Box::new(e.clone()),
             },
