@@ -430,7 +430,7 @@ fn lock_line(what: &str, f: &LockFacts) -> String {
         who.push(format!("uid {uid}"));
     }
     if !f.holder.what.is_empty() {
-        who.push(f.holder.what.clone());
+        who.push(f.holder.what.to_string());
     }
     format!(
         "lock {} {what} ({}, token {}{}{})",
@@ -600,7 +600,11 @@ impl EventLog {
             self.ring.pop_front();
         }
         self.ring.push_back(Arc::new(Event::new(seq, time, kind)));
-        self.tx.send_replace(seq);
+        // Subscribers subscribe under this log's lock, so none misses a
+        // push this skips.
+        if self.tx.receiver_count() > 0 {
+            self.tx.send_replace(seq);
+        }
         seq
     }
 

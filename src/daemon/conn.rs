@@ -40,7 +40,7 @@ pub(crate) struct Shared {
     pub events: Events,
     pub policy: Policy,
     /// This machine's name, for lock holders.
-    pub host: String,
+    pub host: std::sync::Arc<str>,
     /// Whether start-up restore is over (until then requests wait).
     pub restored: watch::Sender<bool>,
     /// The daemon is exiting: subscriptions end.

@@ -229,7 +229,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         records: Arc::new(Mutex::new(LocalRecords::new(db))),
         events,
         policy,
-        host: crate::config::hostname(),
+        host: crate::config::hostname().into(),
         restored: watch::Sender::new(false),
         closing: watch::Sender::new(false),
         deadline_changed,

@@ -79,13 +79,14 @@ impl LockMode {
     }
 }
 
-/// Who a holder is, for listings and warnings.
+/// Who a holder is, for listings and warnings. The strings are shared:
+/// every grant and every lock event carries a copy of its holder's.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HolderInfo {
     pub pid: Option<i32>,
     pub uid: Option<u32>,
-    pub host: String,
-    pub what: String,
+    pub host: std::sync::Arc<str>,
+    pub what: std::sync::Arc<str>,
 }
 
 /// One granted lock.

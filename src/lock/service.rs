@@ -532,7 +532,7 @@ mod tests {
             pid: Some(1),
             uid: Some(0),
             host: "host".into(),
-            what: String::new(),
+            what: "".into(),
         };
         match s.call(conn, req, who) {
             Pending::Ready(r) => Ok(r),

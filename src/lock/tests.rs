@@ -63,7 +63,7 @@ impl Sim {
                 pid: Some(holder as i32),
                 uid: Some(0),
                 host: "h".into(),
-                what: format!("client {holder}"),
+                what: format!("client {holder}").into(),
             },
         };
         match e {
@@ -1032,7 +1032,7 @@ fn status_listing() {
             .collect::<Vec<_>>(),
         [(3, 4, X, 1_000_000), (4, 1, S, 1_000_002)]
     );
-    assert_eq!(b.holders[0].info.what, "client 5");
+    assert_eq!(&*b.holders[0].info.what, "client 5");
     assert_eq!(b.holders[0].info.pid, Some(5));
     assert!(sim.m.status(Some("c")).is_empty());
 
