@@ -293,8 +293,9 @@ impl Fact {
                 of_level,
                 running,
             } => format!(
-                "group {name} has {total} {}; {of_level} of them run at its level, {running} {} now.",
+                "group {name} has {total} {}; {of_level} of them {} enabled at its level, {running} {} now.",
                 if *total == 1 { "entry" } else { "entries" },
+                if *of_level == 1 { "is" } else { "are" },
                 if *running == 1 { "runs" } else { "run" }
             ),
             Fact::TestFailed { tag, status } => {
@@ -358,7 +359,7 @@ pub fn entry(sup: &Supervisor, tag: &str, events: &[Arc<Event>], now: Now) -> Op
     let mut facts = Vec::new();
     let spec = &slot.spec;
     let levels = spec.levels.as_str().to_string();
-    let wall = |t: std::time::Instant| now.wall_of(t).round() as i64;
+    let wall = |t: std::time::Instant| now.wall_of(t).floor() as i64;
     // What its process does.
     match &slot.proc {
         Proc::Running { pid, since } => facts.push(Fact::Running {
@@ -493,7 +494,7 @@ pub fn group(sup: &Supervisor, name: &str, events: &[Arc<Event>], now: Now) -> O
     }];
     if let Some((level, by, at)) = events.iter().find_map(|e| match &e.kind {
         EventKind::Told { group, level, by } if group == name => {
-            Some((level.clone(), by.clone(), e.time.round() as i64))
+            Some((level.clone(), by.clone(), e.time.floor() as i64))
         }
         _ => None,
     }) {
@@ -740,7 +741,7 @@ db:dbd:1:respawn:dbd
                     s.exit("prep", ExitStatus::Code(0));
                 },
                 &["group_level", "entries"],
-                "group web has 5 entries; 4 of them run at its level, 3 run now.",
+                "group web has 5 entries; 4 of them are enabled at its level, 3 run now.",
             ),
             (
                 "group waiting for its wait entry",

@@ -813,6 +813,11 @@ fn events(
             Reply::Gap { since, first } => {
                 let line = if json {
                     serde_json::json!({"kind": "gap", "since": since, "first": first}).to_string()
+                } else if since >= first {
+                    format!(
+                        "--- gap: there is no event {} in this run of the daemon (numbers start at 1 in each run; --since {since} comes from an earlier run); continuing at {first}",
+                        since + 1
+                    )
                 } else {
                     format!(
                         "--- gap: events {}..{} are no longer kept by the daemon (see events_keep); continuing at {first}",

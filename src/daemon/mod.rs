@@ -1,12 +1,12 @@
 //! The daemon: start-up, then one event loop.
 //!
 //! A request's path: a [`listen::Listener`] accepts a connection; its task
-//! ([`conn`]) reads frames, exchanges hellos, and for each request asks the
-//! router ([`route`]) which handler serves it and which right it needs,
+//! (`conn`) reads frames, exchanges hellos, and for each request asks the
+//! router (`route`) which handler serves it and which right it needs,
 //! checks the right against the [`policy::Policy`], and has the handler
 //! serve it — in the connection task (locks, records, events) or in the
-//! [`event_loop`] (everything that needs the supervisor). Handlers live in
-//! [`handlers`], one file per family; the backends they call sit behind the
+//! `event_loop` (everything that needs the supervisor). Handlers live in
+//! `handlers`, one file per family; the backends they call sit behind the
 //! traits of [`crate::store`].
 
 pub(crate) mod conn;

@@ -188,7 +188,7 @@ pub enum ControlAction {
 }
 
 /// A request on the wire: `{"id": N, "op": ..., the request's fields}`.
-/// Deserialized by [`framed`], not by a derived `flatten`.
+/// Deserialized by `framed`, not by a derived `flatten`.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct RequestFrame {
     pub id: u64,
@@ -377,7 +377,7 @@ pub enum Reply {
 }
 
 /// A reply on the wire: `{"id": N, "kind": ..., the reply's fields}`.
-/// Deserialized by [`framed`], not by a derived `flatten`.
+/// Deserialized by `framed`, not by a derived `flatten`.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ResponseFrame {
     pub id: u64,

@@ -1,9 +1,9 @@
 //! Transports: a [`Listener`] accepts connections, each an [`Incoming`]
 //! that its own task turns into a byte [`Stream`] and the [`Peer`] at the
-//! other end. The connection layer ([`super::conn`]) serves any stream
+//! other end. The connection layer (`super::conn`) serves any stream
 //! the same way; [`unix`] is the first transport. A new one (TCP with TLS)
 //! is a module here implementing these three traits, plus the start-up
-//! code that binds it and hands it to [`accept_loop`].
+//! code that binds it and hands it to `accept_loop`.
 
 pub mod unix;
 
