@@ -19,6 +19,7 @@ use crate::proto::{ErrorCode, Reply};
 use crate::store::{Pending, StateStore, StatusFile};
 use crate::supervisor::executor::{EntryEvent, Executor};
 use crate::supervisor::machine::{Action, GroupState, ProcEvent};
+use crate::supervisor::spawn::Gated;
 use crate::supervisor::{Change, Now, Supervisor};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -400,6 +401,10 @@ impl Daemon {
     fn persist(&mut self) {
         let mut ops = self.sup.take_ops();
         ops.extend(self.exec.take_ops());
+        // Children forked this turn run their commands only once their
+        // records are durable: after a crash before that, the next daemon
+        // could not find them (see `supervisor::spawn`).
+        let gates = self.exec.take_gates();
         let done = if ops.is_empty() {
             None
         } else {
@@ -418,19 +423,29 @@ impl Daemon {
         }
         let replies = std::mem::take(&mut self.replies);
         match done {
-            None | Some(Pending::Ready(Ok(()))) => send(replies),
-            Some(Pending::Ready(Err(e))) => {
-                tracing::error!("{e}");
+            None | Some(Pending::Ready(Ok(()))) => {
+                release(gates, None);
                 send(replies);
             }
-            // The store answers later: the replies go out then, and the
-            // loop goes on meanwhile.
+            Some(Pending::Ready(Err(e))) => {
+                tracing::error!("{e}");
+                release(gates, Some(&e.to_string()));
+                send(replies);
+            }
+            // The store answers later: the children start and the replies
+            // go out then, and the loop goes on meanwhile.
             Some(Pending::Later(rx)) => {
                 tokio::spawn(async move {
                     match rx.await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::error!("{e}"),
-                        Err(_) => tracing::error!("the state store stopped before it answered"),
+                        Ok(Ok(())) => release(gates, None),
+                        Ok(Err(e)) => {
+                            tracing::error!("{e}");
+                            release(gates, Some(&e.to_string()));
+                        }
+                        Err(_) => {
+                            tracing::error!("the state store stopped before it answered");
+                            release(gates, Some("the state store stopped"));
+                        }
                     }
                     send(replies);
                 });
@@ -472,6 +487,20 @@ impl Daemon {
         let actions = self.sup.halt(Now::real());
         self.actions.extend(actions);
     }
+}
+
+/// Let gated children run their commands. When their records could not be
+/// written (`failed`), they run all the same: a service that does not start
+/// because the state disk is full is worse than the duplicate a crash in
+/// that state could cause; the log says so.
+fn release(gates: Vec<Gated>, failed: Option<&str>) {
+    if let (Some(why), false) = (failed, gates.is_empty()) {
+        tracing::error!(
+            "{} children start without a record of their pids ({why}): if the daemon dies now, the next one cannot stop them",
+            gates.len()
+        );
+    }
+    crate::supervisor::spawn::release(gates);
 }
 
 fn send(replies: Vec<(oneshot::Sender<Reply>, Reply)>) {

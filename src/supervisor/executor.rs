@@ -8,13 +8,15 @@
 use super::machine::{Action, ExitStatus, LogLevel, Notice, Pid, ProcEvent, Timer};
 use crate::cltab::NotifierFormat;
 use crate::store::{ChildRecord, StoreOp};
-use crate::supervisor::leftovers;
+use crate::supervisor::{leftovers, spawn};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid as NixPid;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -41,6 +43,8 @@ pub struct Executor {
     host: String,
     /// Child records for the store since the last [`Executor::take_ops`].
     ops: Vec<StoreOp>,
+    /// Children forked since the last [`Executor::take_gates`].
+    gates: Vec<spawn::Gated>,
 }
 
 impl Executor {
@@ -57,6 +61,7 @@ impl Executor {
             boot_id: leftovers::boot_id(),
             host: crate::config::hostname(),
             ops: Vec::new(),
+            gates: Vec::new(),
         }
     }
 
@@ -84,8 +89,31 @@ impl Executor {
         }
     }
 
-    /// Spawn `cmd` in its own process group, its output and errors going
-    /// to the entry's log.
+    /// Fork an entry's child, gated (see [`spawn`]): in its own process
+    /// group, its output and errors going to the entry's log, `CLINIT_GROUP`,
+    /// `CLINIT_TAG` and `CLINIT_LEVEL` in its environment.
+    fn spawn_entry(
+        &self,
+        group: &str,
+        tag: &str,
+        command: &str,
+        level: &str,
+    ) -> std::io::Result<spawn::Gated> {
+        let (path, argv) = command_for(command);
+        let vars = [
+            ("CLINIT_GROUP", OsStr::new(group)),
+            ("CLINIT_TAG", OsStr::new(tag)),
+            ("CLINIT_LEVEL", OsStr::new(level)),
+        ];
+        let exec = spawn::Exec::new(path.as_os_str(), argv.iter().map(OsStr::new), &vars)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let out: OwnedFd = self.output(group, tag)?.into();
+        let err = out.try_clone()?;
+        spawn::spawn_gated(&exec, &out, &err)
+    }
+
+    /// Spawn a notifier's `cmd` in its own process group, its output and
+    /// errors going to the entry's log.
     fn spawn_logged(
         &self,
         group: &str,
@@ -97,22 +125,22 @@ impl Executor {
         cmd.stdout(out).stderr(err).process_group(0).spawn()
     }
 
+    /// The children forked since the last call, each waiting at its gate.
+    /// The caller releases them once the child records of
+    /// [`Executor::take_ops`] are durable.
+    pub fn take_gates(&mut self) -> Vec<spawn::Gated> {
+        std::mem::take(&mut self.gates)
+    }
+
     /// Perform one action; a spawn reports its result at once.
     pub fn perform(&mut self, action: Action) -> Option<EntryEvent> {
         match action {
             Action::Spawn { spec, level } => {
                 let (g, t) = (spec.group.clone(), spec.tag.clone());
-                let mut cmd = command_for(&spec.command);
-                cmd.env("CLINIT_GROUP", &g)
-                    .env("CLINIT_TAG", &t)
-                    .env("CLINIT_LEVEL", &level)
-                    .stdin(Stdio::null());
-                let result = self.spawn_logged(&g, &t, &mut cmd);
+                let result = self.spawn_entry(&g, &t, &spec.command, &level);
                 match result {
-                    Ok(child) => {
-                        let pid = child.id() as Pid;
-                        // The child is reaped by waitpid(-1) in `reap`.
-                        drop(child);
+                    Ok(gated) => {
+                        let pid = gated.pid;
                         tracing::debug!("{g}:{t} started, pid {pid}");
                         if let Some(start_ticks) = leftovers::start_ticks(pid) {
                             self.ops.push(StoreOp::AddChild(ChildRecord {
@@ -124,6 +152,9 @@ impl Executor {
                                 tag: t.clone(),
                             }));
                         }
+                        // The child runs its command once this turn's
+                        // records are durable (see `take_gates`).
+                        self.gates.push(gated);
                         self.children.insert(pid, (g.clone(), t.clone()));
                         Some((g, t, ProcEvent::Spawned { pid }))
                     }
@@ -329,33 +360,43 @@ pub fn direct_words(command: &str) -> Option<Vec<&str>> {
     }
 }
 
-fn command_for(command: &str) -> Command {
+/// The program to exec and its `argv` for a command line: its words when
+/// it needs no shell and its program is found, `/bin/sh -c COMMAND`
+/// otherwise.
+fn command_for(command: &str) -> (PathBuf, Vec<String>) {
     match direct_words(command) {
         // A program that cannot be found runs through the shell instead, so
         // the log gets the shell's "not found" and the exit status is 127.
-        Some(words) if program_exists(words[0]) => {
-            let mut c = Command::new(words[0]);
-            c.args(&words[1..]);
-            c
-        }
-        _ => {
-            let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg(command);
-            c
-        }
+        Some(words) => match find_program(words[0]) {
+            Some(path) => (path, words.iter().map(|w| w.to_string()).collect()),
+            None => shell(command),
+        },
+        None => shell(command),
     }
 }
 
-fn program_exists(name: &str) -> bool {
+fn shell(command: &str) -> (PathBuf, Vec<String>) {
+    (
+        PathBuf::from("/bin/sh"),
+        vec!["/bin/sh".into(), "-c".into(), command.into()],
+    )
+}
+
+/// Where `name` is run from: itself when it holds a `/`, else the first
+/// executable file of that name in `PATH`.
+fn find_program(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let is_exec = |p: &std::path::Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if name.contains('/') {
-        return is_exec(std::path::Path::new(name));
+        let p = PathBuf::from(name);
+        return is_exec(&p).then_some(p);
     }
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| is_exec(&dir.join(name))))
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_exec(p))
 }
 
 /// Stop descendants of an entry that left its process group (a daemonizing

@@ -13,6 +13,7 @@ pub mod leftovers;
 pub mod machine;
 #[cfg(test)]
 pub mod sim;
+pub mod spawn;
 
 use crate::cltab::Cltab;
 use crate::store::StoreOp;

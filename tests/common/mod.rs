@@ -49,7 +49,15 @@ impl Daemon {
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            // A file, not a pipe nobody reads: a daemon that logs much
+            // to its stderr must not block on a full pipe.
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("daemon.stderr"))
+                    .unwrap(),
+            )
             .spawn()
             .unwrap();
         self.child = Some(child);
