@@ -45,6 +45,8 @@ pub struct Executor {
     ops: Vec<StoreOp>,
     /// Children forked since the last [`Executor::take_gates`].
     gates: Vec<spawn::Gated>,
+    /// The daemon's environment, for every child.
+    env: std::sync::Arc<[std::ffi::CString]>,
 }
 
 impl Executor {
@@ -62,6 +64,7 @@ impl Executor {
             host: crate::config::hostname(),
             ops: Vec::new(),
             gates: Vec::new(),
+            env: spawn::environment(),
         }
     }
 
@@ -105,11 +108,16 @@ impl Executor {
             ("CLINIT_TAG", OsStr::new(tag)),
             ("CLINIT_LEVEL", OsStr::new(level)),
         ];
-        let exec = spawn::Exec::new(path.as_os_str(), argv.iter().map(OsStr::new), &vars)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let exec = spawn::Exec::new(
+            path.as_os_str(),
+            argv.iter().map(OsStr::new),
+            &self.env,
+            &vars,
+        )
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let out: OwnedFd = self.output(group, tag)?.into();
         let err = out.try_clone()?;
-        spawn::spawn_gated(&exec, &out, &err)
+        spawn::spawn_gated(exec, &out, &err)
     }
 
     /// Spawn a notifier's `cmd` in its own process group, its output and
