@@ -3,7 +3,10 @@
 //! `cargo bench --bench core -- [N] [--json]`. `-- N --start-only
 //! [--subscribers K]` measures only the tell -> all N running, with K
 //! event subscribers following (`bash bench/events.sh`). `$CLINIT_BIN`
-//! picks another build's binary.
+//! picks another build's binary. `-- N --restart-all [--unrelated M]`
+//! measures `restart --all` of N entries with M unrelated processes on the
+//! host (default 2,000): time until all N run again, the daemon's CPU
+//! time meanwhile, and the latency of pings sent throughout (issue 16).
 //!
 //! Measures, with N respawn entries of `sleep`:
 //! - bare spawn loop: std::process::Command spawning N sleeps;
@@ -112,6 +115,106 @@ fn time_restore(cltab: &Path, sock: &Path, n: usize) -> (f64, std::process::Chil
         .count();
     assert_eq!(running, n, "all entries running again");
     (secs, daemon, c)
+}
+
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn entry_pids(c: &mut Client) -> Vec<Option<i32>> {
+    let Reply::Status { groups } = c
+        .request(Request::Status {
+            group: Some("b".into()),
+            brief: false,
+        })
+        .unwrap()
+    else {
+        panic!("no status")
+    };
+    groups[0]
+        .entries
+        .iter()
+        .map(|e| (e.state == "running").then_some(e.pid).flatten())
+        .collect()
+}
+
+/// `restart --all` of `n` entries with `unrelated` other processes alive.
+fn restart_all(n: usize, unrelated: usize) -> serde_json::Value {
+    let mut others: Vec<_> = (0..unrelated)
+        .map(|_| {
+            Command::new("sleep")
+                .arg("600")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn sleep")
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let cltab = write_cltab(dir.path(), n);
+    let mut daemon = start_daemon(&cltab);
+    let sock = dir.path().join("s");
+    let mut c = connect(&sock);
+    tell_and_wait(&mut c, "b", 120_000);
+    let old = entry_pids(&mut c);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinger = {
+        let stop = stop.clone();
+        let mut p = connect(&sock);
+        std::thread::spawn(move || {
+            let mut lat = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                p.request(Request::Ping).unwrap();
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            lat
+        })
+    };
+    let cpu0 = cpu_s(daemon.id());
+    let t = Instant::now();
+    c.request(Request::RestartGroup { group: None }).unwrap();
+    loop {
+        let now = entry_pids(&mut c);
+        if now.iter().zip(&old).all(|(p, o)| p.is_some() && p != o) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "restart --all never finished"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_s(daemon.id()) - cpu0;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut lat = pinger.join().unwrap();
+    lat.sort_by(f64::total_cmp);
+    let pct = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+    c.request(Request::Shutdown).unwrap();
+    wait_exit(&mut daemon);
+    for o in &mut others {
+        let _ = o.kill();
+        let _ = o.wait();
+    }
+    serde_json::json!({
+        "n": n,
+        "unrelated": unrelated,
+        "restart_all_s": secs,
+        "daemon_cpu_s": cpu,
+        "ping_ms_p50": pct(0.5),
+        "ping_ms_p99": pct(0.99),
+        "ping_ms_max": pct(1.0),
+        "pings": lat.len(),
+    })
 }
 
 /// Tell `group` level 1 and block until it has settled there.
@@ -247,18 +350,43 @@ fn clinit_run(n: usize) -> Run {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let json = args.iter().any(|a| a == "--json");
-    // N is the first number that is not the value of --subscribers.
+    // N is the first number that is not the value of an option.
     let mut n: Option<usize> = None;
     let mut subs = 0;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--subscribers" {
             subs = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        } else if a == "--unrelated" {
+            it.next();
         } else if n.is_none() {
             n = a.parse().ok();
         }
     }
     let n = n.unwrap_or(1000);
+    if args.iter().any(|a| a == "--restart-all") {
+        let unrelated = args
+            .iter()
+            .position(|a| a == "--unrelated")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2000);
+        let r = restart_all(n, unrelated);
+        if json {
+            println!("{r}");
+        } else {
+            println!(
+                "restart --all of {n} entries, {unrelated} unrelated processes: all running again in {:.3} s; daemon CPU {:.3} s; ping p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} pings)",
+                r["restart_all_s"].as_f64().unwrap(),
+                r["daemon_cpu_s"].as_f64().unwrap(),
+                r["ping_ms_p50"].as_f64().unwrap(),
+                r["ping_ms_p99"].as_f64().unwrap(),
+                r["ping_ms_max"].as_f64().unwrap(),
+                r["pings"]
+            );
+        }
+        return;
+    }
     if args.iter().any(|a| a == "--start-only") {
         let (secs, following) = start_only(n, subs);
         if json {

@@ -46,6 +46,7 @@ pub mod events;
 pub mod explain;
 pub mod lock;
 pub mod lockcmd;
+pub mod logsafe;
 pub mod proto;
 pub mod records;
 pub mod schedule;

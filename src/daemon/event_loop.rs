@@ -17,6 +17,7 @@ use crate::config::Paths;
 use crate::events::EventKind;
 use crate::proto::{ErrorCode, Reply};
 use crate::store::{Pending, StateStore, StatusFile};
+use crate::supervisor::executor::{Adopted, Sweep, scan_adopted};
 use crate::supervisor::executor::{EntryEvent, Executor};
 use crate::supervisor::machine::{Action, GroupState, ProcEvent};
 use crate::supervisor::spawn::Gated;
@@ -191,10 +192,20 @@ impl Daemon {
         let mut idle_since: Option<Instant> = None;
         let deadline_changed = self.shared.deadline_changed.clone();
 
+        // The one sweep for adopted leftovers in flight (a /proc scan, off
+        // the loop), with the sweeps it answers.
+        let mut sweeping: Option<(Vec<Sweep>, tokio::task::JoinHandle<Vec<Adopted>>)> = None;
+
         loop {
             self.drain(&mut events);
             self.fan_out();
             self.persist();
+            if sweeping.is_none() {
+                let sweeps = self.exec.take_sweeps();
+                if !sweeps.is_empty() {
+                    sweeping = Some((sweeps, tokio::task::spawn_blocking(scan_adopted)));
+                }
+            }
             if !restored {
                 restoring.retain(|g| {
                     !self
@@ -221,6 +232,7 @@ impl Daemon {
             if self.halting
                 && self.sup.is_quiet()
                 && !self.exec.has_leftovers()
+                && sweeping.is_none()
                 && self.exec.notifier_count() == 0
             {
                 tracing::info!("every process has stopped; exiting");
@@ -275,6 +287,12 @@ impl Daemon {
                     self.expire_waiters(now);
                 }
                 _ = deadline_changed.notified() => {}
+                found = async { (&mut sweeping.as_mut().expect("guarded").1).await },
+                    if sweeping.is_some() =>
+                {
+                    let (sweeps, _) = sweeping.take().expect("guarded");
+                    self.exec.finish_sweeps(&sweeps, found.unwrap_or_default());
+                }
                 Some(msg) = rx.recv() => match msg {
                     // The connection task released its locks; this wakes the
                     // loop to reconsider the idle exit and drop the waits of

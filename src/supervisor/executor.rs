@@ -43,6 +43,8 @@ pub struct Executor {
     host: String,
     /// Child records for the store since the last [`Executor::take_ops`].
     ops: Vec<StoreOp>,
+    /// Sweeps asked since the last [`Executor::take_sweeps`].
+    sweeps: Vec<Sweep>,
     /// Children forked since the last [`Executor::take_gates`].
     gates: Vec<spawn::Gated>,
     /// The daemon's environment, for every child.
@@ -64,6 +66,7 @@ impl Executor {
             host: crate::config::hostname(),
             ops: Vec::new(),
             gates: Vec::new(),
+            sweeps: Vec::new(),
             env: spawn::environment(),
         }
     }
@@ -77,9 +80,45 @@ impl Executor {
         self.notifiers.len()
     }
 
-    /// Adopted descendants are still being stopped.
+    /// Adopted descendants are still being stopped, or looked for.
     pub fn has_leftovers(&self) -> bool {
-        !self.leftovers.is_empty()
+        !self.leftovers.is_empty() || !self.sweeps.is_empty()
+    }
+
+    /// The sweeps asked since the last call. The caller runs
+    /// [`scan_adopted`] off the event loop and hands its result to
+    /// [`Executor::finish_sweeps`].
+    pub fn take_sweeps(&mut self) -> Vec<Sweep> {
+        std::mem::take(&mut self.sweeps)
+    }
+
+    /// Stop (SIGTERM, SIGKILL after the entry's grace) the adopted
+    /// processes `found` that belong to one of `sweeps`' entries and are
+    /// still the processes found (same start time), unless they are
+    /// children or notifiers this daemon started itself.
+    pub fn finish_sweeps(&mut self, sweeps: &[Sweep], found: Vec<Adopted>) {
+        let now = Instant::now();
+        for a in found {
+            if self.children.contains_key(&a.pid) || self.notifiers.contains_key(&a.pid) {
+                continue;
+            }
+            let Some(s) = sweeps.iter().find(|s| s.group == a.group && s.tag == a.tag) else {
+                continue;
+            };
+            if leftovers::start_ticks(a.pid) != Some(a.start_ticks) {
+                continue;
+            }
+            tracing::warn!(
+                "{}:{}: stopping leftover descendant pid {} (SIGTERM)",
+                crate::logsafe::Safe(&a.group),
+                crate::logsafe::Safe(&a.tag),
+                a.pid
+            );
+            let _ = kill(NixPid::from_raw(a.pid), Signal::SIGTERM);
+            self.leftovers
+                .entry(a.pid)
+                .or_insert((now + s.kill_after, s.kill_after));
+        }
     }
 
     fn output(&self, group: &str, tag: &str) -> std::io::Result<File> {
@@ -194,10 +233,13 @@ impl Executor {
                 tag,
                 kill_after,
             } => {
-                let deadline = Instant::now() + kill_after;
-                for pid in sweep_leftovers(&group, &tag, &self.children, &self.notifiers) {
-                    self.leftovers.entry(pid).or_insert((deadline, kill_after));
-                }
+                // Done off the event loop, one scan for every sweep asked
+                // meanwhile (see `take_sweeps`).
+                self.sweeps.push(Sweep {
+                    group,
+                    tag,
+                    kill_after,
+                });
                 None
             }
             Action::Log { level, message } => {
@@ -407,45 +449,65 @@ fn find_program(name: &str) -> Option<PathBuf> {
         .find(|p| is_exec(p))
 }
 
-/// Stop descendants of an entry that left its process group (a daemonizing
-/// program calls setsid) and were adopted by this daemon, the child
-/// subreaper: they are recognised by their inherited CLINIT_GROUP/CLINIT_TAG.
-fn sweep_leftovers<N>(
-    group: &str,
-    tag: &str,
-    children: &HashMap<Pid, (String, String)>,
-    notifiers: &HashMap<Pid, N>,
-) -> Vec<Pid> {
+/// A sweep asked for: stop the adopted descendants of this entry.
+#[derive(Debug, Clone)]
+pub struct Sweep {
+    pub group: String,
+    pub tag: String,
+    pub kill_after: std::time::Duration,
+}
+
+/// A process adopted by this daemon (the child subreaper) that carries an
+/// entry's CLINIT_GROUP/CLINIT_TAG: a descendant of that entry that left
+/// its process group (a daemonizing program calls setsid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopted {
+    pub pid: Pid,
+    pub start_ticks: u64,
+    pub group: String,
+    pub tag: String,
+}
+
+/// Every process whose parent is this daemon and that carries an entry's
+/// group and tag in its environment. It reads every process's
+/// `/proc/PID/stat` (no cheaper list of a process's children exists on a
+/// kernel without CONFIG_PROC_CHILDREN), so it runs off the event loop,
+/// once for all the sweeps asked meanwhile.
+pub fn scan_adopted() -> Vec<Adopted> {
     let mut found = Vec::new();
     let me = std::process::id() as Pid;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return found;
     };
-    let want_g = format!("CLINIT_GROUP={group}");
-    let want_t = format!("CLINIT_TAG={tag}");
     for ent in dir.flatten() {
         let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<Pid>().ok()) else {
             continue;
         };
-        if children.contains_key(&pid) || notifiers.contains_key(&pid) {
-            continue;
-        }
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        let ppid =
-            crate::supervisor::leftovers::stat_field(&stat, 4).and_then(|p| p.parse::<Pid>().ok());
-        if ppid != Some(me) {
+        let field = |n| crate::supervisor::leftovers::stat_field(&stat, n);
+        if field(4).and_then(|p| p.parse::<Pid>().ok()) != Some(me) {
             continue;
         }
+        let Some(start_ticks) = field(22).and_then(|t| t.parse().ok()) else {
+            continue;
+        };
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
             continue;
         };
-        let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
-        if vars.contains(&want_g.as_bytes()) && vars.contains(&want_t.as_bytes()) {
-            tracing::warn!("{group}:{tag}: stopping leftover descendant pid {pid} (SIGTERM)");
-            let _ = kill(NixPid::from_raw(pid), Signal::SIGTERM);
-            found.push(pid);
+        let var = |name: &[u8]| {
+            env.split(|b| *b == 0)
+                .find_map(|v| v.strip_prefix(name))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        if let (Some(group), Some(tag)) = (var(b"CLINIT_GROUP="), var(b"CLINIT_TAG=")) {
+            found.push(Adopted {
+                pid,
+                start_ticks,
+                group,
+                tag,
+            });
         }
     }
     found
@@ -453,6 +515,61 @@ fn sweep_leftovers<N>(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_is_asked_not_done_then_stops_only_its_entrys_adopted_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = File::create(dir.path().join("log")).unwrap();
+        let mut exec = Executor::new(log, None);
+        let grace = std::time::Duration::from_secs(5);
+        assert!(
+            exec.perform(Action::SweepLeftovers {
+                group: "g".into(),
+                tag: "t".into(),
+                kill_after: grace,
+            })
+            .is_none()
+        );
+        // Asked, not done: nothing was scanned or signalled yet.
+        assert!(exec.has_leftovers());
+        let sweeps = exec.take_sweeps();
+        assert_eq!(sweeps.len(), 1);
+        assert!(!exec.has_leftovers());
+
+        // Two processes of this test (so their parent is "the daemon"),
+        // one of g:t and one of g:other.
+        let spawn = |tag: &str| {
+            Command::new("sleep")
+                .arg("100")
+                .env("CLINIT_GROUP", "g")
+                .env("CLINIT_TAG", tag)
+                .spawn()
+                .unwrap()
+        };
+        let mut mine = spawn("t");
+        let mut other = spawn("other");
+        let found: Vec<Adopted> = scan_adopted()
+            .into_iter()
+            .filter(|a| [mine.id(), other.id()].contains(&(a.pid as u32)))
+            .collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        // One found earlier whose pid now names another process: left alone.
+        let stale = Adopted {
+            pid: other.id() as Pid,
+            start_ticks: 1,
+            group: "g".into(),
+            tag: "t".into(),
+        };
+        exec.finish_sweeps(&sweeps, found.into_iter().chain([stale]).collect());
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(mine.wait().unwrap().signal(), Some(libc::SIGTERM));
+        assert!(exec.has_leftovers(), "g:t is stopping, with its grace");
+        assert!(other.try_wait().unwrap().is_none(), "g:other was stopped");
+        other.kill().unwrap();
+        other.wait().unwrap();
+    }
+
     use super::direct_words;
 
     #[test]
