@@ -167,3 +167,55 @@ impl Timing {
         }
     }
 }
+
+/// Files and directories the daemon creates, with explicit modes: the
+/// umask can take permissions away, never add them (under umask 000 the
+/// log was world-writable).
+pub mod files {
+    use std::fs::{DirBuilder, File, OpenOptions};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::path::Path;
+
+    /// Logs and the status file: the daemon writes, everyone reads.
+    pub const SHARED: u32 = 0o644;
+    /// Lock files: only the daemon's user.
+    pub const PRIVATE: u32 = 0o600;
+    /// Directories the daemon makes.
+    pub const DIR: u32 = 0o755;
+
+    /// Open `path` for appending, creating it with mode [`SHARED`].
+    pub fn append(path: &Path) -> std::io::Result<File> {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(SHARED)
+            .open(path)
+    }
+
+    /// Open (or create with mode [`PRIVATE`]) a lock file, keeping its
+    /// contents.
+    pub fn lock(path: &Path) -> std::io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(PRIVATE)
+            .open(path)
+    }
+
+    /// Create a new file to write whole (a temp file), mode `mode`.
+    pub fn create(path: &Path, mode: u32) -> std::io::Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)
+    }
+
+    /// `mkdir -p` with mode [`DIR`] for what it makes.
+    pub fn dirs(path: &Path) -> std::io::Result<()> {
+        DirBuilder::new().recursive(true).mode(DIR).create(path)
+    }
+}

@@ -55,11 +55,11 @@ pub fn connect_or_start(cli: &CliPaths, p: &Paths, no_start: bool) -> Result<Cli
         return Err(first.to_string());
     }
     if let Some(dir) = p.socket.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
+        crate::config::files::dirs(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let lock_path = p.start_lock();
-    let file = std::fs::File::create(&lock_path)
+    let file = crate::config::files::lock(&lock_path)
         .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
     let _start = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| format!("cannot lock {}: {e}", lock_path.display()))?;

@@ -151,6 +151,8 @@ settings! {
         "how long start-up waits for restored groups to settle before serving";
     events_keep: usize = File, "N", positive_count,
         "how many recent events the daemon keeps for `clinit events` (default 10000)";
+    client_timeout: Duration = File, "SECS", parse_seconds,
+        "how long a client may take to send its hello, and any frame from its first byte to its last (default 10)";
     lock_access: Access = File, "WHO", access,
         "who may take locks: anyone (default) or userlist (who may change things)";
     record_access: Access = File, "WHO", access,

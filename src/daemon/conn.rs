@@ -51,6 +51,9 @@ pub(crate) struct Shared {
     pub in_request: InRequest,
     /// A connection task is spinning for its client's next request.
     pub spinning: AtomicBool,
+    /// How long a client may take to send its hello, and a frame from its
+    /// first byte to its last (`client_timeout`).
+    pub client_timeout: std::time::Duration,
 }
 
 impl Shared {
@@ -76,6 +79,7 @@ impl Shared {
             deadline_changed: Default::default(),
             in_request: Default::default(),
             spinning: Default::default(),
+            client_timeout: DEFAULT_CLIENT_TIMEOUT,
         }
     }
 
@@ -122,18 +126,25 @@ impl Drop for InRequestGuard<'_> {
     }
 }
 
+/// How long a new connection may take to send its hello, and a frame
+/// from its first byte to its last, unless `client_timeout` says.
+pub const DEFAULT_CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A connection's stream with the frames read ahead of time.
 pub(crate) struct Conn<S> {
     stream: S,
+    /// How long a frame may take from its first byte to its last.
+    frame_deadline: std::time::Duration,
     buf: Vec<u8>,
     /// Bytes of `buf` that belong to the frame last returned by `next`.
     used: usize,
 }
 
 impl<S: Stream> Conn<S> {
-    pub fn new(stream: S) -> Conn<S> {
+    pub fn new(stream: S, frame_deadline: std::time::Duration) -> Conn<S> {
         Conn {
             stream,
+            frame_deadline,
             buf: Vec::new(),
             used: 0,
         }
@@ -144,13 +155,38 @@ impl<S: Stream> Conn<S> {
     pub async fn next(&mut self) -> Result<&[u8], proto::FrameError> {
         self.buf.drain(..self.used);
         self.used = 0;
+        // Once a frame has begun, the rest must come within the deadline:
+        // a client cannot hold a half-sent frame's memory for long.
+        let mut begun: Option<Instant> = None;
         loop {
             if let Some(n) = proto::frame_len(&self.buf)? {
                 self.used = n;
                 return Ok(&self.buf[4..n]);
             }
-            if self.fill().await? == 0 {
-                return Err(proto::FrameError::Closed);
+            let got = if self.buf.is_empty() {
+                self.fill().await?
+            } else {
+                let since = *begun.get_or_insert_with(Instant::now);
+                let left = self.frame_deadline.saturating_sub(since.elapsed());
+                match tokio::time::timeout(left, self.fill()).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(proto::FrameError::Slow(self.frame_deadline.as_secs_f64()));
+                    }
+                }
+            };
+            if got == 0 {
+                return Err(match self.buf.get(..4) {
+                    None if self.buf.is_empty() => proto::FrameError::Closed,
+                    None => proto::FrameError::Truncated {
+                        have: self.buf.len(),
+                        want: 4,
+                    },
+                    Some(len) => proto::FrameError::Truncated {
+                        have: self.buf.len() - 4,
+                        want: u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize,
+                    },
+                });
             }
         }
     }
@@ -209,10 +245,26 @@ impl<S: Stream> Conn<S> {
         self.stream.write_all(bytes).await
     }
 
-    /// Write one reply.
+    /// Write one reply. A reply over the frame limit is never sent cut or
+    /// with a wrapped length: the client gets `TOO_LARGE` instead.
     pub async fn reply(&mut self, id: u64, reply: Reply) -> std::io::Result<()> {
-        self.write(&proto::encode(&ResponseFrame { id, reply }))
-            .await
+        let frame = match proto::encode_checked(&ResponseFrame { id, reply }) {
+            Ok(f) => f,
+            Err(size) => {
+                tracing::warn!("a reply of {size} bytes is over the frame limit; sent TOO_LARGE");
+                proto::encode(&ResponseFrame {
+                    id,
+                    reply: error(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "the reply ({size} bytes) exceeds the frame limit of {} bytes",
+                            proto::MAX_FRAME
+                        ),
+                    ),
+                })
+            }
+        };
+        self.write(&frame).await
     }
 
     /// Wait for a reply that comes later, noticing meanwhile a client that
@@ -275,10 +327,24 @@ fn id_of(body: &[u8]) -> u64 {
 /// frame gets an error reply and the connection is closed; the daemon is
 /// never disturbed.
 pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &Shared) {
-    let mut c = Conn::new(stream);
+    let mut c = Conn::new(stream, shared.client_timeout);
     let mut spin = crate::spin::Backoff::new(crate::spin::budget().min(crate::spin::DAEMON_MAX));
-    if !hello(&mut c).await {
-        return;
+    // A connection that never says hello is not kept.
+    match tokio::time::timeout(shared.client_timeout, hello(&mut c)).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(_) => {
+            let msg = format!(
+                "no hello within {} s (client_timeout)",
+                shared.client_timeout.as_secs_f64()
+            );
+            let _ = tokio::time::timeout(
+                shared.client_timeout,
+                c.reply(0, error(ErrorCode::BadRequest, msg)),
+            )
+            .await;
+            return;
+        }
     }
     let mut restored = shared.restored.subscribe();
     loop {
@@ -420,7 +486,7 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let (a, b) = UnixStream::pair().unwrap();
-            let mut r = Conn::new(b);
+            let mut r = Conn::new(b, DEFAULT_CLIENT_TIMEOUT);
             assert!(!r.has_frame());
             assert!(!r.spin_for_more(Duration::from_micros(50)).await);
             // Half a frame: bytes came, but no frame yet.

@@ -30,7 +30,7 @@ use crate::supervisor::{OperatorNote, Supervisor};
 use conn::Shared;
 use listen::unix::UnixTransport;
 use policy::Policy;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -84,7 +84,7 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Sta
 
 fn ensure_parent(path: &Path) -> Result<(), StartError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io_err("cannot create directory for", path))?;
+        crate::config::files::dirs(dir).map_err(io_err("cannot create directory for", path))?;
     }
     Ok(())
 }
@@ -115,18 +115,16 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         ensure_parent(p)?;
     }
     if let Some(dir) = &paths.logdir {
-        std::fs::create_dir_all(dir).map_err(io_err("cannot create log directory", dir))?;
+        crate::config::files::dirs(dir).map_err(io_err("cannot create log directory", dir))?;
     }
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&paths.log)
-        .map_err(io_err("cannot open log", &paths.log))?;
+    let log =
+        crate::config::files::append(&paths.log).map_err(io_err("cannot open log", &paths.log))?;
     init_tracing(&log);
 
     // One daemon per socket: hold an exclusive lock on <socket>.lock for life.
     let lock_path = paths.socket_lock();
-    let lock_file = File::create(&lock_path).map_err(io_err("cannot create", &lock_path))?;
+    let lock_file =
+        crate::config::files::lock(&lock_path).map_err(io_err("cannot create", &lock_path))?;
     let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| StartError::AlreadyRunning(paths.socket.display().to_string()))?;
     // We hold the lock, so a socket file left behind is stale.
@@ -235,6 +233,9 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         deadline_changed,
         in_request: Default::default(),
         spinning: Default::default(),
+        client_timeout: settings
+            .client_timeout
+            .unwrap_or(conn::DEFAULT_CLIENT_TIMEOUT),
     });
     let mut sup = Supervisor::new(cltab, disabled);
     sup.restore_notes(notes.into_iter().map(|n| {

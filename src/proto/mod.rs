@@ -510,6 +510,10 @@ pub enum FrameError {
     Closed,
     #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME}")]
     TooLarge(usize),
+    #[error("the stream ended inside a frame ({have} of its {want} bytes came)")]
+    Truncated { have: usize, want: usize },
+    #[error("a frame was not completed within {0} s of its first byte (client_timeout)")]
+    Slow(f64),
     #[error("malformed frame: {0}")]
     Malformed(#[from] serde_json::Error),
     #[error("{0}")]
@@ -520,9 +524,25 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(&[0; 4]);
     serde_json::to_writer(&mut out, msg).expect("protocol types serialize");
-    let len = (out.len() - 4) as u32;
+    // Never a wrapped length: the caller checks the size (see
+    // `encode_checked`); a body over u32 is cut to an empty frame here.
+    let len = u32::try_from(out.len() - 4).unwrap_or(0);
+    if len == 0 && out.len() > 4 {
+        out.truncate(4);
+    }
     out[..4].copy_from_slice(&len.to_be_bytes());
     out
+}
+
+/// [`encode`], or the size of the body when it is over [`MAX_FRAME`] (the
+/// frame is not made).
+pub fn encode_checked<T: Serialize>(msg: &T) -> Result<Vec<u8>, usize> {
+    let out = encode(msg);
+    match out.len() - 4 {
+        0 if out.len() == 4 => Err(usize::MAX),
+        n if n > MAX_FRAME => Err(n),
+        _ => Ok(out),
+    }
 }
 
 /// A request frame's body. Lock acquires and releases as this crate's

@@ -352,7 +352,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp.{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = crate::config::files::create(&tmp, crate::config::files::SHARED)?;
     if let Some(m) = &meta {
         f.set_permissions(m.permissions())?;
         let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));

@@ -30,7 +30,7 @@
 //!   an older file in place (in one transaction) and refuses a newer one
 //!   with [`StoreError::TooNew`].
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{DirBuilder, File};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -88,13 +88,7 @@ impl StateDb {
                 .map_err(io_err(dir))?;
         }
         let lock_path = dir.join(LOCK_FILE);
-        let lock_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
+        let lock_file = crate::config::files::lock(&lock_path).map_err(io_err(&lock_path))?;
         let lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((_, Errno::EWOULDBLOCK)) => {

@@ -15,7 +15,7 @@ use nix::unistd::Pid as NixPid;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -123,10 +123,7 @@ impl Executor {
 
     fn output(&self, group: &str, tag: &str) -> std::io::Result<File> {
         match &self.logdir {
-            Some(dir) => OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(format!("{group}.{tag}.log"))),
+            Some(dir) => crate::config::files::append(&dir.join(format!("{group}.{tag}.log"))),
             None => self.log.try_clone(),
         }
     }

@@ -1,0 +1,147 @@
+//! Clients that mean harm, or are merely broken: what each may cost the
+//! daemon and everyone else is bounded, and they get clear errors.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+fn frame(body: &str) -> Vec<u8> {
+    let mut f = (body.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(body.as_bytes());
+    f
+}
+
+/// One frame's body, or None at end of stream.
+fn read_frame(s: &mut UnixStream) -> Option<serde_json::Value> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(serde_json::from_slice(&body).unwrap())
+}
+
+fn connect(d: &Daemon) -> UnixStream {
+    let s = UnixStream::connect(d.path("clinit.s")).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s
+}
+
+fn hello(s: &mut UnixStream) {
+    s.write_all(&frame(r#"{"version":1,"agent":"hostile"}"#))
+        .unwrap();
+    let h = read_frame(s).unwrap();
+    assert_eq!(h["version"], 1, "{h}");
+}
+
+#[test]
+fn a_stream_that_ends_inside_a_frame_gets_bad_request() {
+    let d = Daemon::start("");
+    let mut s = connect(&d);
+    hello(&mut s);
+    let mut partial = 100u32.to_be_bytes().to_vec();
+    partial.extend_from_slice(b"{\"id\":7,\"o");
+    s.write_all(&partial).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let r = read_frame(&mut s).expect("a reply");
+    assert_eq!(r["code"], "BAD_REQUEST", "{r}");
+    assert_eq!(
+        r["message"],
+        "the stream ended inside a frame (10 of its 100 bytes came)"
+    );
+    assert!(read_frame(&mut s).is_none(), "closed after");
+}
+
+#[test]
+fn silent_and_slow_clients_are_dropped_after_client_timeout_and_delay_nobody() {
+    let d = Daemon::start(":::client_timeout:0.5\n");
+    // One that never says hello, one that starts a frame and stops.
+    let t = Instant::now();
+    let mut mute = connect(&d);
+    let mut slow = connect(&d);
+    hello(&mut slow);
+    let mut partial = 1000u32.to_be_bytes().to_vec();
+    partial.extend_from_slice(b"{\"id\":1");
+    slow.write_all(&partial).unwrap();
+    // Meanwhile others are served.
+    assert!(d.run(&["status"]).status.success());
+
+    let r = read_frame(&mut mute).expect("a reply");
+    assert_eq!(r["code"], "BAD_REQUEST", "{r}");
+    assert_eq!(r["message"], "no hello within 0.5 s (client_timeout)");
+    assert!(read_frame(&mut mute).is_none(), "closed after");
+
+    let r = read_frame(&mut slow).expect("a reply");
+    assert_eq!(r["code"], "BAD_REQUEST", "{r}");
+    assert_eq!(
+        r["message"],
+        "a frame was not completed within 0.5 s of its first byte (client_timeout)"
+    );
+    assert!(read_frame(&mut slow).is_none(), "closed after");
+    // Not before the timeout (both timers started after `t`).
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn files_are_never_world_writable_whatever_the_umask() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let mut d = Daemon::prepare("g:a:1:once:true\n:::logdir:logs\n");
+    let cltab = d.cltab();
+    let child = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 000; exec {} -c {} -d",
+            bin(),
+            cltab.display()
+        ))
+        .current_dir(d.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    d.child = Some(child);
+    d.wait_until("daemon answers", || d.run(&["status"]).status.success());
+    d.ok(&["tell", "g", "1"]);
+    d.wait_status("g", "g 1 DONE");
+    d.ok(&["record", "add", "c", "k", "v"]);
+    let mut seen = Vec::new();
+    let mut dirs = vec![d.dir.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let meta = e.metadata().unwrap();
+            let name = e
+                .path()
+                .strip_prefix(d.dir.path())
+                .unwrap()
+                .display()
+                .to_string();
+            if name == "cltab" || meta.file_type().is_socket() {
+                continue;
+            }
+            if meta.is_dir() {
+                dirs.push(e.path());
+            }
+            let mode = meta.permissions().mode() & 0o777;
+            assert_eq!(mode & 0o022, 0, "{name} has mode {mode:o}");
+            seen.push(name);
+        }
+    }
+    seen.sort();
+    for want in [
+        "log",
+        "clstat",
+        "clinit.s.lock",
+        "logs",
+        "logs/g.a.log",
+        "state",
+    ] {
+        assert!(seen.iter().any(|s| s == want), "{want} not among {seen:?}");
+    }
+}
