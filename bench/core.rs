@@ -363,6 +363,27 @@ fn main() {
             n = a.parse().ok();
         }
     }
+    if args.iter().any(|a| a == "--parse") {
+        for n in [1_000, 10_000, 100_000] {
+            let mut text = String::from(":::notifier:logger -t clinit\n");
+            for i in 0..n {
+                text.push_str(&format!("g{}:t{i}:1:respawn:sleep 100000\n", i % 100));
+            }
+            let t = Instant::now();
+            let tab = clinit::cltab::parse(Path::new("cltab"), &text).unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            assert_eq!(tab.entries.len(), n);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"entries": n, "bytes": text.len(), "parse_s": secs})
+                );
+            } else {
+                println!("parse {n} entries ({} bytes): {secs:.3} s", text.len());
+            }
+        }
+        return;
+    }
     let n = n.unwrap_or(1000);
     if args.iter().any(|a| a == "--restart-all") {
         let unrelated = args

@@ -145,3 +145,88 @@ fn files_are_never_world_writable_whatever_the_umask() {
         assert!(seen.iter().any(|s| s == want), "{want} not among {seen:?}");
     }
 }
+
+#[test]
+fn a_refused_request_neither_forges_log_lines_nor_floods_the_log() {
+    let d = Daemon::prepare(":::socket_mode:0666\n");
+    d.open_to_others();
+    let d = d.launch(&[]);
+    let forged = "web\n2026-12-01T00:00:00.000000Z  INFO shutdown (by root (uid 0))";
+    let out = d.run_as(65534, 65534, &["tell", forged, "1"]);
+    assert_eq!(out.status.code(), Some(11), "{out:?}");
+    let log = d.log();
+    assert!(
+        log.contains("refused tell web\\n2026-12-01T00:00:00.000000Z  INFO shutdown"),
+        "{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-12-01T00:00:00")),
+        "{log}"
+    );
+
+    // 20 refusals with 100 KB names: a few short lines (at most 5 lines of
+    // at most ~300 bytes per peer in each 10 s window).
+    let before = d.log().len();
+    let big = "x".repeat(100_000);
+    let t = Instant::now();
+    for _ in 0..20 {
+        let out = d.run_as(65534, 65534, &["tell", &big, "1"]);
+        assert_eq!(out.status.code(), Some(11));
+    }
+    let windows = (t.elapsed().as_secs() / 10 + 2) as usize;
+    let added = &d.log()[before..];
+    let refusals = added.matches("refused tell").count();
+    assert!(
+        (1..=5 * windows).contains(&refusals),
+        "{refusals} refusals logged in {windows} windows"
+    );
+    assert!(
+        added.len() <= refusals * 400,
+        "the log grew by {} bytes: {added}",
+        added.len()
+    );
+}
+
+#[test]
+fn create_refuses_names_that_become_paths_or_comments_as_the_parser_does() {
+    let d = Daemon::start(":::logdir:logs\ng:a:1:once:true\n");
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["create", ".", "/../ESCAPE", "1", "once", "--", "true"],
+            7,
+            "bad tag name '/../ESCAPE': it holds a '/'",
+        ),
+        (
+            &["create", "#x", "t", "1", "once", "--", "true"],
+            7,
+            "bad group name '#x': it starts with '#'",
+        ),
+        (
+            &["create", "g", "a\u{1b}[2J", "1", "once", "--", "true"],
+            7,
+            "bad tag name 'a\\u{1b}[2J': it holds a control character (newline, NUL, ...)",
+        ),
+    ];
+    let before = d.read("cltab");
+    for (args, code, msg) in cases {
+        let out = d.run(args);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(msg), "{args:?}: {err}");
+    }
+    // A NUL in the command, through the protocol (argv cannot carry one).
+    let mut s = connect(&d);
+    hello(&mut s);
+    s.write_all(&frame(
+        r#"{"id":3,"op":"create","group":"g","tag":"n","levels":"1","mode":"once","options":[],"command":"tr\u0000ue"}"#,
+    ))
+    .unwrap();
+    let r = read_frame(&mut s).unwrap();
+    assert_eq!(r["code"], "BAD_REQUEST", "{r}");
+    assert_eq!(
+        r["message"],
+        "bad command 'tr\\u{0}ue': it must be one non-empty line without NUL bytes"
+    );
+    assert_eq!(d.read("cltab"), before, "the cltab is unchanged");
+    assert!(!d.path("ESCAPE").exists() && !d.path("logs").join("..").join("ESCAPE.log").exists());
+}

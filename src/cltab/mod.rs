@@ -133,8 +133,9 @@ pub struct Entry {
 /// An entry's notifier program.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notifier {
-    /// Run under `/bin/sh -c`.
-    pub command: String,
+    /// Run under `/bin/sh -c`. Shared by every entry that has it (a
+    /// setting of the file is one string, not one copy per entry).
+    pub command: std::sync::Arc<str>,
     pub format: NotifierFormat,
 }
 
@@ -221,6 +222,14 @@ pub enum ErrorKind {
     EmptyGroup,
     #[error("empty tag")]
     EmptyTag,
+    #[error("bad {what} name '{}': {why}", crate::logsafe::Safe(name))]
+    BadName {
+        what: &'static str,
+        name: String,
+        why: String,
+    },
+    #[error("the command holds a NUL byte")]
+    NulInCommand,
     #[error("unknown mode '{0}' (expected wait, once, respawn, off, test or cron)")]
     UnknownMode(String),
     #[error("duplicate tag '{tag}' (first used on line {first_line})")]
@@ -268,6 +277,8 @@ impl ErrorKind {
             ErrorKind::TooFewFields => "CLTAB_TOO_FEW_FIELDS",
             ErrorKind::EmptyGroup => "CLTAB_EMPTY_GROUP",
             ErrorKind::EmptyTag => "CLTAB_EMPTY_TAG",
+            ErrorKind::BadName { .. } => "CLTAB_BAD_NAME",
+            ErrorKind::NulInCommand => "CLTAB_NUL_IN_COMMAND",
             ErrorKind::UnknownMode(_) => "CLTAB_UNKNOWN_MODE",
             ErrorKind::DuplicateTag { .. } => "CLTAB_DUPLICATE_TAG",
             ErrorKind::UnknownSetting(_) => "CLTAB_UNKNOWN_SETTING",
@@ -338,6 +349,36 @@ impl CltabErrors {
     }
 }
 
+/// The longest group or tag name, in bytes.
+pub const MAX_NAME: usize = 255;
+
+/// Whether `name` may be a group or a tag name, as the parser and `clinit
+/// create` both check it: at most [`MAX_NAME`] bytes, no control
+/// character (a newline would split the line, a NUL ends a C string), no
+/// `/` (with `logdir`, names become file names `GROUP.TAG.log`), not
+/// starting with `#` (the line would be a comment) and no `:` (the field
+/// separator). The reason when not.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_NAME {
+        Err(format!(
+            "{} bytes, more than the {MAX_NAME} allowed",
+            name.len()
+        ))
+    } else if name.chars().any(char::is_control) {
+        Err("it holds a control character (newline, NUL, ...)".into())
+    } else if name.contains('/') {
+        Err("it holds a '/'".into())
+    } else if name.contains(':') {
+        Err("it holds a ':'".into())
+    } else if name.starts_with('#') {
+        Err("it starts with '#'".into())
+    } else if name.trim() != name {
+        Err("it starts or ends with blanks".into())
+    } else {
+        Ok(())
+    }
+}
+
 /// Split a line into at most five fields: the fifth keeps its colons.
 fn split_fields(line: &str) -> Option<[&str; 5]> {
     let mut it = line.splitn(5, ':');
@@ -351,6 +392,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Cltab, CltabErrors> {
     let mut settings = Settings::default();
     // Option lines: (line, tag, name, value).
     let mut options: Vec<(usize, String, String, String)> = Vec::new();
+    // Where each tag is in `entries`: lookups stay O(1), so parsing is
+    // linear in the number of lines.
+    let mut by_tag: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut err = |line: usize, kind: ErrorKind| {
         errors.push(CltabError {
             file: path.to_path_buf(),
@@ -397,23 +441,45 @@ pub fn parse(path: &Path, text: &str) -> Result<Cltab, CltabErrors> {
         if tag.is_empty() {
             err(line_no, ErrorKind::EmptyTag);
         }
+        let mut bad = false;
+        for (what, name) in [("group", group), ("tag", tag)] {
+            if let Err(why) = check_name(name) {
+                err(
+                    line_no,
+                    ErrorKind::BadName {
+                        what,
+                        name: name.to_string(),
+                        why,
+                    },
+                );
+                bad = true;
+            }
+        }
+        if command.contains('\0') {
+            err(line_no, ErrorKind::NulInCommand);
+            bad = true;
+        }
+        if bad {
+            continue;
+        }
         let parsed_mode = Mode::parse(mode);
         if parsed_mode.is_none() {
             err(line_no, ErrorKind::UnknownMode(mode.to_string()));
         }
         if !tag.is_empty()
-            && let Some(first) = entries.iter().find(|e| e.tag == tag)
+            && let Some(&first) = by_tag.get(tag)
         {
             err(
                 line_no,
                 ErrorKind::DuplicateTag {
                     tag: tag.to_string(),
-                    first_line: first.line,
+                    first_line: entries[first].line,
                 },
             );
             continue;
         }
         if let (Some(mode), false, false) = (parsed_mode, group.is_empty(), tag.is_empty()) {
+            by_tag.insert(tag.to_string(), entries.len());
             entries.push(Entry {
                 group: group.to_string(),
                 tag: tag.to_string(),
@@ -431,7 +497,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Cltab, CltabErrors> {
         vec![(Settings::default(), Vec::new()); entries.len()];
     let mut bad_schedule: Vec<String> = Vec::new();
     for (line_no, tag, name, value) in options {
-        let Some(i) = entries.iter().position(|e| e.tag == tag) else {
+        let Some(&i) = by_tag.get(&tag) else {
             err(line_no, ErrorKind::OptionForUnknownTag(tag));
             continue;
         };

@@ -159,7 +159,7 @@ settings! {
         "who may use records: anyone (default) or userlist (who may change things)";
     schedule: Schedule = Entry, "SPEC", schedule,
         "when a cron entry runs: now, HH:MM, \"sat 03:00\", \"3:00 pm\", or a cron expression such as \"*/5 * * * *\"";
-    notifier: String = Both, "PROG", command,
+    notifier: std::sync::Arc<str> = Both, "PROG", command,
         "a program run under /bin/sh -c after every exit, fed the exit record";
     notifier_format: NotifierFormat = Both, "FORMAT", notifier_format,
         "the notifier's record: bos (AFS BOS bnode record) or json";
@@ -297,11 +297,13 @@ fn access(value: &str) -> Result<Access, String> {
     }
 }
 
-fn command(value: &str) -> Result<String, String> {
+fn command(value: &str) -> Result<std::sync::Arc<str>, String> {
     if value.is_empty() {
         Err("expected a command".into())
+    } else if value.contains('\0') {
+        Err("the command holds a NUL byte".into())
     } else {
-        Ok(value.to_string())
+        Ok(value.into())
     }
 }
 

@@ -16,6 +16,14 @@ fn every_error_is_reported_with_its_line() {
         ("web::1:once:true\n", &[(1, "CLTAB_EMPTY_TAG")]),
         ("web:a:1:sometimes:true\n", &[(1, "CLTAB_UNKNOWN_MODE")]),
         ("web:a:1:Respawn:true\n", &[(1, "CLTAB_UNKNOWN_MODE")]),
+        // Names that would become paths, or hold control characters.
+        (".:/../ESCAPE:1:once:true\n", &[(1, "CLTAB_BAD_NAME")]),
+        ("web:a\u{1b}[2J:1:once:true\n", &[(1, "CLTAB_BAD_NAME")]),
+        ("web:a\0:1:once:true\n", &[(1, "CLTAB_BAD_NAME")]),
+        ("web:a:1:once:tr\0ue\n", &[(1, "CLTAB_NUL_IN_COMMAND")]),
+        (":::notifier:lo\0g\n", &[(1, "CLTAB_BAD_SETTING")]),
+        ("web:a.b-c_d@e:1:once:true\n", &[]),
+        ("., ..:a:1:once:true\n", &[]),
         (
             "web:a:1:once:true\ndb:a:2:once:true\n",
             &[(2, "CLTAB_DUPLICATE_TAG")],
@@ -224,4 +232,47 @@ fn entry_options_override_settings_for_their_entry_only() {
         ]
     );
     assert_eq!(tab.entries[2].mode, Mode::Cron);
+}
+
+#[test]
+fn which_names_a_group_or_tag_may_have() {
+    let long = "x".repeat(256);
+    let cases: &[(&str, Option<&str>)] = &[
+        ("web", None),
+        ("web-1.example_2", None),
+        (".", None),
+        ("x/y", Some("it holds a '/'")),
+        ("/../ESCAPE", Some("it holds a '/'")),
+        ("#x", Some("it starts with '#'")),
+        ("a:b", Some("it holds a ':'")),
+        (
+            "a\nb",
+            Some("it holds a control character (newline, NUL, ...)"),
+        ),
+        (
+            "a\0",
+            Some("it holds a control character (newline, NUL, ...)"),
+        ),
+        (" a", Some("it starts or ends with blanks")),
+        (&long, Some("256 bytes, more than the 255 allowed")),
+    ];
+    for (name, want) in cases {
+        assert_eq!(check_name(name).err().as_deref(), *want, "{name:?}");
+    }
+}
+
+#[test]
+fn a_cltab_of_100_000_entries_parses_and_its_duplicates_are_found() {
+    // (Its time is measured in bench/, not here: cargo bench --bench
+    // core -- --parse.)
+    let mut text = String::new();
+    for i in 0..100_000 {
+        text.push_str(&format!("g{}:t{i}:1:respawn:sleep 1\n", i % 100));
+    }
+    text.push_str(":t99999::stop_signal:TERM\n");
+    let tab = p(&text).unwrap();
+    assert_eq!(tab.entries.len(), 100_000);
+    text.push_str("g0:t5:1:once:true\n");
+    let e = p(&text).unwrap_err();
+    assert_eq!(e.errors[0].kind.code(), "CLTAB_DUPLICATE_TAG");
 }

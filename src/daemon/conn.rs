@@ -54,6 +54,41 @@ pub(crate) struct Shared {
     /// How long a client may take to send its hello, and a frame from its
     /// first byte to its last (`client_timeout`).
     pub client_timeout: std::time::Duration,
+    /// Refusals logged per peer in the current window (see [`LogLimiter`]).
+    pub refusals: LogLimiter,
+}
+
+/// At most [`LogLimiter::LINES`] log lines per peer in each
+/// [`LogLimiter::WINDOW`]; the lines held back are counted and reported
+/// with the next line logged. A client that repeats a refused request in a
+/// loop writes a few lines a minute, not a line per request.
+#[derive(Default)]
+pub struct LogLimiter(Mutex<std::collections::HashMap<String, (Instant, u32, u32)>>);
+
+impl LogLimiter {
+    pub const LINES: u32 = 5;
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Whether a line about `peer` may be logged now, and how many were
+    /// held back since the last one logged.
+    pub fn allow(&self, peer: &str, now: Instant) -> Option<u32> {
+        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if m.len() > 10_000 {
+            m.retain(|_, (start, _, _)| now.duration_since(*start) < Self::WINDOW);
+        }
+        let (start, logged, held) = m.entry(peer.to_string()).or_insert((now, 0, 0));
+        if now.duration_since(*start) >= Self::WINDOW {
+            *start = now;
+            *logged = 0;
+        }
+        if *logged < Self::LINES {
+            *logged += 1;
+            Some(std::mem::take(held))
+        } else {
+            *held += 1;
+            None
+        }
+    }
 }
 
 impl Shared {
@@ -80,6 +115,7 @@ impl Shared {
             in_request: Default::default(),
             spinning: Default::default(),
             client_timeout: DEFAULT_CLIENT_TIMEOUT,
+            refusals: Default::default(),
         }
     }
 
@@ -380,10 +416,16 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
         let who = match shared.policy.check(&peer, route.right) {
             Ok(who) => who,
             Err(e) => {
-                tracing::warn!(
-                    "refused {}: {e}",
-                    route.describe.as_deref().unwrap_or(route.handler)
-                );
+                if let Some(held) = shared.refusals.allow(&peer.key(), Instant::now()) {
+                    let held = match held {
+                        0 => String::new(),
+                        n => format!(" ({n} more refusals of this peer were not logged)"),
+                    };
+                    tracing::warn!(
+                        "refused {}: {e}{held}",
+                        route.describe.as_deref().unwrap_or(route.handler)
+                    );
+                }
                 if c.reply(frame.id, error(ErrorCode::Access, e.to_string()))
                     .await
                     .is_err()
@@ -476,6 +518,30 @@ mod tests {
     use crate::records::RecordError;
     use crate::store::{Pending, RecordCall, RecordOutcome};
     use std::time::Duration;
+
+    #[test]
+    fn log_lines_per_peer_are_limited_per_window_and_the_held_back_counted() {
+        let l = LogLimiter::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // (peer, time in ms, expected)
+        let steps: &[(&str, u64, Option<u32>)] = &[
+            ("a", 0, Some(0)),
+            ("a", 1, Some(0)),
+            ("a", 2, Some(0)),
+            ("a", 3, Some(0)),
+            ("a", 4, Some(0)),
+            ("a", 5, None),
+            ("a", 6, None),
+            ("b", 7, Some(0)),
+            ("a", 9_999, None),
+            ("a", 10_000, Some(3)),
+            ("a", 10_001, Some(0)),
+        ];
+        for (i, (peer, ms, want)) in steps.iter().enumerate() {
+            assert_eq!(l.allow(peer, at(*ms)), *want, "step {i}");
+        }
+    }
     use tokio::net::UnixStream;
 
     #[test]

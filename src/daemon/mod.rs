@@ -233,6 +233,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         deadline_changed,
         in_request: Default::default(),
         spinning: Default::default(),
+        refusals: Default::default(),
         client_timeout: settings
             .client_timeout
             .unwrap_or(conn::DEFAULT_CLIENT_TIMEOUT),

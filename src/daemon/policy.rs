@@ -43,6 +43,17 @@ pub enum Peer {
     },
 }
 
+impl Peer {
+    /// Who this is for per-peer limits: the uid of a local user (whatever
+    /// process), a certificate's subject.
+    pub fn key(&self) -> String {
+        match self {
+            Peer::Local(u) => format!("uid {}", u.uid),
+            Peer::Certificate { subject } => format!("cert {subject}"),
+        }
+    }
+}
+
 /// What a request needs the right to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Right {

@@ -10,6 +10,7 @@
 use super::event_loop::{Call, Daemon};
 use super::handlers::{control, daemon, groups};
 use super::policy::Right;
+use crate::logsafe::Safe;
 use crate::proto::{ControlAction, RecordOp, Reply, Request};
 use crate::store::LockCall;
 
@@ -104,7 +105,7 @@ pub(crate) fn route(req: Request) -> Route {
         Request::Tell { group, level } => on_loop(
             "groups::tell",
             Right::Change,
-            Some(format!("tell {group} {level}")),
+            Some(format!("tell {} {}", Safe(&group), Safe(&level))),
             move |d, c| Some(groups::tell(d, c, &group, &level)),
         ),
         Request::Wait {
@@ -132,12 +133,13 @@ pub(crate) fn route(req: Request) -> Route {
             "control::entry",
             Right::Change,
             Some(format!(
-                "{} {tag}{}",
+                "{} {}{}",
                 match action {
                     ControlAction::Stop => "stop",
                     ControlAction::Start => "start",
                     ControlAction::Restart => "restart",
                 },
+                Safe(&tag),
                 if temporary { " --temporary" } else { "" }
             )),
             move |d, c| Some(control::entry(d, c, &tag, action, temporary)),
@@ -146,7 +148,7 @@ pub(crate) fn route(req: Request) -> Route {
             "control::restart_group",
             Right::Change,
             Some(match &group {
-                Some(g) => format!("restart --group {g}"),
+                Some(g) => format!("restart --group {}", Safe(g)),
                 None => "restart --all".into(),
             }),
             move |d, c| Some(control::restart_group(d, c, group.as_deref())),
@@ -167,7 +169,14 @@ pub(crate) fn route(req: Request) -> Route {
         } => on_loop(
             "control::create",
             Right::Change,
-            Some(format!("create {group}:{tag}:{levels}:{mode}:{command}")),
+            Some(format!(
+                "create {}:{}:{}:{}:{}",
+                Safe(&group),
+                Safe(&tag),
+                Safe(&levels),
+                Safe(&mode),
+                Safe(&command)
+            )),
             move |d, c| {
                 Some(control::create(
                     d, c, &group, &tag, &levels, &mode, &options, &command,
@@ -177,7 +186,7 @@ pub(crate) fn route(req: Request) -> Route {
         Request::Delete { tag } => on_loop(
             "control::delete",
             Right::Change,
-            Some(format!("delete {tag}")),
+            Some(format!("delete {}", Safe(&tag))),
             move |d, c| Some(control::delete(d, c, &tag)),
         ),
         Request::LockAcquire {

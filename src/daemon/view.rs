@@ -81,7 +81,7 @@ fn entry_status(s: &Slot, now: Now) -> EntryStatus {
             .as_ref()
             .map(|x| x.as_str().to_string()),
         next_run: s.next_run.map(|n| n.unix),
-        notifier: s.spec.opts.notifier.as_ref().map(|n| n.command.clone()),
+        notifier: s.spec.opts.notifier.as_ref().map(|n| n.command.to_string()),
         notifier_format: s.spec.opts.notifier.as_ref().map(|n| n.format),
     }
 }

@@ -52,6 +52,23 @@ pub type ReqId = u64;
 
 /// Longest container name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
+
+/// The longest holder description kept (`what` of an acquire), in bytes;
+/// a longer one is cut there (at a character boundary), so that what one
+/// client says of itself cannot make the locks view large for everyone.
+pub const MAX_WHAT_LEN: usize = 256;
+
+/// `what`, cut to [`MAX_WHAT_LEN`] bytes.
+pub fn cut_what(mut what: String) -> String {
+    if what.len() > MAX_WHAT_LEN {
+        let mut end = MAX_WHAT_LEN;
+        while !what.is_char_boundary(end) {
+            end -= 1;
+        }
+        what.truncate(end);
+    }
+    what
+}
 /// How many tokens one [`LockEffect::ReserveTokens`] reserves beyond the
 /// last token handed out.
 pub const TOKEN_RESERVE: u64 = 10_000;
@@ -318,8 +335,9 @@ pub enum LockError {
     /// renew or revoke of an unknown lease.
     #[error("lock state mismatch: not held, already held or waited for, or unknown lease")]
     SynchErr,
-    /// Container name empty or longer than [`MAX_NAME_LEN`] bytes.
-    #[error("bad lock name: must be 1 to {MAX_NAME_LEN} bytes")]
+    /// Container name empty, longer than [`MAX_NAME_LEN`] bytes or with a
+    /// control character.
+    #[error("bad lock name: must be 1 to {MAX_NAME_LEN} bytes, without control characters")]
     BadName,
     /// Acquire or release for a lease that does not exist, or a waiting
     /// request whose lease ended.
@@ -343,9 +361,9 @@ impl LockError {
 }
 
 /// A container name is valid UTF-8 (guaranteed by `&str`) of 1 to
-/// [`MAX_NAME_LEN`] bytes.
+/// [`MAX_NAME_LEN`] bytes, without control characters (NUL, newline, ...).
 pub fn validate_name(name: &str) -> Result<(), LockError> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN {
+    if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
         return Err(LockError::BadName);
     }
     Ok(())

@@ -292,9 +292,10 @@ impl LocalLocks {
             }
             LockEffect::Lost { name, grant, why } => {
                 tracing::warn!(
-                    "lock {name} released because {}: holder {}",
+                    "lock {} released because {}: holder {}",
+                    crate::logsafe::Safe(&name),
                     why.as_str(),
-                    describe_holders(std::slice::from_ref(&grant))
+                    crate::logsafe::Safe(&describe_holders(std::slice::from_ref(&grant)))
                 );
                 self.changes.push(LockChange::Lost {
                     name,

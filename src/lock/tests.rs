@@ -264,6 +264,9 @@ fn validate_names() {
         ("x".repeat(256), false),
         ("é".repeat(127), true),  // 254 bytes
         ("é".repeat(128), false), // 256 bytes
+        ("a\nb".into(), false),
+        ("nul\0".into(), false),
+        ("esc\u{1b}".into(), false),
     ];
     for (name, ok) in cases {
         assert_eq!(validate_name(&name).is_ok(), ok, "{} bytes", name.len());

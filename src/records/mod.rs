@@ -274,8 +274,8 @@ fn check_name(what: &'static str, name: &str) -> Result<(), RecordError> {
         "empty".to_string()
     } else if name.len() > MAX_NAME {
         format!("{} bytes, more than the {MAX_NAME} allowed", name.len())
-    } else if name.contains('\0') {
-        "contains a NUL byte".to_string()
+    } else if name.chars().any(char::is_control) {
+        "contains a control character (NUL, newline, ...)".to_string()
     } else {
         return Ok(());
     };

@@ -262,7 +262,9 @@ impl Executor {
             NotifierFormat::Json => crate::bos::notifier::json(&n, &self.host),
         };
         let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c").arg(&n.notifier.command).stdin(Stdio::piped());
+        cmd.arg("-c")
+            .arg(&*n.notifier.command)
+            .stdin(Stdio::piped());
         let result = self.spawn_logged(&n.group, &n.tag, &mut cmd);
         let mut child = match result {
             Ok(c) => c,

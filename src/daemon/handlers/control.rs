@@ -6,6 +6,7 @@ use crate::cltab::{Cltab, edit};
 use crate::daemon::conn::error;
 use crate::daemon::event_loop::{Call, Daemon};
 use crate::events::EventKind;
+use crate::logsafe::Safe;
 use crate::proto::{ControlAction, ErrorCode, Reply};
 use crate::store::write_atomic;
 use crate::supervisor::Now;
@@ -144,27 +145,48 @@ pub(crate) fn create(
     command: &str,
 ) -> Reply {
     let bad = |m: String| error(ErrorCode::BadRequest, m);
+    // Names as the parser checks them (the line must parse back to this
+    // entry, not to a comment or another one).
+    for (what, v) in [("group", group), ("tag", tag)] {
+        if let Err(why) = crate::cltab::check_name(v) {
+            return error(
+                ErrorCode::BadName,
+                format!("bad {what} name '{}': {why}", Safe(v)),
+            );
+        }
+    }
     for (what, v) in [
         ("group", group),
         ("tag", tag),
         ("levels", levels),
         ("mode", mode),
     ] {
-        if v.contains([':', '\n', '\r']) || v.trim() != v || (what != "levels" && v.is_empty()) {
+        if v.contains(':')
+            || v.chars().any(char::is_control)
+            || v.trim() != v
+            || (what != "levels" && v.is_empty())
+        {
             return bad(format!(
-                "bad {what} '{v}': it must be non-empty and contain no ':', newline or surrounding blanks"
+                "bad {what} '{}': it must be non-empty and contain no ':', control character or surrounding blanks",
+                Safe(v)
             ));
         }
     }
-    if command.trim().is_empty() || command.contains(['\n', '\r']) {
+    if command.trim().is_empty() || command.contains(['\n', '\r', '\0']) {
         return bad(format!(
-            "bad command '{command}': it must be one non-empty line"
+            "bad command '{}': it must be one non-empty line without NUL bytes",
+            Safe(command)
         ));
     }
     for (name, value) in options {
-        if name.contains([':', '\n', '\r']) || value.contains(['\n', '\r']) {
+        if name.contains(':')
+            || name.chars().any(char::is_control)
+            || value.contains(['\n', '\r', '\0'])
+        {
             return bad(format!(
-                "bad option '{name}={value}': one line, no ':' in the name"
+                "bad option '{}={}': one line, no ':' or control character in the name",
+                Safe(name),
+                Safe(value)
             ));
         }
     }

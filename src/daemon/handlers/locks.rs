@@ -20,7 +20,7 @@ pub(crate) fn call(
         pid: local.and_then(|u| u.pid),
         uid: local.map(|u| u.uid),
         host: shared.host.clone(),
-        what: what.into(),
+        what: crate::lock::cut_what(what).into(),
     };
     let (reply, changes) = {
         let mut locks = shared.locks();
