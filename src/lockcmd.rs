@@ -46,13 +46,28 @@ fn fail(msg: impl std::fmt::Display, code: i32) -> i32 {
 /// nobody answers (unless `no_start`). Race-free: starters serialise on an
 /// flock of `<socket>.start.lock`, and the started daemon reports on a pipe
 /// once it is bound, so nobody sleeps.
-pub fn connect_or_start(cli: &CliPaths, p: &Paths, no_start: bool) -> Result<Client, String> {
+/// Why no connection to the lock service was made.
+pub enum ConnectError {
+    /// It answered with an error (a limit, shutting down, ...).
+    Refused(crate::proto::ErrorReply),
+    /// It could not be reached or started.
+    Unreachable(String),
+}
+
+impl From<String> for ConnectError {
+    fn from(s: String) -> ConnectError {
+        ConnectError::Unreachable(s)
+    }
+}
+
+pub fn connect_or_start(cli: &CliPaths, p: &Paths, no_start: bool) -> Result<Client, ConnectError> {
     let first = match Client::connect(&p.socket) {
         Ok(c) => return Ok(c),
+        Err(ClientError::Daemon(e)) => return Err(ConnectError::Refused(e)),
         Err(e) => e,
     };
     if no_start || !matches!(first, ClientError::NoDaemon { .. }) {
-        return Err(first.to_string());
+        return Err(first.to_string().into());
     }
     if let Some(dir) = p.socket.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::config::files::dirs(dir)
@@ -106,11 +121,12 @@ pub fn connect_or_start(cli: &CliPaths, p: &Paths, no_start: bool) -> Result<Cli
     drop(child);
     match Client::connect(&p.socket) {
         Ok(c) => Ok(c),
-        Err(e) if ready => Err(e.to_string()),
+        Err(e) if ready => Err(e.to_string().into()),
         Err(e) => Err(format!(
             "started clinit lockd on {}, but it did not come up ({e}); see its log",
             p.socket.display()
-        )),
+        )
+        .into()),
     }
 }
 
@@ -134,7 +150,11 @@ fn connection_closed(fd: std::os::fd::BorrowedFd) -> bool {
 pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
     let mut c = match connect_or_start(cli, p, a.no_start) {
         Ok(c) => c,
-        Err(e) => return fail(format!("no lock service: {e}"), EXIT_NO_LOCKMGR),
+        // The service answered, and refused (a per-user limit, ...).
+        Err(ConnectError::Refused(e)) => return fail(e.message, e.code.exit_code()),
+        Err(ConnectError::Unreachable(e)) => {
+            return fail(format!("no lock service: {e}"), EXIT_NO_LOCKMGR);
+        }
     };
     let lease = match a.ttl {
         None => None,

@@ -230,3 +230,74 @@ fn create_refuses_names_that_become_paths_or_comments_as_the_parser_does() {
     assert_eq!(d.read("cltab"), before, "the cltab is unchanged");
     assert!(!d.path("ESCAPE").exists() && !d.path("logs").join("..").join("ESCAPE.log").exists());
 }
+
+#[test]
+fn lease_ttls_and_connections_per_user_are_bounded_with_limit_errors() {
+    let d =
+        Daemon::prepare(":::socket_mode:0666\n:::lease_ttl_max:60\n:::peer_connections_max:2\n");
+    d.open_to_others();
+    let d = d.launch(&[]);
+    // A lease longer than lease_ttl_max.
+    let mut s = connect(&d);
+    hello(&mut s);
+    s.write_all(&frame(
+        r#"{"id":5,"op":"lease_grant","ttl_ms":1000000000000000}"#,
+    ))
+    .unwrap();
+    let r = read_frame(&mut s).unwrap();
+    assert_eq!(r["code"], "LIMIT", "{r}");
+    assert_eq!(
+        r["message"],
+        "a lease TTL of 1000000000000 s is over lease_ttl_max (60 s); renew a shorter lease instead"
+    );
+    s.write_all(&frame(r#"{"id":6,"op":"lease_grant","ttl_ms":60000}"#))
+        .unwrap();
+    assert_eq!(read_frame(&mut s).unwrap()["kind"], "lease");
+
+    // `nobody` may hold two connections; root is not limited.
+    assert!(d.run_as(65534, 65534, &["status"]).status.success());
+    let holder = |name: &str| {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(d.path("clinit-client"))
+            .current_dir("/")
+            .args([
+                "-c",
+                d.cltab().to_str().unwrap(),
+                "lock",
+                name,
+                "--",
+                "sleep",
+                "1000",
+            ])
+            .uid(65534)
+            .gid(65534)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut held = [holder("one"), holder("two")];
+    d.wait_until("both hold their lock", || {
+        let l = d.ok(&["locks"]);
+        l.contains("one") && l.contains("two")
+    });
+    let out = d.run_as(65534, 65534, &["lock", "three", "--", "true"]);
+    assert_eq!(out.status.code(), Some(18), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("uid 65534 has 2 connections open, the most peer_connections_max allows"),
+        "{err}"
+    );
+    // Root still gets in, and so does nobody once a connection closes.
+    assert!(d.run(&["lock", "three", "--", "true"]).status.success());
+    for h in &mut held {
+        h.kill().unwrap();
+        h.wait().unwrap();
+    }
+    d.wait_until("nobody gets in again", || {
+        d.run_as(65534, 65534, &["lock", "three", "--", "true"])
+            .status
+            .success()
+    });
+}

@@ -153,6 +153,10 @@ settings! {
         "how many recent events the daemon keeps for `clinit events` (default 10000)";
     client_timeout: Duration = File, "SECS", parse_seconds,
         "how long a client may take to send its hello, and any frame from its first byte to its last (default 10)";
+    lease_ttl_max: Duration = File, "SECS", parse_seconds,
+        "the longest lease TTL a client may ask for (default 3600)";
+    peer_connections_max: usize = File, "N", positive_count,
+        "how many connections one user (uid or certificate) may have open at once, root and the daemon's user excepted (default 256)";
     lock_access: Access = File, "WHO", access,
         "who may take locks: anyone (default) or userlist (who may change things)";
     record_access: Access = File, "WHO", access,

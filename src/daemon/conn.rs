@@ -56,6 +56,64 @@ pub(crate) struct Shared {
     pub client_timeout: std::time::Duration,
     /// Refusals logged per peer in the current window (see [`LogLimiter`]).
     pub refusals: LogLimiter,
+    /// `lease_ttl_max`.
+    pub lease_ttl_max: std::time::Duration,
+    /// `peer_connections_max`, and the connections open per peer.
+    pub peer_connections_max: usize,
+    pub peer_connections: Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// Defaults of the limit settings.
+pub const DEFAULT_LEASE_TTL_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+pub const DEFAULT_PEER_CONNECTIONS_MAX: usize = 256;
+
+/// One open connection counted against its peer; uncounted when dropped.
+struct PeerSlot<'a> {
+    shared: &'a Shared,
+    key: String,
+}
+
+impl Drop for PeerSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self
+            .shared
+            .peer_connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Count a new connection of `peer`, unless it has as many open as
+    /// `peer_connections_max` allows (root and the daemon's user are not
+    /// limited).
+    fn open_slot(&self, peer: &Peer) -> Result<Option<PeerSlot<'_>>, String> {
+        if peer
+            .local()
+            .is_some_and(|u| u.uid == 0 || u.uid == self.policy.daemon_uid)
+        {
+            return Ok(None);
+        }
+        let key = peer.key();
+        let mut m = self
+            .peer_connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let n = m.entry(key.clone()).or_insert(0);
+        if *n >= self.peer_connections_max {
+            return Err(format!(
+                "{key} has {n} connections open, the most peer_connections_max allows"
+            ));
+        }
+        *n += 1;
+        Ok(Some(PeerSlot { shared: self, key }))
+    }
 }
 
 /// At most [`LogLimiter::LINES`] log lines per peer in each
@@ -116,6 +174,9 @@ impl Shared {
             spinning: Default::default(),
             client_timeout: DEFAULT_CLIENT_TIMEOUT,
             refusals: Default::default(),
+            lease_ttl_max: DEFAULT_LEASE_TTL_MAX,
+            peer_connections_max: DEFAULT_PEER_CONNECTIONS_MAX,
+            peer_connections: Default::default(),
         }
     }
 
@@ -364,6 +425,20 @@ fn id_of(body: &[u8]) -> u64 {
 /// never disturbed.
 pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &Shared) {
     let mut c = Conn::new(stream, shared.client_timeout);
+    let _slot = match shared.open_slot(&peer) {
+        Ok(slot) => slot,
+        Err(why) => {
+            if shared.refusals.allow(&peer.key(), Instant::now()).is_some() {
+                tracing::warn!("connection refused: {why}");
+            }
+            let _ = tokio::time::timeout(shared.client_timeout, async {
+                let _ = c.next().await;
+                c.reply(0, error(ErrorCode::Limit, why)).await
+            })
+            .await;
+            return;
+        }
+    };
     let mut spin = crate::spin::Backoff::new(crate::spin::budget().min(crate::spin::DAEMON_MAX));
     // A connection that never says hello is not kept.
     match tokio::time::timeout(shared.client_timeout, hello(&mut c)).await {

@@ -234,6 +234,13 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         in_request: Default::default(),
         spinning: Default::default(),
         refusals: Default::default(),
+        lease_ttl_max: settings
+            .lease_ttl_max
+            .unwrap_or(conn::DEFAULT_LEASE_TTL_MAX),
+        peer_connections_max: settings
+            .peer_connections_max
+            .unwrap_or(conn::DEFAULT_PEER_CONNECTIONS_MAX),
+        peer_connections: Default::default(),
         client_timeout: settings
             .client_timeout
             .unwrap_or(conn::DEFAULT_CLIENT_TIMEOUT),

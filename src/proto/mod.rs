@@ -231,6 +231,8 @@ pub enum ErrorCode {
     TooLarge,
     /// An events subscriber fell further behind than the daemon keeps.
     Lagged,
+    /// A per-peer limit or a maximum setting was reached.
+    Limit,
 }
 
 impl ErrorCode {
@@ -251,6 +253,7 @@ impl ErrorCode {
             ErrorCode::Collision => 16,
             ErrorCode::BadName | ErrorCode::TooLarge => 7,
             ErrorCode::Lagged => 17,
+            ErrorCode::Limit => 18,
             ErrorCode::NoLockmgr => 69,
             ErrorCode::Busy => 75,
         }

@@ -2,10 +2,13 @@
 //! service behind [`crate::store::LockBackend`], and the locks view.
 
 use crate::daemon::conn::Shared;
+use crate::daemon::conn::error;
 use crate::daemon::policy::Peer;
 use crate::lock::HolderInfo;
+use crate::proto::ErrorCode;
 use crate::proto::Reply;
 use crate::store::{LockCall, Pending};
+use std::time::Duration;
 
 /// One lock request of connection `conn`; `what` describes the holder.
 pub(crate) fn call(
@@ -15,6 +18,18 @@ pub(crate) fn call(
     call: LockCall,
     what: String,
 ) -> Pending<Reply> {
+    if let LockCall::LeaseGrant { ttl_ms } = &call
+        && Duration::from_millis(*ttl_ms) > shared.lease_ttl_max
+    {
+        return Pending::Ready(error(
+            ErrorCode::Limit,
+            format!(
+                "a lease TTL of {} s is over lease_ttl_max ({} s); renew a shorter lease instead",
+                *ttl_ms as f64 / 1000.0,
+                shared.lease_ttl_max.as_secs_f64()
+            ),
+        ));
+    }
     let local = peer.local();
     let who = HolderInfo {
         pid: local.and_then(|u| u.pid),
