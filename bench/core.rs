@@ -100,10 +100,11 @@ fn time_restore(cltab: &Path, sock: &Path, n: usize) -> (f64, std::process::Chil
         .request(Request::Status {
             group: Some("b".into()),
             brief: false,
+            from: None,
         })
         .unwrap();
     let secs = t.elapsed().as_secs_f64();
-    let Reply::Status { groups } = reply else {
+    let Reply::Status { groups, .. } = reply else {
         panic!("no status")
     };
     assert_eq!(groups[0].level.as_deref(), Some("1"));
@@ -130,10 +131,11 @@ fn cpu_s(pid: u32) -> f64 {
 }
 
 fn entry_pids(c: &mut Client) -> Vec<Option<i32>> {
-    let Reply::Status { groups } = c
+    let Reply::Status { groups, .. } = c
         .request(Request::Status {
             group: Some("b".into()),
             brief: false,
+            from: None,
         })
         .unwrap()
     else {
@@ -298,10 +300,11 @@ fn clinit_run(n: usize) -> Run {
             .request(Request::Status {
                 group: Some("r".into()),
                 brief: false,
+                from: None,
             })
             .unwrap()
         {
-            Reply::Status { groups } => groups[0].entries[0].pid,
+            Reply::Status { groups, .. } => groups[0].entries[0].pid,
             _ => None,
         }
     };

@@ -164,6 +164,49 @@ impl Client {
         proto::read_frame_with(&mut self.reader, proto::decode_reply)
     }
 
+    /// The status of one group or all, every page of it (a status larger
+    /// than a frame comes in pages; see `Request::Status`), merged.
+    pub fn status_all(
+        &mut self,
+        group: Option<String>,
+        brief: bool,
+    ) -> Result<Vec<crate::proto::GroupStatus>, ClientError> {
+        let mut all: Vec<crate::proto::GroupStatus> = Vec::new();
+        let mut from = None;
+        loop {
+            let reply = self.request(Request::Status {
+                group: group.clone(),
+                brief,
+                from,
+            })?;
+            let Reply::Status { groups, more } = reply else {
+                return Err(match reply {
+                    Reply::Error(e) => ClientError::Daemon(e),
+                    other => ClientError::Protocol {
+                        path: self.path.clone(),
+                        err: format!("unexpected reply to status: {other:?}"),
+                    },
+                });
+            };
+            // The first group of a following page may continue the last.
+            let continued = from.is_some();
+            for (i, g) in groups.into_iter().enumerate() {
+                match all.last_mut() {
+                    Some(last) if i == 0 && continued && last.group == g.group => {
+                        last.entries.extend(g.entries);
+                        last.level = g.level;
+                        last.state = g.state;
+                    }
+                    _ => all.push(g),
+                }
+            }
+            match more {
+                Some(m) => from = Some(m),
+                None => return Ok(all),
+            }
+        }
+    }
+
     pub fn request(&mut self, req: Request) -> Result<Reply, ClientError> {
         self.send(req)?;
         Ok(self.recv()?.1)

@@ -374,11 +374,8 @@ fn call(p: &Paths, req: Request) -> Result<(), ClientError> {
 }
 
 fn status(p: &Paths, group: Option<String>, json: bool, long: bool) -> Result<(), ClientError> {
-    let reply = Client::connect(&p.socket)?.request(Request::Status {
-        group,
-        brief: !(json || long),
-    })?;
-    if let Reply::Status { groups } = reply {
+    let groups = Client::connect(&p.socket)?.status_all(group, !(json || long))?;
+    {
         if json {
             println!(
                 "{}",
@@ -477,7 +474,7 @@ fn wait(
         state,
         timeout_ms: timeout.as_millis() as u64,
     })?;
-    if let Reply::Status { groups } = reply {
+    if let Reply::Status { groups, .. } = reply {
         print_status(&groups);
     }
     Ok(())

@@ -301,3 +301,37 @@ fn lease_ttls_and_connections_per_user_are_bounded_with_limit_errors() {
             .success()
     });
 }
+
+#[test]
+fn a_status_larger_than_a_frame_comes_whole_in_pages() {
+    // About 7 MB of status: 12,000 entries with 500-byte commands.
+    let long = "x".repeat(500);
+    let entries: String = (0..12_000)
+        .map(|i| format!("g{}:t{i}:1:respawn:sleep 1 {long}\n", i % 3))
+        .collect();
+    let d = Daemon::start(&entries);
+    let out = d.run(&["status", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout.len() > 4 * 1024 * 1024,
+        "{} bytes",
+        out.stdout.len()
+    );
+    let groups: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = groups.as_array().unwrap();
+    let names: Vec<&str> = groups
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["g0", "g1", "g2"]);
+    let tags: Vec<String> = groups
+        .iter()
+        .flat_map(|g| g["entries"].as_array().unwrap())
+        .map(|e| e["tag"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(tags.len(), 12_000);
+    let mut sorted = tags.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 12_000, "no entry twice");
+}

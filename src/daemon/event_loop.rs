@@ -79,6 +79,7 @@ impl Waiter {
     pub fn answer(&self, sup: &Supervisor) -> Reply {
         Reply::Status {
             groups: view::status(sup, Some(&self.group), true, Now::real()),
+            more: None,
         }
     }
 
@@ -638,6 +639,7 @@ mod tests {
         let (j, right) = job(Request::Status {
             group: None,
             brief: true,
+            from: None,
         });
         d.serve(j, right, None, root, String::new(), status_tx);
         d.fan_out();

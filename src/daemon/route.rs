@@ -97,9 +97,9 @@ pub(crate) fn route(req: Request) -> Route {
             Some("shutdown".into()),
             daemon::shutdown,
         ),
-        Request::Status { group, brief } => {
+        Request::Status { group, brief, from } => {
             on_loop("groups::status", Right::Read, None, move |d, _| {
-                Some(groups::status(d, group.as_deref(), brief))
+                Some(groups::status(d, group.as_deref(), brief, from))
             })
         }
         Request::Tell { group, level } => on_loop(
@@ -261,6 +261,7 @@ mod tests {
             Request::Status {
                 group: None,
                 brief: true,
+                from: None,
             },
             Request::Reread,
             Request::Shutdown,

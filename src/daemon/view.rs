@@ -1,7 +1,7 @@
 //! Views of the supervisor's state in the protocol's and the status
 //! file's terms, built at the edge (the supervisor knows no wire types).
 
-use crate::proto::{EntryStatus, GroupStatus};
+use crate::proto::{EntryStatus, GroupStatus, StatusCursor};
 use crate::supervisor::machine::{Group, Proc, Slot};
 use crate::supervisor::{Now, Supervisor};
 
@@ -23,6 +23,79 @@ pub fn clstat(sup: &Supervisor) -> String {
 }
 
 /// Level, state and (with `entries`) every entry of one group or all.
+/// Bytes `v` takes as JSON (without making the JSON).
+fn json_len<T: serde::Serialize>(v: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
+/// One page of status from `from`: groups (and their entries unless
+/// `entries` is false) until about `budget` bytes, and where the next page
+/// starts if more is left. A page holds at least one item, however large.
+pub fn status_page(
+    sup: &Supervisor,
+    only: Option<&str>,
+    entries: bool,
+    from: StatusCursor,
+    budget: usize,
+    now: Now,
+) -> (Vec<GroupStatus>, Option<StatusCursor>) {
+    let mut out: Vec<GroupStatus> = Vec::new();
+    let mut used = 0;
+    let groups = sup
+        .groups()
+        .iter()
+        .filter(|g| only.is_none_or(|o| o == g.name))
+        .enumerate()
+        .skip(from.group);
+    for (gi, g) in groups {
+        let mut head = group_status(g, false, now);
+        let first = if gi == from.group { from.entry } else { 0 };
+        let size = json_len(&head);
+        if used + size > budget && !out.is_empty() {
+            return (
+                out,
+                Some(StatusCursor {
+                    group: gi,
+                    entry: first,
+                }),
+            );
+        }
+        used += size;
+        if entries {
+            for (ei, s) in g.slots.iter().enumerate().skip(first) {
+                let e = entry_status(s, now);
+                let size = json_len(&e) + 1;
+                if used + size > budget && (!out.is_empty() || !head.entries.is_empty()) {
+                    out.push(head);
+                    return (
+                        out,
+                        Some(StatusCursor {
+                            group: gi,
+                            entry: ei,
+                        }),
+                    );
+                }
+                used += size;
+                head.entries.push(e);
+            }
+        }
+        out.push(head);
+    }
+    (out, None)
+}
+
 pub fn status(sup: &Supervisor, only: Option<&str>, entries: bool, now: Now) -> Vec<GroupStatus> {
     sup.groups()
         .iter()
@@ -83,5 +156,73 @@ fn entry_status(s: &Slot, now: Now) -> EntryStatus {
         next_run: s.next_run.map(|n| n.unix),
         notifier: s.spec.opts.notifier.as_ref().map(|n| n.command.to_string()),
         notifier_format: s.spec.opts.notifier.as_ref().map(|n| n.format),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sup(text: &str) -> Supervisor {
+        let tab = crate::cltab::parse(std::path::Path::new("cltab"), text).unwrap();
+        Supervisor::new(tab, Default::default())
+    }
+
+    /// Every page fits its budget unless it holds one item only, and the
+    /// pages joined (a group continued across pages merged) are the whole
+    /// status, for budgets from "one item a page" up to "all in one".
+    #[test]
+    fn status_pages_join_to_the_whole_status() {
+        let mut text = String::new();
+        for (g, n) in [("a", 3), ("c", 5), ("d", 1)] {
+            for i in 0..n {
+                text.push_str(&format!(
+                    "{g}:{g}{i}:1:respawn:sleep {}\n",
+                    "9".repeat(i * 40)
+                ));
+            }
+        }
+        let s = sup(&text);
+        let now = Now::real();
+        let whole = status(&s, None, true, now);
+        let brief = status(&s, None, false, now);
+        for budget in [1, 100, 200, 400, 800, 1_000_000] {
+            for (entries, want) in [(true, &whole), (false, &brief)] {
+                let mut all: Vec<GroupStatus> = Vec::new();
+                let mut from = StatusCursor::default();
+                let mut pages = 0;
+                loop {
+                    pages += 1;
+                    assert!(pages < 100, "budget {budget}: no progress");
+                    let (groups, more) = status_page(&s, None, entries, from, budget, now);
+                    let items: usize =
+                        groups.len() + groups.iter().map(|g| g.entries.len()).sum::<usize>();
+                    assert!(items >= 1, "budget {budget}: an empty page");
+                    let size: usize = groups.iter().map(json_len).sum();
+                    if items > 2 {
+                        assert!(
+                            size <= budget + 200,
+                            "budget {budget}: page of {size} bytes"
+                        );
+                    }
+                    for (i, g) in groups.into_iter().enumerate() {
+                        match all.last_mut() {
+                            Some(last) if i == 0 && pages > 1 && last.group == g.group => {
+                                last.entries.extend(g.entries)
+                            }
+                            _ => all.push(g),
+                        }
+                    }
+                    match more {
+                        Some(m) => from = m,
+                        None => break,
+                    }
+                }
+                assert_eq!(&all, want, "budget {budget}, entries {entries}");
+                if budget == 1_000_000 {
+                    assert_eq!(pages, 1);
+                }
+            }
+        }
     }
 }

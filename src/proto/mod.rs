@@ -40,10 +40,14 @@ pub enum Request {
         level: String,
     },
     /// Level and state of one group or all; `brief` leaves out the entries.
+    /// A status too large for one frame comes in pages: `from` is the
+    /// `more` of the previous page.
     Status {
         group: Option<String>,
         #[serde(default)]
         brief: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<StatusCursor>,
     },
     Reread,
     Shutdown,
@@ -306,6 +310,17 @@ pub struct EntryStatus {
     pub notifier_format: Option<NotifierFormat>,
 }
 
+/// Where a page of status starts: the index of a group among those asked
+/// for, and of an entry in it.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusCursor {
+    pub group: usize,
+    pub entry: usize,
+}
+
+/// About how many bytes of status one page holds (a frame is 4 MiB).
+pub const STATUS_PAGE: usize = 3 * 1024 * 1024;
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct GroupStatus {
     pub group: String,
@@ -326,6 +341,11 @@ pub enum Reply {
     Pong,
     Status {
         groups: Vec<GroupStatus>,
+        /// More follows: ask again with `from` set to this. The first group
+        /// of the next page continues the last of this one when it has the
+        /// same name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        more: Option<StatusCursor>,
     },
     Error(ErrorReply),
     /// A lock granted, with its fencing token.
@@ -709,6 +729,7 @@ mod tests {
                 Request::Status {
                     group: None,
                     brief: true,
+                    from: None,
                 },
                 r#"{"id":1,"op":"status","group":null,"brief":true}"#,
             ),

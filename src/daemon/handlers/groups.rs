@@ -27,15 +27,26 @@ pub(crate) fn tell(d: &mut Daemon, c: &Call, group: &str, level: &str) -> Reply 
 }
 
 /// Level and state of one group or all, with the entries unless `brief`.
-pub(crate) fn status(d: &Daemon, group: Option<&str>, brief: bool) -> Reply {
+pub(crate) fn status(
+    d: &Daemon,
+    group: Option<&str>,
+    brief: bool,
+    from: Option<crate::proto::StatusCursor>,
+) -> Reply {
     if let Some(g) = group
         && !d.sup.has_group(g)
     {
         return no_group(g);
     }
-    Reply::Status {
-        groups: view::status(&d.sup, group, !brief, Now::real()),
-    }
+    let (groups, more) = view::status_page(
+        &d.sup,
+        group,
+        !brief,
+        from.unwrap_or_default(),
+        crate::proto::STATUS_PAGE,
+        Now::real(),
+    );
+    Reply::Status { groups, more }
 }
 
 /// Answer once `group` is at `level` (if given) and in `state` (if given;
