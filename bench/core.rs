@@ -219,6 +219,67 @@ fn restart_all(n: usize, unrelated: usize) -> serde_json::Value {
     })
 }
 
+/// A daemon on a cltab of `n` entries (none started): time to its first
+/// answer (parse included), a `reread` (and the longest ping meanwhile),
+/// a whole `status` with entries, and the RSS.
+fn scale(n: usize) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut tab = format!(
+        ":::socket:{0}/s\n:::clstat:{0}/clstat\n:::log:{0}/log\n:::state:{0}/state\n:::notifier:logger -t clinit\n",
+        d.display()
+    );
+    for i in 0..n {
+        tab.push_str(&format!("g{}:t{i}:1:respawn:sleep 100000\n", i % 100));
+    }
+    let cltab = d.join("cltab");
+    std::fs::write(&cltab, &tab).unwrap();
+    let t = Instant::now();
+    let mut daemon = start_daemon(&cltab);
+    let sock = d.join("s");
+    let mut c = connect(&sock);
+    c.request(Request::Ping).unwrap();
+    let start_s = t.elapsed().as_secs_f64();
+    let rss_mb = rss_kb(daemon.id()) as f64 / 1024.0;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinger = {
+        let stop = stop.clone();
+        let mut p = connect(&sock);
+        std::thread::spawn(move || {
+            let mut worst: f64 = 0.0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                p.request(Request::Ping).unwrap();
+                worst = worst.max(t.elapsed().as_secs_f64());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            worst
+        })
+    };
+    let t = Instant::now();
+    c.set_timeout(Duration::from_secs(600));
+    c.request(Request::Reread).unwrap();
+    let reread_s = t.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ping_max_s = pinger.join().unwrap();
+
+    let t = Instant::now();
+    let groups = c.status_all(None, false).unwrap();
+    let status_s = t.elapsed().as_secs_f64();
+    assert_eq!(groups.iter().map(|g| g.entries.len()).sum::<usize>(), n);
+    c.request(Request::Shutdown).unwrap();
+    wait_exit(&mut daemon);
+    serde_json::json!({
+        "entries": n,
+        "start_to_first_answer_s": start_s,
+        "reread_s": reread_s,
+        "ping_max_during_reread_s": ping_max_s,
+        "status_s": status_s,
+        "rss_mb": rss_mb,
+    })
+}
+
 /// Tell `group` level 1 and block until it has settled there.
 fn tell_and_wait(c: &mut Client, group: &str, timeout_ms: u64) {
     c.request(Request::Tell {
@@ -365,6 +426,24 @@ fn main() {
         } else if n.is_none() {
             n = a.parse().ok();
         }
+    }
+    if args.iter().any(|a| a == "--scale") {
+        for n in [1_000, 10_000, 100_000] {
+            let r = scale(n);
+            if json {
+                println!("{r}");
+            } else {
+                println!(
+                    "{n} entries: start -> first answer {:.3} s, reread {:.3} s (ping max {:.3} s meanwhile), whole status {:.3} s, RSS {:.1} MB",
+                    r["start_to_first_answer_s"].as_f64().unwrap(),
+                    r["reread_s"].as_f64().unwrap(),
+                    r["ping_max_during_reread_s"].as_f64().unwrap(),
+                    r["status_s"].as_f64().unwrap(),
+                    r["rss_mb"].as_f64().unwrap()
+                );
+            }
+        }
+        return;
     }
     if args.iter().any(|a| a == "--parse") {
         for n in [1_000, 10_000, 100_000] {
