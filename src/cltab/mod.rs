@@ -175,11 +175,25 @@ pub struct Cltab {
 impl Cltab {
     /// Group names in order of first appearance.
     pub fn groups(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        self.entries
+            .iter()
+            .map(|e| e.group.as_str())
+            .filter(|g| seen.insert(*g))
+            .collect()
+    }
+
+    /// Each group (in order of first appearance) with its entries, in one
+    /// pass (not one pass per group).
+    pub fn by_group(&self) -> Vec<(&str, Vec<Arc<Entry>>)> {
+        let mut index: std::collections::HashMap<&str, usize> = Default::default();
+        let mut out: Vec<(&str, Vec<Arc<Entry>>)> = Vec::new();
         for e in &self.entries {
-            if !out.contains(&e.group.as_str()) {
-                out.push(&e.group);
-            }
+            let i = *index.entry(&e.group).or_insert_with(|| {
+                out.push((&e.group, Vec::new()));
+                out.len() - 1
+            });
+            out[i].1.push(e.clone());
         }
         out
     }

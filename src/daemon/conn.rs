@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     pub refusals: LogLimiter,
     /// `lease_ttl_max`.
     pub lease_ttl_max: std::time::Duration,
+    /// The cltab, for rereads.
+    pub cltab_path: std::path::PathBuf,
     /// `peer_connections_max`, and the connections open per peer.
     pub peer_connections_max: usize,
     pub peer_connections: Mutex<std::collections::HashMap<String, usize>>,
@@ -175,6 +177,7 @@ impl Shared {
             client_timeout: DEFAULT_CLIENT_TIMEOUT,
             refusals: Default::default(),
             lease_ttl_max: DEFAULT_LEASE_TTL_MAX,
+            cltab_path: "cltab".into(),
             peer_connections_max: DEFAULT_PEER_CONNECTIONS_MAX,
             peer_connections: Default::default(),
         }
@@ -532,29 +535,56 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
                 continue;
             }
             Target::Loop { job, may_block } => {
-                let (tx, rx) = oneshot::channel();
-                let msg = Msg::Job {
+                match on_loop(
+                    &mut c,
+                    shared,
                     job,
-                    right: route.right,
-                    describe: route.describe,
-                    peer: peer.clone(),
-                    who: who.unwrap_or_default(),
-                    reply: tx,
-                };
-                if shared.tx.send(msg).await.is_err() {
-                    // The event loop is finishing its exit.
-                    let _ = c.reply(frame.id, shutting_down()).await;
-                    return;
+                    may_block,
+                    frame.id,
+                    route.right,
+                    route.describe,
+                    &peer,
+                    who,
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(()) => return,
                 }
-                let r = if may_block {
-                    // A wait: notice meanwhile when the client goes away.
-                    c.await_reply(rx).await
-                } else {
-                    rx.await.ok()
+            }
+            Target::Reread => {
+                // The file is read and parsed in a blocking task, so a
+                // large cltab does not hold the event loop.
+                let path = shared.cltab_path.clone();
+                let loaded =
+                    tokio::task::spawn_blocking(move || crate::cltab::Cltab::load(&path)).await;
+                let job: super::route::LoopJob = match loaded {
+                    Ok(loaded) => {
+                        Box::new(move |d, c| Some(super::handlers::control::reread(d, c, loaded)))
+                    }
+                    Err(e) => {
+                        let r = error(
+                            ErrorCode::Internal,
+                            format!("reading the cltab failed: {e}"),
+                        );
+                        Box::new(move |_, _| Some(r))
+                    }
                 };
-                match r {
-                    Some(r) => r,
-                    None => return,
+                match on_loop(
+                    &mut c,
+                    shared,
+                    job,
+                    false,
+                    frame.id,
+                    route.right,
+                    route.describe,
+                    &peer,
+                    who,
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(()) => return,
                 }
             }
         };
@@ -572,6 +602,43 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
             spin.record(arrived);
         }
     }
+}
+
+/// Have the event loop serve `job`; its reply, or `Err` when the
+/// connection should end (the client went away, or the loop is exiting).
+#[allow(clippy::too_many_arguments)]
+async fn on_loop<S: Stream>(
+    c: &mut Conn<S>,
+    shared: &Shared,
+    job: super::route::LoopJob,
+    may_block: bool,
+    id: u64,
+    right: super::policy::Right,
+    describe: Option<String>,
+    peer: &Peer,
+    who: Option<String>,
+) -> Result<Reply, ()> {
+    let (tx, rx) = oneshot::channel();
+    let msg = Msg::Job {
+        job,
+        right,
+        describe,
+        peer: peer.clone(),
+        who: who.unwrap_or_default(),
+        reply: tx,
+    };
+    if shared.tx.send(msg).await.is_err() {
+        // The event loop is finishing its exit.
+        let _ = c.reply(id, shutting_down()).await;
+        return Err(());
+    }
+    let r = if may_block {
+        // A wait: notice meanwhile when the client goes away.
+        c.await_reply(rx).await
+    } else {
+        rx.await.ok()
+    };
+    r.ok_or(())
 }
 
 /// After a connection ended: its locks are released, its waits cancelled,

@@ -234,6 +234,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         in_request: Default::default(),
         spinning: Default::default(),
         refusals: Default::default(),
+        cltab_path: cltab.path.clone(),
         lease_ttl_max: settings
             .lease_ttl_max
             .unwrap_or(conn::DEFAULT_LEASE_TTL_MAX),

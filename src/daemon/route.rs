@@ -45,6 +45,9 @@ pub(crate) enum Target {
     Record(RecordOp),
     /// A streamed reply.
     Events(EventsQuery),
+    /// Read and parse the cltab off the event loop (a blocking task),
+    /// then apply it on the loop.
+    Reread,
 }
 
 /// A routed request.
@@ -153,12 +156,12 @@ pub(crate) fn route(req: Request) -> Route {
             }),
             move |d, c| Some(control::restart_group(d, c, group.as_deref())),
         ),
-        Request::Reread => on_loop(
-            "control::reread",
-            Right::Change,
-            Some("reread".into()),
-            |d, c| Some(control::reread(d, c)),
-        ),
+        Request::Reread => Route {
+            handler: "control::reread",
+            right: Right::Change,
+            describe: Some("reread".into()),
+            target: Target::Reread,
+        },
         Request::Create {
             group,
             tag,
@@ -350,6 +353,7 @@ mod tests {
             Target::Lock(..) => "lock service",
             Target::Locks { .. } => "lock service view",
             Target::Record(_) => "record store",
+            Target::Reread => "parsed off the loop, applied on it",
             Target::Events(_) => "stream",
         }
     }
@@ -361,7 +365,13 @@ mod tests {
             ("ping", "daemon::ping", Right::Read, "loop", false),
             ("tell", "groups::tell", Right::Change, "loop", true),
             ("status", "groups::status", Right::Read, "loop", false),
-            ("reread", "control::reread", Right::Change, "loop", true),
+            (
+                "reread",
+                "control::reread",
+                Right::Change,
+                "parsed off the loop, applied on it",
+                true,
+            ),
             (
                 "shutdown",
                 "daemon::shutdown",

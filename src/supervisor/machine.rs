@@ -1156,14 +1156,25 @@ impl Group {
             unix,
         };
         let active = self.active_level().is_some();
-        let mut old = std::mem::take(&mut self.slots);
+        // Old slots by tag (tags are unique), each taken at most once: one
+        // pass, whatever the size of the group.
+        let mut old: Vec<Option<Slot>> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let by_tag: std::collections::HashMap<String, usize> = old
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (s.spec.tag.clone(), i)))
+            .collect();
         for spec in specs {
-            let same = old.iter().position(|s| {
-                s.spec.tag == spec.tag && s.spec.command == spec.command && s.spec.mode == spec.mode
+            let same = by_tag.get(&spec.tag).copied().filter(|&i| {
+                old[i]
+                    .as_ref()
+                    .is_some_and(|s| s.spec.command == spec.command && s.spec.mode == spec.mode)
             });
-            match same {
-                Some(i) => {
-                    let mut slot = old.remove(i);
+            match same.and_then(|i| old[i].take()) {
+                Some(mut slot) => {
                     let rescheduled = slot.spec.opts.schedule != spec.opts.schedule;
                     slot.spec = spec;
                     if rescheduled && slot.proc == Proc::Scheduled {
@@ -1178,7 +1189,7 @@ impl Group {
                 None => self.slots.push(new_slot(spec, disabled)),
             }
         }
-        for slot in old {
+        for slot in old.into_iter().flatten() {
             let (s, a) = step_proc(slot, ProcEvent::Stop, now, &ctx);
             actions.extend(a);
             if s.proc.is_live() {

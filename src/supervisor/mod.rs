@@ -292,9 +292,9 @@ impl Supervisor {
     pub fn new(cltab: Cltab, disabled: HashSet<String>) -> Supervisor {
         let is_disabled = |t: &str| disabled.contains(t);
         let groups = cltab
-            .groups()
+            .by_group()
             .into_iter()
-            .map(|g| Group::new(g, cltab.entries_of(g).cloned(), &is_disabled))
+            .map(|(g, specs)| Group::new(g, specs, &is_disabled))
             .collect();
         Supervisor {
             cltab,
@@ -522,8 +522,7 @@ impl Supervisor {
         let mut actions = Vec::new();
         let disabled = self.disabled.clone();
         let is_disabled = |t: &str| disabled.contains(t);
-        for name in cltab.groups() {
-            let specs: Vec<_> = cltab.entries_of(name).cloned().collect();
+        for (name, specs) in cltab.by_group() {
             let group = match old.iter().position(|g| g.name == name) {
                 Some(i) => old.remove(i),
                 None => Group::new(name, [], &is_disabled),

@@ -67,8 +67,13 @@ pub(crate) fn restart_group(d: &mut Daemon, c: &Call, group: Option<&str>) -> Re
 }
 
 /// Read the cltab again and apply it; a bad cltab changes nothing.
-pub(crate) fn reread(d: &mut Daemon, c: &Call) -> Reply {
-    match Cltab::load(&d.sup.cltab.path.clone()) {
+/// Apply a cltab read and parsed off the loop (see `Target::Reread`).
+pub(crate) fn reread(
+    d: &mut Daemon,
+    c: &Call,
+    loaded: Result<Cltab, crate::cltab::CltabErrors>,
+) -> Reply {
+    match loaded {
         Ok(tab) => {
             let text = format!(
                 "cltab reread: {} groups, {} entries",
