@@ -335,3 +335,61 @@ fn a_status_larger_than_a_frame_comes_whole_in_pages() {
     sorted.dedup();
     assert_eq!(sorted.len(), 12_000, "no entry twice");
 }
+
+#[test]
+fn locks_and_leases_per_user_are_bounded_with_limit_errors() {
+    let d = Daemon::prepare(":::socket_mode:0666\n:::peer_locks_max:2\n:::peer_leases_max:1\n");
+    d.open_to_others();
+    let d = d.launch(&[]);
+    assert!(d.run_as(65534, 65534, &["status"]).status.success());
+    let holder = |args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(d.path("clinit-client"))
+            .current_dir("/")
+            .args(["-c", d.cltab().to_str().unwrap(), "lock"])
+            .args(args)
+            .args(["--", "sleep", "1000"])
+            .uid(65534)
+            .gid(65534)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // One lock under a lease, one on a connection: nobody's two.
+    let mut held = [holder(&["--ttl", "60", "one"]), holder(&["two"])];
+    d.wait_until("both held", || {
+        let l = d.ok(&["locks"]);
+        l.contains("one") && l.contains("two")
+    });
+    let out = d.run_as(65534, 65534, &["lock", "three", "--", "true"]);
+    assert_eq!(out.status.code(), Some(18), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "lock three: uid 65534 holds or waits for 2 locks, the most peer_locks_max allows"
+        ),
+        "{err}"
+    );
+    // Root is not limited.
+    assert!(d.run(&["lock", "three", "--", "true"]).status.success());
+    held[1].kill().unwrap();
+    held[1].wait().unwrap();
+    d.wait_until("two released", || !d.ok(&["locks"]).contains("two"));
+    // A second lease is over peer_leases_max, a plain lock is fine again.
+    let out = d.run_as(65534, 65534, &["lock", "--ttl", "60", "four", "--", "true"]);
+    assert_eq!(out.status.code(), Some(18), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("uid 65534 has 1 live leases, the most peer_leases_max allows"),
+        "{out:?}"
+    );
+    assert!(
+        d.run_as(65534, 65534, &["lock", "four", "--", "true"])
+            .status
+            .success()
+    );
+    held[0].kill().unwrap();
+    held[0].wait().unwrap();
+}

@@ -155,6 +155,10 @@ settings! {
         "how long a client may take to send its hello, and any frame from its first byte to its last (default 10)";
     lease_ttl_max: Duration = File, "SECS", parse_seconds,
         "the longest lease TTL a client may ask for (default 3600)";
+    peer_locks_max: usize = File, "N", positive_count,
+        "how many locks one user may hold and wait for at once, root and the daemon's user excepted (default 1024)";
+    peer_leases_max: usize = File, "N", positive_count,
+        "how many live leases one user may have, root and the daemon's user excepted (default 64)";
     peer_connections_max: usize = File, "N", positive_count,
         "how many connections one user (uid or certificate) may have open at once, root and the daemon's user excepted (default 256)";
     lock_access: Access = File, "WHO", access,

@@ -192,12 +192,18 @@ fn group_zero_and_groups_in_order() {
     let tab = p("0:a:0:once:true\nweb:b:1:once:true\n0:c:1:once:true\n").unwrap();
     assert_eq!(tab.groups(), vec!["0", "web"]);
     assert_eq!(tab.entries_of("0").count(), 2);
-    let by: Vec<(&str, Vec<&str>)> = tab
+    let by: Vec<(&str, Vec<String>)> = tab
         .by_group()
         .into_iter()
-        .map(|(g, es)| (g, es.iter().map(|e| e.tag.as_str()).collect()))
+        .map(|(g, es)| (g, es.iter().map(|e| e.tag.clone()).collect()))
         .collect();
-    assert_eq!(by, vec![("0", vec!["a", "c"]), ("web", vec!["b"])]);
+    assert_eq!(
+        by,
+        vec![
+            ("0", vec!["a".into(), "c".into()]),
+            ("web", vec!["b".into()])
+        ]
+    );
 }
 
 #[test]

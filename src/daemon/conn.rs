@@ -60,6 +60,11 @@ pub(crate) struct Shared {
     pub lease_ttl_max: std::time::Duration,
     /// The cltab, for rereads.
     pub cltab_path: std::path::PathBuf,
+    /// `peer_locks_max`, `peer_leases_max`, and the leases each limited
+    /// user made (pruned of ended ones when counted).
+    pub peer_locks_max: usize,
+    pub peer_leases_max: usize,
+    pub peer_leases: Mutex<std::collections::HashMap<u32, Vec<u64>>>,
     /// `peer_connections_max`, and the connections open per peer.
     pub peer_connections_max: usize,
     pub peer_connections: Mutex<std::collections::HashMap<String, usize>>,
@@ -68,6 +73,8 @@ pub(crate) struct Shared {
 /// Defaults of the limit settings.
 pub const DEFAULT_LEASE_TTL_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
 pub const DEFAULT_PEER_CONNECTIONS_MAX: usize = 256;
+pub const DEFAULT_PEER_LOCKS_MAX: usize = 1024;
+pub const DEFAULT_PEER_LEASES_MAX: usize = 64;
 
 /// One open connection counted against its peer; uncounted when dropped.
 struct PeerSlot<'a> {
@@ -92,6 +99,14 @@ impl Drop for PeerSlot<'_> {
 }
 
 impl Shared {
+    /// The uid of `peer` if limits apply to it (a local user other than
+    /// root and the daemon's user).
+    pub fn limited_uid(&self, peer: &Peer) -> Option<u32> {
+        peer.local()
+            .map(|u| u.uid)
+            .filter(|&uid| uid != 0 && uid != self.policy.daemon_uid)
+    }
+
     /// Count a new connection of `peer`, unless it has as many open as
     /// `peer_connections_max` allows (root and the daemon's user are not
     /// limited).
@@ -177,6 +192,9 @@ impl Shared {
             client_timeout: DEFAULT_CLIENT_TIMEOUT,
             refusals: Default::default(),
             lease_ttl_max: DEFAULT_LEASE_TTL_MAX,
+            peer_locks_max: DEFAULT_PEER_LOCKS_MAX,
+            peer_leases_max: DEFAULT_PEER_LEASES_MAX,
+            peer_leases: Default::default(),
             cltab_path: "cltab".into(),
             peer_connections_max: DEFAULT_PEER_CONNECTIONS_MAX,
             peer_connections: Default::default(),

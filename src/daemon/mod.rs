@@ -235,6 +235,13 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         spinning: Default::default(),
         refusals: Default::default(),
         cltab_path: cltab.path.clone(),
+        peer_locks_max: settings
+            .peer_locks_max
+            .unwrap_or(conn::DEFAULT_PEER_LOCKS_MAX),
+        peer_leases_max: settings
+            .peer_leases_max
+            .unwrap_or(conn::DEFAULT_PEER_LEASES_MAX),
+        peer_leases: Default::default(),
         lease_ttl_max: settings
             .lease_ttl_max
             .unwrap_or(conn::DEFAULT_LEASE_TTL_MAX),

@@ -640,6 +640,26 @@ impl LockManager {
         self.containers.is_empty() && self.leases.is_empty()
     }
 
+    /// Locks held and waited for by requests of user `uid` (a scan of
+    /// every lock: the daemon asks only for users under a limit).
+    pub fn held_or_waited_by(&self, uid: u32) -> usize {
+        self.containers
+            .values()
+            .map(|c| {
+                c.holders
+                    .values()
+                    .filter(|g| g.info.uid == Some(uid))
+                    .count()
+                    + c.queue.values().filter(|w| w.info.uid == Some(uid)).count()
+            })
+            .sum()
+    }
+
+    /// Whether `lease` is live.
+    pub fn has_lease(&self, lease: Holder) -> bool {
+        self.leases.contains_key(&lease)
+    }
+
     /// The last token handed out (or the floor, before the first grant).
     #[cfg(test)]
     pub fn last_token(&self) -> u64 {

@@ -462,6 +462,14 @@ impl LockBackend for LocalLocks {
         self.manager.is_idle()
     }
 
+    fn held_or_waited_by(&self, uid: u32) -> usize {
+        self.manager.held_or_waited_by(uid)
+    }
+
+    fn has_lease(&self, lease: u64) -> bool {
+        self.manager.has_lease(lease)
+    }
+
     fn take_changes(&mut self) -> Vec<LockChange> {
         std::mem::take(&mut self.changes)
     }

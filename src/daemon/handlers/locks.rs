@@ -30,6 +30,44 @@ pub(crate) fn call(
             ),
         ));
     }
+    let limited = shared.limited_uid(peer);
+    if let Some(uid) = limited {
+        match &call {
+            LockCall::Acquire { name, .. } => {
+                let n = shared.locks().held_or_waited_by(uid);
+                if n >= shared.peer_locks_max {
+                    return Pending::Ready(error(
+                        ErrorCode::Limit,
+                        format!(
+                            "lock {}: uid {uid} holds or waits for {n} locks, the most peer_locks_max allows",
+                            crate::logsafe::Safe(name)
+                        ),
+                    ));
+                }
+            }
+            LockCall::LeaseGrant { .. } => {
+                let live = {
+                    let locks = shared.locks();
+                    let mut m = shared
+                        .peer_leases
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mine = m.entry(uid).or_default();
+                    mine.retain(|&l| locks.has_lease(l));
+                    mine.len()
+                };
+                if live >= shared.peer_leases_max {
+                    return Pending::Ready(error(
+                        ErrorCode::Limit,
+                        format!(
+                            "uid {uid} has {live} live leases, the most peer_leases_max allows"
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
     let local = peer.local();
     let who = HolderInfo {
         pid: local.and_then(|u| u.pid),
@@ -53,6 +91,15 @@ pub(crate) fn call(
     };
     if !changes.is_empty() {
         shared.events.push_all(changes.into_iter().map(Into::into));
+    }
+    if let (Some(uid), Pending::Ready(Reply::Lease { lease, .. })) = (limited, &reply) {
+        shared
+            .peer_leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(uid)
+            .or_default()
+            .push(*lease);
     }
     reply
 }
