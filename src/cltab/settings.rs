@@ -159,6 +159,12 @@ settings! {
         "how many locks one user may hold and wait for at once, root and the daemon's user excepted (default 1024)";
     peer_leases_max: usize = File, "N", positive_count,
         "how many live leases one user may have, root and the daemon's user excepted (default 64)";
+    record_container_max: usize = File, "N", positive_count,
+        "how many records one container may hold (default 10000)";
+    record_container_bytes_max: usize = File, "BYTES", positive_count,
+        "how many bytes of values one container may hold (default 67108864, 64 MiB)";
+    record_bytes_max: usize = File, "BYTES", positive_count,
+        "how many bytes of values the whole record store may hold (default 1073741824, 1 GiB)";
     peer_connections_max: usize = File, "N", positive_count,
         "how many connections one user (uid or certificate) may have open at once, root and the daemon's user excepted (default 256)";
     lock_access: Access = File, "WHO", access,

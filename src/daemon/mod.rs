@@ -224,7 +224,20 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         conns: Default::default(),
         next_conn: 1.into(),
         locks: LocalLocks::shared(token_floor, state.clone(), deadline_changed.clone()),
-        records: Arc::new(Mutex::new(LocalRecords::new(db))),
+        records: Arc::new(Mutex::new(LocalRecords::with_quota(db, {
+            let d = crate::records::Quota::default();
+            crate::records::Quota {
+                container_records: settings
+                    .record_container_max
+                    .map_or(d.container_records, |n| n as u64),
+                container_bytes: settings
+                    .record_container_bytes_max
+                    .map_or(d.container_bytes, |n| n as u64),
+                total_bytes: settings
+                    .record_bytes_max
+                    .map_or(d.total_bytes, |n| n as u64),
+            }
+        }))),
         events,
         policy,
         host: crate::config::hostname().into(),

@@ -118,6 +118,15 @@ pub enum RecordError {
         key: String,
         len: usize,
     },
+    /// A write that would take a container, or the whole store, over its
+    /// quota (`record_container_max`, `record_container_bytes_max`,
+    /// `record_bytes_max`).
+    #[error("record {key:?} in container {container:?}: {why}")]
+    Quota {
+        container: String,
+        key: String,
+        why: String,
+    },
     /// The state database failed (the message names the file, and the
     /// record when one was concerned).
     #[error(transparent)]
@@ -134,6 +143,7 @@ impl RecordError {
             RecordError::Collision { .. } => "COLLISION",
             RecordError::BadName { .. } => "BAD_NAME",
             RecordError::TooLarge { .. } => "TOO_LARGE",
+            RecordError::Quota { .. } => "LIMIT",
             RecordError::Store(_) => "STORE",
         }
     }
@@ -324,23 +334,149 @@ fn random16() -> u16 {
     }
 }
 
+/// How much the record store may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    /// Records in one container.
+    pub container_records: u64,
+    /// Bytes of values in one container.
+    pub container_bytes: u64,
+    /// Bytes of values in the whole store.
+    pub total_bytes: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Quota {
+        Quota {
+            container_records: 10_000,
+            container_bytes: 64 << 20,
+            total_bytes: 1 << 30,
+        }
+    }
+}
+
+/// What the store holds: per stored container (records, bytes), and the
+/// bytes of all; read once, then kept up to date by each write.
+#[derive(Debug, Default)]
+struct Usage {
+    containers: std::collections::HashMap<String, (u64, u64)>,
+    total_bytes: u64,
+}
+
 /// The record store of one machine: these rules over a local
-/// [`RecordStorage`]; every call answers at once.
+/// [`RecordStorage`], within a [`Quota`]; every call answers at once.
 pub struct LocalRecords<S: ?Sized> {
     storage: Arc<Mutex<S>>,
+    quota: Quota,
+    usage: Option<Usage>,
 }
 
 impl<S: RecordStorage + ?Sized> LocalRecords<S> {
     pub fn new(storage: Arc<Mutex<S>>) -> LocalRecords<S> {
-        LocalRecords { storage }
+        LocalRecords::with_quota(storage, Quota::default())
     }
+
+    pub fn with_quota(storage: Arc<Mutex<S>>, quota: Quota) -> LocalRecords<S> {
+        LocalRecords {
+            storage,
+            quota,
+            usage: None,
+        }
+    }
+}
+
+/// Would writing `new_len` bytes in place of `old` (records, bytes of the
+/// record replaced: `None` for a new record) take the store over `q`?
+fn over_quota(
+    q: &Quota,
+    usage: &Usage,
+    stored: &str,
+    old: Option<u64>,
+    new_len: u64,
+) -> Option<String> {
+    let (records, bytes) = usage.containers.get(stored).copied().unwrap_or((0, 0));
+    let old_len = old.unwrap_or(0);
+    if old.is_none() && records + 1 > q.container_records {
+        return Some(format!(
+            "the container holds {records} records, the most record_container_max allows"
+        ));
+    }
+    if bytes - old_len.min(bytes) + new_len > q.container_bytes {
+        return Some(format!(
+            "the container would hold {} bytes, more than record_container_bytes_max ({})",
+            bytes - old_len.min(bytes) + new_len,
+            q.container_bytes
+        ));
+    }
+    let total = usage.total_bytes - old_len.min(usage.total_bytes) + new_len;
+    if total > q.total_bytes {
+        return Some(format!(
+            "the record store would hold {total} bytes, more than record_bytes_max ({})",
+            q.total_bytes
+        ));
+    }
+    None
 }
 
 impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
     fn call(&mut self, call: RecordCall) -> Pending<Result<RecordOutcome, RecordError>> {
         let mut db = self.storage.lock().unwrap_or_else(PoisonError::into_inner);
         let db = &mut *db;
-        Pending::Ready(match call {
+        // Writes are checked against the quota, and counted once done.
+        let write = match &call {
+            RecordCall::Add {
+                container,
+                key,
+                value,
+            }
+            | RecordCall::Modify {
+                container,
+                key,
+                value,
+                ..
+            } => Some((container.clone(), key.clone(), Some(value.len() as u64))),
+            RecordCall::Delete { container, key, .. } => {
+                Some((container.clone(), key.clone(), None))
+            }
+            _ => None,
+        };
+        let mut account: Option<(String, Option<u64>, Option<u64>)> = None;
+        if let Some((container, key, new_len)) = &write
+            && let Ok(stored) = stored_name(container)
+        {
+            if self.usage.is_none() {
+                match db.usage() {
+                    Ok(rows) => {
+                        let mut u = Usage::default();
+                        for (c, n, b) in rows {
+                            u.total_bytes += b;
+                            u.containers.insert(c, (n, b));
+                        }
+                        self.usage = Some(u);
+                    }
+                    Err(e) => return Pending::Ready(Err(e.into())),
+                }
+            }
+            let old = match db.get(&stored, key) {
+                Ok(r) => r.map(|(v, _)| v.len() as u64),
+                Err(e) => return Pending::Ready(Err(e.into())),
+            };
+            if let (Some(new_len), Some(usage)) = (new_len, &self.usage) {
+                // An add of an existing key fails as EXISTS, not on quota.
+                let is_add = matches!(call, RecordCall::Add { .. });
+                if !(is_add && old.is_some())
+                    && let Some(why) = over_quota(&self.quota, usage, &stored, old, *new_len)
+                {
+                    return Pending::Ready(Err(RecordError::Quota {
+                        container: container.clone(),
+                        key: key.clone(),
+                        why,
+                    }));
+                }
+            }
+            account = Some((stored, old, *new_len));
+        }
+        let result = match call {
             RecordCall::Add {
                 container,
                 key,
@@ -361,7 +497,34 @@ impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
                 sig,
             } => delete(db, &container, &key, sig).map(|()| RecordOutcome::Deleted),
             RecordCall::List { container } => list(db, &container).map(RecordOutcome::Records),
-        })
+        };
+        if let (Ok(_), Some((stored, old, new_len)), Some(usage)) =
+            (&result, account, self.usage.as_mut())
+        {
+            let e = usage.containers.entry(stored.clone()).or_insert((0, 0));
+            let old_len = old.unwrap_or(0);
+            match (old.is_some(), new_len) {
+                (false, Some(n)) => {
+                    e.0 += 1;
+                    e.1 += n;
+                    usage.total_bytes += n;
+                }
+                (true, Some(n)) => {
+                    e.1 = e.1 - old_len.min(e.1) + n;
+                    usage.total_bytes = usage.total_bytes - old_len.min(usage.total_bytes) + n;
+                }
+                (true, None) => {
+                    e.0 = e.0.saturating_sub(1);
+                    e.1 -= old_len.min(e.1);
+                    usage.total_bytes -= old_len.min(usage.total_bytes);
+                }
+                (false, None) => {}
+            }
+            if e.0 == 0 {
+                usage.containers.remove(&stored);
+            }
+        }
+        Pending::Ready(result)
     }
 }
 
@@ -376,6 +539,86 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path()).unwrap();
         (dir, db)
+    }
+
+    #[test]
+    fn quotas_count_records_and_bytes_per_container_and_in_all() {
+        let (_dir, db) = open();
+        let db = Arc::new(Mutex::new(db));
+        let quota = Quota {
+            container_records: 2,
+            container_bytes: 10,
+            total_bytes: 15,
+        };
+        let mut r = LocalRecords::with_quota(db.clone(), quota);
+        let mut run = |call: RecordCall| match r.call(call) {
+            Pending::Ready(Ok(RecordOutcome::Signature(s))) => Ok(s),
+            Pending::Ready(Ok(_)) => Ok(0),
+            Pending::Ready(Err(e)) => Err(e.code().to_string() + ": " + &e.to_string()),
+            Pending::Later(_) => unreachable!(),
+        };
+        let add = |c: &str, k: &str, n: usize| RecordCall::Add {
+            container: c.into(),
+            key: k.into(),
+            value: vec![b'x'; n],
+        };
+        // (call, expected: Ok or the start of the error)
+        assert!(run(add("a", "k1", 4)).is_ok());
+        assert!(run(add("a", "k2", 4)).is_ok());
+        let e = run(add("a", "k3", 1)).unwrap_err();
+        assert!(e.starts_with("LIMIT: record \"k3\" in container \"a\": the container holds 2 records, the most record_container_max allows"), "{e}");
+        // An existing key is EXISTS, not a quota error.
+        assert!(run(add("a", "k1", 1)).unwrap_err().starts_with("EXISTS"));
+        // Growing a record past the container's bytes.
+        let sig = match r.call(RecordCall::Get {
+            container: "a".into(),
+            key: "k1".into(),
+        }) {
+            Pending::Ready(Ok(RecordOutcome::Record(rec))) => rec.sig,
+            _ => unreachable!(),
+        };
+        let mut run = |call: RecordCall| match r.call(call) {
+            Pending::Ready(Ok(_)) => Ok(()),
+            Pending::Ready(Err(e)) => Err(e.code().to_string() + ": " + &e.to_string()),
+            Pending::Later(_) => unreachable!(),
+        };
+        let modify = |n: usize, sig: u64| RecordCall::Modify {
+            container: "a".into(),
+            key: "k1".into(),
+            value: vec![b'y'; n],
+            sig,
+        };
+        let e = run(modify(7, sig)).unwrap_err();
+        assert!(
+            e.contains(
+                "the container would hold 11 bytes, more than record_container_bytes_max (10)"
+            ),
+            "{e}"
+        );
+        assert!(run(modify(6, sig)).is_ok());
+        // The whole store: 10 bytes in a, 5 more fit, 6 do not.
+        assert!(
+            run(add("b", "k", 6))
+                .unwrap_err()
+                .contains("the record store would hold 16 bytes, more than record_bytes_max (15)")
+        );
+        assert!(run(add("b", "k", 5)).is_ok());
+        // A delete frees its share.
+        assert!(
+            run(RecordCall::Delete {
+                container: "b".into(),
+                key: "k".into(),
+                sig: 0
+            })
+            .is_ok()
+        );
+        assert!(run(add("b", "k", 5)).is_ok());
+        // A new LocalRecords over the same store reads what it holds.
+        let mut again = LocalRecords::with_quota(db, quota);
+        match again.call(add("c", "k", 1)) {
+            Pending::Ready(Err(e)) => assert_eq!(e.code(), "LIMIT"),
+            _ => panic!("the store is full"),
+        }
     }
 
     #[test]

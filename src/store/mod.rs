@@ -198,6 +198,8 @@ pub trait RecordStorage: Send {
         key: &str,
         expected: Option<u64>,
     ) -> Result<Cas, StoreError>;
+    /// For each stored container name: its records and bytes of values.
+    fn usage(&self) -> Result<Vec<(String, u64, u64)>, StoreError>;
 }
 
 /// A record operation, as the record store sees it (values as bytes).

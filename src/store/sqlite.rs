@@ -401,6 +401,20 @@ impl RecordStorage for StateDb {
         self.record_list(container)
     }
 
+    fn usage(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        self.conn
+            .prepare(
+                "SELECT container, COUNT(*), COALESCE(SUM(LENGTH(value)), 0) FROM records GROUP BY container",
+            )
+            .and_then(|mut st| {
+                st.query_map([], |r| {
+                    Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+                })?
+                .collect()
+            })
+            .map_err(|e| self.record_err("(all)", None, e))
+    }
+
     fn insert(
         &mut self,
         container: &str,

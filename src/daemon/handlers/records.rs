@@ -16,6 +16,7 @@ fn record_error(e: &RecordError) -> Reply {
         RecordError::Collision { .. } => ErrorCode::Collision,
         RecordError::BadName { .. } => ErrorCode::BadName,
         RecordError::TooLarge { .. } => ErrorCode::TooLarge,
+        RecordError::Quota { .. } => ErrorCode::Limit,
         RecordError::Store(_) => ErrorCode::Internal,
     };
     error(code, e.to_string())
