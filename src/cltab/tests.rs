@@ -288,3 +288,28 @@ fn a_cltab_of_100_000_entries_parses_and_its_duplicates_are_found() {
     let e = p(&text).unwrap_err();
     assert_eq!(e.errors[0].kind.code(), "CLTAB_DUPLICATE_TAG");
 }
+
+#[test]
+fn a_notifier_setting_is_one_string_shared_by_every_entry() {
+    let mut text = format!(":::notifier:logger {}\n", "x".repeat(100_000));
+    for i in 0..100 {
+        text.push_str(&format!("g:t{i}:1:respawn:true\n"));
+    }
+    text.push_str(":t7::notifier:mail root\n");
+    let tab = p(&text).unwrap();
+    let first = tab.entries[0]
+        .opts
+        .notifier
+        .as_ref()
+        .unwrap()
+        .command
+        .clone();
+    for e in &tab.entries {
+        let n = &e.opts.notifier.as_ref().unwrap().command;
+        if e.tag == "t7" {
+            assert_eq!(&**n, "mail root");
+        } else {
+            assert!(std::sync::Arc::ptr_eq(n, &first), "{} has a copy", e.tag);
+        }
+    }
+}
