@@ -248,6 +248,9 @@ impl Drop for InRequestGuard<'_> {
 /// from its first byte to its last, unless `client_timeout` says.
 pub const DEFAULT_CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The read buffer a connection keeps between frames, at most.
+const KEEP_BUF: usize = 64 * 1024;
+
 /// A connection's stream with the frames read ahead of time.
 pub(crate) struct Conn<S> {
     stream: S,
@@ -273,6 +276,11 @@ impl<S: Stream> Conn<S> {
     pub async fn next(&mut self) -> Result<&[u8], proto::FrameError> {
         self.buf.drain(..self.used);
         self.used = 0;
+        // A large frame is not a reason to keep its memory for the life of
+        // the connection: an idle connection keeps at most KEEP_BUF.
+        if self.buf.capacity() > KEEP_BUF && self.buf.len() <= KEEP_BUF {
+            self.buf.shrink_to(KEEP_BUF);
+        }
         // Once a frame has begun, the rest must come within the deadline:
         // a client cannot hold a half-sent frame's memory for long.
         let mut begun: Option<Instant> = None;
@@ -703,6 +711,41 @@ mod tests {
         }
     }
     use tokio::net::UnixStream;
+
+    #[test]
+    fn a_large_frame_does_not_keep_its_memory_and_a_cut_one_is_named() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, b) = UnixStream::pair().unwrap();
+            let mut r = Conn::new(b, DEFAULT_CLIENT_TIMEOUT);
+            let mut a = a;
+            let big = vec![b'x'; 2 << 20];
+            let mut f = (big.len() as u32).to_be_bytes().to_vec();
+            f.extend_from_slice(&big);
+            let small = proto::encode(&crate::proto::Request::Ping);
+            let writer = tokio::spawn(async move {
+                a.write_all(&f).await.unwrap();
+                a.write_all(&small).await.unwrap();
+                // Then a frame that stops after 3 of its 10 bytes.
+                a.write_all(&[0, 0, 0, 10, b'{', b'"', b'i']).await.unwrap();
+            });
+            assert_eq!(r.next().await.unwrap().len(), 2 << 20);
+            assert!(r.buf.capacity() >= 2 << 20);
+            assert_eq!(r.next().await.unwrap(), br#"{"op":"ping"}"#);
+            assert!(r.buf.capacity() <= KEEP_BUF, "{}", r.buf.capacity());
+            writer.await.unwrap();
+            match r.next().await {
+                Err(e @ proto::FrameError::Truncated { have: 3, want: 10 }) => assert_eq!(
+                    e.to_string(),
+                    "the stream ended inside a frame (3 of its 10 bytes came)"
+                ),
+                other => panic!("{other:?}"),
+            }
+        });
+    }
 
     #[test]
     fn spinning_reads_what_comes_and_gives_up_on_silence() {
