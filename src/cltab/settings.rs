@@ -165,6 +165,8 @@ settings! {
         "how many bytes of values one container may hold (default 67108864, 64 MiB)";
     record_bytes_max: usize = File, "BYTES", positive_count,
         "how many bytes of values the whole record store may hold (default 1073741824, 1 GiB)";
+    peer_frame_bytes_max: usize = File, "BYTES", positive_count,
+        "how many bytes of large frames (over 64 KiB) one user's connections may be receiving at once, root and the daemon's user excepted (default 16777216, 16 MiB)";
     peer_connections_max: usize = File, "N", positive_count,
         "how many connections one user (uid or certificate) may have open at once, root and the daemon's user excepted (default 256)";
     lock_access: Access = File, "WHO", access,

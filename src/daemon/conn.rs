@@ -68,6 +68,10 @@ pub(crate) struct Shared {
     /// `peer_connections_max`, and the connections open per peer.
     pub peer_connections_max: usize,
     pub peer_connections: Mutex<std::collections::HashMap<String, usize>>,
+    /// `peer_frame_bytes_max`, and the bytes of large frames each limited
+    /// user is sending.
+    pub peer_frame_bytes_max: usize,
+    pub frame_bytes: Arc<Mutex<std::collections::HashMap<u32, usize>>>,
 }
 
 /// Defaults of the limit settings.
@@ -75,6 +79,7 @@ pub const DEFAULT_LEASE_TTL_MAX: std::time::Duration = std::time::Duration::from
 pub const DEFAULT_PEER_CONNECTIONS_MAX: usize = 256;
 pub const DEFAULT_PEER_LOCKS_MAX: usize = 1024;
 pub const DEFAULT_PEER_LEASES_MAX: usize = 64;
+pub const DEFAULT_PEER_FRAME_BYTES_MAX: usize = 16 << 20;
 
 /// One open connection counted against its peer; uncounted when dropped.
 struct PeerSlot<'a> {
@@ -198,6 +203,8 @@ impl Shared {
             cltab_path: "cltab".into(),
             peer_connections_max: DEFAULT_PEER_CONNECTIONS_MAX,
             peer_connections: Default::default(),
+            peer_frame_bytes_max: DEFAULT_PEER_FRAME_BYTES_MAX,
+            frame_bytes: Default::default(),
         }
     }
 
@@ -251,6 +258,15 @@ pub const DEFAULT_CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::fro
 /// The read buffer a connection keeps between frames, at most.
 const KEEP_BUF: usize = 64 * 1024;
 
+/// The bytes of large frames (over [`KEEP_BUF`]) that each limited user's
+/// connections are receiving at once, against `peer_frame_bytes_max`.
+#[derive(Clone)]
+pub(crate) struct FrameBudget {
+    pub used: Arc<Mutex<std::collections::HashMap<u32, usize>>>,
+    pub uid: u32,
+    pub max: usize,
+}
+
 /// A connection's stream with the frames read ahead of time.
 pub(crate) struct Conn<S> {
     stream: S,
@@ -259,6 +275,53 @@ pub(crate) struct Conn<S> {
     buf: Vec<u8>,
     /// Bytes of `buf` that belong to the frame last returned by `next`.
     used: usize,
+    /// The user's budget for large frames (`None`: not limited), and what
+    /// the frame being received holds of it.
+    budget: Option<FrameBudget>,
+    reserved: usize,
+}
+
+impl<S> Drop for Conn<S> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl<S> Conn<S> {
+    /// Give back what the last large frame held of the user's budget.
+    fn release(&mut self) {
+        if let (Some(b), true) = (&self.budget, self.reserved > 0) {
+            let mut m = b.used.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = m.get_mut(&b.uid) {
+                *n = n.saturating_sub(self.reserved);
+                if *n == 0 {
+                    m.remove(&b.uid);
+                }
+            }
+        }
+        self.reserved = 0;
+    }
+
+    /// Count a large frame of `want` bytes against the user's budget.
+    fn reserve(&mut self, want: usize) -> Result<(), proto::FrameError> {
+        let Some(b) = &self.budget else {
+            return Ok(());
+        };
+        if want <= KEEP_BUF || self.reserved > 0 {
+            return Ok(());
+        }
+        let mut m = b.used.lock().unwrap_or_else(PoisonError::into_inner);
+        let cur = m.get(&b.uid).copied().unwrap_or(0);
+        if cur + want > b.max {
+            return Err(proto::FrameError::OverBudget(format!(
+                "uid {} is already sending {cur} bytes in large frames; this frame of {want} bytes would pass peer_frame_bytes_max ({})",
+                b.uid, b.max
+            )));
+        }
+        m.insert(b.uid, cur + want);
+        self.reserved = want;
+        Ok(())
+    }
 }
 
 impl<S: Stream> Conn<S> {
@@ -268,7 +331,15 @@ impl<S: Stream> Conn<S> {
             frame_deadline,
             buf: Vec::new(),
             used: 0,
+            budget: None,
+            reserved: 0,
         }
+    }
+
+    /// Limit the large frames of this connection's user.
+    pub fn with_budget(mut self, budget: Option<FrameBudget>) -> Conn<S> {
+        self.budget = budget;
+        self
     }
 
     /// The next frame's body (valid until the next call); `Closed` at end
@@ -276,6 +347,7 @@ impl<S: Stream> Conn<S> {
     pub async fn next(&mut self) -> Result<&[u8], proto::FrameError> {
         self.buf.drain(..self.used);
         self.used = 0;
+        self.release();
         // A large frame is not a reason to keep its memory for the life of
         // the connection: an idle connection keeps at most KEEP_BUF.
         if self.buf.capacity() > KEEP_BUF && self.buf.len() <= KEEP_BUF {
@@ -288,6 +360,10 @@ impl<S: Stream> Conn<S> {
             if let Some(n) = proto::frame_len(&self.buf)? {
                 self.used = n;
                 return Ok(&self.buf[4..n]);
+            }
+            if let Some(len) = self.buf.get(..4) {
+                let want = 4 + u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+                self.reserve(want)?;
             }
             let got = if self.buf.is_empty() {
                 self.fill().await?
@@ -453,7 +529,12 @@ fn id_of(body: &[u8]) -> u64 {
 /// frame gets an error reply and the connection is closed; the daemon is
 /// never disturbed.
 pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &Shared) {
-    let mut c = Conn::new(stream, shared.client_timeout);
+    let budget = shared.limited_uid(&peer).map(|uid| FrameBudget {
+        used: shared.frame_bytes.clone(),
+        uid,
+        max: shared.peer_frame_bytes_max,
+    });
+    let mut c = Conn::new(stream, shared.client_timeout).with_budget(budget);
     let _slot = match shared.open_slot(&peer) {
         Ok(slot) => slot,
         Err(why) => {
@@ -493,9 +574,11 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
             Err(proto::FrameError::Closed) => return,
             Err(e) => {
                 let _answering = shared.in_request.begin();
-                let _ = c
-                    .reply(0, error(ErrorCode::BadRequest, e.to_string()))
-                    .await;
+                let code = match e {
+                    proto::FrameError::OverBudget(_) => ErrorCode::Limit,
+                    _ => ErrorCode::BadRequest,
+                };
+                let _ = c.reply(0, error(code, e.to_string())).await;
                 return;
             }
         };
@@ -711,6 +794,56 @@ mod tests {
         }
     }
     use tokio::net::UnixStream;
+
+    #[test]
+    fn a_users_large_frames_share_one_budget() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let budget = FrameBudget {
+                used: Default::default(),
+                uid: 1000,
+                max: 300_000,
+            };
+            let head = |n: u32| n.to_be_bytes().to_vec();
+            let (mut a1, b1) = UnixStream::pair().unwrap();
+            let (mut a2, b2) = UnixStream::pair().unwrap();
+            let mut c1 = Conn::new(b1, DEFAULT_CLIENT_TIMEOUT).with_budget(Some(budget.clone()));
+            let mut c2 = Conn::new(b2, DEFAULT_CLIENT_TIMEOUT).with_budget(Some(budget.clone()));
+            // c1 starts a frame of 200,000 bytes and stops half way.
+            a1.write_all(&head(200_000)).await.unwrap();
+            a1.write_all(&vec![b'x'; 100_000]).await.unwrap();
+            let first = tokio::spawn(async move {
+                let n = c1.next().await.map(|b| b.len()).unwrap();
+                (c1, n)
+            });
+            // Until it is all in, a second one of 200,000 is over 300,000.
+            while budget.used.lock().unwrap().get(&1000).is_none() {
+                tokio::task::yield_now().await;
+            }
+            a2.write_all(&head(200_000)).await.unwrap();
+            match c2.next().await {
+                Err(e @ proto::FrameError::OverBudget(_)) => assert_eq!(
+                    e.to_string(),
+                    "uid 1000 is already sending 200004 bytes in large frames; this frame of 200004 bytes would pass peer_frame_bytes_max (300000)"
+                ),
+                other => panic!("{other:?}"),
+            }
+            // Small frames never count.
+            let (mut a3, b3) = UnixStream::pair().unwrap();
+            let mut c3 = Conn::new(b3, DEFAULT_CLIENT_TIMEOUT).with_budget(Some(budget.clone()));
+            a3.write_all(&proto::encode(&crate::proto::Request::Ping)).await.unwrap();
+            assert!(c3.next().await.is_ok());
+            // The first frame completes; once read past, its bytes are free.
+            a1.write_all(&vec![b'x'; 100_000]).await.unwrap();
+            let (c1, n) = first.await.unwrap();
+            assert_eq!(n, 200_000);
+            drop(c1);
+            assert!(budget.used.lock().unwrap().is_empty());
+        });
+    }
 
     #[test]
     fn a_large_frame_does_not_keep_its_memory_and_a_cut_one_is_named() {

@@ -262,6 +262,10 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
             .peer_connections_max
             .unwrap_or(conn::DEFAULT_PEER_CONNECTIONS_MAX),
         peer_connections: Default::default(),
+        peer_frame_bytes_max: settings
+            .peer_frame_bytes_max
+            .unwrap_or(conn::DEFAULT_PEER_FRAME_BYTES_MAX),
+        frame_bytes: Default::default(),
         client_timeout: settings
             .client_timeout
             .unwrap_or(conn::DEFAULT_CLIENT_TIMEOUT),

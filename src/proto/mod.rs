@@ -535,6 +535,8 @@ pub enum FrameError {
     TooLarge(usize),
     #[error("the stream ended inside a frame ({have} of its {want} bytes came)")]
     Truncated { have: usize, want: usize },
+    #[error("{0}")]
+    OverBudget(String),
     #[error("a frame was not completed within {0} s of its first byte (client_timeout)")]
     Slow(f64),
     #[error("malformed frame: {0}")]
