@@ -113,3 +113,40 @@ fn a_sigkill_at_the_first_child_of_a_restart_leaves_no_duplicate_and_no_orphan()
         );
     }
 }
+
+#[test]
+fn a_daemonized_descendant_left_by_a_killed_daemon_is_stopped_by_the_next() {
+    // The entry's shell exits at once; its setsid grandchild leaves the
+    // entry's process group, so no child record reaches it.
+    let mut d = Daemon::prepare("");
+    let text = std::fs::read_to_string(d.cltab()).unwrap()
+        + &format!(
+            "g:dmn:1:respawn:setsid sh -c 'echo $$ >> {}/gc.pids; exec sleep 1000' & exec sleep 1000\n",
+            d.dir.path().display()
+        );
+    std::fs::write(d.cltab(), text).unwrap();
+    d = d.launch(&[]);
+    d.ok(&["tell", "g", "1"]);
+    d.wait_until("grandchild started", || !d.read("gc.pids").is_empty());
+    let gc: i64 = d.read("gc.pids").lines().next().unwrap().parse().unwrap();
+    d.wait_until("grandchild runs sleep", || {
+        std::fs::read(format!("/proc/{gc}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep"))
+    });
+    d.kill9();
+    assert!(alive(gc), "it outlives the killed daemon");
+
+    let d = d.launch(&[]);
+    d.wait_until("the old grandchild is stopped", || !alive(gc));
+    assert!(
+        d.log()
+            .contains("carries this daemon's socket in CLINIT_SOCKET but no record"),
+        "{}",
+        d.log()
+    );
+    // The restored entry started a new grandchild, which is not stopped.
+    d.wait_until("a new grandchild", || {
+        d.read("gc.pids").lines().count() == 2
+    });
+    let new: i64 = d.read("gc.pids").lines().nth(1).unwrap().parse().unwrap();
+    assert!(alive(new));
+}

@@ -610,7 +610,14 @@ mod tests {
             userlist: None,
             restore_timeout: Duration::from_secs(1),
         };
-        let mut d = Daemon::new(sup, Executor::new(log, None), state, shared, paths, None);
+        let mut d = Daemon::new(
+            sup,
+            Executor::new(log, None, std::path::Path::new("s")),
+            state,
+            shared,
+            paths,
+            None,
+        );
         let root = Peer::Local(LocalUser {
             uid: 0,
             gid: 0,

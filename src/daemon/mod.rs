@@ -146,7 +146,22 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
             persisted.children.len(),
             db.location()
         );
-        let outcomes = stop_leftovers(&persisted.children, timing.term_after, timing.kill_after);
+    }
+    // What no record names: descendants of a killed previous run that left
+    // their entry's process group, found by the CLINIT_SOCKET they carry.
+    let recorded: Vec<i32> = persisted.children.iter().map(|c| c.pid).collect();
+    let marked = crate::supervisor::leftovers::marked(&paths.socket, &recorded);
+    for m in &marked {
+        tracing::warn!(
+            "process {} ({}:{}) carries this daemon's socket in CLINIT_SOCKET but no record: left by a previous run; stopping it",
+            m.pid,
+            crate::logsafe::Safe(&m.group),
+            crate::logsafe::Safe(&m.tag)
+        );
+    }
+    if !persisted.children.is_empty() || !marked.is_empty() {
+        let all: Vec<_> = persisted.children.iter().cloned().chain(marked).collect();
+        let outcomes = stop_leftovers(&all, timing.term_after, timing.kill_after);
         let stopped = outcomes
             .iter()
             .filter(|o| matches!(o, Leftover::Stopped { .. }))
@@ -157,7 +172,9 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
             .iter()
             .map(|c| StoreOp::RemoveChild { pid: c.pid })
             .collect();
-        db.apply(&ops)?;
+        if !ops.is_empty() {
+            db.apply(&ops)?;
+        }
     }
     let token_floor = StateStore::token_floor(&mut db)?;
     let db = Arc::new(Mutex::new(db));
@@ -195,7 +212,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         tracing::warn!("cannot become child subreaper: {e}");
     }
 
-    let executor = Executor::new(log, paths.logdir.clone());
+    let executor = Executor::new(log, paths.logdir.clone(), &paths.socket);
     let disabled = persisted.disabled.iter().cloned().collect();
     let goals = if opts.no_restore {
         if !persisted.goals.is_empty() {

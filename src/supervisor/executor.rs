@@ -49,10 +49,15 @@ pub struct Executor {
     gates: Vec<spawn::Gated>,
     /// The daemon's environment, for every child.
     env: std::sync::Arc<[std::ffi::CString]>,
+    /// The daemon's socket (`CLINIT_SOCKET` of every child).
+    socket: std::ffi::OsString,
 }
 
 impl Executor {
-    pub fn new(log: File, logdir: Option<PathBuf>) -> Executor {
+    /// `socket`: the daemon's socket, given to every child as
+    /// `CLINIT_SOCKET` (the next daemon on that socket finds what this one
+    /// left by it: see `leftovers::marked`).
+    pub fn new(log: File, logdir: Option<PathBuf>, socket: &std::path::Path) -> Executor {
         Executor {
             log,
             logdir,
@@ -68,6 +73,7 @@ impl Executor {
             gates: Vec::new(),
             sweeps: Vec::new(),
             env: spawn::environment(),
+            socket: socket.as_os_str().to_owned(),
         }
     }
 
@@ -143,6 +149,7 @@ impl Executor {
             ("CLINIT_GROUP", OsStr::new(group)),
             ("CLINIT_TAG", OsStr::new(tag)),
             ("CLINIT_LEVEL", OsStr::new(level)),
+            ("CLINIT_SOCKET", self.socket.as_os_str()),
         ];
         let exec = spawn::Exec::new(
             path.as_os_str(),
@@ -520,7 +527,7 @@ mod tests {
     fn a_sweep_is_asked_not_done_then_stops_only_its_entrys_adopted_processes() {
         let dir = tempfile::tempdir().unwrap();
         let log = File::create(dir.path().join("log")).unwrap();
-        let mut exec = Executor::new(log, None);
+        let mut exec = Executor::new(log, None, std::path::Path::new("s"));
         let grace = std::time::Duration::from_secs(5);
         assert!(
             exec.perform(Action::SweepLeftovers {

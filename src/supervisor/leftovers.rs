@@ -373,6 +373,60 @@ fn pidfd_send_signal(fd: &OwnedFd, sig: Signal) -> Result<(), Errno> {
     if r < 0 { Err(Errno::last()) } else { Ok(()) }
 }
 
+/// Processes that carry `CLINIT_SOCKET=socket` in their environment (every
+/// child of the daemon on that socket gets it, and their descendants
+/// inherit it), as records for [`stop_leftovers`], except `skip` (pids
+/// already recorded), this process and its parent. Called at start-up,
+/// before anything starts, it finds what a killed previous daemon on the
+/// same socket left that no record names: descendants that left their
+/// entry's process group (`setsid`). One scan of `/proc`, once.
+pub fn marked(socket: &std::path::Path, skip: &[i32]) -> Vec<ChildRecord> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut want = b"CLINIT_SOCKET=".to_vec();
+    want.extend_from_slice(socket.as_os_str().as_bytes());
+    let me = std::process::id() as i32;
+    let parent = nix::unistd::getppid().as_raw();
+    let boot = boot_id();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for ent in dir.flatten() {
+        let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me || pid == parent || skip.contains(&pid) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+        if !vars.contains(&want.as_slice()) {
+            continue;
+        }
+        let var = |name: &[u8]| {
+            vars.iter()
+                .find_map(|v| v.strip_prefix(name))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        let Some(ticks) = start_ticks(pid) else {
+            continue;
+        };
+        let pgid = getpgid(Some(Pid::from_raw(pid))).map_or(pid, |p| p.as_raw());
+        out.push(ChildRecord {
+            pid,
+            pgid,
+            start_ticks: ticks,
+            boot_id: boot.clone(),
+            group: var(b"CLINIT_GROUP="),
+            tag: var(b"CLINIT_TAG="),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
