@@ -138,6 +138,8 @@ class Run:
         return len(procs_of(self.group))
 
     def cleanup(self):
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.kill9()
         for p in procs_of(self.group):
             try:
                 os.kill(p, signal.SIGKILL)

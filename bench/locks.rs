@@ -242,8 +242,9 @@ fn death_to_grant_ms(sock: &Path) -> f64 {
                 Instant::now() < give_up,
                 "the waiter on {name} never queued"
             );
-            if let Ok(Reply::Locks { containers }) = probe.request(Request::Locks {
+            if let Ok(Reply::Locks { containers, .. }) = probe.request(Request::Locks {
                 name: Some(name.clone()),
+                after: None,
             }) && containers.first().is_some_and(|c| !c.waiters.is_empty())
             {
                 break;
@@ -318,6 +319,7 @@ fn main() {
     let ping_us = round_trip_us(&mut connect(&sock), 20_000, || Request::Ping);
     let rec_us = round_trip_us(&mut connect(&sock), 20_000, || Request::Locks {
         name: Some("none".into()),
+        after: None,
     });
     let one = throughput(&sock, 1, 3.0, None, |_| "one".into());
     let one_nospin = throughput(&sock, 1, 3.0, Some(Duration::ZERO), |_| "one".into());

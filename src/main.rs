@@ -625,8 +625,29 @@ fn record(p: &Paths, cmd: &RecordCmd) -> Result<(), ClientError> {
 }
 
 fn locks(p: &Paths, name: Option<String>, json: bool) -> Result<(), ClientError> {
-    let reply = Client::connect(&p.socket)?.request(Request::Locks { name })?;
-    if let Reply::Locks { containers } = reply {
+    let mut c = Client::connect(&p.socket)?;
+    let mut containers = Vec::new();
+    let mut after = None;
+    loop {
+        match c.request(Request::Locks {
+            name: name.clone(),
+            after: after.take(),
+        })? {
+            Reply::Locks {
+                containers: page,
+                more,
+            } => {
+                containers.extend(page);
+                match more {
+                    Some(m) => after = Some(m),
+                    None => break,
+                }
+            }
+            Reply::Error(e) => return Err(ClientError::Daemon(e)),
+            _ => break,
+        }
+    }
+    {
         if json {
             println!(
                 "{}",

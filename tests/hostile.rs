@@ -393,3 +393,55 @@ fn locks_and_leases_per_user_are_bounded_with_limit_errors() {
     held[0].kill().unwrap();
     held[0].wait().unwrap();
 }
+
+#[test]
+fn a_lock_listing_larger_than_a_frame_comes_whole_in_pages() {
+    let d = Daemon::start("");
+    let mut c = clinit::client::Client::connect(&d.path("clinit.s")).unwrap();
+    let what = "w".repeat(300);
+    // 12,000 locks of about 400 bytes each in the listing, pipelined
+    // 100 at a time (neither side may fill the socket while the other
+    // waits to write).
+    let n = 12_000;
+    for batch in 0..n / 100 {
+        for i in batch * 100..(batch + 1) * 100 {
+            c.send(clinit::proto::Request::LockAcquire {
+                name: format!("lock-{i:05}"),
+                mode: clinit::lock::LockMode::Exclusive,
+                wait: false,
+                timeout_ms: None,
+                lease: None,
+                what: what.clone(),
+            })
+            .unwrap();
+        }
+        for _ in 0..100 {
+            let (_, r) = c.recv().unwrap();
+            assert!(matches!(r, clinit::proto::Reply::Granted { .. }), "{r:?}");
+        }
+    }
+    let out = d.run(&["locks", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout.len() > 4 * 1024 * 1024,
+        "{} bytes",
+        out.stdout.len()
+    );
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), n);
+    assert!(
+        names.windows(2).all(|w| w[0] < w[1]),
+        "in order, none twice"
+    );
+    // Holders' descriptions were cut to 256 bytes.
+    assert_eq!(
+        all[0]["holders"][0]["info"]["what"].as_str().unwrap().len(),
+        256
+    );
+}

@@ -634,7 +634,9 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
                     },
                 }
             }
-            Target::Locks { name } => super::handlers::locks::list(shared, name.as_deref()),
+            Target::Locks { name, after } => {
+                super::handlers::locks::list(shared, name.as_deref(), after.as_deref())
+            }
             Target::Record(op) => super::handlers::records::call(shared, op).await,
             Target::Events(query) => {
                 if !super::handlers::events::stream(&mut c, frame.id, query, shared).await {

@@ -41,6 +41,7 @@ pub(crate) enum Target {
     /// The locks view.
     Locks {
         name: Option<String>,
+        after: Option<String>,
     },
     Record(RecordOp),
     /// A streamed reply.
@@ -215,11 +216,11 @@ pub(crate) fn route(req: Request) -> Route {
         Request::LeaseGrant { ttl_ms } => lock(LockCall::LeaseGrant { ttl_ms }, String::new()),
         Request::LeaseRenew { lease } => lock(LockCall::LeaseRenew { lease }, String::new()),
         Request::LeaseRevoke { lease } => lock(LockCall::LeaseRevoke { lease }, String::new()),
-        Request::Locks { name } => Route {
+        Request::Locks { name, after } => Route {
             handler: "locks::list",
             right: Right::Read,
             describe: None,
-            target: Target::Locks { name },
+            target: Target::Locks { name, after },
         },
         Request::Record(op) => Route {
             handler: "records::call",
@@ -304,7 +305,10 @@ mod tests {
             Request::LeaseGrant { ttl_ms: 1 },
             Request::LeaseRenew { lease: 1 },
             Request::LeaseRevoke { lease: 1 },
-            Request::Locks { name: None },
+            Request::Locks {
+                name: None,
+                after: None,
+            },
             Request::Record(RecordOp::List {
                 container: "c".into(),
             }),

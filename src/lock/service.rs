@@ -58,9 +58,14 @@ fn lock_error(e: &LockError, about: &Subject) -> Reply {
 
 /// Holders in the words of errors and warnings: "exclusive (token 7, pid
 /// 12, uid 0, what)".
+/// At most this many holders are named in one message (a BUSY reply, a
+/// log line); the rest are counted.
+pub const HOLDERS_NAMED: usize = 20;
+
 pub fn describe_holders(holders: &[GrantInfo]) -> String {
-    holders
+    let named = holders
         .iter()
+        .take(HOLDERS_NAMED)
         .map(|h| {
             let mut s = format!("{} (token {}", h.mode.as_str(), h.token);
             if let Some(pid) = h.info.pid {
@@ -75,7 +80,11 @@ pub fn describe_holders(holders: &[GrantInfo]) -> String {
             s + ")"
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    match holders.len().saturating_sub(HOLDERS_NAMED) {
+        0 => named,
+        more => format!("{named} and {more} more"),
+    }
 }
 
 /// The lock service of one daemon.

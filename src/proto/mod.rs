@@ -121,6 +121,10 @@ pub enum Request {
     /// Holders and waiters of one container or of all.
     Locks {
         name: Option<String>,
+        /// A listing larger than a frame comes in pages: the `more` of the
+        /// previous page (the last lock it listed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
     },
     /// A record operation.
     Record(RecordOp),
@@ -360,6 +364,9 @@ pub enum Reply {
     },
     Locks {
         containers: Vec<ContainerStatus>,
+        /// More follows: ask again with `after` set to this.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        more: Option<String>,
     },
     Record {
         record: RecordWire,

@@ -104,9 +104,27 @@ pub(crate) fn call(
     reply
 }
 
-/// Holders and waiters of one lock or of all.
-pub(crate) fn list(shared: &Shared, name: Option<&str>) -> Reply {
-    Reply::Locks {
-        containers: shared.locks().status(name),
+/// Holders and waiters of one lock or of all, from the lock after `after`,
+/// in pages of about [`crate::proto::STATUS_PAGE`] bytes (at least one lock
+/// a page).
+pub(crate) fn list(shared: &Shared, name: Option<&str>, after: Option<&str>) -> Reply {
+    let all = shared.locks().status(name);
+    let mut containers = Vec::new();
+    let mut used = 0;
+    let mut more = None;
+    for c in all
+        .into_iter()
+        .filter(|c| after.is_none_or(|a| c.name.as_str() > a))
+    {
+        let size = serde_json::to_vec(&c).map_or(0, |v| v.len());
+        if used + size > crate::proto::STATUS_PAGE && !containers.is_empty() {
+            more = containers
+                .last()
+                .map(|l: &crate::lock::ContainerStatus| l.name.clone());
+            break;
+        }
+        used += size;
+        containers.push(c);
     }
+    Reply::Locks { containers, more }
 }
