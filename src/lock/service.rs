@@ -566,6 +566,33 @@ mod tests {
     }
 
     #[test]
+    fn messages_name_at_most_twenty_holders_and_count_the_rest() {
+        let holder = |token: u64| crate::lock::GrantInfo {
+            holder: token,
+            mode: crate::lock::LockMode::Shared,
+            token,
+            since: 0,
+            info: crate::lock::HolderInfo {
+                pid: Some(7),
+                uid: Some(0),
+                host: "h".into(),
+                what: "w".into(),
+            },
+        };
+        for (n, named, tail) in [
+            (1, 1, ""),
+            (20, 20, ""),
+            (21, 20, " and 1 more"),
+            (500, 20, " and 480 more"),
+        ] {
+            let all: Vec<_> = (1..=n).map(holder).collect();
+            let text = describe_holders(&all);
+            assert_eq!(text.matches("shared (token").count(), named, "{n}");
+            assert!(text.ends_with(&format!("uid 0, w){tail}")), "{n}: {text}");
+        }
+    }
+
+    #[test]
     fn answers_at_once_or_parks_and_answers_later() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = service(dir.path());
