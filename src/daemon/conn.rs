@@ -622,7 +622,16 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
                 continue;
             }
         };
-        let reply = match route.target {
+        // A reread reads and parses the cltab in a blocking task (a large
+        // file must not hold the event loop), then applies it on the loop.
+        let target = match route.target {
+            Target::Reread => Target::Loop {
+                job: reread_job(shared).await,
+                may_block: false,
+            },
+            t => t,
+        };
+        let reply = match target {
             Target::Lock(call, what) => {
                 match super::handlers::locks::call(shared, conn, &peer, call, what) {
                     crate::store::Pending::Ready(r) => r,
@@ -646,58 +655,33 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
                 continue;
             }
             Target::Loop { job, may_block } => {
-                match on_loop(
-                    &mut c,
-                    shared,
+                let (tx, rx) = oneshot::channel();
+                let msg = Msg::Job {
                     job,
-                    may_block,
-                    frame.id,
-                    route.right,
-                    route.describe,
-                    &peer,
-                    who,
-                )
-                .await
-                {
-                    Ok(r) => r,
-                    Err(()) => return,
-                }
-            }
-            Target::Reread => {
-                // The file is read and parsed in a blocking task, so a
-                // large cltab does not hold the event loop.
-                let path = shared.cltab_path.clone();
-                let loaded =
-                    tokio::task::spawn_blocking(move || crate::cltab::Cltab::load(&path)).await;
-                let job: super::route::LoopJob = match loaded {
-                    Ok(loaded) => {
-                        Box::new(move |d, c| Some(super::handlers::control::reread(d, c, loaded)))
-                    }
-                    Err(e) => {
-                        let r = error(
-                            ErrorCode::Internal,
-                            format!("reading the cltab failed: {e}"),
-                        );
-                        Box::new(move |_, _| Some(r))
-                    }
+                    right: route.right,
+                    describe: route.describe,
+                    peer: peer.clone(),
+                    who: who.unwrap_or_default(),
+                    reply: tx,
                 };
-                match on_loop(
-                    &mut c,
-                    shared,
-                    job,
-                    false,
-                    frame.id,
-                    route.right,
-                    route.describe,
-                    &peer,
-                    who,
-                )
-                .await
-                {
-                    Ok(r) => r,
-                    Err(()) => return,
+                if shared.tx.send(msg).await.is_err() {
+                    // The event loop is finishing its exit.
+                    let _ = c.reply(frame.id, shutting_down()).await;
+                    return;
+                }
+                let r = if may_block {
+                    // A wait: notice meanwhile when the client goes away.
+                    c.await_reply(rx).await
+                } else {
+                    rx.await.ok()
+                };
+                match r {
+                    Some(r) => r,
+                    None => return,
                 }
             }
+            // Made a loop job above; never a panic in the daemon.
+            Target::Reread => error(ErrorCode::Internal, "reread not routed".into()),
         };
         if c.reply(frame.id, reply).await.is_err() {
             return;
@@ -715,41 +699,19 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
     }
 }
 
-/// Have the event loop serve `job`; its reply, or `Err` when the
-/// connection should end (the client went away, or the loop is exiting).
-#[allow(clippy::too_many_arguments)]
-async fn on_loop<S: Stream>(
-    c: &mut Conn<S>,
-    shared: &Shared,
-    job: super::route::LoopJob,
-    may_block: bool,
-    id: u64,
-    right: super::policy::Right,
-    describe: Option<String>,
-    peer: &Peer,
-    who: Option<String>,
-) -> Result<Reply, ()> {
-    let (tx, rx) = oneshot::channel();
-    let msg = Msg::Job {
-        job,
-        right,
-        describe,
-        peer: peer.clone(),
-        who: who.unwrap_or_default(),
-        reply: tx,
-    };
-    if shared.tx.send(msg).await.is_err() {
-        // The event loop is finishing its exit.
-        let _ = c.reply(id, shutting_down()).await;
-        return Err(());
+/// The loop job of a reread, with the cltab already read and parsed.
+async fn reread_job(shared: &Shared) -> super::route::LoopJob {
+    let path = shared.cltab_path.clone();
+    match tokio::task::spawn_blocking(move || crate::cltab::Cltab::load(&path)).await {
+        Ok(loaded) => Box::new(move |d, c| Some(super::handlers::control::reread(d, c, loaded))),
+        Err(e) => {
+            let r = error(
+                ErrorCode::Internal,
+                format!("reading the cltab failed: {e}"),
+            );
+            Box::new(move |_, _| Some(r))
+        }
     }
-    let r = if may_block {
-        // A wait: notice meanwhile when the client goes away.
-        c.await_reply(rx).await
-    } else {
-        rx.await.ok()
-    };
-    r.ok_or(())
 }
 
 /// After a connection ended: its locks are released, its waits cancelled,
