@@ -256,27 +256,7 @@ fn lease_ttls_and_connections_per_user_are_bounded_with_limit_errors() {
 
     // `nobody` may hold two connections; root is not limited.
     assert!(d.run_as(65534, 65534, &["status"]).status.success());
-    let holder = |name: &str| {
-        use std::os::unix::process::CommandExt;
-        std::process::Command::new(d.path("clinit-client"))
-            .current_dir("/")
-            .args([
-                "-c",
-                d.cltab().to_str().unwrap(),
-                "lock",
-                name,
-                "--",
-                "sleep",
-                "1000",
-            ])
-            .uid(65534)
-            .gid(65534)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let holder = |name: &str| d.spawn_as(65534, 65534, &["lock", name, "--", "sleep", "1000"]);
     let mut held = [holder("one"), holder("two")];
     d.wait_until("both hold their lock", || {
         let l = d.ok(&["locks"]);
@@ -343,19 +323,13 @@ fn locks_and_leases_per_user_are_bounded_with_limit_errors() {
     let d = d.launch(&[]);
     assert!(d.run_as(65534, 65534, &["status"]).status.success());
     let holder = |args: &[&str]| {
-        use std::os::unix::process::CommandExt;
-        std::process::Command::new(d.path("clinit-client"))
-            .current_dir("/")
-            .args(["-c", d.cltab().to_str().unwrap(), "lock"])
-            .args(args)
-            .args(["--", "sleep", "1000"])
-            .uid(65534)
-            .gid(65534)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
+        let all: Vec<&str> = ["lock"]
+            .iter()
+            .chain(args)
+            .chain(&["--", "sleep", "1000"])
+            .copied()
+            .collect();
+        d.spawn_as(65534, 65534, &all)
     };
     // One lock under a lease, one on a connection: nobody's two.
     let mut held = [holder(&["--ttl", "60", "one"]), holder(&["two"])];

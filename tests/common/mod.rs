@@ -89,6 +89,24 @@ impl Daemon {
     /// Run the client as another user, from a copy of the binary in the
     /// test's directory (the build tree may not be reachable for that user).
     pub fn run_as(&self, uid: u32, gid: u32, args: &[&str]) -> Output {
+        self.as_user(uid, gid, args, |c| c.output())
+    }
+
+    /// Start the client as another user (as `run_as`), its output
+    /// discarded; the caller waits for it.
+    pub fn spawn_as(&self, uid: u32, gid: u32, args: &[&str]) -> Child {
+        self.as_user(uid, gid, args, |c| {
+            c.stdout(Stdio::null()).stderr(Stdio::null()).spawn()
+        })
+    }
+
+    fn as_user<T>(
+        &self,
+        uid: u32,
+        gid: u32,
+        args: &[&str],
+        start: impl Fn(&mut Command) -> std::io::Result<T>,
+    ) -> T {
         use std::os::unix::process::CommandExt;
         let copy = self.path("clinit-client");
         if !copy.exists() {
@@ -99,16 +117,15 @@ impl Daemon {
         // ETXTBSY for a moment.
         let end = Instant::now() + DEADLINE;
         loop {
-            match Command::new(&copy)
-                .current_dir("/")
+            let mut c = Command::new(&copy);
+            c.current_dir("/")
                 .arg("-c")
                 .arg(self.cltab())
                 .args(args)
                 .uid(uid)
                 .gid(gid)
-                .stdin(Stdio::null())
-                .output()
-            {
+                .stdin(Stdio::null());
+            match start(&mut c) {
                 Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < end => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
