@@ -116,10 +116,7 @@ impl Shared {
     /// `peer_connections_max` allows (root and the daemon's user are not
     /// limited).
     fn open_slot(&self, peer: &Peer) -> Result<Option<PeerSlot<'_>>, String> {
-        if peer
-            .local()
-            .is_some_and(|u| u.uid == 0 || u.uid == self.policy.daemon_uid)
-        {
+        if peer.local().is_some() && self.limited_uid(peer).is_none() {
             return Ok(None);
         }
         let key = peer.key();

@@ -23,23 +23,6 @@ pub fn clstat(sup: &Supervisor) -> String {
 }
 
 /// Level, state and (with `entries`) every entry of one group or all.
-/// Bytes `v` takes as JSON (without making the JSON).
-fn json_len<T: serde::Serialize>(v: &T) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0 += b.len();
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
-}
-
 /// One page of status from `from`: groups (and their entries unless
 /// `entries` is false) until about `budget` bytes, and where the next page
 /// starts if more is left. A page holds at least one item, however large.
@@ -62,7 +45,7 @@ pub fn status_page(
     for (gi, g) in groups {
         let mut head = group_status(g, false, now);
         let first = if gi == from.group { from.entry } else { 0 };
-        let size = json_len(&head);
+        let size = crate::proto::json_len(&head);
         if used + size > budget && !out.is_empty() {
             return (
                 out,
@@ -76,7 +59,7 @@ pub fn status_page(
         if entries {
             for (ei, s) in g.slots.iter().enumerate().skip(first) {
                 let e = entry_status(s, now);
-                let size = json_len(&e) + 1;
+                let size = crate::proto::json_len(&e) + 1;
                 if used + size > budget && (!out.is_empty() || !head.entries.is_empty()) {
                     out.push(head);
                     return (
@@ -198,7 +181,7 @@ mod tests {
                     let items: usize =
                         groups.len() + groups.iter().map(|g| g.entries.len()).sum::<usize>();
                     assert!(items >= 1, "budget {budget}: an empty page");
-                    let size: usize = groups.iter().map(json_len).sum();
+                    let size: usize = groups.iter().map(crate::proto::json_len).sum();
                     if items > 2 {
                         assert!(
                             size <= budget + 200,

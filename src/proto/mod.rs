@@ -322,8 +322,26 @@ pub struct StatusCursor {
     pub entry: usize,
 }
 
-/// About how many bytes of status one page holds (a frame is 4 MiB).
+/// About how many bytes of status (or of a lock listing) one page holds
+/// (a frame is 4 MiB).
 pub const STATUS_PAGE: usize = 3 * 1024 * 1024;
+
+/// Bytes `v` takes as JSON (without making the JSON).
+pub fn json_len<T: serde::Serialize>(v: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct GroupStatus {

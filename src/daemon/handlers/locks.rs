@@ -116,7 +116,7 @@ pub(crate) fn list(shared: &Shared, name: Option<&str>, after: Option<&str>) -> 
         .into_iter()
         .filter(|c| after.is_none_or(|a| c.name.as_str() > a))
     {
-        let size = serde_json::to_vec(&c).map_or(0, |v| v.len());
+        let size = crate::proto::json_len(&c);
         if used + size > crate::proto::STATUS_PAGE && !containers.is_empty() {
             more = containers
                 .last()
