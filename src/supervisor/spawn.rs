@@ -633,6 +633,7 @@ mod tests {
     use nix::sys::wait::{WaitStatus, waitpid};
     use nix::unistd::Pid;
 
+    /// `script` under `/bin/sh -c` with CLINIT_TAG=t1, gated.
     fn gated(dir: &std::path::Path, script: &str) -> Gated {
         let exec = Exec::new(
             OsStr::new("/bin/sh"),
@@ -641,6 +642,11 @@ mod tests {
             &[("CLINIT_TAG", OsStr::new("t1"))],
         )
         .unwrap();
+        gated_exec(dir, exec)
+    }
+
+    /// `exec` gated, its output and errors to `dir/out`.
+    fn gated_exec(dir: &std::path::Path, exec: Exec) -> Gated {
         let out: OwnedFd = std::fs::File::create(dir.join("out")).unwrap().into();
         let err = out.try_clone().unwrap();
         spawn_gated(exec, &out, &err).unwrap()
@@ -714,11 +720,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        let out: OwnedFd = std::fs::File::create(dir.path().join("out"))
-            .unwrap()
-            .into();
-        let err = out.try_clone().unwrap();
-        let g = spawn_gated(exec, &out, &err).unwrap();
+        let g = gated_exec(dir.path(), exec);
         let pid = g.pid;
         release(vec![g]);
         assert_eq!(exit_code(pid), 127);
