@@ -51,35 +51,61 @@ pub(crate) struct Shared {
     pub in_request: InRequest,
     /// A connection task is spinning for its client's next request.
     pub spinning: AtomicBool,
-    /// How long a client may take to send its hello, and a frame from its
-    /// first byte to its last (`client_timeout`).
-    pub client_timeout: std::time::Duration,
+    /// What one client may cost (the limit settings).
+    pub limits: Limits,
     /// Refusals logged per peer in the current window (see [`LogLimiter`]).
     pub refusals: LogLimiter,
-    /// `lease_ttl_max`.
-    pub lease_ttl_max: std::time::Duration,
     /// The cltab, for rereads.
     pub cltab_path: std::path::PathBuf,
-    /// `peer_locks_max`, `peer_leases_max`, and the leases each limited
-    /// user made (pruned of ended ones when counted).
-    pub peer_locks_max: usize,
-    pub peer_leases_max: usize,
+    /// The leases each limited user made (pruned of ended ones when
+    /// counted).
     pub peer_leases: Mutex<std::collections::HashMap<u32, Vec<u64>>>,
-    /// `peer_connections_max`, and the connections open per peer.
-    pub peer_connections_max: usize,
+    /// The connections open per peer.
     pub peer_connections: Mutex<std::collections::HashMap<String, usize>>,
-    /// `peer_frame_bytes_max`, and the bytes of large frames each limited
-    /// user is sending.
-    pub peer_frame_bytes_max: usize,
+    /// The bytes of large frames each limited user is sending.
     pub frame_bytes: Arc<Mutex<std::collections::HashMap<u32, usize>>>,
 }
 
-/// Defaults of the limit settings.
-pub const DEFAULT_LEASE_TTL_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
-pub const DEFAULT_PEER_CONNECTIONS_MAX: usize = 256;
-pub const DEFAULT_PEER_LOCKS_MAX: usize = 1024;
-pub const DEFAULT_PEER_LEASES_MAX: usize = 64;
-pub const DEFAULT_PEER_FRAME_BYTES_MAX: usize = 16 << 20;
+/// The limit settings (see the README's "Limits"), resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a client may take to send its hello, and a frame from its
+    /// first byte to its last.
+    pub client_timeout: std::time::Duration,
+    pub lease_ttl_max: std::time::Duration,
+    pub peer_connections_max: usize,
+    pub peer_locks_max: usize,
+    pub peer_leases_max: usize,
+    pub peer_frame_bytes_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            client_timeout: std::time::Duration::from_secs(10),
+            lease_ttl_max: std::time::Duration::from_secs(3600),
+            peer_connections_max: 256,
+            peer_locks_max: 1024,
+            peer_leases_max: 64,
+            peer_frame_bytes_max: 16 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// The defaults, with what the cltab's settings say instead.
+    pub fn from_settings(s: &crate::cltab::Settings) -> Limits {
+        let d = Limits::default();
+        Limits {
+            client_timeout: s.client_timeout.unwrap_or(d.client_timeout),
+            lease_ttl_max: s.lease_ttl_max.unwrap_or(d.lease_ttl_max),
+            peer_connections_max: s.peer_connections_max.unwrap_or(d.peer_connections_max),
+            peer_locks_max: s.peer_locks_max.unwrap_or(d.peer_locks_max),
+            peer_leases_max: s.peer_leases_max.unwrap_or(d.peer_leases_max),
+            peer_frame_bytes_max: s.peer_frame_bytes_max.unwrap_or(d.peer_frame_bytes_max),
+        }
+    }
+}
 
 /// One open connection counted against its peer; uncounted when dropped.
 struct PeerSlot<'a> {
@@ -125,7 +151,7 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let n = m.entry(key.clone()).or_insert(0);
-        if *n >= self.peer_connections_max {
+        if *n >= self.limits.peer_connections_max {
             return Err(format!(
                 "{key} has {n} connections open, the most peer_connections_max allows"
             ));
@@ -191,16 +217,11 @@ impl Shared {
             deadline_changed: Default::default(),
             in_request: Default::default(),
             spinning: Default::default(),
-            client_timeout: DEFAULT_CLIENT_TIMEOUT,
+            limits: Limits::default(),
             refusals: Default::default(),
-            lease_ttl_max: DEFAULT_LEASE_TTL_MAX,
-            peer_locks_max: DEFAULT_PEER_LOCKS_MAX,
-            peer_leases_max: DEFAULT_PEER_LEASES_MAX,
             peer_leases: Default::default(),
             cltab_path: "cltab".into(),
-            peer_connections_max: DEFAULT_PEER_CONNECTIONS_MAX,
             peer_connections: Default::default(),
-            peer_frame_bytes_max: DEFAULT_PEER_FRAME_BYTES_MAX,
             frame_bytes: Default::default(),
         }
     }
@@ -247,10 +268,6 @@ impl Drop for InRequestGuard<'_> {
         self.0.done.notify_one();
     }
 }
-
-/// How long a new connection may take to send its hello, and a frame
-/// from its first byte to its last, unless `client_timeout` says.
-pub const DEFAULT_CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The read buffer a connection keeps between frames, at most.
 const KEEP_BUF: usize = 64 * 1024;
@@ -529,16 +546,16 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
     let budget = shared.limited_uid(&peer).map(|uid| FrameBudget {
         used: shared.frame_bytes.clone(),
         uid,
-        max: shared.peer_frame_bytes_max,
+        max: shared.limits.peer_frame_bytes_max,
     });
-    let mut c = Conn::new(stream, shared.client_timeout).with_budget(budget);
+    let mut c = Conn::new(stream, shared.limits.client_timeout).with_budget(budget);
     let _slot = match shared.open_slot(&peer) {
         Ok(slot) => slot,
         Err(why) => {
             if shared.refusals.allow(&peer.key(), Instant::now()).is_some() {
                 tracing::warn!("connection refused: {why}");
             }
-            let _ = tokio::time::timeout(shared.client_timeout, async {
+            let _ = tokio::time::timeout(shared.limits.client_timeout, async {
                 let _ = c.next().await;
                 c.reply(0, error(ErrorCode::Limit, why)).await
             })
@@ -548,16 +565,16 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
     };
     let mut spin = crate::spin::Backoff::new(crate::spin::budget().min(crate::spin::DAEMON_MAX));
     // A connection that never says hello is not kept.
-    match tokio::time::timeout(shared.client_timeout, hello(&mut c)).await {
+    match tokio::time::timeout(shared.limits.client_timeout, hello(&mut c)).await {
         Ok(true) => {}
         Ok(false) => return,
         Err(_) => {
             let msg = format!(
                 "no hello within {} s (client_timeout)",
-                shared.client_timeout.as_secs_f64()
+                shared.limits.client_timeout.as_secs_f64()
             );
             let _ = tokio::time::timeout(
-                shared.client_timeout,
+                shared.limits.client_timeout,
                 c.reply(0, error(ErrorCode::BadRequest, msg)),
             )
             .await;
@@ -771,8 +788,8 @@ mod tests {
             let head = |n: u32| n.to_be_bytes().to_vec();
             let (mut a1, b1) = UnixStream::pair().unwrap();
             let (mut a2, b2) = UnixStream::pair().unwrap();
-            let mut c1 = Conn::new(b1, DEFAULT_CLIENT_TIMEOUT).with_budget(Some(budget.clone()));
-            let mut c2 = Conn::new(b2, DEFAULT_CLIENT_TIMEOUT).with_budget(Some(budget.clone()));
+            let mut c1 = Conn::new(b1, Limits::default().client_timeout).with_budget(Some(budget.clone()));
+            let mut c2 = Conn::new(b2, Limits::default().client_timeout).with_budget(Some(budget.clone()));
             // c1 starts a frame of 200,000 bytes and stops half way.
             a1.write_all(&head(200_000)).await.unwrap();
             a1.write_all(&vec![b'x'; 100_000]).await.unwrap();
@@ -794,7 +811,7 @@ mod tests {
             }
             // Small frames never count.
             let (mut a3, b3) = UnixStream::pair().unwrap();
-            let mut c3 = Conn::new(b3, DEFAULT_CLIENT_TIMEOUT).with_budget(Some(budget.clone()));
+            let mut c3 = Conn::new(b3, Limits::default().client_timeout).with_budget(Some(budget.clone()));
             a3.write_all(&proto::encode(&crate::proto::Request::Ping)).await.unwrap();
             assert!(c3.next().await.is_ok());
             // The first frame completes; once read past, its bytes are free.
@@ -814,7 +831,7 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let (a, b) = UnixStream::pair().unwrap();
-            let mut r = Conn::new(b, DEFAULT_CLIENT_TIMEOUT);
+            let mut r = Conn::new(b, Limits::default().client_timeout);
             let mut a = a;
             let big = vec![b'x'; 2 << 20];
             let mut f = (big.len() as u32).to_be_bytes().to_vec();
@@ -849,7 +866,7 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let (a, b) = UnixStream::pair().unwrap();
-            let mut r = Conn::new(b, DEFAULT_CLIENT_TIMEOUT);
+            let mut r = Conn::new(b, Limits::default().client_timeout);
             assert!(!r.has_frame());
             assert!(!r.spin_for_more(Duration::from_micros(50)).await);
             // Half a frame: bytes came, but no frame yet.

@@ -265,27 +265,10 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         spinning: Default::default(),
         refusals: Default::default(),
         cltab_path: cltab.path.clone(),
-        peer_locks_max: settings
-            .peer_locks_max
-            .unwrap_or(conn::DEFAULT_PEER_LOCKS_MAX),
-        peer_leases_max: settings
-            .peer_leases_max
-            .unwrap_or(conn::DEFAULT_PEER_LEASES_MAX),
         peer_leases: Default::default(),
-        lease_ttl_max: settings
-            .lease_ttl_max
-            .unwrap_or(conn::DEFAULT_LEASE_TTL_MAX),
-        peer_connections_max: settings
-            .peer_connections_max
-            .unwrap_or(conn::DEFAULT_PEER_CONNECTIONS_MAX),
         peer_connections: Default::default(),
-        peer_frame_bytes_max: settings
-            .peer_frame_bytes_max
-            .unwrap_or(conn::DEFAULT_PEER_FRAME_BYTES_MAX),
         frame_bytes: Default::default(),
-        client_timeout: settings
-            .client_timeout
-            .unwrap_or(conn::DEFAULT_CLIENT_TIMEOUT),
+        limits: conn::Limits::from_settings(settings),
     });
     let mut sup = Supervisor::new(cltab, disabled);
     sup.restore_notes(notes.into_iter().map(|n| {

@@ -19,14 +19,14 @@ pub(crate) fn call(
     what: String,
 ) -> Pending<Reply> {
     if let LockCall::LeaseGrant { ttl_ms } = &call
-        && Duration::from_millis(*ttl_ms) > shared.lease_ttl_max
+        && Duration::from_millis(*ttl_ms) > shared.limits.lease_ttl_max
     {
         return Pending::Ready(error(
             ErrorCode::Limit,
             format!(
                 "a lease TTL of {} s is over lease_ttl_max ({} s); renew a shorter lease instead",
                 *ttl_ms as f64 / 1000.0,
-                shared.lease_ttl_max.as_secs_f64()
+                shared.limits.lease_ttl_max.as_secs_f64()
             ),
         ));
     }
@@ -35,7 +35,7 @@ pub(crate) fn call(
         match &call {
             LockCall::Acquire { name, .. } => {
                 let n = shared.locks().held_or_waited_by(uid);
-                if n >= shared.peer_locks_max {
+                if n >= shared.limits.peer_locks_max {
                     return Pending::Ready(error(
                         ErrorCode::Limit,
                         format!(
@@ -56,7 +56,7 @@ pub(crate) fn call(
                     mine.retain(|&l| locks.has_lease(l));
                     mine.len()
                 };
-                if live >= shared.peer_leases_max {
+                if live >= shared.limits.peer_leases_max {
                     return Pending::Ready(error(
                         ErrorCode::Limit,
                         format!(
