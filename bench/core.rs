@@ -7,6 +7,8 @@
 //! measures `restart --all` of N entries with M unrelated processes on the
 //! host (default 2,000): time until all N run again, the daemon's CPU
 //! time meanwhile, and the latency of pings sent throughout (issue 16).
+//! `--setting NAME:VALUE` (repeatable) adds a setting to every cltab it
+//! writes: `--setting cgroup:off` measures the daemon without cgroups.
 //!
 //! Measures, with N respawn entries of `sleep`:
 //! - bare spawn loop: std::process::Command spawning N sleeps;
@@ -305,11 +307,19 @@ fn cli_status_ms(cltab: &Path) -> f64 {
 }
 
 /// The cltab of `n` respawn entries in group `b` (and one in `r`), in `d`.
+/// Settings given with `--setting NAME:VALUE` (any number), written into
+/// every cltab the benchmark makes (`--setting cgroup:off` measures the
+/// daemon without cgroups).
+static SETTINGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
 fn write_cltab(d: &Path, n: usize) -> std::path::PathBuf {
     let mut tab = format!(
         ":::socket:{0}/s\n:::clstat:{0}/clstat\n:::log:{0}/log\n:::state:{0}/state\n:::stop_term_after:1\n:::stop_kill_after:1\nr:r0:1:respawn:sleep 100000\n",
         d.display()
     );
+    for s in SETTINGS.get().into_iter().flatten() {
+        tab.push_str(&format!(":::{s}\n"));
+    }
     for i in 0..n {
         tab.push_str(&format!("b:s{i}:1:respawn:sleep 100000\n"));
     }
@@ -417,9 +427,12 @@ fn main() {
     // N is the first number that is not the value of an option.
     let mut n: Option<usize> = None;
     let mut subs = 0;
+    let mut settings = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        if a == "--subscribers" {
+        if a == "--setting" {
+            settings.extend(it.next().cloned());
+        } else if a == "--subscribers" {
             subs = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
         } else if a == "--unrelated" {
             it.next();
@@ -427,6 +440,7 @@ fn main() {
             n = a.parse().ok();
         }
     }
+    SETTINGS.set(settings).unwrap();
     if args.iter().any(|a| a == "--scale") {
         for n in [1_000, 10_000, 100_000] {
             let r = scale(n);

@@ -117,36 +117,85 @@ fn a_sigkill_at_the_first_child_of_a_restart_leaves_no_duplicate_and_no_orphan()
 #[test]
 fn a_daemonized_descendant_left_by_a_killed_daemon_is_stopped_by_the_next() {
     // The entry's shell exits at once; its setsid grandchild leaves the
-    // entry's process group, so no child record reaches it.
+    // entry's process group, so no child record reaches it. Found by its
+    // cgroup (auto) or by the CLINIT_SOCKET it carries (off).
+    for mode in ["", ":::cgroup:off\n"] {
+        let mut d = Daemon::prepare(mode);
+        let text = std::fs::read_to_string(d.cltab()).unwrap()
+            + &format!(
+                "g:dmn:1:respawn:setsid sh -c 'echo $$ >> {}/gc.pids; exec sleep 1000' & exec sleep 1000\n",
+                d.dir.path().display()
+            );
+        std::fs::write(d.cltab(), text).unwrap();
+        d = d.launch(&[]);
+        d.ok(&["tell", "g", "1"]);
+        d.wait_until("grandchild started", || !d.read("gc.pids").is_empty());
+        let gc: i64 = d.read("gc.pids").lines().next().unwrap().parse().unwrap();
+        d.wait_until("grandchild runs sleep", || {
+            std::fs::read(format!("/proc/{gc}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep"))
+        });
+        d.kill9();
+        assert!(alive(gc), "{mode}: it outlives the killed daemon");
+
+        let d = d.launch(&[]);
+        d.wait_until("the old grandchild is stopped", || !alive(gc));
+        assert!(
+            d.log().contains(&format!(
+                "process {gc} (g:dmn) was started by a previous run and has no record"
+            )),
+            "{mode}: {}",
+            d.log()
+        );
+        // The restored entry started a new grandchild, which is not stopped.
+        d.wait_until("a new grandchild", || {
+            d.read("gc.pids").lines().count() == 2
+        });
+        let new: i64 = d.read("gc.pids").lines().nth(1).unwrap().parse().unwrap();
+        assert!(alive(new), "{mode}");
+    }
+}
+
+#[test]
+fn a_descendant_that_cleared_its_environment_is_found_by_its_cgroup() {
+    // `env -i` drops CLINIT_SOCKET, so only the cgroup knows it.
     let mut d = Daemon::prepare("");
     let text = std::fs::read_to_string(d.cltab()).unwrap()
         + &format!(
-            "g:dmn:1:respawn:setsid sh -c 'echo $$ >> {}/gc.pids; exec sleep 1000' & exec sleep 1000\n",
+            "g:bare:1:respawn:env -i setsid sh -c 'echo $$ >> {}/gc.pids; exec sleep 1000' & exec sleep 1000\n",
             d.dir.path().display()
         );
     std::fs::write(d.cltab(), text).unwrap();
     d = d.launch(&[]);
+    let Some(root) = d.cgroup_root() else {
+        assert!(
+            !cgroup_v2_writable(),
+            "cgroup v2 can be written here, yet the daemon keeps no cgroups: {}",
+            d.log()
+        );
+        return;
+    };
     d.ok(&["tell", "g", "1"]);
     d.wait_until("grandchild started", || !d.read("gc.pids").is_empty());
     let gc: i64 = d.read("gc.pids").lines().next().unwrap().parse().unwrap();
     d.wait_until("grandchild runs sleep", || {
         std::fs::read(format!("/proc/{gc}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep"))
     });
+    let env = std::fs::read(format!("/proc/{gc}/environ")).unwrap();
+    assert!(!env.windows(13).any(|w| w == b"CLINIT_SOCKET"));
     d.kill9();
     assert!(alive(gc), "it outlives the killed daemon");
+    assert!(root.is_dir(), "the killed daemon's cgroup stays");
 
-    let d = d.launch(&[]);
+    let mut d = d.launch(&[]);
     d.wait_until("the old grandchild is stopped", || !alive(gc));
-    assert!(
-        d.log()
-            .contains("carries this daemon's socket in CLINIT_SOCKET but no record"),
-        "{}",
-        d.log()
-    );
-    // The restored entry started a new grandchild, which is not stopped.
     d.wait_until("a new grandchild", || {
         d.read("gc.pids").lines().count() == 2
     });
     let new: i64 = d.read("gc.pids").lines().nth(1).unwrap().parse().unwrap();
-    assert!(alive(new));
+    d.stop();
+    assert!(
+        !alive(new),
+        "shutdown stops what cleared its environment too"
+    );
+    assert!(!root.exists(), "{} outlives the daemon", root.display());
 }

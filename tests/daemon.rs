@@ -137,19 +137,125 @@ fn grandchildren_in_the_process_group_stop_with_their_entry() {
     grandchild_stops_with_entry(&d);
 }
 
+/// The two ways the daemon finds an entry's processes that left its
+/// process group: its cgroup (`auto`, where cgroup v2 can be written) and
+/// a scan of what it adopted as subreaper (`off`).
+const CGROUP_MODES: [&str; 2] = ["", ":::cgroup:off\n"];
+
 #[test]
 fn daemonized_grandchildren_are_adopted_and_stopped() {
     // setsid puts the grandchild in a new session and process group, out of
     // reach of the group signal; its parent exits at once, so the daemon
     // (a child subreaper) adopts it and stops it with its entry.
-    let d = with_entry(|dir| {
+    for mode in CGROUP_MODES {
+        let d = with_entry(|dir| {
+            format!(
+                "{mode}g:dmn:1:once:setsid sh -c 'echo $$ > {}/gc.pid; exec sleep 1000' &\n",
+                dir.display()
+            )
+        });
+        grandchild_stops_with_entry(&d);
+        assert!(
+            d.log().contains("leftover descendant"),
+            "{mode}: {}",
+            d.log()
+        );
+    }
+}
+
+#[test]
+fn an_entrys_cgroup_holds_all_it_started_and_goes_with_the_daemon() {
+    // The grandchild's parent (a setsid shell) is alive and is not the
+    // daemon: no scan of the daemon's adopted children finds it, its cgroup
+    // does.
+    let mut d = with_entry(|dir| {
         format!(
-            "g:dmn:1:once:setsid sh -c 'echo $$ > {}/gc.pid; exec sleep 1000' &\n",
+            "g:deep:1:once:setsid sh -c 'sleep 1000 & echo $! > {}/gc.pid; wait' &\n",
             dir.display()
         )
     });
-    grandchild_stops_with_entry(&d);
-    assert!(d.log().contains("leftover descendant"), "{}", d.log());
+    let Some(root) = d.cgroup_root() else {
+        assert!(
+            !cgroup_v2_writable(),
+            "cgroup v2 can be written here, yet the daemon keeps no cgroups: {}",
+            d.log()
+        );
+        assert!(d.log().contains("no cgroup for entries ("), "{}", d.log());
+        return;
+    };
+    assert!(root.is_dir(), "{}", root.display());
+    d.ok(&["tell", "g", "1"]);
+    d.wait_until("grandchild started", || {
+        d.read("gc.pid").trim().parse::<i64>().is_ok()
+    });
+    let gc: i64 = d.read("gc.pid").trim().parse().unwrap();
+    let name = root.file_name().unwrap().to_str().unwrap().to_string();
+    let cg = cgroup_of(gc).unwrap();
+    assert!(
+        cg.contains(&format!("/{name}/")),
+        "{cg} is not under {name}"
+    );
+    d.ok(&["tell", "g", "2"]);
+    d.wait_status("g", "g 2 DONE");
+    d.wait_until("grandchild stopped", || !alive(gc));
+    // A stopped entry keeps its directory (its next start makes none); a
+    // reread that removes the entry removes it.
+    let dirs = || {
+        std::fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .count()
+    };
+    assert_eq!(dirs(), 1);
+    let text = std::fs::read_to_string(d.cltab()).unwrap();
+    let without: String = text
+        .lines()
+        .filter(|l| l.starts_with(":::"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(d.cltab(), without).unwrap();
+    d.ok(&["reread"]);
+    d.wait_until("the removed entry's cgroup goes", || dirs() == 0);
+    d.stop();
+    assert!(!root.exists(), "{} outlives the daemon", root.display());
+}
+
+#[test]
+fn cgroup_off_moves_no_child_and_a_cgroup_that_cannot_be_made_stops_the_start() {
+    let d = Daemon::start(":::cgroup:off\ng:r:1:respawn:sleep 1000\n");
+    assert!(d.log().contains("cgroup off:"), "{}", d.log());
+    assert_eq!(d.cgroup_root(), None);
+    d.ok(&["tell", "g", "1"]);
+    d.wait_status("g", "g 1 DONE");
+    let pid = d.entry("r")["pid"].as_i64().unwrap();
+    assert_eq!(cgroup_of(pid), cgroup_of(std::process::id() as i64));
+
+    // A directory asked for by name that is no cgroup: no start, exit 10,
+    // the directory named.
+    let bad = Daemon::prepare("");
+    let dir = bad.dir.path().display().to_string();
+    let text = std::fs::read_to_string(bad.cltab()).unwrap() + &format!(":::cgroup:{dir}\n");
+    std::fs::write(bad.cltab(), text).unwrap();
+    let out = bad.run(&["-d"]);
+    assert_eq!(out.status.code(), Some(10), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "setting cgroup: {dir} is not a cgroup v2 directory"
+        )),
+        "{err}"
+    );
+    // A value that is neither auto, off nor a path: a cltab error, exit 4.
+    let bad = Daemon::prepare(":::cgroup:sometimes\n");
+    let out = bad.run(&["-d"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cgroup"), "{err}");
+    assert!(
+        err.contains("expected auto, off or an absolute path"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -333,14 +439,16 @@ fn malformed_and_oversized_requests_do_not_disturb_the_daemon() {
 
 #[test]
 fn a_daemonized_grandchild_ignoring_sigterm_is_killed() {
-    let d = with_entry(|dir| {
-        format!(
-            ":::stop_kill_after:0.3\ng:dmn:1:once:setsid sh -c 'trap \"\" TERM; echo $$ > {}/gc.pid; while :; do sleep 0.05; done' &\n",
-            dir.display()
-        )
-    });
-    grandchild_stops_with_entry(&d);
-    assert!(d.log().contains("sent SIGKILL"), "{}", d.log());
+    for mode in CGROUP_MODES {
+        let d = with_entry(|dir| {
+            format!(
+                "{mode}:::stop_kill_after:0.3\ng:dmn:1:once:setsid sh -c 'trap \"\" TERM; echo $$ > {}/gc.pid; while :; do sleep 0.05; done' &\n",
+                dir.display()
+            )
+        });
+        grandchild_stops_with_entry(&d);
+        assert!(d.log().contains("sent SIGKILL"), "{mode}: {}", d.log());
+    }
 }
 
 #[test]

@@ -169,6 +169,8 @@ settings! {
         "how many bytes of large frames (over 64 KiB) one user's connections may be receiving at once, root and the daemon's user excepted (default 16777216, 16 MiB)";
     peer_connections_max: usize = File, "N", positive_count,
         "how many connections one user (uid or certificate) may have open at once, root and the daemon's user excepted (default 256)";
+    cgroup: crate::supervisor::cgroup::CgroupMode = File, "MODE", crate::supervisor::cgroup::CgroupMode::parse,
+        "where each entry's processes are kept: auto (default: a cgroup v2 directory beside the daemon's own cgroup, if one can be made), off, or a cgroup v2 directory to make the daemon's under";
     lock_access: Access = File, "WHO", access,
         "who may take locks: anyone (default) or userlist (who may change things)";
     record_access: Access = File, "WHO", access,

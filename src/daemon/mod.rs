@@ -64,6 +64,8 @@ pub enum StartError {
     },
     #[error("state store: {0}")]
     State(#[from] crate::store::StoreError),
+    #[error("setting cgroup: {0}")]
+    Cgroup(#[from] crate::supervisor::cgroup::CgroupError),
 }
 
 impl StartError {
@@ -72,7 +74,7 @@ impl StartError {
             StartError::Cltab(_) => 4,
             StartError::AlreadyRunning(_) => 8,
             StartError::State(crate::store::StoreError::Busy { .. }) => 8,
-            StartError::Io { .. } | StartError::State(_) => 10,
+            StartError::Io { .. } | StartError::State(_) | StartError::Cgroup(_) => 10,
         }
     }
 }
@@ -87,6 +89,42 @@ fn ensure_parent(path: &Path) -> Result<(), StartError> {
         crate::config::files::dirs(dir).map_err(io_err("cannot create directory for", path))?;
     }
     Ok(())
+}
+
+/// The daemon's cgroup directory as the setting `cgroup` asks: none for
+/// `off` and for the lock daemon (it runs no entries); for `auto`, none
+/// (said in the log) when no cgroup v2 directory can be made; for a path,
+/// an error if none can be made there.
+fn open_cgroups(
+    opts: &Options,
+    settings: &crate::cltab::Settings,
+    socket: &Path,
+) -> Result<Option<crate::supervisor::cgroup::Cgroups>, StartError> {
+    use crate::supervisor::cgroup::{CgroupMode, Cgroups};
+    if opts.lockd_idle.is_some() {
+        return Ok(None);
+    }
+    let mode = settings.cgroup.clone().unwrap_or_default();
+    match Cgroups::open(&mode, socket) {
+        Ok(Some(c)) => {
+            tracing::info!(
+                "each entry's processes are kept in a cgroup under {}",
+                c.root().display()
+            );
+            Ok(Some(c))
+        }
+        Ok(None) => {
+            tracing::info!("cgroup off: leftover processes are found by scanning /proc");
+            Ok(None)
+        }
+        Err(e) if mode == CgroupMode::Auto => {
+            tracing::info!(
+                "no cgroup for entries ({e}): leftover processes are found by scanning /proc"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Run the daemon in the foreground until it is shut down.
@@ -147,13 +185,22 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
             db.location()
         );
     }
+    let cgroups = open_cgroups(opts, &cltab.settings, &paths.socket)?;
     // What no record names: descendants of a killed previous run that left
-    // their entry's process group, found by the CLINIT_SOCKET they carry.
+    // their entry's process group. With cgroups, everything in the
+    // previous run's directories; without, what carries CLINIT_SOCKET.
     let recorded: Vec<i32> = persisted.children.iter().map(|c| c.pid).collect();
-    let marked = crate::supervisor::leftovers::marked(&paths.socket, &recorded);
+    let previous = cgroups.as_ref().map(|c| c.previous()).unwrap_or_default();
+    let marked = match &cgroups {
+        Some(_) => crate::supervisor::leftovers::records_of(
+            previous.iter().flat_map(|p| p.pids.iter().copied()),
+            &recorded,
+        ),
+        None => crate::supervisor::leftovers::marked(&paths.socket, &recorded),
+    };
     for m in &marked {
         tracing::warn!(
-            "process {} ({}:{}) carries this daemon's socket in CLINIT_SOCKET but no record: left by a previous run; stopping it",
+            "process {} ({}:{}) was started by a previous run and has no record; stopping it",
             m.pid,
             crate::logsafe::Safe(&m.group),
             crate::logsafe::Safe(&m.tag)
@@ -174,6 +221,14 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
             .collect();
         if !ops.is_empty() {
             db.apply(&ops)?;
+        }
+    }
+    for p in &previous {
+        if !crate::supervisor::cgroup::Cgroups::clear_previous(p) {
+            tracing::warn!(
+                "cannot remove {} (a previous run's cgroup, still populated); left for the next start",
+                p.dir.display()
+            );
         }
     }
     let token_floor = StateStore::token_floor(&mut db)?;
@@ -212,7 +267,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         tracing::warn!("cannot become child subreaper: {e}");
     }
 
-    let executor = Executor::new(log, paths.logdir.clone(), &paths.socket);
+    let executor = Executor::with_cgroups(log, paths.logdir.clone(), &paths.socket, cgroups);
     let disabled = persisted.disabled.iter().cloned().collect();
     let goals = if opts.no_restore {
         if !persisted.goals.is_empty() {

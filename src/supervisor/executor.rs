@@ -8,6 +8,7 @@
 use super::machine::{Action, ExitStatus, LogLevel, Notice, Pid, ProcEvent, Timer};
 use crate::cltab::NotifierFormat;
 use crate::store::{ChildRecord, StoreOp};
+use crate::supervisor::cgroup::Cgroups;
 use crate::supervisor::{leftovers, spawn};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -32,10 +33,11 @@ pub struct Executor {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_data: HashMap<u64, Timer>,
     seq: u64,
-    /// Adopted descendants sent SIGTERM by a sweep, with the time at which
-    /// they get SIGKILL if still alive and their entry's grace; removed
-    /// when reaped.
-    leftovers: HashMap<Pid, (Instant, std::time::Duration)>,
+    /// Descendants sent SIGTERM by a sweep, with the time at which they
+    /// get SIGKILL if still alive, their entry's grace and their start
+    /// time; removed when reaped (those this daemon adopted) or found gone
+    /// at their deadline (those whose parent is another process).
+    leftovers: HashMap<Pid, Leftover>,
     /// Running notifiers: (group, tag) and when they time out (`None` once
     /// killed).
     notifiers: HashMap<Pid, (String, String, Option<Instant>)>,
@@ -51,6 +53,9 @@ pub struct Executor {
     env: std::sync::Arc<[std::ffi::CString]>,
     /// The daemon's socket (`CLINIT_SOCKET` of every child).
     socket: std::ffi::OsString,
+    /// Each entry's processes in a cgroup of its own, when cgroup v2 can
+    /// be written (see [`super::cgroup`]); `None`: sweeps scan `/proc`.
+    cgroups: Option<Cgroups>,
 }
 
 impl Executor {
@@ -58,6 +63,17 @@ impl Executor {
     /// `CLINIT_SOCKET` (the next daemon on that socket finds what this one
     /// left by it: see `leftovers::marked`).
     pub fn new(log: File, logdir: Option<PathBuf>, socket: &std::path::Path) -> Executor {
+        Executor::with_cgroups(log, logdir, socket, None)
+    }
+
+    /// As [`Executor::new`], every entry's processes kept in a cgroup of
+    /// its own under `cgroups`.
+    pub fn with_cgroups(
+        log: File,
+        logdir: Option<PathBuf>,
+        socket: &std::path::Path,
+        cgroups: Option<Cgroups>,
+    ) -> Executor {
         Executor {
             log,
             logdir,
@@ -74,6 +90,7 @@ impl Executor {
             sweeps: Vec::new(),
             env: spawn::environment(),
             socket: socket.as_os_str().to_owned(),
+            cgroups,
         }
     }
 
@@ -121,9 +138,13 @@ impl Executor {
                 a.pid
             );
             let _ = kill(NixPid::from_raw(a.pid), Signal::SIGTERM);
-            self.leftovers
-                .entry(a.pid)
-                .or_insert((now + s.kill_after, s.kill_after));
+            self.leftovers.entry(a.pid).or_insert(Leftover {
+                deadline: now + s.kill_after,
+                grace: s.kill_after,
+                start_ticks: a.start_ticks,
+                group: a.group,
+                tag: a.tag,
+            });
         }
     }
 
@@ -138,7 +159,7 @@ impl Executor {
     /// group, its output and errors going to the entry's log, `CLINIT_GROUP`,
     /// `CLINIT_TAG` and `CLINIT_LEVEL` in its environment.
     fn spawn_entry(
-        &self,
+        &mut self,
         group: &str,
         tag: &str,
         command: &str,
@@ -160,7 +181,11 @@ impl Executor {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let out: OwnedFd = self.output(group, tag)?.into();
         let err = out.try_clone()?;
-        spawn::spawn_gated(exec, &out, &err)
+        let cgroup = match &mut self.cgroups {
+            Some(c) => Some(c.procs_for(group, tag)?),
+            None => None,
+        };
+        spawn::spawn_gated(exec, &out, &err, cgroup.as_ref())
     }
 
     /// Spawn a notifier's `cmd` in its own process group, its output and
@@ -237,13 +262,40 @@ impl Executor {
                 tag,
                 kill_after,
             } => {
-                // Done off the event loop, one scan for every sweep asked
-                // meanwhile (see `take_sweeps`).
-                self.sweeps.push(Sweep {
-                    group,
-                    tag,
-                    kill_after,
-                });
+                if let Some(cg) = &self.cgroups {
+                    // The entry's own processes, listed by the kernel.
+                    let found = cg
+                        .members(&group, &tag)
+                        .into_iter()
+                        .filter_map(|pid| {
+                            Some(Adopted {
+                                pid,
+                                start_ticks: leftovers::start_ticks(pid)?,
+                                group: group.clone(),
+                                tag: tag.clone(),
+                            })
+                        })
+                        .collect();
+                    let sweep = Sweep {
+                        group: group.clone(),
+                        tag: tag.clone(),
+                        kill_after,
+                    };
+                    // The directory stays for the entry's next start,
+                    // unless a reread removed the entry (`retain_cgroups`).
+                    self.finish_sweeps(&[sweep], found);
+                    if let Some(cg) = &mut self.cgroups {
+                        cg.swept(&group, &tag);
+                    }
+                } else {
+                    // Done off the event loop, one scan for every sweep
+                    // asked meanwhile (see `take_sweeps`).
+                    self.sweeps.push(Sweep {
+                        group,
+                        tag,
+                        kill_after,
+                    });
+                }
                 None
             }
             Action::Log { level, message } => {
@@ -316,6 +368,31 @@ impl Executor {
         }
     }
 
+    /// `pid` is no longer a leftover to stop.
+    fn leftover_gone(&mut self, pid: Pid) {
+        if let Some(l) = self.leftovers.remove(&pid)
+            && let Some(cg) = &mut self.cgroups
+        {
+            cg.swept(&l.group, &l.tag);
+        }
+    }
+
+    /// Remove the cgroups of entries that `keep` no longer names (after a
+    /// reread) once they are empty; a stopped entry that is still in the
+    /// cltab keeps its directory, so a restart makes none.
+    ///
+    /// How many entry cgroups this run keeps: [`Executor::cgroup_count`].
+    pub fn retain_cgroups(&mut self, keep: impl Fn(&str, &str) -> bool) {
+        if let Some(cg) = &mut self.cgroups {
+            cg.retain(keep);
+        }
+    }
+
+    /// How many entry cgroups this run keeps (`None` without cgroups).
+    pub fn cgroup_count(&self) -> Option<usize> {
+        self.cgroups.as_ref().map(Cgroups::entry_dirs)
+    }
+
     /// Reap every exited child.
     pub fn reap(&mut self) -> Vec<EntryEvent> {
         let mut out = Vec::new();
@@ -328,7 +405,7 @@ impl Executor {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
             };
-            self.leftovers.remove(&pid);
+            self.leftover_gone(pid);
             if let Some((g, t, _)) = self.notifiers.remove(&pid) {
                 if status.success() {
                     tracing::debug!("{g}:{t} notifier pid {pid} exited: {status}");
@@ -350,7 +427,7 @@ impl Executor {
         let timer = self.timers.peek().map(|Reverse((at, _))| *at);
         timer
             .into_iter()
-            .chain(self.leftovers.values().map(|&(at, _)| at))
+            .chain(self.leftovers.values().map(|l| l.deadline))
             .chain(self.notifiers.values().filter_map(|n| n.2))
             .min()
     }
@@ -358,13 +435,27 @@ impl Executor {
     /// Fire due timers (returned for the machines) and kill leftovers whose
     /// grace period is over.
     pub fn due_timers(&mut self, now: Instant) -> Vec<Timer> {
-        for (pid, (deadline, grace)) in self.leftovers.iter_mut() {
-            if *deadline <= now {
-                tracing::warn!("leftover descendant pid {pid} still running; sent SIGKILL");
-                let _ = kill(NixPid::from_raw(*pid), Signal::SIGKILL);
-                // Reaping removes it; re-send later if it somehow survives.
-                *deadline = now + (*grace).max(std::time::Duration::from_secs(1));
+        let mut gone = Vec::new();
+        for (pid, l) in self.leftovers.iter_mut() {
+            if l.deadline > now {
+                continue;
             }
+            if leftovers::start_ticks(*pid) != Some(l.start_ticks) {
+                // Gone (and reaped by its own parent), or another process.
+                gone.push(*pid);
+                continue;
+            }
+            tracing::warn!(
+                "{}:{}: leftover descendant pid {pid} still running; sent SIGKILL",
+                crate::logsafe::Safe(&l.group),
+                crate::logsafe::Safe(&l.tag)
+            );
+            let _ = kill(NixPid::from_raw(*pid), Signal::SIGKILL);
+            // Reaping removes it; re-send later if it somehow survives.
+            l.deadline = now + l.grace.max(std::time::Duration::from_secs(1));
+        }
+        for pid in gone {
+            self.leftover_gone(pid);
         }
         for (pid, (g, t, deadline)) in self.notifiers.iter_mut() {
             if deadline.is_some_and(|d| d <= now) {
@@ -453,6 +544,18 @@ fn find_program(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|p| is_exec(p))
+}
+
+/// A descendant being stopped by a sweep.
+#[derive(Debug)]
+struct Leftover {
+    /// When it gets SIGKILL if still alive.
+    deadline: Instant,
+    /// Its entry's grace (`stop_kill_after`).
+    grace: std::time::Duration,
+    start_ticks: u64,
+    group: String,
+    tag: String,
 }
 
 /// A sweep asked for: stop the adopted descendants of this entry.

@@ -387,44 +387,53 @@ pub fn marked(socket: &std::path::Path, skip: &[i32]) -> Vec<ChildRecord> {
     let me = std::process::id() as i32;
     let parent = nix::unistd::getppid().as_raw();
     let boot = boot_id();
-    let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
+        return Vec::new();
     };
-    for ent in dir.flatten() {
-        let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if pid == me || pid == parent || skip.contains(&pid) {
-            continue;
-        }
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
-        if !vars.contains(&want.as_slice()) {
-            continue;
-        }
-        let var = |name: &[u8]| {
-            vars.iter()
-                .find_map(|v| v.strip_prefix(name))
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
-        let Some(ticks) = start_ticks(pid) else {
-            continue;
-        };
-        let pgid = getpgid(Some(Pid::from_raw(pid))).map_or(pid, |p| p.as_raw());
-        out.push(ChildRecord {
-            pid,
-            pgid,
-            start_ticks: ticks,
-            boot_id: boot.clone(),
-            group: var(b"CLINIT_GROUP="),
-            tag: var(b"CLINIT_TAG="),
-        });
-    }
-    out
+    dir.flatten()
+        .filter_map(|ent| ent.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me && *pid != parent && !skip.contains(pid))
+        .filter_map(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            env.split(|b| *b == 0)
+                .any(|v| v == want.as_slice())
+                .then(|| record(pid, &env, &boot))?
+        })
+        .collect()
+}
+
+/// The processes `pids` (listed by the previous run's cgroups), as
+/// records for [`stop_leftovers`], except `skip` (pids already recorded).
+pub fn records_of(pids: impl IntoIterator<Item = i32>, skip: &[i32]) -> Vec<ChildRecord> {
+    let boot = boot_id();
+    pids.into_iter()
+        .filter(|pid| !skip.contains(pid))
+        .filter_map(|pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            record(pid, &env, &boot)
+        })
+        .collect()
+}
+
+/// A record of the live process `pid`, named by the CLINIT_GROUP and
+/// CLINIT_TAG of its environment `env` (empty if it has none).
+fn record(pid: i32, env: &[u8], boot: &str) -> Option<ChildRecord> {
+    let var = |name: &[u8]| {
+        env.split(|b| *b == 0)
+            .find_map(|v| v.strip_prefix(name))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    let ticks = start_ticks(pid)?;
+    let pgid = getpgid(Some(Pid::from_raw(pid))).map_or(pid, |p| p.as_raw());
+    Some(ChildRecord {
+        pid,
+        pgid,
+        start_ticks: ticks,
+        boot_id: boot.to_string(),
+        group: var(b"CLINIT_GROUP="),
+        tag: var(b"CLINIT_TAG="),
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! Nothing here builds protocol types: status views are made at the edge
 //! (`daemon::view`).
 
+pub mod cgroup;
 pub mod executor;
 pub mod leftovers;
 pub mod machine;

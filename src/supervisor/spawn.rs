@@ -235,6 +235,8 @@ struct ChildArgs {
     err: RawFd,
     gate: RawFd,
     report: RawFd,
+    /// The entry's `cgroup.procs`, or -1.
+    cgroup: RawFd,
     path: *const libc::c_char,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
@@ -273,8 +275,16 @@ impl Drop for SignalsBlocked {
 }
 
 /// Create a gated child that will run `exec` with `/dev/null` as its input
-/// and `out`/`err` as its output and error, in its own process group.
-pub fn spawn_gated(exec: Exec, out: &OwnedFd, err: &OwnedFd) -> std::io::Result<Gated> {
+/// and `out`/`err` as its output and error, in its own process group, and
+/// in the cgroup whose `cgroup.procs` is `cgroup` if one is given (it
+/// moves itself there before it waits at its gate, so everything its
+/// command starts is in it).
+pub fn spawn_gated(
+    exec: Exec,
+    out: &OwnedFd,
+    err: &OwnedFd,
+    cgroup: Option<&OwnedFd>,
+) -> std::io::Result<Gated> {
     let null = std::fs::File::open("/dev/null")?;
     let (gate_r, gate_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (report_r, report_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -285,6 +295,7 @@ pub fn spawn_gated(exec: Exec, out: &OwnedFd, err: &OwnedFd) -> std::io::Result<
         err: err.as_raw_fd(),
         gate: gate_r.as_raw_fd(),
         report: report_w.as_raw_fd(),
+        cgroup: cgroup.map_or(-1, |c| c.as_raw_fd()),
         path: exec.path.as_ptr(),
         argv: exec.argv.iter().map(|a| a.as_ptr()).chain([nul]).collect(),
         envp: exec.envp(),
@@ -386,6 +397,17 @@ unsafe fn child(a: &ChildArgs) -> ! {
         }
         sys::unblock_all();
         sys::setpgid0();
+        // Into the entry's cgroup before anything can start another
+        // process (see `super::cgroup`).
+        if a.cgroup >= 0 {
+            let r = sys::write(a.cgroup, b"0");
+            if r < 0 {
+                if sys::dup2(a.err, 2) >= 0 {
+                    fail(a, b"cannot join the entry's cgroup", b"", -r as i32);
+                }
+                sys::exit(127);
+            }
+        }
         // The daemon's descriptors are all above 2 (its 0, 1 and 2 are
         // open), so these do not overwrite one another's sources.
         if sys::dup2(a.null, 0) < 0 || sys::dup2(a.out, 1) < 0 || sys::dup2(a.err, 2) < 0 {
@@ -411,6 +433,19 @@ unsafe fn child(a: &ChildArgs) -> ! {
         }
         sys::close(a.gate);
         let errno = sys::execve(a.path, a.argv.as_ptr(), a.envp.as_ptr());
+        fail(
+            a,
+            b"cannot exec ",
+            std::ffi::CStr::from_ptr(a.path).to_bytes(),
+            errno,
+        )
+    }
+}
+
+/// Report `errno` on the report pipe, say what failed on standard error
+/// (the entry's log) and exit 127, as a shell does.
+unsafe fn fail(a: &ChildArgs, what: &[u8], name: &[u8], errno: i32) -> ! {
+    unsafe {
         sys::write(a.report, &errno.to_ne_bytes());
         let mut digits = [0u8; 12];
         let mut d = digits.len();
@@ -423,8 +458,9 @@ unsafe fn child(a: &ChildArgs) -> ! {
                 break;
             }
         }
-        sys::write(2, b"clinit: cannot exec ");
-        sys::write(2, std::ffi::CStr::from_ptr(a.path).to_bytes());
+        sys::write(2, b"clinit: ");
+        sys::write(2, what);
+        sys::write(2, name);
         sys::write(2, b": errno ");
         sys::write(2, digits.get(d..).unwrap_or_default());
         sys::write(2, b"\n");
@@ -524,7 +560,7 @@ mod sys {
         unsafe { call(libc::SYS_read, fd as i64, b as *mut u8 as i64, 1, 0) }
     }
 
-    pub unsafe fn write(fd: RawFd, b: &[u8]) {
+    pub unsafe fn write(fd: RawFd, b: &[u8]) -> isize {
         unsafe {
             call(
                 libc::SYS_write,
@@ -533,7 +569,7 @@ mod sys {
                 b.len() as i64,
                 0,
             )
-        };
+        }
     }
 
     /// Returns only on failure: its errno.
@@ -607,8 +643,8 @@ mod sys {
         ret(unsafe { libc::read(fd, (b as *mut u8).cast(), 1) })
     }
 
-    pub unsafe fn write(fd: RawFd, b: &[u8]) {
-        unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+    pub unsafe fn write(fd: RawFd, b: &[u8]) -> isize {
+        ret(unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) })
     }
 
     pub unsafe fn execve(
@@ -649,7 +685,7 @@ mod tests {
     fn gated_exec(dir: &std::path::Path, exec: Exec) -> Gated {
         let out: OwnedFd = std::fs::File::create(dir.join("out")).unwrap().into();
         let err = out.try_clone().unwrap();
-        spawn_gated(exec, &out, &err).unwrap()
+        spawn_gated(exec, &out, &err, None).unwrap()
     }
 
     fn exit_code(pid: i32) -> i32 {

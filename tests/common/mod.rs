@@ -291,3 +291,53 @@ pub fn alive(pid: i64) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Whether this process could make a cgroup v2 directory beside its own,
+/// as the daemon's `cgroup: auto` tries to (probed by making and removing
+/// one), so that a test can tell what the daemon must have done.
+pub fn cgroup_v2_writable() -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Some(mount) = mountinfo.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2").then(|| left.split_whitespace().nth(4))?
+    }) else {
+        return false;
+    };
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let Some(own) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return false;
+    };
+    let probe = PathBuf::from(mount)
+        .join(own.trim_start_matches('/'))
+        .join(format!("clinit-test-probe.{}", std::process::id()));
+    let made = std::fs::create_dir(&probe).is_ok();
+    let writable = made
+        && std::fs::OpenOptions::new()
+            .write(true)
+            .open(probe.join("cgroup.procs"))
+            .is_ok();
+    if made {
+        let _ = std::fs::remove_dir(&probe);
+    }
+    writable
+}
+
+/// The path of the `0::` line of /proc/PID/cgroup (the process's cgroup
+/// v2 directory, relative to the hierarchy's mount).
+pub fn cgroup_of(pid: i64) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string)
+}
+
+impl Daemon {
+    /// The daemon's cgroup directory, as its log says at start-up; `None`
+    /// if it keeps no cgroups.
+    pub fn cgroup_root(&self) -> Option<PathBuf> {
+        const SAYS: &str = "each entry's processes are kept in a cgroup under ";
+        let log = self.log();
+        let at = log.find(SAYS)? + SAYS.len();
+        Some(PathBuf::from(log[at..].lines().next()?.trim()))
+    }
+}

@@ -82,6 +82,7 @@ pub(crate) fn reread(
             );
             let (actions, diff) = d.sup.reread(tab, Now::real());
             d.actions.extend(actions);
+            forget_cgroups(d);
             d.shared.events.push(EventKind::Reread {
                 added: diff.added,
                 changed: diff.changed,
@@ -133,7 +134,19 @@ fn edit_cltab(
             format!("cannot write {}: {e}", path.display()),
         )
     })?;
-    Ok(d.sup.reread(tab, Now::real()).0)
+    let actions = d.sup.reread(tab, Now::real()).0;
+    forget_cgroups(d);
+    Ok(actions)
+}
+
+/// The cgroups of entries no longer in the cltab go once empty.
+fn forget_cgroups(d: &mut Daemon) {
+    if d.exec.cgroup_count().unwrap_or(0) == 0 {
+        return;
+    }
+    let tags: std::collections::HashSet<&str> =
+        d.sup.cltab.entries.iter().map(|e| e.tag.as_str()).collect();
+    d.exec.retain_cgroups(|_, tag| tags.contains(tag));
 }
 
 /// `clinit create`: add an entry (and its option lines) after its group's
