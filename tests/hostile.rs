@@ -284,12 +284,27 @@ fn lease_ttls_and_connections_per_user_are_bounded_with_limit_errors() {
 
 #[test]
 fn a_status_larger_than_a_frame_comes_whole_in_pages() {
-    // About 7 MB of status: 12,000 entries with 500-byte commands.
+    // About 7 MB of status: 12,000 entries with 500-byte commands, 9,000
+    // of them (about 5 MB) in g0.
     let long = "x".repeat(500);
     let entries: String = (0..12_000)
-        .map(|i| format!("g{}:t{i}:1:respawn:sleep 1 {long}\n", i % 3))
+        .map(|i| {
+            let g = [0, 1, 2][(i >= 9_000) as usize + (i >= 10_500) as usize];
+            format!("g{g}:t{i}:1:respawn:sleep 1 {long}\n")
+        })
         .collect();
     let d = Daemon::start(&entries);
+    // A wait answers with the group's first page of status (it used to be
+    // TOO_LARGE: the whole group did not fit in a frame).
+    for group in ["g0", "g1"] {
+        d.ok(&["tell", group, "2"]);
+        let out = d.run(&["wait", group, "--timeout", "30"]);
+        assert!(out.status.success(), "{group}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{group} 2 DONE\n")
+        );
+    }
     let out = d.run(&["status", "--json"]);
     assert!(out.status.success(), "{out:?}");
     assert!(

@@ -76,11 +76,19 @@ impl Waiter {
     }
 
     /// The reply once the condition holds.
+    /// The group's status, in one page: a group whose entries do not fit
+    /// in one (about 3 MiB) gets its first page and `more`, from which a
+    /// `status` request goes on, like any status page.
     pub fn answer(&self, sup: &Supervisor) -> Reply {
-        Reply::Status {
-            groups: view::status(sup, Some(&self.group), true, Now::real()),
-            more: None,
-        }
+        let (groups, more) = view::status_page(
+            sup,
+            Some(&self.group),
+            true,
+            Default::default(),
+            crate::proto::STATUS_PAGE,
+            Now::real(),
+        );
+        Reply::Status { groups, more }
     }
 
     fn timed_out(&self) -> Reply {

@@ -79,7 +79,8 @@ pub fn status_page(
     (out, None)
 }
 
-pub fn status(sup: &Supervisor, only: Option<&str>, entries: bool, now: Now) -> Vec<GroupStatus> {
+#[cfg(test)]
+fn status(sup: &Supervisor, only: Option<&str>, entries: bool, now: Now) -> Vec<GroupStatus> {
     sup.groups()
         .iter()
         .filter(|g| only.is_none_or(|o| o == g.name))
