@@ -434,3 +434,37 @@ fn a_lock_listing_larger_than_a_frame_comes_whole_in_pages() {
         256
     );
 }
+
+#[test]
+fn records_per_user_are_bounded_with_limit_errors() {
+    let d = Daemon::prepare(
+        ":::socket_mode:0666\n:::peer_records_max:2\n:::peer_record_bytes_max:100\n",
+    );
+    d.open_to_others();
+    let d = d.launch(&[]);
+    let nobody = |args: &[&str]| d.run_as(65534, 65534, args);
+    let sig = String::from_utf8(nobody(&["record", "add", "c", "k1", "v"]).stdout).unwrap();
+    assert!(nobody(&["record", "add", "c", "k2", "v"]).status.success());
+    let out = nobody(&["record", "add", "c", "k3", "v"]);
+    assert_eq!(out.status.code(), Some(18), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("record \"k3\" in container \"c\": uid 65534 has written 2 records, the most peer_records_max allows"),
+        "{err}"
+    );
+    // Bytes: growing one of its records past peer_record_bytes_max.
+    let big = "x".repeat(100);
+    let out = nobody(&["record", "modify", "c", "k1", &big, "--sig", sig.trim()]);
+    assert_eq!(out.status.code(), Some(18), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("uid 65534 would have written 101 bytes of records, more than peer_record_bytes_max (100)"),
+        "{err}"
+    );
+    // Root is not limited; nobody gets room back by deleting.
+    for k in ["r1", "r2", "r3"] {
+        d.ok(&["record", "add", "c", k, &big]);
+    }
+    assert!(nobody(&["record", "delete", "c", "k2"]).status.success());
+    assert!(nobody(&["record", "add", "c", "k3", "v"]).status.success());
+}

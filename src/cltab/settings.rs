@@ -165,6 +165,10 @@ settings! {
         "how many bytes of values one container may hold (default 67108864, 64 MiB)";
     record_bytes_max: usize = File, "BYTES", positive_count,
         "how many bytes of values the whole record store may hold (default 1073741824, 1 GiB)";
+    peer_records_max: usize = File, "N", positive_count,
+        "how many records one user (uid or certificate) may have last written, root and the daemon's user excepted (default 10000)";
+    peer_record_bytes_max: usize = File, "BYTES", positive_count,
+        "how many bytes of values the records one user last wrote may hold, root and the daemon's user excepted (default 67108864, 64 MiB)";
     peer_frame_bytes_max: usize = File, "BYTES", positive_count,
         "how many bytes of large frames (over 64 KiB) one user's connections may be receiving at once, root and the daemon's user excepted (default 16777216, 16 MiB)";
     peer_connections_max: usize = File, "N", positive_count,

@@ -132,6 +132,13 @@ impl Drop for PeerSlot<'_> {
 impl Shared {
     /// The uid of `peer` if limits apply to it (a local user other than
     /// root and the daemon's user).
+    /// Root and the daemon's user on the local socket: no per-user limit
+    /// applies to them.
+    pub fn exempt(&self, peer: &Peer) -> bool {
+        peer.local()
+            .is_some_and(|u| u.uid == 0 || u.uid == self.policy.daemon_uid)
+    }
+
     pub fn limited_uid(&self, peer: &Peer) -> Option<u32> {
         peer.local()
             .map(|u| u.uid)
@@ -660,7 +667,7 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
             Target::Locks { name, after } => {
                 super::handlers::locks::list(shared, name.as_deref(), after.as_deref())
             }
-            Target::Record(op) => super::handlers::records::call(shared, op).await,
+            Target::Record(op) => super::handlers::records::call(shared, &peer, op).await,
             Target::Events(query) => {
                 if !super::handlers::events::stream(&mut c, frame.id, query, shared).await {
                     return;

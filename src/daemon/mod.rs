@@ -308,6 +308,12 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
                 total_bytes: settings
                     .record_bytes_max
                     .map_or(d.total_bytes, |n| n as u64),
+                peer_records: settings
+                    .peer_records_max
+                    .map_or(d.peer_records, |n| n as u64),
+                peer_bytes: settings
+                    .peer_record_bytes_max
+                    .map_or(d.peer_bytes, |n| n as u64),
             }
         }))),
         events,

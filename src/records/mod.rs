@@ -53,7 +53,7 @@
 //! signature stays valid across the upgrade.
 
 use crate::store::{
-    Cas, Pending, RecordBackend, RecordCall, RecordOutcome, RecordStorage, StoreError,
+    Cas, Pending, RecordBackend, RecordCall, RecordOutcome, RecordStorage, StoreError, Writer,
 };
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -178,9 +178,20 @@ pub fn add<S: RecordStorage + ?Sized>(
     key: &str,
     value: &[u8],
 ) -> Result<u64, RecordError> {
+    add_by(db, container, key, value, "")
+}
+
+/// [`add`], the record owned by `owner` (its writer's key).
+pub fn add_by<S: RecordStorage + ?Sized>(
+    db: &mut S,
+    container: &str,
+    key: &str,
+    value: &[u8],
+    owner: &str,
+) -> Result<u64, RecordError> {
     let stored = check(container, key, Some(value))?;
     let sig = first_signature(random16());
-    if db.insert(&stored, key, value, sig)? {
+    if db.insert(&stored, key, value, sig, owner)? {
         Ok(sig)
     } else {
         Err(RecordError::Exists {
@@ -219,9 +230,21 @@ pub fn modify<S: RecordStorage + ?Sized>(
     value: &[u8],
     sig: u64,
 ) -> Result<u64, RecordError> {
+    modify_by(db, container, key, value, sig, "")
+}
+
+/// [`modify`], the record then owned by `owner` (its last writer's key).
+pub fn modify_by<S: RecordStorage + ?Sized>(
+    db: &mut S,
+    container: &str,
+    key: &str,
+    value: &[u8],
+    sig: u64,
+    owner: &str,
+) -> Result<u64, RecordError> {
     let stored = check(container, key, Some(value))?;
     let new = next_signature(sig);
-    match db.replace(&stored, key, value, sig, new)? {
+    match db.replace(&stored, key, value, sig, new, owner)? {
         Cas::Done => Ok(new),
         other => Err(cas_err(other, container, key, sig)),
     }
@@ -343,6 +366,10 @@ pub struct Quota {
     pub container_bytes: u64,
     /// Bytes of values in the whole store.
     pub total_bytes: u64,
+    /// Records one limited writer last wrote (`peer_records_max`).
+    pub peer_records: u64,
+    /// Bytes of values of those records (`peer_record_bytes_max`).
+    pub peer_bytes: u64,
 }
 
 impl Default for Quota {
@@ -351,16 +378,62 @@ impl Default for Quota {
             container_records: 10_000,
             container_bytes: 64 << 20,
             total_bytes: 1 << 30,
+            peer_records: 10_000,
+            peer_bytes: 64 << 20,
         }
     }
 }
 
-/// What the store holds: per stored container (records, bytes), and the
-/// bytes of all; read once, then kept up to date by each write.
+/// What the store holds: per stored container and per owner (records,
+/// bytes), and the bytes of all; read once, then kept up to date by each
+/// write.
 #[derive(Debug, Default)]
 struct Usage {
     containers: std::collections::HashMap<String, (u64, u64)>,
+    owners: std::collections::HashMap<String, (u64, u64)>,
     total_bytes: u64,
+}
+
+impl Usage {
+    fn read<S: RecordStorage + ?Sized>(db: &S) -> Result<Usage, StoreError> {
+        let mut u = Usage::default();
+        for row in db.usage()? {
+            u.total_bytes += row.bytes;
+            add_to(&mut u.containers, &row.container, row.records, row.bytes);
+            add_to(&mut u.owners, &row.owner, row.records, row.bytes);
+        }
+        Ok(u)
+    }
+
+    /// A record of `len` bytes owned by `owner` in `stored` appears
+    /// (`sign` 1) or goes (`sign` -1).
+    fn count(&mut self, stored: &str, owner: &str, len: u64, sign: i8) {
+        if sign > 0 {
+            add_to(&mut self.containers, stored, 1, len);
+            add_to(&mut self.owners, owner, 1, len);
+            self.total_bytes += len;
+        } else {
+            sub_from(&mut self.containers, stored, len);
+            sub_from(&mut self.owners, owner, len);
+            self.total_bytes -= len.min(self.total_bytes);
+        }
+    }
+}
+
+fn add_to(m: &mut std::collections::HashMap<String, (u64, u64)>, k: &str, n: u64, b: u64) {
+    let e = m.entry(k.to_string()).or_insert((0, 0));
+    e.0 += n;
+    e.1 += b;
+}
+
+fn sub_from(m: &mut std::collections::HashMap<String, (u64, u64)>, k: &str, b: u64) {
+    if let Some(e) = m.get_mut(k) {
+        e.0 = e.0.saturating_sub(1);
+        e.1 -= b.min(e.1);
+        if e.0 == 0 {
+            m.remove(k);
+        }
+    }
 }
 
 /// The record store of one machine: these rules over a local
@@ -385,17 +458,19 @@ impl<S: RecordStorage + ?Sized> LocalRecords<S> {
     }
 }
 
-/// Would writing `new_len` bytes in place of `old` (records, bytes of the
-/// record replaced: `None` for a new record) take the store over `q`?
+/// Would `by` writing `new_len` bytes in place of `old` (the length and
+/// owner of the record replaced: `None` for a new record) take the store
+/// over `q`?
 fn over_quota(
     q: &Quota,
     usage: &Usage,
     stored: &str,
-    old: Option<u64>,
+    old: Option<&(u64, String)>,
     new_len: u64,
+    by: &Writer,
 ) -> Option<String> {
     let (records, bytes) = usage.containers.get(stored).copied().unwrap_or((0, 0));
-    let old_len = old.unwrap_or(0);
+    let old_len = old.map_or(0, |o| o.0);
     if old.is_none() && records + 1 > q.container_records {
         return Some(format!(
             "the container holds {records} records, the most record_container_max allows"
@@ -415,6 +490,23 @@ fn over_quota(
             q.total_bytes
         ));
     }
+    if by.limited {
+        let (n, b) = usage.owners.get(&by.key).copied().unwrap_or((0, 0));
+        let theirs = old.is_some_and(|o| o.1 == by.key);
+        if !theirs && n + 1 > q.peer_records {
+            return Some(format!(
+                "{} has written {n} records, the most peer_records_max allows",
+                by.key
+            ));
+        }
+        let after = b - if theirs { old_len.min(b) } else { 0 } + new_len;
+        if after > q.peer_bytes {
+            return Some(format!(
+                "{} would have written {after} bytes of records, more than peer_record_bytes_max ({})",
+                by.key, q.peer_bytes
+            ));
+        }
+    }
     None
 }
 
@@ -423,65 +515,68 @@ impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
         let mut db = self.storage.lock().unwrap_or_else(PoisonError::into_inner);
         let db = &mut *db;
         // Writes are checked against the quota, and counted once done.
+        let nobody = Writer::default();
         let write = match &call {
             RecordCall::Add {
                 container,
                 key,
                 value,
+                by,
             }
             | RecordCall::Modify {
                 container,
                 key,
                 value,
+                by,
                 ..
-            } => Some((container.clone(), key.clone(), Some(value.len() as u64))),
+            } => Some((
+                container.clone(),
+                key.clone(),
+                Some(value.len() as u64),
+                by.clone(),
+            )),
             RecordCall::Delete { container, key, .. } => {
-                Some((container.clone(), key.clone(), None))
+                Some((container.clone(), key.clone(), None, nobody))
             }
             _ => None,
         };
-        let mut account: Option<(String, Option<u64>, Option<u64>)> = None;
-        if let Some((container, key, new_len)) = &write
-            && let Ok(stored) = stored_name(container)
+        let mut account = None;
+        if let Some((container, key, new_len, by)) = write
+            && let Ok(stored) = stored_name(&container)
         {
             if self.usage.is_none() {
-                match db.usage() {
-                    Ok(rows) => {
-                        let mut u = Usage::default();
-                        for (c, n, b) in rows {
-                            u.total_bytes += b;
-                            u.containers.insert(c, (n, b));
-                        }
-                        self.usage = Some(u);
-                    }
+                match Usage::read(db) {
+                    Ok(u) => self.usage = Some(u),
                     Err(e) => return Pending::Ready(Err(e.into())),
                 }
             }
-            let old = match db.get(&stored, key) {
-                Ok(r) => r.map(|(v, _)| v.len() as u64),
+            let old = match db.footprint(&stored, &key) {
+                Ok(o) => o,
                 Err(e) => return Pending::Ready(Err(e.into())),
             };
             if let (Some(new_len), Some(usage)) = (new_len, &self.usage) {
                 // An add of an existing key fails as EXISTS, not on quota.
                 let is_add = matches!(call, RecordCall::Add { .. });
                 if !(is_add && old.is_some())
-                    && let Some(why) = over_quota(&self.quota, usage, &stored, old, *new_len)
+                    && let Some(why) =
+                        over_quota(&self.quota, usage, &stored, old.as_ref(), new_len, &by)
                 {
                     return Pending::Ready(Err(RecordError::Quota {
-                        container: container.clone(),
-                        key: key.clone(),
+                        container,
+                        key,
                         why,
                     }));
                 }
             }
-            account = Some((stored, old, *new_len));
+            account = Some((stored, old, new_len, by.key));
         }
         let result = match call {
             RecordCall::Add {
                 container,
                 key,
                 value,
-            } => add(db, &container, &key, &value).map(RecordOutcome::Signature),
+                by,
+            } => add_by(db, &container, &key, &value, &by.key).map(RecordOutcome::Signature),
             RecordCall::Get { container, key } => {
                 lookup(db, &container, &key).map(RecordOutcome::Record)
             }
@@ -490,7 +585,10 @@ impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
                 key,
                 value,
                 sig,
-            } => modify(db, &container, &key, &value, sig).map(RecordOutcome::Signature),
+                by,
+            } => {
+                modify_by(db, &container, &key, &value, sig, &by.key).map(RecordOutcome::Signature)
+            }
             RecordCall::Delete {
                 container,
                 key,
@@ -498,30 +596,14 @@ impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
             } => delete(db, &container, &key, sig).map(|()| RecordOutcome::Deleted),
             RecordCall::List { container } => list(db, &container).map(RecordOutcome::Records),
         };
-        if let (Ok(_), Some((stored, old, new_len)), Some(usage)) =
+        if let (Ok(_), Some((stored, old, new_len, owner)), Some(usage)) =
             (&result, account, self.usage.as_mut())
         {
-            let e = usage.containers.entry(stored.clone()).or_insert((0, 0));
-            let old_len = old.unwrap_or(0);
-            match (old.is_some(), new_len) {
-                (false, Some(n)) => {
-                    e.0 += 1;
-                    e.1 += n;
-                    usage.total_bytes += n;
-                }
-                (true, Some(n)) => {
-                    e.1 = e.1 - old_len.min(e.1) + n;
-                    usage.total_bytes = usage.total_bytes - old_len.min(usage.total_bytes) + n;
-                }
-                (true, None) => {
-                    e.0 = e.0.saturating_sub(1);
-                    e.1 -= old_len.min(e.1);
-                    usage.total_bytes -= old_len.min(usage.total_bytes);
-                }
-                (false, None) => {}
+            if let Some((len, old_owner)) = &old {
+                usage.count(&stored, old_owner, *len, -1);
             }
-            if e.0 == 0 {
-                usage.containers.remove(&stored);
+            if let Some(n) = new_len {
+                usage.count(&stored, &owner, n, 1);
             }
         }
         Pending::Ready(result)
@@ -541,6 +623,106 @@ mod tests {
         (dir, db)
     }
 
+    /// Each limited writer's records and bytes are bounded, counted to
+    /// whoever last wrote each record; an exempt writer is not counted
+    /// against; a new store reads the owners back.
+    #[test]
+    fn quotas_count_each_writers_records_and_bytes() {
+        let (_dir, db) = open();
+        let db = Arc::new(Mutex::new(db));
+        let quota = Quota {
+            peer_records: 2,
+            peer_bytes: 10,
+            ..Quota::default()
+        };
+        let w = |k: &str, limited| Writer {
+            key: k.into(),
+            limited,
+        };
+        let (u1, u2, root) = (w("uid 1", true), w("uid 2", true), w("uid 0", false));
+        enum Op {
+            Add(&'static str, usize),
+            Modify(&'static str, usize),
+            Delete(&'static str),
+        }
+        use Op::*;
+        let rows: Vec<(Writer, Op, &str)> = vec![
+            (u1.clone(), Add("k1", 4), ""),
+            (u1.clone(), Add("k2", 4), ""),
+            (
+                u1.clone(),
+                Add("k3", 1),
+                "uid 1 has written 2 records, the most peer_records_max allows",
+            ),
+            (u2.clone(), Add("k3", 1), ""),
+            (root.clone(), Add("big", 100), ""),
+            (
+                u1.clone(),
+                Modify("k1", 7),
+                "uid 1 would have written 11 bytes of records, more than peer_record_bytes_max (10)",
+            ),
+            (u1.clone(), Modify("k1", 6), ""),
+            // u2 rewrites u1's record: it is u2's now.
+            (u2.clone(), Modify("k2", 2), ""),
+            (u2.clone(), Add("k4", 1), "uid 2 has written 2 records"),
+            (u1.clone(), Add("k5", 4), ""),
+            (u1.clone(), Delete("k1"), ""),
+            (u1.clone(), Add("k6", 6), ""),
+        ];
+        let mut r = LocalRecords::with_quota(db.clone(), quota);
+        for (i, (by, op, want)) in rows.into_iter().enumerate() {
+            let sig = |r: &mut LocalRecords<StateDb>, k: &str| match r.call(RecordCall::Get {
+                container: "c".into(),
+                key: k.into(),
+            }) {
+                Pending::Ready(Ok(RecordOutcome::Record(rec))) => rec.sig,
+                _ => unreachable!(),
+            };
+            let call = match op {
+                Add(k, n) => RecordCall::Add {
+                    container: "c".into(),
+                    key: k.into(),
+                    value: vec![b'x'; n],
+                    by,
+                },
+                Modify(k, n) => RecordCall::Modify {
+                    container: "c".into(),
+                    key: k.into(),
+                    value: vec![b'y'; n],
+                    sig: sig(&mut r, k),
+                    by,
+                },
+                Delete(k) => RecordCall::Delete {
+                    container: "c".into(),
+                    key: k.into(),
+                    sig: 0,
+                },
+            };
+            match (r.call(call), want) {
+                (Pending::Ready(Ok(_)), "") => {}
+                (Pending::Ready(Err(e)), w) if !w.is_empty() => {
+                    assert_eq!(e.code(), "LIMIT", "row {i}");
+                    assert!(e.to_string().contains(w), "row {i}: {e}");
+                }
+                (Pending::Ready(got), _) => panic!("row {i}: {got:?}, want {want:?}"),
+                (Pending::Later(_), _) => unreachable!(),
+            }
+        }
+        // Read back from the store: u1 wrote k5 and k6 (2 records).
+        let mut again = LocalRecords::with_quota(db, quota);
+        match again.call(RecordCall::Add {
+            container: "d".into(),
+            key: "k".into(),
+            value: vec![],
+            by: u1,
+        }) {
+            Pending::Ready(Err(e)) => {
+                assert!(e.to_string().contains("uid 1 has written 2 records"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn quotas_count_records_and_bytes_per_container_and_in_all() {
         let (_dir, db) = open();
@@ -549,6 +731,7 @@ mod tests {
             container_records: 2,
             container_bytes: 10,
             total_bytes: 15,
+            ..Quota::default()
         };
         let mut r = LocalRecords::with_quota(db.clone(), quota);
         let mut run = |call: RecordCall| match r.call(call) {
@@ -561,6 +744,7 @@ mod tests {
             container: c.into(),
             key: k.into(),
             value: vec![b'x'; n],
+            by: Writer::default(),
         };
         // (call, expected: Ok or the start of the error)
         assert!(run(add("a", "k1", 4)).is_ok());
@@ -587,6 +771,7 @@ mod tests {
             key: "k1".into(),
             value: vec![b'y'; n],
             sig,
+            by: Writer::default(),
         };
         let e = run(modify(7, sig)).unwrap_err();
         assert!(
@@ -852,7 +1037,7 @@ mod tests {
         );
         assert_eq!(db.record_get("net", "k").unwrap(), None);
         // Another format's container of the same name is not seen.
-        assert!(db.record_insert("clinit2_net", "x", b"v", 7).unwrap());
+        assert!(db.record_insert("clinit2_net", "x", b"v", 7, "").unwrap());
         assert_eq!(list(&db, "net").unwrap().len(), 1);
     }
 
@@ -865,7 +1050,7 @@ mod tests {
         // A signature with the top bit set round-trips through SQLite's
         // signed INTEGER unchanged.
         let high = first_signature(0xffff);
-        assert!(db.record_insert("clinit1_c", "h", b"", high).unwrap());
+        assert!(db.record_insert("clinit1_c", "h", b"", high, "").unwrap());
         let before = list(&db, "c").unwrap();
         drop(db);
         let mut db = StateDb::open(dir.path()).unwrap();

@@ -174,15 +174,18 @@ pub trait RecordStorage: Send {
     fn get(&self, container: &str, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError>;
     /// Every record of a container as `(key, value, signature)`, by key.
     fn list(&self, container: &str) -> Result<Vec<(String, Vec<u8>, u64)>, StoreError>;
-    /// Add a record unless the key exists (`Ok(false)`: nothing written).
+    /// Add a record written by `owner` unless the key exists (`Ok(false)`:
+    /// nothing written).
     fn insert(
         &mut self,
         container: &str,
         key: &str,
         value: &[u8],
         sig: u64,
+        owner: &str,
     ) -> Result<bool, StoreError>;
-    /// Replace value and signature if the signature is `expected`.
+    /// Replace value, signature and owner (the writer) if the signature is
+    /// `expected`.
     fn replace(
         &mut self,
         container: &str,
@@ -190,7 +193,11 @@ pub trait RecordStorage: Send {
         value: &[u8],
         expected: u64,
         new: u64,
+        owner: &str,
     ) -> Result<Cas, StoreError>;
+    /// The length of a record's value and its owner, if the key is there
+    /// (without reading the value).
+    fn footprint(&self, container: &str, key: &str) -> Result<Option<(u64, String)>, StoreError>;
     /// Delete if the signature is `expected` (any signature for `None`).
     fn remove(
         &mut self,
@@ -198,8 +205,27 @@ pub trait RecordStorage: Send {
         key: &str,
         expected: Option<u64>,
     ) -> Result<Cas, StoreError>;
-    /// For each stored container name: its records and bytes of values.
-    fn usage(&self) -> Result<Vec<(String, u64, u64)>, StoreError>;
+    /// For each stored container name and owner: the records and bytes of
+    /// values that owner last wrote there.
+    fn usage(&self) -> Result<Vec<Usage>, StoreError>;
+}
+
+/// What one owner's records in one stored container hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Usage {
+    pub container: String,
+    pub owner: String,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+/// Who writes a record: the peer's key (`uid N`, `cert SUBJECT`; see
+/// `Peer::key`), kept with the record, and whether the per-user record
+/// quotas apply to them (not to root and the daemon's user).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Writer {
+    pub key: String,
+    pub limited: bool,
 }
 
 /// A record operation, as the record store sees it (values as bytes).
@@ -209,6 +235,7 @@ pub enum RecordCall {
         container: String,
         key: String,
         value: Vec<u8>,
+        by: Writer,
     },
     Get {
         container: String,
@@ -219,6 +246,7 @@ pub enum RecordCall {
         key: String,
         value: Vec<u8>,
         sig: u64,
+        by: Writer,
     },
     /// `sig` 0 deletes whatever the record's signature.
     Delete {

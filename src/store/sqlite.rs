@@ -40,7 +40,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     Cas, ChildRecord, DisabledNote, Pending, Persisted, RecordStorage, StateStore, StoreError,
-    StoreOp,
+    StoreOp, Usage,
 };
 
 /// The schema version this code writes and understands.
@@ -48,7 +48,7 @@ use super::{
 /// - 1: `goals`, `disabled`, `children`.
 /// - 2: adds `meta` (named integers; today `token_reserved`) and `records`.
 /// - 3: `disabled` gains `by_whom` and `at` (who stopped the entry, when).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The `meta` row holding the highest lock token that may have been handed
 /// out (see [`StateDb::reserve_tokens`]).
@@ -285,13 +285,14 @@ impl StateDb {
         key: &str,
         value: &[u8],
         sig: u64,
+        owner: &str,
     ) -> Result<bool, StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO records (container, key, value, sig) VALUES (?1, ?2, ?3, ?4) \
+                "INSERT INTO records (container, key, value, sig, owner) VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT (container, key) DO NOTHING",
             )
-            .and_then(|mut st| st.execute(params![container, key, value, sig as i64]))
+            .and_then(|mut st| st.execute(params![container, key, value, sig as i64, owner]))
             .map(|n| n == 1)
             .map_err(|e| self.record_err(container, Some(key), e))
     }
@@ -305,12 +306,13 @@ impl StateDb {
         value: &[u8],
         expected: u64,
         new: u64,
+        owner: &str,
     ) -> Result<Cas, StoreError> {
         cas(&mut self.conn, container, key, Some(expected), |tx| {
             tx.prepare_cached(
-                "UPDATE records SET value = ?3, sig = ?4 WHERE container = ?1 AND key = ?2",
+                "UPDATE records SET value = ?3, sig = ?4, owner = ?5 WHERE container = ?1 AND key = ?2",
             )?
-            .execute(params![container, key, value, new as i64])
+            .execute(params![container, key, value, new as i64, owner])
         })
         .map_err(|e| self.record_err(container, Some(key), e))
     }
@@ -401,18 +403,37 @@ impl RecordStorage for StateDb {
         self.record_list(container)
     }
 
-    fn usage(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
+    fn usage(&self) -> Result<Vec<Usage>, StoreError> {
         self.conn
             .prepare(
-                "SELECT container, COUNT(*), COALESCE(SUM(LENGTH(value)), 0) FROM records GROUP BY container",
+                "SELECT container, owner, COUNT(*), COALESCE(SUM(LENGTH(value)), 0) FROM records GROUP BY container, owner",
             )
             .and_then(|mut st| {
                 st.query_map([], |r| {
-                    Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+                    Ok(Usage {
+                        container: r.get(0)?,
+                        owner: r.get(1)?,
+                        records: r.get::<_, i64>(2)? as u64,
+                        bytes: r.get::<_, i64>(3)? as u64,
+                    })
                 })?
                 .collect()
             })
             .map_err(|e| self.record_err("(all)", None, e))
+    }
+
+    fn footprint(&self, container: &str, key: &str) -> Result<Option<(u64, String)>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT LENGTH(value), owner FROM records WHERE container = ?1 AND key = ?2",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![container, key], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+                })
+                .optional()
+            })
+            .map_err(|e| self.record_err(container, Some(key), e))
     }
 
     fn insert(
@@ -421,8 +442,9 @@ impl RecordStorage for StateDb {
         key: &str,
         value: &[u8],
         sig: u64,
+        owner: &str,
     ) -> Result<bool, StoreError> {
-        self.record_insert(container, key, value, sig)
+        self.record_insert(container, key, value, sig, owner)
     }
 
     fn replace(
@@ -432,8 +454,9 @@ impl RecordStorage for StateDb {
         value: &[u8],
         expected: u64,
         new: u64,
+        owner: &str,
     ) -> Result<Cas, StoreError> {
-        self.record_replace(container, key, value, expected, new)
+        self.record_replace(container, key, value, expected, new, owner)
     }
 
     fn remove(
@@ -619,6 +642,11 @@ fn migrate_to(conn: &mut Connection, path: &Path, target: i64) -> Result<(), Sto
                     "ALTER TABLE disabled ADD COLUMN by_whom TEXT;
                      ALTER TABLE disabled ADD COLUMN at INTEGER;",
                 )
+                .map_err(db_err)?,
+            // Who last wrote each record (`Peer::key`), for the per-user
+            // record quotas; records of version 3 have no known owner ('').
+            3 => tx
+                .execute_batch("ALTER TABLE records ADD COLUMN owner TEXT NOT NULL DEFAULT '';")
                 .map_err(db_err)?,
             _ => unreachable!("no migration step from schema version {from}"),
         }
@@ -878,6 +906,46 @@ mod tests {
     }
 
     #[test]
+    fn version_3_records_keep_their_values_and_get_no_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let mut c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "journal_mode", "WAL").unwrap();
+            migrate_to(&mut c, &path, 3).unwrap();
+            // As version 3 wrote a record: no owner column.
+            c.execute(
+                "INSERT INTO records (container, key, value, sig) VALUES ('clinit1_c', 'k', x'6869', 5)",
+                [],
+            )
+            .unwrap();
+        }
+        let mut db = StateDb::open(dir.path()).unwrap();
+        assert_eq!(
+            db.record_get("clinit1_c", "k").unwrap(),
+            Some((b"hi".to_vec(), 5))
+        );
+        assert_eq!(
+            db.footprint("clinit1_c", "k").unwrap(),
+            Some((2, String::new()))
+        );
+        assert!(
+            db.record_insert("clinit1_c", "j", b"abc", 6, "uid 7")
+                .unwrap()
+        );
+        let mut usage = db.usage().unwrap();
+        usage.sort_by(|a, b| a.owner.cmp(&b.owner));
+        let rows: Vec<_> = usage
+            .iter()
+            .map(|u| (u.container.as_str(), u.owner.as_str(), u.records, u.bytes))
+            .collect();
+        assert_eq!(
+            rows,
+            [("clinit1_c", "", 1, 2), ("clinit1_c", "uid 7", 1, 3)]
+        );
+    }
+
+    #[test]
     fn version_1_database_is_upgraded_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DB_FILE);
@@ -923,7 +991,7 @@ mod tests {
         // The new tables work.
         assert_eq!(db.token_floor().unwrap(), 0);
         db.reserve_tokens(9).unwrap();
-        assert!(db.record_insert("clinit1_c", "k", b"v", 1).unwrap());
+        assert!(db.record_insert("clinit1_c", "k", b"v", 1, "").unwrap());
         drop(db);
         let db = StateDb::open(dir.path()).unwrap();
         assert_eq!(db.token_floor().unwrap(), 9);
@@ -938,27 +1006,30 @@ mod tests {
     fn record_compare_and_swap() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = StateDb::open(dir.path()).unwrap();
-        assert!(db.record_insert("c", "k", b"1", 5).unwrap());
-        assert!(!db.record_insert("c", "k", b"2", 6).unwrap());
+        assert!(db.record_insert("c", "k", b"1", 5, "").unwrap());
+        assert!(!db.record_insert("c", "k", b"2", 6, "").unwrap());
         assert_eq!(
-            db.record_replace("c", "x", b"2", 5, 6).unwrap(),
+            db.record_replace("c", "x", b"2", 5, 6, "").unwrap(),
             Cas::Missing
         );
         assert_eq!(
-            db.record_replace("c", "k", b"2", 4, 6).unwrap(),
+            db.record_replace("c", "k", b"2", 4, 6, "").unwrap(),
             Cas::Stale(5)
         );
         assert_eq!(db.record_get("c", "k").unwrap(), Some((b"1".to_vec(), 5)));
-        assert_eq!(db.record_replace("c", "k", b"2", 5, 6).unwrap(), Cas::Done);
+        assert_eq!(
+            db.record_replace("c", "k", b"2", 5, 6, "").unwrap(),
+            Cas::Done
+        );
         assert_eq!(db.record_get("c", "k").unwrap(), Some((b"2".to_vec(), 6)));
         assert_eq!(db.record_remove("c", "k", Some(5)).unwrap(), Cas::Stale(6));
         assert_eq!(db.record_remove("c", "k", Some(6)).unwrap(), Cas::Done);
         assert_eq!(db.record_remove("c", "k", None).unwrap(), Cas::Missing);
-        assert!(db.record_insert("c", "k", b"3", 7).unwrap());
+        assert!(db.record_insert("c", "k", b"3", 7, "").unwrap());
         assert_eq!(db.record_remove("c", "k", None).unwrap(), Cas::Done);
         assert_eq!(db.record_get("c", "k").unwrap(), None);
         // A signature of 0 is refused by the table itself.
-        let err = db.record_insert("c", "k", b"", 0).unwrap_err();
+        let err = db.record_insert("c", "k", b"", 0, "").unwrap_err();
         assert!(
             err.to_string().contains("record \"k\" in container \"c\""),
             "{err}"

@@ -628,13 +628,16 @@ mod tests {
 
     #[test]
     fn a_sweep_is_asked_not_done_then_stops_only_its_entrys_adopted_processes() {
+        // A group no other test uses: tests run in one process, and another
+        // test's sweep of its own "g:t" would stop these processes.
+        const G: &str = "sweep-test-group";
         let dir = tempfile::tempdir().unwrap();
         let log = File::create(dir.path().join("log")).unwrap();
         let mut exec = Executor::new(log, None, std::path::Path::new("s"));
         let grace = std::time::Duration::from_secs(5);
         assert!(
             exec.perform(Action::SweepLeftovers {
-                group: "g".into(),
+                group: G.into(),
                 tag: "t".into(),
                 kill_after: grace,
             })
@@ -651,7 +654,7 @@ mod tests {
         let spawn = |tag: &str| {
             Command::new("sleep")
                 .arg("100")
-                .env("CLINIT_GROUP", "g")
+                .env("CLINIT_GROUP", G)
                 .env("CLINIT_TAG", tag)
                 .spawn()
                 .unwrap()
@@ -667,7 +670,7 @@ mod tests {
         let stale = Adopted {
             pid: other.id() as Pid,
             start_ticks: 1,
-            group: "g".into(),
+            group: G.into(),
             tag: "t".into(),
         };
         exec.finish_sweeps(&sweeps, found.into_iter().chain([stale]).collect());

@@ -2,10 +2,11 @@
 //! behind [`crate::store::RecordBackend`]. Values travel base64-encoded.
 
 use crate::daemon::conn::{Shared, error};
+use crate::daemon::policy::Peer;
 use crate::events::{EventKind, RecordFacts};
 use crate::proto::{ErrorCode, RecordOp, RecordWire, Reply};
 use crate::records::{Record, RecordError};
-use crate::store::{RecordCall, RecordOutcome};
+use crate::store::{RecordCall, RecordOutcome, Writer};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
@@ -35,8 +36,8 @@ fn wire(r: Record) -> RecordWire {
     }
 }
 
-/// The request as the record store takes it.
-fn to_call(op: RecordOp) -> Result<RecordCall, Reply> {
+/// The request as the record store takes it, written by `by`.
+fn to_call(op: RecordOp, by: Writer) -> Result<RecordCall, Reply> {
     Ok(match op {
         RecordOp::Add {
             container,
@@ -46,6 +47,7 @@ fn to_call(op: RecordOp) -> Result<RecordCall, Reply> {
             container,
             key,
             value: decode(&value_b64)?,
+            by,
         },
         RecordOp::Get { container, key } => RecordCall::Get { container, key },
         RecordOp::Modify {
@@ -58,6 +60,7 @@ fn to_call(op: RecordOp) -> Result<RecordCall, Reply> {
             key,
             value: decode(&value_b64)?,
             sig,
+            by,
         },
         RecordOp::Delete {
             container,
@@ -81,8 +84,12 @@ enum Write {
 }
 
 /// One record operation; a change is an event.
-pub(crate) async fn call(shared: &Shared, op: RecordOp) -> Reply {
-    let call = match to_call(op) {
+pub(crate) async fn call(shared: &Shared, peer: &Peer, op: RecordOp) -> Reply {
+    let by = Writer {
+        key: peer.key(),
+        limited: !shared.exempt(peer),
+    };
+    let call = match to_call(op, by) {
         Ok(c) => c,
         Err(r) => return r,
     };
