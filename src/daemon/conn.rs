@@ -55,8 +55,9 @@ pub(crate) struct Shared {
     pub limits: Limits,
     /// Refusals logged per peer in the current window (see [`LogLimiter`]).
     pub refusals: LogLimiter,
-    /// The cltab, for rereads.
-    pub cltab_path: std::path::PathBuf,
+    /// The supervisor's cltab as of its last reread: a reread reads the
+    /// file again and diffs against it off the event loop.
+    pub cltab: Mutex<Arc<crate::cltab::Cltab>>,
     /// The leases each limited user made (pruned of ended ones when
     /// counted).
     pub peer_leases: Mutex<std::collections::HashMap<u32, Vec<u64>>>,
@@ -227,7 +228,10 @@ impl Shared {
             limits: Limits::default(),
             refusals: Default::default(),
             peer_leases: Default::default(),
-            cltab_path: "cltab".into(),
+            cltab: Mutex::new(Arc::new(crate::cltab::Cltab::empty(
+                std::path::Path::new("cltab"),
+                Default::default(),
+            ))),
             peer_connections: Default::default(),
             frame_bytes: Default::default(),
         }
@@ -722,8 +726,15 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
 
 /// The loop job of a reread, with the cltab already read and parsed.
 async fn reread_job(shared: &Shared) -> super::route::LoopJob {
-    let path = shared.cltab_path.clone();
-    match tokio::task::spawn_blocking(move || crate::cltab::Cltab::load(&path)).await {
+    let base = shared
+        .cltab
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let job = move || {
+        crate::cltab::Cltab::load(&base.path).map(|tab| crate::supervisor::Reread::plan(tab, base))
+    };
+    match tokio::task::spawn_blocking(job).await {
         Ok(loaded) => Box::new(move |d, c| Some(super::handlers::control::reread(d, c, loaded))),
         Err(e) => {
             let r = error(

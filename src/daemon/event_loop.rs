@@ -582,6 +582,111 @@ mod tests {
         }
     }
 
+    /// A daemon on `text` over `state`, with a record store in `dir`.
+    fn test_daemon(dir: &std::path::Path, state: Arc<Mutex<dyn StateStore>>, text: &str) -> Daemon {
+        let records: Arc<Mutex<dyn crate::store::RecordBackend>> =
+            Arc::new(Mutex::new(crate::records::LocalRecords::new(Arc::new(
+                Mutex::new(crate::store::sqlite::StateDb::open(dir).unwrap()),
+            ))));
+        let (tx, _rx) = mpsc::channel(1);
+        let shared = Arc::new(Shared::for_tests(tx, state.clone(), records));
+        let sup = Supervisor::new(crate::supervisor::sim::cltab(text), Default::default());
+        *shared.cltab.lock().unwrap() = sup.cltab.clone();
+        let log = std::fs::File::create(dir.join("log")).unwrap();
+        let paths = Paths {
+            cltab: dir.join("cltab"),
+            socket: dir.join("s"),
+            clstat: dir.join("clstat"),
+            log: dir.join("log"),
+            logdir: None,
+            socket_mode: 0o600,
+            socket_group: None,
+            state: dir.join("state"),
+            userlist: None,
+            restore_timeout: Duration::from_secs(1),
+        };
+        Daemon::new(
+            sup,
+            Executor::new(log, None, std::path::Path::new("s")),
+            state,
+            shared,
+            paths,
+            None,
+        )
+    }
+
+    /// A reread diffed off the loop against a cltab that a create has
+    /// replaced meanwhile is diffed again against the current one.
+    #[test]
+    fn a_reread_planned_against_an_older_cltab_is_diffed_again() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let dir = tempfile::tempdir().unwrap();
+        let state: Arc<Mutex<dyn StateStore>> = Arc::new(Mutex::new(SlowState {
+            answers: Default::default(),
+        }));
+        let mut d = test_daemon(dir.path(), state, "g:a:1:off:true\n");
+        let cltab = crate::supervisor::sim::cltab;
+        let events = |d: &Daemon| {
+            d.shared
+                .events
+                .lock()
+                .recent(10, |e| matches!(e.kind, EventKind::Reread { .. }))
+        };
+        let call = || Call {
+            peer: Peer::Local(LocalUser {
+                uid: 0,
+                gid: 0,
+                pid: None,
+            }),
+            who: "root".into(),
+            reply: None,
+        };
+        for (between, added, removed) in [
+            // Nothing between: the plan's diff is applied as made.
+            (None, vec!["b"], vec![]),
+            // A create of c between: c is removed by this reread.
+            (
+                Some("g:a:1:off:true\ng:c:1:off:true\n"),
+                vec!["b"],
+                vec!["c"],
+            ),
+        ] {
+            let base = d.sup.cltab.clone();
+            // Back to a alone first, so each row starts from it.
+            if base.entries.len() != 1 {
+                d.sup.reread(cltab("g:a:1:off:true\n"), Now::real());
+            }
+            let base = d.sup.cltab.clone();
+            let plan =
+                crate::supervisor::Reread::plan(cltab("g:a:1:off:true\ng:b:1:off:true\n"), base);
+            if let Some(text) = between {
+                d.sup.reread(cltab(text), Now::real());
+            }
+            let reply = super::super::handlers::control::reread(&mut d, &call(), Ok(plan));
+            assert!(matches!(reply, Reply::Message { .. }), "{reply:?}");
+            let ev = events(&d);
+            match &ev[0].kind {
+                EventKind::Reread {
+                    added: a,
+                    removed: r,
+                    ..
+                } => {
+                    assert_eq!(a, &added, "{between:?}");
+                    assert_eq!(r, &removed, "{between:?}");
+                }
+                other => panic!("{other:?}"),
+            }
+            let tags: Vec<&str> = d.sup.cltab.entries.iter().map(|e| e.tag.as_str()).collect();
+            assert_eq!(tags, ["a", "b"]);
+            // The connections' copy is the applied cltab.
+            assert!(Arc::ptr_eq(&d.shared.cltab.lock().unwrap(), &d.sup.cltab));
+        }
+    }
+
     #[test]
     fn replies_wait_for_a_store_that_answers_later_and_the_loop_goes_on() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -594,38 +699,8 @@ mod tests {
         let state: Arc<Mutex<dyn StateStore>> = Arc::new(Mutex::new(SlowState {
             answers: answers.clone(),
         }));
-        let records: Arc<Mutex<dyn crate::store::RecordBackend>> =
-            Arc::new(Mutex::new(crate::records::LocalRecords::new(Arc::new(
-                Mutex::new(crate::store::sqlite::StateDb::open(dir.path()).unwrap()),
-            ))));
-        let (tx, _rx) = mpsc::channel(1);
-        let shared = Arc::new(Shared::for_tests(tx, state.clone(), records));
         // An entry that never runs: telling its group changes only the goal.
-        let sup = Supervisor::new(
-            crate::supervisor::sim::cltab("g:a:1:off:true\n"),
-            Default::default(),
-        );
-        let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        let paths = Paths {
-            cltab: dir.path().join("cltab"),
-            socket: dir.path().join("s"),
-            clstat: dir.path().join("clstat"),
-            log: dir.path().join("log"),
-            logdir: None,
-            socket_mode: 0o600,
-            socket_group: None,
-            state: dir.path().join("state"),
-            userlist: None,
-            restore_timeout: Duration::from_secs(1),
-        };
-        let mut d = Daemon::new(
-            sup,
-            Executor::new(log, None, std::path::Path::new("s")),
-            state,
-            shared,
-            paths,
-            None,
-        );
+        let mut d = test_daemon(dir.path(), state, "g:a:1:off:true\n");
         let root = Peer::Local(LocalUser {
             uid: 0,
             gid: 0,

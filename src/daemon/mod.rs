@@ -280,7 +280,18 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
     } else {
         persisted.goals
     };
-    let settings = &cltab.settings;
+    let mut sup = Supervisor::new(cltab, disabled);
+    sup.restore_notes(notes.into_iter().map(|n| {
+        (
+            n.tag,
+            OperatorNote {
+                action: crate::supervisor::machine::Control::Stop { temporary: false },
+                by: n.by,
+                at: n.at,
+            },
+        )
+    }));
+    let settings = &sup.cltab.settings;
     let policy = Policy {
         noauth: opts.noauth,
         daemon_uid: nix::unistd::geteuid().as_raw(),
@@ -325,23 +336,12 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         in_request: Default::default(),
         spinning: Default::default(),
         refusals: Default::default(),
-        cltab_path: cltab.path.clone(),
+        cltab: Mutex::new(sup.cltab.clone()),
         peer_leases: Default::default(),
         peer_connections: Default::default(),
         frame_bytes: Default::default(),
         limits: conn::Limits::from_settings(settings),
     });
-    let mut sup = Supervisor::new(cltab, disabled);
-    sup.restore_notes(notes.into_iter().map(|n| {
-        (
-            n.tag,
-            OperatorNote {
-                action: crate::supervisor::machine::Control::Stop { temporary: false },
-                by: n.by,
-                at: n.at,
-            },
-        )
-    }));
     let daemon = event_loop::Daemon::new(
         sup,
         executor,

@@ -1157,18 +1157,33 @@ impl Group {
         };
         let active = self.active_level().is_some();
         // Old slots by tag (tags are unique), each taken at most once: one
-        // pass, whatever the size of the group.
+        // pass, whatever the size of the group. An entry found at its old
+        // place needs no index; the index of old slots by tag is made only
+        // when one is not (entries added, removed or moved).
         let mut old: Vec<Option<Slot>> = std::mem::take(&mut self.slots)
             .into_iter()
             .map(Some)
             .collect();
-        let by_tag: std::collections::HashMap<String, usize> = old
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.as_ref().map(|s| (s.spec.tag.clone(), i)))
-            .collect();
-        for spec in specs {
-            let same = by_tag.get(&spec.tag).copied().filter(|&i| {
+        let mut by_tag: Option<std::collections::HashMap<String, usize>> = None;
+        for (pos, spec) in specs.into_iter().enumerate() {
+            let in_place = old
+                .get(pos)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| s.spec.tag == spec.tag);
+            let at = if in_place {
+                Some(pos)
+            } else {
+                by_tag
+                    .get_or_insert_with(|| {
+                        old.iter()
+                            .enumerate()
+                            .filter_map(|(i, s)| s.as_ref().map(|s| (s.spec.tag.clone(), i)))
+                            .collect()
+                    })
+                    .get(&spec.tag)
+                    .copied()
+            };
+            let same = at.filter(|&i| {
                 old[i]
                     .as_ref()
                     .is_some_and(|s| s.spec.command == spec.command && s.spec.mode == spec.mode)

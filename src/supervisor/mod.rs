@@ -228,6 +228,33 @@ pub fn entry_changes(
     out
 }
 
+/// A cltab read and parsed for a reread, with its diff from the cltab it
+/// was compared with (`base`), made off the event loop. The loop applies
+/// the diff if `base` is still the supervisor's cltab, and diffs again
+/// otherwise (another reread, a create or a delete came between).
+pub struct Reread {
+    pub cltab: Cltab,
+    pub base: std::sync::Arc<Cltab>,
+    pub diff: RereadDiff,
+    /// How many groups `cltab` has.
+    pub groups: usize,
+}
+
+impl Reread {
+    /// Diff `cltab` against `base` (the cltab the supervisor had when the
+    /// reread was asked).
+    pub fn plan(cltab: Cltab, base: std::sync::Arc<Cltab>) -> Reread {
+        let diff = reread_diff(&base, &cltab);
+        let groups = cltab.groups().len();
+        Reread {
+            cltab,
+            base,
+            diff,
+            groups,
+        }
+    }
+}
+
 /// What a reread from `old` to `new` changes: an entry is changed when
 /// its command or mode differs (as [`Group::reconfigure`] decides), or
 /// its group.
@@ -274,7 +301,9 @@ fn slot_for<'a>(g: &'a Group, tag: &str, ev: &ProcEvent) -> Option<&'a machine::
 /// Every group of the current cltab, plus groups removed by a reread whose
 /// processes are still stopping.
 pub struct Supervisor {
-    pub cltab: Cltab,
+    /// Shared with the connections, which diff a reread against it off
+    /// the event loop ([`Supervisor::reread_with`]).
+    pub cltab: std::sync::Arc<Cltab>,
     groups: Vec<Group>,
     removed: Vec<Group>,
     /// Tags stopped with `clinit stop` (not `--temporary`): kept in the store.
@@ -298,7 +327,7 @@ impl Supervisor {
             .map(|(g, specs)| Group::new(g, specs, &is_disabled))
             .collect();
         Supervisor {
-            cltab,
+            cltab: std::sync::Arc::new(cltab),
             groups,
             removed: Vec::new(),
             disabled,
@@ -513,6 +542,18 @@ impl Supervisor {
     /// and then forgotten.
     pub fn reread(&mut self, cltab: Cltab, now: Now) -> (Vec<Action>, RereadDiff) {
         let diff = reread_diff(&self.cltab, &cltab);
+        self.reread_with(cltab, diff, now).0
+    }
+
+    /// [`Supervisor::reread`] with the diff from the current cltab already
+    /// made (off the event loop: see [`Reread::plan`]). Returns the old
+    /// cltab too, for the caller to drop where its size costs nobody.
+    pub fn reread_with(
+        &mut self,
+        cltab: Cltab,
+        diff: RereadDiff,
+        now: Now,
+    ) -> ((Vec<Action>, RereadDiff), std::sync::Arc<Cltab>) {
         for tag in diff.added.iter().chain(&diff.changed) {
             self.configured.insert(tag.clone(), now.unix);
         }
@@ -539,8 +580,8 @@ impl Supervisor {
                 self.removed.push(g);
             }
         }
-        self.cltab = cltab;
-        (actions, diff)
+        let old = std::mem::replace(&mut self.cltab, std::sync::Arc::new(cltab));
+        ((actions, diff), old)
     }
 
     /// Forget what the store keeps about a deleted entry.

@@ -11,6 +11,7 @@ use crate::proto::{ControlAction, ErrorCode, Reply};
 use crate::store::write_atomic;
 use crate::supervisor::Now;
 use crate::supervisor::machine::{Action, Control};
+use std::sync::Arc;
 
 /// `clinit stop|start|restart TAG`.
 pub(crate) fn entry(
@@ -71,18 +72,25 @@ pub(crate) fn restart_group(d: &mut Daemon, c: &Call, group: Option<&str>) -> Re
 pub(crate) fn reread(
     d: &mut Daemon,
     c: &Call,
-    loaded: Result<Cltab, crate::cltab::CltabErrors>,
+    loaded: Result<crate::supervisor::Reread, crate::cltab::CltabErrors>,
 ) -> Reply {
     match loaded {
-        Ok(tab) => {
+        Ok(plan) => {
             let text = format!(
                 "cltab reread: {} groups, {} entries",
-                tab.groups().len(),
-                tab.entries.len()
+                plan.groups,
+                plan.cltab.entries.len()
             );
-            let (actions, diff) = d.sup.reread(tab, Now::real());
+            // The diff made off the loop holds if nothing changed the
+            // cltab since; else it is made again here.
+            let ((actions, diff), old) = if Arc::ptr_eq(&plan.base, &d.sup.cltab) {
+                d.sup.reread_with(plan.cltab, plan.diff, Now::real())
+            } else {
+                let diff = crate::supervisor::reread_diff(&d.sup.cltab, &plan.cltab);
+                d.sup.reread_with(plan.cltab, diff, Now::real())
+            };
             d.actions.extend(actions);
-            forget_cgroups(d);
+            after_reread(d, [old, plan.base]);
             d.shared.events.push(EventKind::Reread {
                 added: diff.added,
                 changed: diff.changed,
@@ -134,19 +142,34 @@ fn edit_cltab(
             format!("cannot write {}: {e}", path.display()),
         )
     })?;
-    let actions = d.sup.reread(tab, Now::real()).0;
-    forget_cgroups(d);
+    let diff = crate::supervisor::reread_diff(&d.sup.cltab, &tab);
+    let ((actions, _), old) = d.sup.reread_with(tab, diff, Now::real());
+    after_reread(d, [old]);
     Ok(actions)
 }
 
-/// The cgroups of entries no longer in the cltab go once empty.
-fn forget_cgroups(d: &mut Daemon) {
-    if d.exec.cgroup_count().unwrap_or(0) == 0 {
-        return;
+/// After the cltab changed: the connections' copy is the new one, the
+/// cgroups of entries no longer in it go once empty, and the old cltab
+/// (as large as the file) is freed off the event loop.
+fn after_reread<const N: usize>(d: &mut Daemon, old: [Arc<Cltab>; N]) {
+    let previous = std::mem::replace(
+        &mut *d
+            .shared
+            .cltab
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        d.sup.cltab.clone(),
+    );
+    if d.exec.cgroup_count().unwrap_or(0) > 0 {
+        let tags: std::collections::HashSet<&str> =
+            d.sup.cltab.entries.iter().map(|e| e.tag.as_str()).collect();
+        d.exec.retain_cgroups(|_, tag| tags.contains(tag));
     }
-    let tags: std::collections::HashSet<&str> =
-        d.sup.cltab.entries.iter().map(|e| e.tag.as_str()).collect();
-    d.exec.retain_cgroups(|_, tag| tags.contains(tag));
+    let garbage = (old, previous);
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(move || drop(garbage))),
+        Err(_) => drop(garbage),
+    }
 }
 
 /// `clinit create`: add an entry (and its option lines) after its group's
