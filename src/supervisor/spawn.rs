@@ -20,8 +20,10 @@
 //! runs in the child, and a signal then does what it would do to the
 //! command), makes itself a process group leader, puts `/dev/null`, the
 //! output and error descriptors at 0, 1 and 2, closes every other
-//! descriptor but the gate and the report pipe (so it holds no other
-//! child's gate open), waits at the gate, and execs. A failed `exec`
+//! descriptor but the gate, the report pipe and its entry's
+//! `cgroup.procs` (so it holds no other child's gate open, nor the
+//! daemon's socket lock should the daemon be killed now), moves itself
+//! into its entry's cgroup if it has one, waits at the gate, and execs. A failed `exec`
 //! writes one line to its standard error (the entry's log) and its errno
 //! to the report pipe, and exits 127, as a shell does.
 //!
@@ -397,27 +399,33 @@ unsafe fn child(a: &ChildArgs) -> ! {
         }
         sys::unblock_all();
         sys::setpgid0();
-        // Into the entry's cgroup before anything can start another
-        // process (see `super::cgroup`).
-        if a.cgroup >= 0 {
-            let r = sys::write(a.cgroup, b"0");
-            if r < 0 {
-                if sys::dup2(a.err, 2) >= 0 {
-                    fail(a, b"cannot join the entry's cgroup", b"", -r as i32);
-                }
-                sys::exit(127);
-            }
-        }
         // The daemon's descriptors are all above 2 (its 0, 1 and 2 are
         // open), so these do not overwrite one another's sources.
         if sys::dup2(a.null, 0) < 0 || sys::dup2(a.out, 1) < 0 || sys::dup2(a.err, 2) < 0 {
             sys::exit(127);
         }
-        let (lo, hi) = (a.gate.min(a.report), a.gate.max(a.report));
-        for (from, to) in [(3, lo - 1), (lo + 1, hi - 1), (hi + 1, RawFd::MAX)] {
-            if from <= to {
-                sys::close_range(from, to);
+        // Every descriptor but the gate, the report pipe and the cgroup's
+        // is closed first: until then this child holds the daemon's (its
+        // socket lock among them), and a daemon started just after a
+        // SIGKILL of this one would find the lock still held.
+        let mut keep = [a.gate, a.report, a.cgroup];
+        keep.sort_unstable();
+        let mut from = 3;
+        for k in keep.into_iter().filter(|&k| k >= 3) {
+            if from < k {
+                sys::close_range(from, k - 1);
             }
+            from = k + 1;
+        }
+        sys::close_range(from, RawFd::MAX);
+        // Into the entry's cgroup before anything can start another
+        // process (see `super::cgroup`).
+        if a.cgroup >= 0 {
+            let r = sys::write(a.cgroup, b"0");
+            if r < 0 {
+                fail(a, b"cannot join the entry's cgroup", b"", -r as i32);
+            }
+            sys::close(a.cgroup);
         }
         let mut b = 0u8;
         let n = loop {
