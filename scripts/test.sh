@@ -8,16 +8,11 @@ if [ "$(id -u)" != 0 ]; then
     echo "scripts/test.sh: run the test suite as root (the access tests switch to the user nobody)" >&2
     exit 1
 fi
-# rusqlite's `bundled` feature compiles SQLite from C: it needs a C compiler.
-if ! command -v cc >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1; then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update </dev/null && apt-get install -y -q gcc libc6-dev </dev/null
-    else
-        echo "scripts/test.sh: a C compiler (cc) is needed to build the bundled SQLite" >&2
-        exit 1
-    fi
-fi
+# What the build needs (a C compiler for the bundled SQLite, protoc for the
+# etcd client's gRPC code) and what the cluster tests run (etcd).
+source scripts/deps.sh
+need_build_tools
+need_packages etcd etcd-server etcdctl etcd-client
 # A minimal rustup profile lacks rustfmt and clippy.
 for tool in rustfmt clippy; do
     if ! cargo "${tool/rustfmt/fmt}" --version >/dev/null 2>&1; then

@@ -40,6 +40,7 @@
 pub mod bos;
 pub mod client;
 pub mod cltab;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod events;

@@ -32,6 +32,18 @@ struct Cli {
     /// The daemon's socket [default: /var/run/clinit/clinit.s]; a `:::socket:` setting wins.
     #[arg(short = 's', long = "socket", global = true)]
     socket: Option<PathBuf>,
+    /// Cluster mode: etcd endpoints, comma-separated [a `:::etcd:` setting wins].
+    #[arg(long, global = true, value_name = "URLS")]
+    etcd: Option<String>,
+    /// For the daemon, this node's name [default: the host name; a `:::node:`
+    /// setting wins]; for a tell (`clinit --node NODE GROUP LEVEL`), the node
+    /// whose group is told, through etcd.
+    #[arg(long, global = true, value_name = "NAME")]
+    node: Option<String>,
+    /// Cluster mode: the cluster's name, the prefix of its keys in etcd
+    /// [default: clinit; a `:::cluster:` setting wins].
+    #[arg(long, global = true, value_name = "NAME")]
+    cluster: Option<String>,
     #[command(flatten)]
     daemon_args: DaemonArgs,
     #[command(subcommand)]
@@ -112,7 +124,7 @@ impl clap::Args for EntryOptionArgs {
 enum Cmd {
     /// Run the daemon in the foreground.
     Daemon(DaemonArgs),
-    /// Tell a group to go to a level.
+    /// Tell a group to go to a level (on another node with --node NODE).
     Tell { group: String, level: String },
     /// Print the level and state of each group.
     Status {
@@ -262,9 +274,36 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The cluster, through etcd: the shared cltab and every node.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Cluster::Init form: `[GROUP] LEVEL` tells GROUP (default: the host name).
     #[command(external_subcommand)]
     Compat(Vec<String>),
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCmd {
+    /// Validate FILE as a reread would, store it as the shared cltab and
+    /// print its new revision; every node applies it.
+    Push {
+        file: PathBuf,
+        /// Store it only if the stored cltab is still at revision REV (0:
+        /// none stored yet); else exit 16 (COLLISION).
+        #[arg(long, value_name = "REV")]
+        expect: Option<i64>,
+    },
+    /// Print the shared cltab.
+    Pull {
+        /// {"rev":..,"cltab":..}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every node (alive or gone, since when) and its groups, from etcd.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -897,6 +936,134 @@ fn hostname() -> String {
     }
 }
 
+fn cluster_flags(cli: &Cli) -> clinit::cluster::ClusterFlags {
+    clinit::cluster::ClusterFlags {
+        etcd: cli.etcd.clone(),
+        node: cli.node.clone(),
+        cluster: cli.cluster.clone(),
+    }
+}
+
+/// The cluster as the local cltab (and the flags) configure it.
+fn cluster_config(
+    cli: &Cli,
+) -> Result<clinit::cluster::ClusterConfig, clinit::cluster::ClusterError> {
+    let cltab = cli
+        .cltab
+        .clone()
+        .unwrap_or_else(|| clinit::config::DEFAULT_CLTAB.into());
+    let settings = clinit::cluster::agent::local_settings(&cltab);
+    // `--node` names the node told, not this one, for a client.
+    let flags = clinit::cluster::ClusterFlags {
+        node: None,
+        ..cluster_flags(cli)
+    };
+    clinit::cluster::ClusterConfig::require(&settings, &flags, &cltab)
+}
+
+/// Run a cluster client call on a runtime of its own.
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(f)
+}
+
+/// Who tells, for the goal's record: user@host.
+fn teller() -> String {
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {uid}"), |u| u.name);
+    format!("{user}@{}", clinit::config::hostname())
+}
+
+#[derive(Debug)]
+struct CmdError(String, i32);
+
+impl std::fmt::Display for CmdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl CmdError {
+    fn exit_code(&self) -> i32 {
+        self.1
+    }
+}
+
+impl From<clinit::cluster::ClusterError> for CmdError {
+    fn from(e: clinit::cluster::ClusterError) -> CmdError {
+        CmdError(e.to_string(), e.exit_code())
+    }
+}
+
+fn remote_tell(cli: &Cli, node: &str, group: &str, level: &str) -> Result<(), CmdError> {
+    let cfg = cluster_config(cli)?;
+    let text = block_on(clinit::cluster::tell(
+        &cfg,
+        node,
+        group,
+        level,
+        &teller(),
+        std::time::Duration::from_secs(30),
+    ))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn cluster_cmd(cli: &Cli, cmd: &ClusterCmd) -> ExitCode {
+    let run = || -> Result<(), CmdError> {
+        let cfg = cluster_config(cli)?;
+        match cmd {
+            ClusterCmd::Push { file, expect } => {
+                let rev = block_on(clinit::cluster::push(&cfg, file, *expect))?;
+                println!("{rev}");
+            }
+            ClusterCmd::Pull { json } => {
+                let (text, rev) = block_on(clinit::cluster::pull(&cfg))?;
+                if *json {
+                    println!("{}", serde_json::json!({"rev": rev, "cltab": text}));
+                } else {
+                    print!("{text}");
+                }
+            }
+            ClusterCmd::Status { json } => {
+                let nodes = block_on(clinit::cluster::status(&cfg))?;
+                if *json {
+                    println!("{}", serde_json::json!({"nodes": nodes}));
+                } else {
+                    for n in &nodes {
+                        let since = n.since.map(clinit::schedule::ctime).unwrap_or_default();
+                        println!(
+                            "node {} {} since {since}, cltab revision {}",
+                            n.node,
+                            if n.alive { "alive" } else { "GONE" },
+                            n.cltab_rev
+                        );
+                        for g in &n.groups {
+                            println!(
+                                "  {} {} {}",
+                                g.group,
+                                g.level.as_deref().unwrap_or("-"),
+                                g.state
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, e.exit_code()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (cp, p) = paths(&cli);
@@ -913,6 +1080,7 @@ fn main() -> ExitCode {
                 no_restore: args.no_restore,
                 noauth: args.noauth,
                 lockd_idle: None,
+                cluster: cluster_flags(&cli),
             });
         }
         (Some(Cmd::Lockd { idle, .. }), _, _) => {
@@ -922,9 +1090,17 @@ fn main() -> ExitCode {
                 no_restore: true,
                 noauth: false,
                 lockd_idle: Some(std::time::Duration::from_secs_f64(minutes * 60.0)),
+                cluster: cluster_flags(&cli),
             });
         }
         (Some(Cmd::Shutdown), _, _) | (None, false, true) => call(&p, Request::Shutdown),
+        (Some(Cmd::Tell { group, level }), _, _) if cli.node.is_some() => {
+            return match remote_tell(&cli, cli.node.as_deref().unwrap_or_default(), group, level) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e, e.exit_code()),
+            };
+        }
+        (Some(Cmd::Cluster(cmd)), _, _) => return cluster_cmd(&cli, cmd),
         (Some(Cmd::Tell { group, level }), _, _) => call(
             &p,
             Request::Tell {
@@ -1053,6 +1229,13 @@ fn main() -> ExitCode {
                     group: hostname(),
                     level: level.clone(),
                 },
+                [group, level] if cli.node.is_some() => {
+                    let node = cli.node.clone().unwrap_or_default();
+                    return match remote_tell(&cli, &node, group, level) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => fail(&e, e.exit_code()),
+                    };
+                }
                 [group, level] => Request::Tell {
                     group: group.clone(),
                     level: level.clone(),

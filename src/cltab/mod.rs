@@ -244,6 +244,10 @@ pub enum ErrorKind {
     },
     #[error("the command holds a NUL byte")]
     NulInCommand,
+    #[error(
+        "entry {0} in a node's local cltab: in cluster mode entries live in the shared cltab (clinit cluster push); the local cltab holds this node's settings only"
+    )]
+    LocalEntry(String),
     #[error("unknown mode '{0}' (expected wait, once, respawn, off, test or cron)")]
     UnknownMode(String),
     #[error("duplicate tag '{tag}' (first used on line {first_line})")]
@@ -293,6 +297,7 @@ impl ErrorKind {
             ErrorKind::EmptyTag => "CLTAB_EMPTY_TAG",
             ErrorKind::BadName { .. } => "CLTAB_BAD_NAME",
             ErrorKind::NulInCommand => "CLTAB_NUL_IN_COMMAND",
+            ErrorKind::LocalEntry(_) => "CLTAB_LOCAL_ENTRY",
             ErrorKind::UnknownMode(_) => "CLTAB_UNKNOWN_MODE",
             ErrorKind::DuplicateTag { .. } => "CLTAB_DUPLICATE_TAG",
             ErrorKind::UnknownSetting(_) => "CLTAB_UNKNOWN_SETTING",
@@ -401,6 +406,17 @@ fn split_fields(line: &str) -> Option<[&str; 5]> {
 
 /// Parse cltab text. `path` is only used in error messages and kept in the model.
 pub fn parse(path: &Path, text: &str) -> Result<Cltab, CltabErrors> {
+    parse_under(path, text, None)
+}
+
+/// Parse a cluster's shared cltab `text` for a node whose local cltab has
+/// the settings `local`: every setting `local` sets wins over the shared
+/// one, for the file and for every entry (as if the local lines came last).
+pub fn parse_shared(path: &Path, text: &str, local: &Settings) -> Result<Cltab, CltabErrors> {
+    parse_under(path, text, Some(local))
+}
+
+fn parse_under(path: &Path, text: &str, local: Option<&Settings>) -> Result<Cltab, CltabErrors> {
     let mut errors = Vec::new();
     let mut entries: Vec<Entry> = Vec::new();
     let mut settings = Settings::default();
@@ -506,6 +522,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Cltab, CltabErrors> {
         }
     }
 
+    if let Some(local) = local {
+        settings = settings.overridden_by(local);
+    }
     // Entry options, then every entry resolved against the file's settings.
     let mut scoped: Vec<(Settings, Vec<(String, usize)>)> =
         vec![(Settings::default(), Vec::new()); entries.len()];

@@ -118,6 +118,16 @@ macro_rules! settings {
                 Ok(())
             }
 
+            /// These settings (a shared cltab's) with every setting that
+            /// `local` (a node's local cltab) sets laid over them.
+            pub fn overridden_by(&self, local: &Settings) -> Settings {
+                let mut out = self.clone();
+                $( if local.$name.is_some() {
+                    out.$name = local.$name.clone();
+                } )*
+                out
+            }
+
             /// These settings with an entry's options laid over them.
             pub fn overlay(&self, entry: &Settings) -> Settings {
                 let mut out = self.clone();
@@ -175,6 +185,24 @@ settings! {
         "how many connections one user (uid or certificate) may have open at once, root and the daemon's user excepted (default 256)";
     cgroup: crate::supervisor::cgroup::CgroupMode = File, "MODE", crate::supervisor::cgroup::CgroupMode::parse,
         "where each entry's processes are kept: auto (default: a cgroup v2 directory beside the daemon's own cgroup, if one can be made), off, or a cgroup v2 directory to make the daemon's under";
+    etcd: Vec<String> = File, "URLS", endpoints,
+        "etcd endpoints, comma-separated (http://127.0.0.1:2379,...): setting it turns cluster mode on";
+    node: String = File, "NAME", node_name,
+        "this node's name in the cluster (default: the host name)";
+    cluster: String = File, "NAME", node_name,
+        "the cluster's name, the prefix of its keys in etcd (default clinit), so several clusters can share one etcd";
+    lease_ttl: Duration = File, "SECS", parse_seconds,
+        "the TTL of this node's etcd lease: how long after its last keep-alive a dead or cut-off node counts as gone (default 10)";
+    etcd_ca: PathBuf = File, "PATH", path,
+        "the CA certificate (PEM) that etcd's server certificate must chain to (https endpoints)";
+    etcd_cert: PathBuf = File, "PATH", path,
+        "this node's client certificate (PEM) for etcd";
+    etcd_key: PathBuf = File, "PATH", path,
+        "the key (PEM) of etcd_cert";
+    etcd_user: String = File, "NAME", node_name,
+        "the etcd user to authenticate as (with etcd_password_file)";
+    etcd_password_file: PathBuf = File, "PATH", path,
+        "a file holding etcd_user's password (its first line)";
     lock_access: Access = File, "WHO", access,
         "who may take locks: anyone (default) or userlist (who may change things)";
     record_access: Access = File, "WHO", access,
@@ -279,6 +307,37 @@ fn path(value: &str) -> Result<PathBuf, String> {
         Err("expected a path".into())
     } else {
         Ok(PathBuf::from(value))
+    }
+}
+
+fn endpoints(value: &str) -> Result<Vec<String>, String> {
+    let urls: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect();
+    if urls.is_empty() {
+        return Err("expected etcd endpoints such as http://127.0.0.1:2379".into());
+    }
+    match urls
+        .iter()
+        .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+    {
+        Some(u) => Err(format!("{u} is not an http:// or https:// URL")),
+        None => Ok(urls),
+    }
+}
+
+/// A node, cluster or user name: what a key of etcd may hold between
+/// slashes.
+fn node_name(value: &str) -> Result<String, String> {
+    if value.is_empty() || value.len() > 255 {
+        Err("expected a name of 1 to 255 bytes".into())
+    } else if value.contains('/') || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        Err("a name holds no '/', blank or control character".into())
+    } else {
+        Ok(value.to_string())
     }
 }
 

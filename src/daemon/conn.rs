@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     /// The supervisor's cltab as of its last reread: a reread reads the
     /// file again and diffs against it off the event loop.
     pub cltab: Mutex<Arc<crate::cltab::Cltab>>,
+    /// Cluster mode: the configuration and how the node stands.
+    pub cluster: Option<Arc<crate::cluster::agent::ClusterHandle>>,
     /// The leases each limited user made (pruned of ended ones when
     /// counted).
     pub peer_leases: Mutex<std::collections::HashMap<u32, Vec<u64>>>,
@@ -232,6 +234,7 @@ impl Shared {
                 std::path::Path::new("cltab"),
                 Default::default(),
             ))),
+            cluster: None,
             peer_connections: Default::default(),
             frame_bytes: Default::default(),
         }
@@ -731,8 +734,14 @@ async fn reread_job(shared: &Shared) -> super::route::LoopJob {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    let cluster = shared.cluster.clone();
     let job = move || {
-        crate::cltab::Cltab::load(&base.path).map(|tab| crate::supervisor::Reread::plan(tab, base))
+        match &cluster {
+            // The node's local settings again over the cached shared cltab.
+            Some(h) => h.reread(),
+            None => crate::cltab::Cltab::load(&base.path),
+        }
+        .map(|tab| crate::supervisor::Reread::plan(tab, base))
     };
     match tokio::task::spawn_blocking(job).await {
         Ok(loaded) => Box::new(move |d, c| Some(super::handlers::control::reread(d, c, loaded))),

@@ -47,6 +47,8 @@ pub struct Options {
     /// `clinit lockd`: serve only locks and records (no cltab entries),
     /// and exit after this long idle.
     pub lockd_idle: Option<std::time::Duration>,
+    /// `--etcd`, `--node`, `--cluster` (cluster mode).
+    pub cluster: crate::cluster::ClusterFlags,
 }
 
 /// Why the daemon could not start; each maps to an exit status.
@@ -66,6 +68,8 @@ pub enum StartError {
     State(#[from] crate::store::StoreError),
     #[error("setting cgroup: {0}")]
     Cgroup(#[from] crate::supervisor::cgroup::CgroupError),
+    #[error("{0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 impl StartError {
@@ -75,6 +79,7 @@ impl StartError {
             StartError::AlreadyRunning(_) => 8,
             StartError::State(crate::store::StoreError::Busy { .. }) => 8,
             StartError::Io { .. } | StartError::State(_) | StartError::Cgroup(_) => 10,
+            StartError::Cluster(e) => e.exit_code(),
         }
     }
 }
@@ -148,6 +153,14 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         }
         None => Cltab::load(&cli.cltab())?,
     };
+    // Cluster mode: the local cltab holds this node's settings only.
+    let cluster = match opts.lockd_idle {
+        Some(_) => None,
+        None => crate::cluster::ClusterConfig::resolve(&cltab.settings, &opts.cluster)?,
+    };
+    if cluster.is_some() {
+        crate::cluster::agent::load_local(&cli.cltab())?;
+    }
     let paths = Paths::resolve(cli, &cltab.settings);
     for p in [&paths.socket, &paths.clstat, &paths.log] {
         ensure_parent(p)?;
@@ -280,6 +293,55 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
     } else {
         persisted.goals
     };
+    // Cluster mode: the shared cltab as last cached, under the local
+    // settings; the agent brings it up to date once etcd answers.
+    let (cltab, cluster) = match cluster {
+        None => (cltab, None),
+        Some(cfg) => {
+            let handle = Arc::new(crate::cluster::agent::ClusterHandle {
+                view: Mutex::new(crate::cluster::agent::ClusterView {
+                    cluster: cfg.cluster.clone(),
+                    node: cfg.node.clone(),
+                    endpoints: cfg.endpoints_text(),
+                    ..Default::default()
+                }),
+                cfg,
+                local_cltab: cli.cltab(),
+                state_dir: paths.state.clone(),
+                socket: paths.socket.clone(),
+                started: chrono::Utc::now().timestamp(),
+            });
+            let cached = crate::cluster::CachedCltab::load(&paths.state);
+            let tab = match &cached {
+                Some(c) => match handle.compose(c.rev, &c.text) {
+                    Ok(tab) => {
+                        handle
+                            .view
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .cltab_rev = c.rev;
+                        tab
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "the cached shared cltab (revision {}) does not parse; starting without entries until etcd answers:\n{e}",
+                            c.rev
+                        );
+                        Cltab::empty(&handle.cfg.cltab_name(0), cltab.settings.clone())
+                    }
+                },
+                None => Cltab::empty(&handle.cfg.cltab_name(0), cltab.settings.clone()),
+            };
+            tracing::info!(
+                "cluster mode: node {} of cluster {}, etcd at {}; running shared cltab revision {} until etcd answers",
+                handle.cfg.node,
+                handle.cfg.cluster,
+                handle.cfg.endpoints_text(),
+                cached.as_ref().map_or(0, |c| c.rev)
+            );
+            (tab, Some(handle))
+        }
+    };
     let mut sup = Supervisor::new(cltab, disabled);
     sup.restore_notes(notes.into_iter().map(|n| {
         (
@@ -337,6 +399,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         spinning: Default::default(),
         refusals: Default::default(),
         cltab: Mutex::new(sup.cltab.clone()),
+        cluster: cluster.clone(),
         peer_leases: Default::default(),
         peer_connections: Default::default(),
         frame_bytes: Default::default(),
@@ -351,6 +414,9 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         opts.lockd_idle,
     );
     let result = rt.block_on(async {
+        if let Some(h) = cluster {
+            tokio::spawn(crate::cluster::agent::run(h, shared.clone()));
+        }
         tokio::spawn(listen::accept_loop(listener, shared));
         daemon.run(rx, goals, started).await
     });

@@ -341,3 +341,107 @@ impl Daemon {
         Some(PathBuf::from(log[at..].lines().next()?.trim()))
     }
 }
+
+/// A free TCP port on loopback (bound, then released for the server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real single-member etcd on free loopback ports, its data in a temp
+/// dir; stopped when dropped. `scripts/test.sh` installs it (Debian's
+/// etcd-server) when missing.
+pub struct Etcd {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let mut e = Etcd {
+            dir: tempfile::tempdir().unwrap(),
+            url: String::new(),
+            client: free_port(),
+            peer: free_port(),
+            child: None,
+        };
+        e.url = format!("http://127.0.0.1:{}", e.client);
+        e.launch();
+        e
+    }
+
+    /// Start it (again: same ports, same data).
+    pub fn launch(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &self.url])
+            .args(["--advertise-client-urls", &self.url])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("t={peer}")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("etcd (Debian's etcd-server; scripts/test.sh installs it)");
+        self.child = Some(child);
+        let end = Instant::now() + DEADLINE;
+        while !self.healthy() {
+            assert!(
+                Instant::now() < end,
+                "etcd did not become healthy:\n{}",
+                std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// GET /health answers {"health":"true"}.
+    fn healthy(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.client)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.contains("\"health\":\"true\"")
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            if try_wait_for(&mut c, DEADLINE).is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

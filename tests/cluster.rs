@@ -1,0 +1,281 @@
+//! Cluster mode against a real etcd: the shared cltab, nodes applying it,
+//! the cluster's status and tells through etcd.
+
+mod common;
+
+use common::*;
+
+/// A node of the cluster on `etcd`: its own socket, state and name.
+fn node(etcd: &Etcd, name: &str) -> Daemon {
+    Daemon::start(&format!(":::etcd:{}\n:::node:{name}\n", etcd.url))
+}
+
+/// Write `text` to a file in `d`'s directory and push it; the revision.
+fn push(d: &Daemon, text: &str, expect: Option<i64>) -> std::process::Output {
+    let file = d.path("shared.cltab");
+    std::fs::write(&file, text).unwrap();
+    let mut args = vec!["cluster", "push", file.to_str().unwrap()];
+    let e = expect.map(|e| e.to_string());
+    if let Some(e) = &e {
+        args.extend(["--expect", e.as_str()]);
+    }
+    d.run(&args)
+}
+
+fn rev_of(out: &std::process::Output) -> i64 {
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The pid of each running entry of `d`.
+fn pids(d: &Daemon) -> std::collections::BTreeMap<String, i64> {
+    d.status_json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["entries"].as_array().unwrap().clone())
+        .filter(|e| e["state"] == "running")
+        .map(|e| {
+            (
+                e["tag"].as_str().unwrap().to_string(),
+                e["pid"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn cluster_status(d: &Daemon) -> serde_json::Value {
+    serde_json::from_str(&d.ok(&["cluster", "status", "--json"])).unwrap()
+}
+
+#[test]
+fn push_validates_and_compares_and_pull_gives_back_what_is_stored() {
+    let etcd = Etcd::start();
+    let n1 = node(&etcd, "n1");
+    // Nothing stored yet.
+    let out = n1.run(&["cluster", "pull"]);
+    assert_eq!(out.status.code(), Some(15), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no shared cltab is stored in etcd under /clinit/cltab")
+    );
+    // An invalid file: every error, with file and line; nothing stored.
+    let out = push(&n1, "web:a:1:sometimes:x\nweb::1:once:x\n", None);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = n1.path("shared.cltab").display().to_string();
+    assert!(
+        err.contains(&format!("{file}:1: unknown mode 'sometimes'")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{file}:2: empty tag")), "{err}");
+    assert_eq!(n1.run(&["cluster", "pull"]).status.code(), Some(15));
+    // Stored only if still absent (--expect 0), then only at its revision.
+    let text = "# the web tier\nweb:a:1:respawn:sleep 1000\n";
+    let rev = rev_of(&push(&n1, text, Some(0)));
+    let out = push(&n1, text, Some(0));
+    assert_eq!(out.status.code(), Some(16), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "the shared cltab is at revision {rev}, not 0: pull it again, merge, and push with --expect {rev}"
+        )),
+        "{out:?}"
+    );
+    let rev2 = rev_of(&push(
+        &n1,
+        &format!("{text}web:b:1:respawn:sleep 1000\n"),
+        Some(rev),
+    ));
+    assert!(rev2 > rev);
+    let pulled: serde_json::Value =
+        serde_json::from_str(&n1.ok(&["cluster", "pull", "--json"])).unwrap();
+    assert_eq!(pulled["rev"], rev2);
+    assert_eq!(
+        pulled["cltab"],
+        format!("{text}web:b:1:respawn:sleep 1000\n")
+    );
+    assert_eq!(
+        n1.ok(&["cluster", "pull"]),
+        format!("{text}web:b:1:respawn:sleep 1000\n")
+    );
+}
+
+#[test]
+fn every_node_applies_a_new_revision_with_the_reread_rules() {
+    let etcd = Etcd::start();
+    let n1 = node(&etcd, "n1");
+    let n2 = node(&etcd, "n2");
+    let v1 = "web:keep:1:respawn:sleep 1000\nweb:chg:1:respawn:sleep 1000\nweb:gone:1:respawn:sleep 1000\n";
+    let rev = rev_of(&push(&n1, v1, None));
+    for n in [&n1, &n2] {
+        n.wait_until("the node runs the revision", || {
+            n.run(&["status", "web"]).status.success()
+        });
+        n.ok(&["tell", "web", "1"]);
+        n.wait_status("web", "web 1 DONE");
+    }
+    let before = [pids(&n1), pids(&n2)];
+    let v2 = "web:keep:1:respawn:sleep 1000\nweb:chg:1:respawn:sleep 999\nweb:new:1:respawn:sleep 1000\n";
+    let rev2 = rev_of(&push(&n1, v2, Some(rev)));
+    for (n, old) in [&n1, &n2].into_iter().zip(&before) {
+        n.wait_until("the new revision runs", || {
+            let p = pids(n);
+            p.len() == 3 && p.contains_key("new") && p["chg"] != old["chg"]
+        });
+        let now = pids(n);
+        assert_eq!(now["keep"], old["keep"], "an unchanged entry is untouched");
+        assert!(!alive(old["gone"]), "a deleted entry is stopped");
+        assert!(
+            !alive(old["chg"]),
+            "a changed entry is stopped, then started anew"
+        );
+        assert_eq!(n.entry("chg")["command"], "sleep 999");
+    }
+    // The cluster's status, from etcd alone: both nodes, the revision
+    // they run, their groups.
+    n1.wait_until("both nodes publish the revision", || {
+        let s = cluster_status(&n1);
+        s["nodes"].as_array().unwrap().len() == 2
+            && s["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|n| n["cltab_rev"] == rev2)
+    });
+    let s = cluster_status(&n2);
+    for (i, name) in ["n1", "n2"].into_iter().enumerate() {
+        let n = &s["nodes"][i];
+        assert_eq!(n["node"], name);
+        assert_eq!(n["alive"], true);
+        assert_eq!(n["groups"][0]["group"], "web");
+        assert_eq!(n["groups"][0]["level"], "1");
+        assert_eq!(n["groups"][0]["state"], "DONE");
+    }
+}
+
+#[test]
+fn a_group_is_told_on_another_node_through_etcd() {
+    let etcd = Etcd::start();
+    let n1 = node(&etcd, "n1");
+    let mut n2 = node(&etcd, "n2");
+    rev_of(&push(&n1, "web:a:12:respawn:sleep 1000\n", None));
+    n2.wait_until("n2 runs the cltab", || {
+        n2.run(&["status", "web"]).status.success()
+    });
+    // Told from n1, taken by n2, answered as a local tell.
+    assert_eq!(
+        n1.ok(&["--node", "n2", "web", "1"]),
+        "level transition started\n"
+    );
+    n2.wait_status("web", "web 1 DONE");
+    assert_eq!(
+        n1.ok(&["tell", "--node", "n2", "web", "2"]),
+        "level transition started\n"
+    );
+    n2.wait_status("web", "web 2 DONE");
+    n1.wait_status("web", "web - IDLE");
+    // A group n2 does not have: n2's error, with its exit status.
+    let out = n1.run(&["--node", "n2", "db", "1"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("node n2: no such group: db"),
+        "{out:?}"
+    );
+    // The goal survives n2's restart, as a local one does.
+    n2.stop();
+    let n2 = n2.launch(&[]);
+    n2.wait_status("web", "web 2 DONE");
+    // The cluster's status says n2 is alive again.
+    n1.wait_until("n2 alive", || {
+        cluster_status(&n1)["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node"] == "n2" && n["alive"] == true)
+    });
+}
+
+#[test]
+fn a_node_started_while_etcd_is_down_runs_its_cache_and_catches_up() {
+    let mut etcd = Etcd::start();
+    let mut n1 = node(&etcd, "n1");
+    let rev = rev_of(&push(&n1, "web:a:1:respawn:sleep 1000\n", None));
+    n1.wait_until("n1 runs the revision", || {
+        n1.run(&["status", "web"]).status.success()
+    });
+    n1.ok(&["tell", "web", "1"]);
+    n1.wait_status("web", "web 1 DONE");
+    n1.stop();
+    etcd.stop();
+    // etcd down: the node starts on its cached revision, says why in the
+    // log, and a client command that needs etcd fails fast, naming it.
+    let n1 = n1.launch(&[]);
+    n1.wait_status("web", "web 1 DONE");
+    n1.wait_until("the log says etcd is unreachable", || {
+        n1.log()
+            .contains(&format!("cannot reach etcd at {}", etcd.url))
+    });
+    assert!(n1.log().contains(&format!(
+        "supervising shared cltab revision {rev} as last known"
+    )));
+    let t = std::time::Instant::now();
+    let out = n1.run(&["cluster", "status"]);
+    assert_eq!(out.status.code(), Some(19), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("cannot reach etcd at {}", etcd.url))
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        t.elapsed()
+    );
+    // A second node that never saw the cluster starts with nothing.
+    let n2 = node(&etcd, "n2");
+    assert_eq!(n2.ok(&["status"]), "");
+    // etcd back: both catch up.
+    etcd.launch();
+    n2.wait_until("n2 gets the cltab", || {
+        n2.run(&["status", "web"]).status.success()
+    });
+    n1.wait_until("n1 reconnects", || {
+        n1.log().contains("connected to etcd at")
+    });
+    let rev2 = rev_of(&push(&n1, "web:a:1:respawn:sleep 999\n", Some(rev)));
+    n1.wait_until("n1 applies the new revision", || {
+        n1.entry("a")["command"] == "sleep 999"
+    });
+    n2.wait_until("n2 applies it too", || {
+        n2.entry("a")["command"] == "sleep 999"
+    });
+    n1.wait_until("published", || {
+        cluster_status(&n1)["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["cltab_rev"] == rev2)
+    });
+}
+
+#[test]
+fn entries_in_a_local_cltab_are_refused_in_cluster_mode() {
+    let etcd = Etcd::start();
+    let d = Daemon::prepare(&format!(":::etcd:{}\nweb:a:1:once:true\n", etcd.url));
+    let out = d.run(&["-d"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = std::fs::read_to_string(d.cltab()).unwrap().lines().count();
+    assert!(
+        err.contains(&format!(
+            "{}:{line}: entry a in a node's local cltab: in cluster mode entries live in the shared cltab",
+            d.cltab().display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("[CLTAB_LOCAL_ENTRY]"), "{err}");
+    // Not in cluster mode: the cluster commands say so.
+    let single = Daemon::prepare("");
+    let out = single.run(&["cluster", "status"]);
+    assert_eq!(out.status.code(), Some(20), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in cluster mode"));
+}
