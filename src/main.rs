@@ -412,19 +412,48 @@ fn call(p: &Paths, req: Request) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn status(p: &Paths, group: Option<String>, json: bool, long: bool) -> Result<(), ClientError> {
-    let groups = Client::connect(&p.socket)?.status_all(group, !(json || long))?;
+fn status(
+    p: &Paths,
+    group: Option<String>,
+    json: bool,
+    long: bool,
+    cluster: bool,
+) -> Result<(), ClientError> {
+    let mut c = Client::connect(&p.socket)?;
+    let whole = group.is_none();
+    let groups = c.status_all(group, !(json || long))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&groups).expect("serializable")
+        );
+    } else if long {
+        print_long(&groups);
+    } else {
+        print_status(&groups);
+    }
+    // In cluster mode, the whole status ends with how the node stands.
+    if cluster
+        && whole
+        && !json
+        && let Reply::Node { cluster: Some(v) } = c.request(Request::Node)?
     {
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&groups).expect("serializable")
-            );
-        } else if long {
-            print_long(&groups);
+        let since = clinit::schedule::ctime(v.since);
+        let etcd = if v.connected {
+            format!("etcd {} connected since {since}", v.endpoints)
+        } else if v.since == 0 {
+            format!("etcd {} NOT REACHED yet", v.endpoints)
         } else {
-            print_status(&groups);
+            format!("etcd {} UNREACHABLE since {since}", v.endpoints)
+        };
+        let mut line = format!(
+            "# cluster {}, node {}: {etcd}; shared cltab revision {}",
+            v.cluster, v.node, v.cltab_rev
+        );
+        if let Some((rev, _)) = &v.rejected {
+            line.push_str(&format!(" (revision {rev} refused: see the log)"));
         }
+        println!("{line}");
     }
     Ok(())
 }
@@ -1108,7 +1137,13 @@ fn main() -> ExitCode {
                 level: level.clone(),
             },
         ),
-        (Some(Cmd::Status { group, json, long }), _, _) => status(&p, group.clone(), *json, *long),
+        (Some(Cmd::Status { group, json, long }), _, _) => status(
+            &p,
+            group.clone(),
+            *json,
+            *long,
+            cluster_config(&cli).is_ok(),
+        ),
         (Some(Cmd::Stop { tag, temporary }), _, _) => call(
             &p,
             Request::Control {
@@ -1252,7 +1287,7 @@ fn main() -> ExitCode {
     };
     let result = result.and_then(|()| {
         if cli.verbose && !cli.kill {
-            status(&p, None, false, false)
+            status(&p, None, false, false, cluster_config(&cli).is_ok())
         } else {
             Ok(())
         }

@@ -230,16 +230,30 @@ fn a_node_started_while_etcd_is_down_runs_its_cache_and_catches_up() {
         "{:?}",
         t.elapsed()
     );
+    // `status` says so.
+    n1.wait_until("status says etcd is unreachable", || {
+        n1.ok(&["status"]).contains("UNREACHABLE since")
+    });
+    let st = n1.ok(&["status"]);
+    assert!(st.starts_with("web 1 DONE\n"), "{st}");
+    let says = format!("# cluster clinit, node n1: etcd {} UNREACHABLE since ", etcd.url);
+    assert!(st.contains(&says), "{st}");
+    assert!(st.ends_with(&format!("; shared cltab revision {rev}\n")), "{st}");
     // A second node that never saw the cluster starts with nothing.
     let n2 = node(&etcd, "n2");
-    assert_eq!(n2.ok(&["status"]), "");
+    n2.wait_until("n2 finds etcd unreachable", || {
+        n2.ok(&["status"]).contains("UNREACHABLE since")
+    });
+    let st = n2.ok(&["status"]);
+    assert!(st.starts_with("# cluster clinit, node n2: etcd "), "{st}");
+    assert!(st.ends_with("; shared cltab revision 0\n"), "{st}");
     // etcd back: both catch up.
     etcd.launch();
     n2.wait_until("n2 gets the cltab", || {
         n2.run(&["status", "web"]).status.success()
     });
     n1.wait_until("n1 reconnects", || {
-        n1.log().contains("connected to etcd at")
+        n1.ok(&["status"]).contains(&format!("etcd {} connected since", etcd.url))
     });
     let rev2 = rev_of(&push(&n1, "web:a:1:respawn:sleep 999\n", Some(rev)));
     n1.wait_until("n1 applies the new revision", || {

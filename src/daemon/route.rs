@@ -95,6 +95,9 @@ pub(crate) fn route(req: Request) -> Route {
         Request::Ping => on_loop("daemon::ping", Right::Read, None, |_, _| {
             Some(daemon::ping())
         }),
+        Request::Node => on_loop("daemon::node", Right::Read, None, |d, _| {
+            Some(daemon::node(d))
+        }),
         Request::Shutdown => on_loop(
             "daemon::shutdown",
             Right::Shutdown,
@@ -258,6 +261,7 @@ mod tests {
     fn one_of_each() -> Vec<Request> {
         let all = vec![
             Request::Ping,
+            Request::Node,
             Request::Tell {
                 group: "g".into(),
                 level: "1".into(),
@@ -323,6 +327,7 @@ mod tests {
         for r in &all {
             match r {
                 Request::Ping
+                | Request::Node
                 | Request::Tell { .. }
                 | Request::Status { .. }
                 | Request::Reread
@@ -367,6 +372,7 @@ mod tests {
         // op -> (handler, right, where served, logged)
         let want: &[(&str, &str, Right, &str, bool)] = &[
             ("ping", "daemon::ping", Right::Read, "loop", false),
+            ("node", "daemon::node", Right::Read, "loop", false),
             ("tell", "groups::tell", Right::Change, "loop", true),
             ("status", "groups::status", Right::Read, "loop", false),
             (

@@ -35,6 +35,9 @@ impl Hello {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Ping,
+    /// How this node stands with its cluster (`clinit status` in cluster
+    /// mode).
+    Node,
     Tell {
         group: String,
         level: String,
@@ -361,6 +364,10 @@ pub enum Reply {
         text: String,
     },
     Pong,
+    /// This node in its cluster; `None` in single-node mode.
+    Node {
+        cluster: Option<crate::cluster::agent::ClusterView>,
+    },
     Status {
         groups: Vec<GroupStatus>,
         /// More follows: ask again with `from` set to this. The first group

@@ -8,6 +8,13 @@ pub(crate) fn ping() -> Reply {
     Reply::Pong
 }
 
+/// This node in its cluster.
+pub(crate) fn node(d: &Daemon) -> Reply {
+    Reply::Node {
+        cluster: d.shared.cluster.as_ref().map(|h| h.view()),
+    }
+}
+
 /// Stop every group, then exit (a second shutdown only answers).
 pub(crate) fn shutdown(d: &mut Daemon, c: &mut Call) -> Option<Reply> {
     if !d.halting {
