@@ -236,9 +236,15 @@ fn a_node_started_while_etcd_is_down_runs_its_cache_and_catches_up() {
     });
     let st = n1.ok(&["status"]);
     assert!(st.starts_with("web 1 DONE\n"), "{st}");
-    let says = format!("# cluster clinit, node n1: etcd {} UNREACHABLE since ", etcd.url);
+    let says = format!(
+        "# cluster clinit, node n1: etcd {} UNREACHABLE since ",
+        etcd.url
+    );
     assert!(st.contains(&says), "{st}");
-    assert!(st.ends_with(&format!("; shared cltab revision {rev}\n")), "{st}");
+    assert!(
+        st.ends_with(&format!("; shared cltab revision {rev}\n")),
+        "{st}"
+    );
     // A second node that never saw the cluster starts with nothing.
     let n2 = node(&etcd, "n2");
     n2.wait_until("n2 finds etcd unreachable", || {
@@ -253,7 +259,8 @@ fn a_node_started_while_etcd_is_down_runs_its_cache_and_catches_up() {
         n2.run(&["status", "web"]).status.success()
     });
     n1.wait_until("n1 reconnects", || {
-        n1.ok(&["status"]).contains(&format!("etcd {} connected since", etcd.url))
+        n1.ok(&["status"])
+            .contains(&format!("etcd {} connected since", etcd.url))
     });
     let rev2 = rev_of(&push(&n1, "web:a:1:respawn:sleep 999\n", Some(rev)));
     n1.wait_until("n1 applies the new revision", || {
@@ -292,4 +299,66 @@ fn entries_in_a_local_cltab_are_refused_in_cluster_mode() {
     let out = single.run(&["cluster", "status"]);
     assert_eq!(out.status.code(), Some(20), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in cluster mode"));
+}
+
+#[test]
+fn create_and_delete_edit_the_shared_cltab_keeping_its_comments() {
+    let mut etcd = Etcd::start();
+    let n1 = node(&etcd, "n1");
+    let n2 = node(&etcd, "n2");
+    let text = "# web tier\nweb:a:1:respawn:sleep 1000\n# end of web\n";
+    rev_of(&push(&n1, text, None));
+    for n in [&n1, &n2] {
+        n.wait_until("runs the cltab", || {
+            n.run(&["status", "web"]).status.success()
+        });
+        n.ok(&["tell", "web", "1"]);
+        n.wait_status("web", "web 1 DONE");
+    }
+    let out = n1.ok(&["create", "web", "c", "1", "respawn", "--", "sleep", "1000"]);
+    let rev: i64 = out
+        .trim()
+        .strip_prefix("created c in group web in the shared cltab, revision ")
+        .unwrap_or_else(|| panic!("{out}"))
+        .parse()
+        .unwrap();
+    // This node runs it when the command returns; the other one follows.
+    assert_eq!(n1.entry("c")["state"], "running");
+    n2.wait_until("n2 runs c", || n2.entry("c")["state"] == "running");
+    let pulled: serde_json::Value =
+        serde_json::from_str(&n2.ok(&["cluster", "pull", "--json"])).unwrap();
+    assert_eq!(pulled["rev"], rev);
+    assert_eq!(
+        pulled["cltab"],
+        "# web tier\nweb:a:1:respawn:sleep 1000\nweb:c:1:respawn:sleep 1000\n# end of web\n"
+    );
+    // Deleted from n2: stopped on both.
+    let pids = [
+        n1.entry("c")["pid"].as_i64().unwrap(),
+        n2.entry("c")["pid"].as_i64().unwrap(),
+    ];
+    let out = n2.ok(&["delete", "c"]);
+    assert!(
+        out.starts_with("deleted c from the shared cltab, revision "),
+        "{out}"
+    );
+    for p in pids {
+        n1.wait_until("c stopped", || !alive(p));
+    }
+    assert_eq!(n1.ok(&["cluster", "pull"]), text);
+    // An unknown tag, as on one machine.
+    let out = n1.run(&["delete", "nope"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    // etcd down: refused at once, naming it.
+    etcd.stop();
+    n1.wait_until("n1 notices", || n1.ok(&["status"]).contains("UNREACHABLE"));
+    let out = n1.run(&["create", "web", "d", "1", "once", "--", "true"]);
+    assert_eq!(out.status.code(), Some(19), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "cannot reach etcd at {}: the shared cltab cannot be edited now",
+            etcd.url
+        )),
+        "{out:?}"
+    );
 }

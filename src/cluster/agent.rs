@@ -51,6 +51,9 @@ pub struct ClusterHandle {
     pub socket: PathBuf,
     /// When the daemon started (Unix seconds), for its registration.
     pub started: i64,
+    /// The shared cltab revision the node runs, for those who wait until
+    /// it runs one (a `create` or `delete` in cluster mode).
+    pub applied: tokio::sync::watch::Sender<i64>,
     pub view: Mutex<ClusterView>,
 }
 
@@ -85,6 +88,66 @@ impl ClusterHandle {
             }
         }
     }
+}
+
+/// `create` or `delete` in cluster mode: `change` the text of the shared
+/// revision this node runs, store the result if that revision is still
+/// the stored one, and answer once this node runs the new revision (so
+/// that, as on one machine, the entry has started or stopping has begun).
+pub(crate) fn edit_shared(
+    d: &mut crate::daemon::event_loop::Daemon,
+    c: &mut crate::daemon::event_loop::Call,
+    h: Arc<ClusterHandle>,
+    change: impl FnOnce(&str) -> Result<String, Reply>,
+    done: impl FnOnce(i64) -> String + Send + 'static,
+) -> Option<Reply> {
+    use crate::daemon::conn::error;
+    use crate::proto::ErrorCode;
+    let view = h.view();
+    if !view.connected {
+        return Some(error(
+            ErrorCode::EtcdUnreachable,
+            format!(
+                "cannot reach etcd at {}: the shared cltab cannot be edited now",
+                view.endpoints
+            ),
+        ));
+    }
+    let rev = view.cltab_rev;
+    let text = match change(&d.sup.cltab.text) {
+        Ok(t) => t,
+        Err(r) => return Some(r),
+    };
+    if let Err(e) = crate::cltab::parse(&h.cfg.cltab_name(rev), &text) {
+        return Some(error(ErrorCode::CltabInvalid, e.to_string()));
+    }
+    let reply = c.reply.take()?;
+    tokio::spawn(async move {
+        let answer = match super::store_cltab(&h.cfg, &text, Some(rev)).await {
+            Ok(new) => {
+                let mut runs = h.applied.subscribe();
+                let wait = runs.wait_for(|r| *r >= new);
+                match tokio::time::timeout(Duration::from_secs(30), wait).await {
+                    Ok(Ok(_)) => Reply::Message { text: done(new) },
+                    _ => error(
+                        ErrorCode::Timeout,
+                        format!(
+                            "stored as shared cltab revision {new}, but this node does not run it yet (see its log)"
+                        ),
+                    ),
+                }
+            }
+            Err(ClusterError::Collision { current, .. }) => error(
+                ErrorCode::CltabChanged,
+                format!(
+                    "the shared cltab changed since this node read it (revision {current}, this node runs {rev}); try again"
+                ),
+            ),
+            Err(e) => error(ErrorCode::EtcdUnreachable, e.to_string()),
+        };
+        let _ = reply.send(answer);
+    });
+    None
 }
 
 /// A node's local cltab: settings only. An entry there is an error: in
@@ -383,6 +446,7 @@ async fn apply_cltab(h: &ClusterHandle, shared: &Shared, rev: i64, value: &[u8])
                 v.cltab_rev = rev;
                 v.rejected = None;
             });
+            h.applied.send_replace(rev);
             if let Err(e) = (CachedCltab { rev, text }).save(&h.state_dir) {
                 tracing::warn!(
                     "cannot cache shared cltab revision {rev} in {}: {e}",

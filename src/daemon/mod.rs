@@ -310,6 +310,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
                 state_dir: paths.state.clone(),
                 socket: paths.socket.clone(),
                 started: chrono::Utc::now().timestamp(),
+                applied: tokio::sync::watch::Sender::new(0),
             });
             let cached = crate::cluster::CachedCltab::load(&paths.state);
             let tab = match &cached {

@@ -184,17 +184,13 @@ pub(crate) fn route(req: Request) -> Route {
                 Safe(&mode),
                 Safe(&command)
             )),
-            move |d, c| {
-                Some(control::create(
-                    d, c, &group, &tag, &levels, &mode, &options, &command,
-                ))
-            },
+            move |d, c| control::create(d, c, &group, &tag, &levels, &mode, &options, &command),
         ),
         Request::Delete { tag } => on_loop(
             "control::delete",
             Right::Change,
             Some(format!("delete {}", Safe(&tag))),
-            move |d, c| Some(control::delete(d, c, &tag)),
+            move |d, c| control::delete(d, c, &tag),
         ),
         Request::LockAcquire {
             name,

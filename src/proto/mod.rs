@@ -244,6 +244,8 @@ pub enum ErrorCode {
     Lagged,
     /// A per-peer limit or a maximum setting was reached.
     Limit,
+    /// Cluster mode: etcd cannot be reached now.
+    EtcdUnreachable,
 }
 
 impl ErrorCode {
@@ -265,6 +267,7 @@ impl ErrorCode {
             ErrorCode::BadName | ErrorCode::TooLarge => 7,
             ErrorCode::Lagged => 17,
             ErrorCode::Limit => 18,
+            ErrorCode::EtcdUnreachable => 19,
             ErrorCode::NoLockmgr => 69,
             ErrorCode::Busy => 75,
         }

@@ -177,23 +177,23 @@ fn after_reread<const N: usize>(d: &mut Daemon, old: [Arc<Cltab>; N]) {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn create(
     d: &mut Daemon,
-    c: &Call,
+    c: &mut Call,
     group: &str,
     tag: &str,
     levels: &str,
     mode: &str,
     options: &[(String, String)],
     command: &str,
-) -> Reply {
+) -> Option<Reply> {
     let bad = |m: String| error(ErrorCode::BadRequest, m);
     // Names as the parser checks them (the line must parse back to this
     // entry, not to a comment or another one).
     for (what, v) in [("group", group), ("tag", tag)] {
         if let Err(why) = crate::cltab::check_name(v) {
-            return error(
+            return Some(error(
                 ErrorCode::BadName,
                 format!("bad {what} name '{}': {why}", Safe(v)),
-            );
+            ));
         }
     }
     for (what, v) in [
@@ -207,70 +207,95 @@ pub(crate) fn create(
             || v.trim() != v
             || (what != "levels" && v.is_empty())
         {
-            return bad(format!(
+            return Some(bad(format!(
                 "bad {what} '{}': it must be non-empty and contain no ':', control character or surrounding blanks",
                 Safe(v)
-            ));
+            )));
         }
     }
     if command.trim().is_empty() || command.contains(['\n', '\r', '\0']) {
-        return bad(format!(
+        return Some(bad(format!(
             "bad command '{}': it must be one non-empty line without NUL bytes",
             Safe(command)
-        ));
+        )));
     }
     for (name, value) in options {
         if name.contains(':')
             || name.chars().any(char::is_control)
             || value.contains(['\n', '\r', '\0'])
         {
-            return bad(format!(
+            return Some(bad(format!(
                 "bad option '{}={}': one line, no ':' or control character in the name",
                 Safe(name),
                 Safe(value)
-            ));
+            )));
         }
     }
     let mut lines = vec![format!("{group}:{tag}:{levels}:{mode}:{command}")];
     lines.extend(options.iter().map(|(n, v)| format!(":{tag}::{n}:{v}")));
-    match edit_cltab(d, |text| Ok(edit::insert_entry(text, group, &lines))) {
-        Ok(actions) => {
-            let line = d
-                .sup
-                .cltab
-                .entries
-                .iter()
-                .find(|e| e.tag == tag)
-                .map(|e| e.line)
-                .unwrap_or(0);
-            let running = actions
-                .iter()
-                .any(|a| matches!(a, Action::Spawn { spec, .. } if spec.tag == tag));
-            d.actions.extend(actions);
-            d.shared.events.push(EventKind::CltabEdit {
-                op: "create".into(),
-                group: group.to_string(),
-                tag: tag.to_string(),
-                by: c.who.clone(),
-            });
-            message(&format!(
-                "created {tag} in group {group} at {}:{line}{}",
-                d.sup.cltab.path.display(),
-                if running { "; started" } else { "" }
-            ))
-        }
-        Err(r) => r,
+    if let Some(h) = d.shared.cluster.clone() {
+        let (t, g) = (tag.to_string(), group.to_string());
+        return crate::cluster::agent::edit_shared(
+            d,
+            c,
+            h,
+            |text| Ok(edit::insert_entry(text, group, &lines)),
+            move |rev| format!("created {t} in group {g} in the shared cltab, revision {rev}"),
+        );
     }
+    Some(
+        match edit_cltab(d, |text| Ok(edit::insert_entry(text, group, &lines))) {
+            Ok(actions) => {
+                let line = d
+                    .sup
+                    .cltab
+                    .entries
+                    .iter()
+                    .find(|e| e.tag == tag)
+                    .map(|e| e.line)
+                    .unwrap_or(0);
+                let running = actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Spawn { spec, .. } if spec.tag == tag));
+                d.actions.extend(actions);
+                d.shared.events.push(EventKind::CltabEdit {
+                    op: "create".into(),
+                    group: group.to_string(),
+                    tag: tag.to_string(),
+                    by: c.who.clone(),
+                });
+                message(&format!(
+                    "created {tag} in group {group} at {}:{line}{}",
+                    d.sup.cltab.path.display(),
+                    if running { "; started" } else { "" }
+                ))
+            }
+            Err(r) => r,
+        },
+    )
 }
 
 /// `clinit delete`: stop an entry gracefully and remove its lines.
-pub(crate) fn delete(d: &mut Daemon, c: &Call, tag: &str) -> Reply {
+pub(crate) fn delete(d: &mut Daemon, c: &mut Call, tag: &str) -> Option<Reply> {
     let group = d.sup.entry(tag).map(|(g, _)| g.name.clone());
+    if let Some(h) = d.shared.cluster.clone() {
+        let t = tag.to_string();
+        return crate::cluster::agent::edit_shared(
+            d,
+            c,
+            h,
+            |text| {
+                edit::remove_entry(text, tag)
+                    .ok_or_else(|| error(ErrorCode::NoSuchEntry, format!("no such entry: {tag}")))
+            },
+            move |rev| format!("deleted {t} from the shared cltab, revision {rev}"),
+        );
+    }
     let removed = edit_cltab(d, |text| {
         edit::remove_entry(text, tag)
             .ok_or_else(|| error(ErrorCode::NoSuchEntry, format!("no such entry: {tag}")))
     });
-    match removed {
+    Some(match removed {
         Ok(actions) => {
             d.sup.forget(tag);
             let stopping = actions
@@ -290,5 +315,5 @@ pub(crate) fn delete(d: &mut Daemon, c: &Call, tag: &str) -> Reply {
             ))
         }
         Err(r) => r,
-    }
+    })
 }
