@@ -369,7 +369,7 @@ pub enum Reply {
     Pong,
     /// This node in its cluster; `None` in single-node mode.
     Node {
-        cluster: Option<crate::cluster::agent::ClusterView>,
+        cluster: Option<Box<crate::cluster::agent::ClusterView>>,
     },
     Status {
         groups: Vec<GroupStatus>,

@@ -11,7 +11,7 @@ pub(crate) fn ping() -> Reply {
 /// This node in its cluster.
 pub(crate) fn node(d: &Daemon) -> Reply {
     Reply::Node {
-        cluster: d.shared.cluster.as_ref().map(|h| h.view()),
+        cluster: d.shared.cluster.as_ref().map(|h| Box::new(h.view())),
     }
 }
 
