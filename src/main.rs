@@ -314,6 +314,12 @@ enum RecordCmd {
         key: String,
         /// The value, or - to read it from standard input.
         value: String,
+        /// Write only while holding lock LOCK with fencing token TOKEN
+        /// (`--fence vol:$CLINIT_LOCK_TOKEN` in a `clinit lock vol` command):
+        /// refused (exit 21, STALE_TOKEN) if the store has seen a newer
+        /// token for LOCK.
+        #[arg(long, value_name = "LOCK:TOKEN", value_parser = parse_fence)]
+        fence: Option<clinit::proto::Fence>,
         #[arg(long)]
         json: bool,
     },
@@ -331,6 +337,12 @@ enum RecordCmd {
         value: String,
         #[arg(long)]
         sig: u64,
+        /// Write only while holding lock LOCK with fencing token TOKEN
+        /// (`--fence vol:$CLINIT_LOCK_TOKEN` in a `clinit lock vol` command):
+        /// refused (exit 21, STALE_TOKEN) if the store has seen a newer
+        /// token for LOCK.
+        #[arg(long, value_name = "LOCK:TOKEN", value_parser = parse_fence)]
+        fence: Option<clinit::proto::Fence>,
         #[arg(long)]
         json: bool,
     },
@@ -340,6 +352,12 @@ enum RecordCmd {
         key: String,
         #[arg(long, default_value_t = 0)]
         sig: u64,
+        /// Write only while holding lock LOCK with fencing token TOKEN
+        /// (`--fence vol:$CLINIT_LOCK_TOKEN` in a `clinit lock vol` command):
+        /// refused (exit 21, STALE_TOKEN) if the store has seen a newer
+        /// token for LOCK.
+        #[arg(long, value_name = "LOCK:TOKEN", value_parser = parse_fence)]
+        fence: Option<clinit::proto::Fence>,
         #[arg(long)]
         json: bool,
     },
@@ -349,6 +367,19 @@ enum RecordCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_fence(s: &str) -> Result<clinit::proto::Fence, String> {
+    let (lock, token) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("expected LOCK:TOKEN, not '{s}'"))?;
+    let token = token
+        .parse::<u64>()
+        .map_err(|_| format!("the token of '{s}' is not a whole number"))?;
+    Ok(clinit::proto::Fence {
+        lock: lock.to_string(),
+        token,
+    })
 }
 
 fn parse_state(s: &str) -> Result<GroupState, String> {
@@ -598,11 +629,13 @@ fn record(p: &Paths, cmd: &RecordCmd) -> Result<(), ClientError> {
             key,
             value,
             json,
+            fence,
         } => (
             RecordOp::Add {
                 container: container.clone(),
                 key: key.clone(),
                 value_b64: b64(value),
+                fence: fence.clone(),
             },
             *json,
         ),
@@ -623,12 +656,14 @@ fn record(p: &Paths, cmd: &RecordCmd) -> Result<(), ClientError> {
             value,
             sig,
             json,
+            fence,
         } => (
             RecordOp::Modify {
                 container: container.clone(),
                 key: key.clone(),
                 value_b64: b64(value),
                 sig: *sig,
+                fence: fence.clone(),
             },
             *json,
         ),
@@ -637,11 +672,13 @@ fn record(p: &Paths, cmd: &RecordCmd) -> Result<(), ClientError> {
             key,
             sig,
             json,
+            fence,
         } => (
             RecordOp::Delete {
                 container: container.clone(),
                 key: key.clone(),
                 sig: *sig,
+                fence: fence.clone(),
             },
             *json,
         ),

@@ -582,3 +582,60 @@ fn misuse_is_synch_err() {
     let r = c.request(Request::LeaseRenew { lease: 12345 });
     assert_eq!(code(r).0, ErrorCode::SynchErr);
 }
+
+#[test]
+fn a_record_write_fenced_with_an_older_token_is_refused() {
+    let d = Daemon::start("");
+    // A holder writes with its token, as a `clinit lock` command would.
+    let write = |key: &str| {
+        format!(
+            "{} -c {} record add vol {key} v --fence vol:$CLINIT_LOCK_TOKEN && echo $CLINIT_LOCK_TOKEN",
+            common::bin(),
+            d.cltab().display()
+        )
+    };
+    let first: u64 = d
+        .ok(&["lock", "vol", "--", "sh", "-c", &write("a")])
+        .lines()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let second: u64 = d
+        .ok(&["lock", "vol", "--", "sh", "-c", &write("b")])
+        .lines()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(second > first);
+    // The first holder, late: its token is stale now.
+    let out = d.run(&[
+        "record",
+        "add",
+        "vol",
+        "late",
+        "v",
+        "--fence",
+        &format!("vol:{first}"),
+    ]);
+    assert_eq!(out.status.code(), Some(21), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "record \"late\" in container \"vol\": token {first} of lock \"vol\" is stale: the record store has seen token {second}"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        d.run(&["record", "get", "vol", "late"]).status.code(),
+        Some(15)
+    );
+    // A bad --fence is a usage error.
+    assert_eq!(
+        d.run(&["record", "add", "vol", "x", "v", "--fence", "vol"])
+            .status
+            .code(),
+        Some(2)
+    );
+}

@@ -160,6 +160,8 @@ pub enum RecordOp {
         container: String,
         key: String,
         value_b64: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<Fence>,
     },
     Get {
         container: String,
@@ -170,16 +172,29 @@ pub enum RecordOp {
         key: String,
         value_b64: String,
         sig: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<Fence>,
     },
     /// `sig` 0 deletes whatever the record's signature.
     Delete {
         container: String,
         key: String,
         sig: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence: Option<Fence>,
     },
     List {
         container: String,
     },
+}
+
+/// A fencing token a record write presents: the write is done only if
+/// `token` is at least the highest token the record store has seen for
+/// the lock `lock` (else `STALE_TOKEN`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Fence {
+    pub lock: String,
+    pub token: u64,
 }
 
 /// A record on the wire.
@@ -246,6 +261,9 @@ pub enum ErrorCode {
     Limit,
     /// Cluster mode: etcd cannot be reached now.
     EtcdUnreachable,
+    /// A record write fenced with a token older than one the store has
+    /// seen for that lock.
+    StaleToken,
 }
 
 impl ErrorCode {
@@ -268,6 +286,7 @@ impl ErrorCode {
             ErrorCode::Lagged => 17,
             ErrorCode::Limit => 18,
             ErrorCode::EtcdUnreachable => 19,
+            ErrorCode::StaleToken => 21,
             ErrorCode::NoLockmgr => 69,
             ErrorCode::Busy => 75,
         }
@@ -804,6 +823,7 @@ mod tests {
             container: "c".into(),
             key: "k".into(),
             sig: 0,
+            fence: None,
         });
         let ok = [
             (r#"{"id":7,"op":"ping"}"#, 7, Request::Ping),

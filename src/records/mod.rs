@@ -127,6 +127,18 @@ pub enum RecordError {
         key: String,
         why: String,
     },
+    /// A write fenced with a token below the highest the store has seen
+    /// for that lock: a holder that lost the lock, or a stale one.
+    #[error(
+        "record {key:?} in container {container:?}: token {token} of lock {lock:?} is stale: the record store has seen token {highest}"
+    )]
+    StaleToken {
+        container: String,
+        key: String,
+        lock: String,
+        token: u64,
+        highest: u64,
+    },
     /// The state database failed (the message names the file, and the
     /// record when one was concerned).
     #[error(transparent)]
@@ -144,6 +156,7 @@ impl RecordError {
             RecordError::BadName { .. } => "BAD_NAME",
             RecordError::TooLarge { .. } => "TOO_LARGE",
             RecordError::Quota { .. } => "LIMIT",
+            RecordError::StaleToken { .. } => "STALE_TOKEN",
             RecordError::Store(_) => "STORE",
         }
     }
@@ -522,6 +535,7 @@ impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
                 key,
                 value,
                 by,
+                ..
             }
             | RecordCall::Modify {
                 container,
@@ -540,6 +554,55 @@ impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
             }
             _ => None,
         };
+        // A fenced write: its token is checked, and the highest seen raised,
+        // before the write (a crash between them loses the write, never
+        // lets an older token's write through).
+        let fence = match &call {
+            RecordCall::Add {
+                container,
+                key,
+                fence: Some(f),
+                ..
+            }
+            | RecordCall::Modify {
+                container,
+                key,
+                fence: Some(f),
+                ..
+            }
+            | RecordCall::Delete {
+                container,
+                key,
+                fence: Some(f),
+                ..
+            } => Some((container, key, f)),
+            _ => None,
+        };
+        if let Some((container, key, f)) = fence {
+            if let Err(e) = stored_name(container).and_then(|_| check_name("key", key)) {
+                return Pending::Ready(Err(e));
+            }
+            if let Err(why) = crate::lock::validate_name(&f.lock) {
+                return Pending::Ready(Err(RecordError::BadName {
+                    what: "lock",
+                    name: f.lock.clone(),
+                    why: why.to_string(),
+                }));
+            }
+            match db.raise_fence(&f.lock, f.token) {
+                Ok(None) => {}
+                Ok(Some(highest)) => {
+                    return Pending::Ready(Err(RecordError::StaleToken {
+                        container: container.clone(),
+                        key: key.clone(),
+                        lock: f.lock.clone(),
+                        token: f.token,
+                        highest,
+                    }));
+                }
+                Err(e) => return Pending::Ready(Err(e.into())),
+            }
+        }
         let mut account = None;
         if let Some((container, key, new_len, by)) = write
             && let Ok(stored) = stored_name(&container)
@@ -576,6 +639,7 @@ impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
                 key,
                 value,
                 by,
+                ..
             } => add_by(db, &container, &key, &value, &by.key).map(RecordOutcome::Signature),
             RecordCall::Get { container, key } => {
                 lookup(db, &container, &key).map(RecordOutcome::Record)
@@ -586,6 +650,7 @@ impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
                 value,
                 sig,
                 by,
+                ..
             } => {
                 modify_by(db, &container, &key, &value, sig, &by.key).map(RecordOutcome::Signature)
             }
@@ -593,6 +658,7 @@ impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
                 container,
                 key,
                 sig,
+                ..
             } => delete(db, &container, &key, sig).map(|()| RecordOutcome::Deleted),
             RecordCall::List { container } => list(db, &container).map(RecordOutcome::Records),
         };
@@ -684,6 +750,7 @@ mod tests {
                     key: k.into(),
                     value: vec![b'x'; n],
                     by,
+                    fence: None,
                 },
                 Modify(k, n) => RecordCall::Modify {
                     container: "c".into(),
@@ -691,11 +758,13 @@ mod tests {
                     value: vec![b'y'; n],
                     sig: sig(&mut r, k),
                     by,
+                    fence: None,
                 },
                 Delete(k) => RecordCall::Delete {
                     container: "c".into(),
                     key: k.into(),
                     sig: 0,
+                    fence: None,
                 },
             };
             match (r.call(call), want) {
@@ -715,11 +784,85 @@ mod tests {
             key: "k".into(),
             value: vec![],
             by: u1,
+            fence: None,
         }) {
             Pending::Ready(Err(e)) => {
                 assert!(e.to_string().contains("uid 1 has written 2 records"), "{e}")
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// A fenced write goes through only with a token at least the highest
+    /// the store has seen for its lock; other locks are apart.
+    #[test]
+    fn a_fenced_write_needs_a_token_no_older_than_the_store_has_seen() {
+        let (_dir, db) = open();
+        let db = Arc::new(Mutex::new(db));
+        let mut r = LocalRecords::new(db.clone());
+        let f = |lock: &str, token| {
+            Some(crate::proto::Fence {
+                lock: lock.into(),
+                token,
+            })
+        };
+        let add = |k: &str, fence| RecordCall::Add {
+            container: "c".into(),
+            key: k.into(),
+            value: b"v".to_vec(),
+            by: Writer::default(),
+            fence,
+        };
+        let del = |k: &str, fence| RecordCall::Delete {
+            container: "c".into(),
+            key: k.into(),
+            sig: 0,
+            fence,
+        };
+        // (call, Ok or the error's code and a part of its message)
+        let rows: Vec<(RecordCall, Result<(), (&str, &str)>)> = vec![
+            (add("a", f("vol", 5)), Ok(())),
+            (
+                add("b", f("vol", 4)),
+                Err((
+                    "STALE_TOKEN",
+                    "token 4 of lock \"vol\" is stale: the record store has seen token 5",
+                )),
+            ),
+            (add("b", f("vol", 5)), Ok(())),
+            (del("a", f("vol", 7)), Ok(())),
+            (
+                del("b", f("vol", 6)),
+                Err(("STALE_TOKEN", "has seen token 7")),
+            ),
+            // Another lock is apart; an unfenced write is not checked.
+            (add("c", f("other", 1)), Ok(())),
+            (add("d", None), Ok(())),
+            (
+                add("e", f("bad\nname", 9)),
+                Err(("BAD_NAME", "bad lock name")),
+            ),
+            // A stale write changes nothing: b is still there.
+            (del("b", f("vol", 7)), Ok(())),
+        ];
+        for (i, (call, want)) in rows.into_iter().enumerate() {
+            match (r.call(call), want) {
+                (Pending::Ready(Ok(_)), Ok(())) => {}
+                (Pending::Ready(Err(e)), Err((code, part))) => {
+                    assert_eq!(e.code(), code, "row {i}: {e}");
+                    assert!(e.to_string().contains(part), "row {i}: {e}");
+                }
+                (got, want) => panic!(
+                    "row {i}: {:?}, want {want:?}",
+                    matches!(got, Pending::Ready(Ok(_)))
+                ),
+            }
+        }
+        // Durable: a new service over the same store knows token 7.
+        let mut again = LocalRecords::new(db);
+        match again.call(add("f", f("vol", 6))) {
+            Pending::Ready(Err(e)) => assert_eq!(e.code(), "STALE_TOKEN"),
+            _ => panic!("stale token accepted"),
         }
     }
 
@@ -745,6 +888,7 @@ mod tests {
             key: k.into(),
             value: vec![b'x'; n],
             by: Writer::default(),
+            fence: None,
         };
         // (call, expected: Ok or the start of the error)
         assert!(run(add("a", "k1", 4)).is_ok());
@@ -772,6 +916,7 @@ mod tests {
             value: vec![b'y'; n],
             sig,
             by: Writer::default(),
+            fence: None,
         };
         let e = run(modify(7, sig)).unwrap_err();
         assert!(
@@ -793,7 +938,8 @@ mod tests {
             run(RecordCall::Delete {
                 container: "b".into(),
                 key: "k".into(),
-                sig: 0
+                sig: 0,
+                fence: None,
             })
             .is_ok()
         );

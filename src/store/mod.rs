@@ -208,6 +208,10 @@ pub trait RecordStorage: Send {
     /// For each stored container name and owner: the records and bytes of
     /// values that owner last wrote there.
     fn usage(&self) -> Result<Vec<Usage>, StoreError>;
+    /// Raise the highest token seen for `lock` to `token` (durable on
+    /// `Ok`); `Ok(Some(highest))`, changing nothing, if `token` is below
+    /// the highest seen.
+    fn raise_fence(&mut self, lock: &str, token: u64) -> Result<Option<u64>, StoreError>;
 }
 
 /// What one owner's records in one stored container hold.
@@ -236,6 +240,7 @@ pub enum RecordCall {
         key: String,
         value: Vec<u8>,
         by: Writer,
+        fence: Option<crate::proto::Fence>,
     },
     Get {
         container: String,
@@ -247,12 +252,14 @@ pub enum RecordCall {
         value: Vec<u8>,
         sig: u64,
         by: Writer,
+        fence: Option<crate::proto::Fence>,
     },
     /// `sig` 0 deletes whatever the record's signature.
     Delete {
         container: String,
         key: String,
         sig: u64,
+        fence: Option<crate::proto::Fence>,
     },
     List {
         container: String,

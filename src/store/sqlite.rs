@@ -48,7 +48,7 @@ use super::{
 /// - 1: `goals`, `disabled`, `children`.
 /// - 2: adds `meta` (named integers; today `token_reserved`) and `records`.
 /// - 3: `disabled` gains `by_whom` and `at` (who stopped the entry, when).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The `meta` row holding the highest lock token that may have been handed
 /// out (see [`StateDb::reserve_tokens`]).
@@ -422,6 +422,39 @@ impl RecordStorage for StateDb {
             .map_err(|e| self.record_err("(all)", None, e))
     }
 
+    fn raise_fence(&mut self, lock: &str, token: u64) -> Result<Option<u64>, StoreError> {
+        let token = i64::try_from(token).map_err(|_| StoreError::Db {
+            path: self.path.clone(),
+            err: format!(
+                "fencing token {token} of lock {lock} does not fit a 64-bit signed integer"
+            ),
+        })?;
+        (|| -> rusqlite::Result<Option<u64>> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let seen: Option<i64> = tx
+                .query_row("SELECT token FROM fences WHERE lock = ?1", [lock], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if let Some(seen) = seen.filter(|s| *s > token) {
+                return Ok(Some(seen as u64));
+            }
+            tx.execute(
+                "INSERT INTO fences (lock, token) VALUES (?1, ?2) \
+                 ON CONFLICT (lock) DO UPDATE SET token = excluded.token",
+                params![lock, token],
+            )?;
+            tx.commit()?;
+            Ok(None)
+        })()
+        .map_err(|e| StoreError::Db {
+            path: self.path.clone(),
+            err: format!("fence of lock {lock}: {e}"),
+        })
+    }
+
     fn footprint(&self, container: &str, key: &str) -> Result<Option<(u64, String)>, StoreError> {
         self.conn
             .prepare_cached(
@@ -647,6 +680,16 @@ fn migrate_to(conn: &mut Connection, path: &Path, target: i64) -> Result<(), Sto
             // record quotas; records of version 3 have no known owner ('').
             3 => tx
                 .execute_batch("ALTER TABLE records ADD COLUMN owner TEXT NOT NULL DEFAULT '';")
+                .map_err(db_err)?,
+            // The highest fencing token a record write presented per lock
+            // name (`record ... --fence LOCK:TOKEN`).
+            4 => tx
+                .execute_batch(
+                    "CREATE TABLE fences (
+                         lock  TEXT PRIMARY KEY NOT NULL,
+                         token INTEGER NOT NULL CHECK (token >= 0)
+                     ) STRICT;",
+                )
                 .map_err(db_err)?,
             _ => unreachable!("no migration step from schema version {from}"),
         }

@@ -18,6 +18,7 @@ fn record_error(e: &RecordError) -> Reply {
         RecordError::BadName { .. } => ErrorCode::BadName,
         RecordError::TooLarge { .. } => ErrorCode::TooLarge,
         RecordError::Quota { .. } => ErrorCode::Limit,
+        RecordError::StaleToken { .. } => ErrorCode::StaleToken,
         RecordError::Store(_) => ErrorCode::Internal,
     };
     error(code, e.to_string())
@@ -43,11 +44,13 @@ fn to_call(op: RecordOp, by: Writer) -> Result<RecordCall, Reply> {
             container,
             key,
             value_b64,
+            fence,
         } => RecordCall::Add {
             container,
             key,
             value: decode(&value_b64)?,
             by,
+            fence,
         },
         RecordOp::Get { container, key } => RecordCall::Get { container, key },
         RecordOp::Modify {
@@ -55,21 +58,25 @@ fn to_call(op: RecordOp, by: Writer) -> Result<RecordCall, Reply> {
             key,
             value_b64,
             sig,
+            fence,
         } => RecordCall::Modify {
             container,
             key,
             value: decode(&value_b64)?,
             sig,
             by,
+            fence,
         },
         RecordOp::Delete {
             container,
             key,
             sig,
+            fence,
         } => RecordCall::Delete {
             container,
             key,
             sig,
+            fence,
         },
         RecordOp::List { container } => RecordCall::List { container },
     })
@@ -101,6 +108,7 @@ pub(crate) async fn call(shared: &Shared, peer: &Peer, op: RecordOp) -> Reply {
             container,
             key,
             sig,
+            ..
         } => Some((Write::Delete(*sig), container, key)),
         RecordCall::Get { .. } | RecordCall::List { .. } => None,
     }
