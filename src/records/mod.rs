@@ -820,7 +820,8 @@ mod tests {
             fence,
         };
         // (call, Ok or the error's code and a part of its message)
-        let rows: Vec<(RecordCall, Result<(), (&str, &str)>)> = vec![
+        type Want = Result<(), (&'static str, &'static str)>;
+        let rows: Vec<(RecordCall, Want)> = vec![
             (add("a", f("vol", 5)), Ok(())),
             (
                 add("b", f("vol", 4)),
