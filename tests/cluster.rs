@@ -362,3 +362,26 @@ fn create_and_delete_edit_the_shared_cltab_keeping_its_comments() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_revision_a_node_cannot_parse_is_refused_and_the_old_one_kept() {
+    let etcd = Etcd::start();
+    let n1 = node(&etcd, "n1");
+    let rev = rev_of(&push(&n1, "web:a:1:respawn:sleep 1000\n", None));
+    n1.wait_until("n1 runs it", || n1.run(&["status", "web"]).status.success());
+    // As a newer clinit might write it: a mode this one does not know.
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &etcd.url, "put", "/clinit/cltab"])
+        .arg("web:a:1:respawn:sleep 1000\nweb:b:1:someday:true\n")
+        .output()
+        .expect("etcdctl (Debian's etcd-client; scripts/test.sh installs it)");
+    assert!(out.status.success(), "{out:?}");
+    n1.wait_until("n1 refuses it", || n1.ok(&["status"]).contains("refused: see the log"));
+    let st = n1.ok(&["status"]);
+    assert!(st.contains(&format!("shared cltab revision {rev} (revision ")), "{st}");
+    assert!(n1.log().contains("cannot apply shared cltab revision"), "{}", n1.log());
+    assert!(n1.log().contains("unknown mode 'someday'"), "{}", n1.log());
+    assert_eq!(n1.run(&["status", "web"]).status.code(), Some(0));
+    assert!(n1.status_json()[0]["entries"].as_array().unwrap().len() == 1);
+}
