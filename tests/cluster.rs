@@ -377,11 +377,116 @@ fn a_revision_a_node_cannot_parse_is_refused_and_the_old_one_kept() {
         .output()
         .expect("etcdctl (Debian's etcd-client; scripts/test.sh installs it)");
     assert!(out.status.success(), "{out:?}");
-    n1.wait_until("n1 refuses it", || n1.ok(&["status"]).contains("refused: see the log"));
+    n1.wait_until("n1 refuses it", || {
+        n1.ok(&["status"]).contains("refused: see the log")
+    });
     let st = n1.ok(&["status"]);
-    assert!(st.contains(&format!("shared cltab revision {rev} (revision ")), "{st}");
-    assert!(n1.log().contains("cannot apply shared cltab revision"), "{}", n1.log());
+    assert!(
+        st.contains(&format!("shared cltab revision {rev} (revision ")),
+        "{st}"
+    );
+    assert!(
+        n1.log().contains("cannot apply shared cltab revision"),
+        "{}",
+        n1.log()
+    );
     assert!(n1.log().contains("unknown mode 'someday'"), "{}", n1.log());
     assert_eq!(n1.run(&["status", "web"]).status.code(), Some(0));
     assert!(n1.status_json()[0]["entries"].as_array().unwrap().len() == 1);
+}
+
+#[test]
+fn records_are_shared_by_every_node_with_the_signature_rules_and_fencing() {
+    let mut etcd = Etcd::start();
+    let n1 = node(&etcd, "n1");
+    let n2 = node(&etcd, "n2");
+    let sig: u64 = n1
+        .ok(&["record", "add", "hosts/eu", "web1", "10.0.0.5"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(sig & ((1 << 48) - 1), 1, "a new record's counter is 1");
+    assert_eq!(n2.ok(&["record", "get", "hosts/eu", "web1"]), "10.0.0.5");
+    // EXISTS from the other node.
+    assert_eq!(
+        n2.run(&["record", "add", "hosts/eu", "web1", "x"])
+            .status
+            .code(),
+        Some(14)
+    );
+    // n2 modifies with the signature it read; n1's stale one collides.
+    let got: serde_json::Value =
+        serde_json::from_str(&n2.ok(&["record", "get", "hosts/eu", "web1", "--json"])).unwrap();
+    assert_eq!(got["sig"], sig);
+    let sig2: u64 = n2
+        .ok(&[
+            "record",
+            "modify",
+            "hosts/eu",
+            "web1",
+            "10.0.0.6",
+            "--sig",
+            &sig.to_string(),
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(sig2, sig + 1, "same generation, counter + 1");
+    let out = n1.run(&[
+        "record",
+        "modify",
+        "hosts/eu",
+        "web1",
+        "lost",
+        "--sig",
+        &sig.to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(16), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "record \"web1\" in container \"hosts/eu\" has changed: its signature is {sig2:#018x}, not {sig:#018x}"
+        )),
+        "{out:?}"
+    );
+    // A container whose name holds '/' does not see another's keys.
+    n1.ok(&["record", "add", "hosts", "eu/web9", "no"]);
+    n1.ok(&["record", "add", "hosts/eu", "a", "first"]);
+    let list = n2.ok(&["record", "list", "hosts/eu"]);
+    let rows: Vec<(&str, &str)> = list
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(3, ' ').collect();
+            (f[0], f[2])
+        })
+        .collect();
+    assert_eq!(rows, [("a", "first"), ("web1", "10.0.0.6")], "{list}");
+    // Delete with signature 0, from either node; then NOENT.
+    n1.ok(&["record", "delete", "hosts/eu", "web1"]);
+    assert_eq!(
+        n2.run(&["record", "get", "hosts/eu", "web1"]).status.code(),
+        Some(15)
+    );
+    // Fencing across nodes: n2's older token is refused once n1 wrote
+    // with a newer one.
+    n1.ok(&["record", "add", "vol", "state", "v1", "--fence", "vol:100"]);
+    let out = n2.run(&["record", "add", "vol", "late", "v", "--fence", "vol:50"]);
+    assert_eq!(out.status.code(), Some(21), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("token 50 of lock \"vol\" is stale: the record store has seen token 100"),
+        "{out:?}"
+    );
+    assert_eq!(
+        n1.run(&["record", "get", "vol", "late"]).status.code(),
+        Some(15)
+    );
+    n2.ok(&["record", "delete", "vol", "state", "--fence", "vol:100"]);
+    // etcd down: the store is unreachable, said so.
+    etcd.stop();
+    let out = n1.run(&["record", "get", "vol", "state"]);
+    assert_eq!(out.status.code(), Some(19), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach etcd at"),
+        "{out:?}"
+    );
 }

@@ -139,6 +139,9 @@ pub enum RecordError {
         token: u64,
         highest: u64,
     },
+    /// Cluster mode: etcd, where the records are, did not answer.
+    #[error("{0}")]
+    Unreachable(String),
     /// The state database failed (the message names the file, and the
     /// record when one was concerned).
     #[error(transparent)]
@@ -157,6 +160,7 @@ impl RecordError {
             RecordError::TooLarge { .. } => "TOO_LARGE",
             RecordError::Quota { .. } => "LIMIT",
             RecordError::StaleToken { .. } => "STALE_TOKEN",
+            RecordError::Unreachable(_) => "ETCD_UNREACHABLE",
             RecordError::Store(_) => "STORE",
         }
     }
@@ -296,7 +300,11 @@ pub fn list<S: RecordStorage + ?Sized>(
 
 /// Check a container name, a key and (if given) a value; return the
 /// container's stored name.
-fn check(container: &str, key: &str, value: Option<&[u8]>) -> Result<String, RecordError> {
+pub(crate) fn check(
+    container: &str,
+    key: &str,
+    value: Option<&[u8]>,
+) -> Result<String, RecordError> {
     let stored = stored_name(container)?;
     check_name("key", key)?;
     if let Some(value) = value.filter(|v| v.len() > MAX_VALUE) {
@@ -315,7 +323,7 @@ fn stored_name(container: &str) -> Result<String, RecordError> {
     Ok(format!("{FORMAT_PREFIX}{container}"))
 }
 
-fn check_name(what: &'static str, name: &str) -> Result<(), RecordError> {
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), RecordError> {
     let why = if name.is_empty() {
         "empty".to_string()
     } else if name.len() > MAX_NAME {
@@ -356,7 +364,7 @@ fn cas_err(cas: Cas, container: &str, key: &str, given: u64) -> RecordError {
 /// fail anyway, the bits come from the clock's nanoseconds and the pid,
 /// which still differ between generations with high probability (all the
 /// generation needs), and the failure is logged.
-fn random16() -> u16 {
+pub(crate) fn random16() -> u16 {
     let mut b = [0u8; 2];
     match getrandom::fill(&mut b) {
         Ok(()) => u16::from_ne_bytes(b),

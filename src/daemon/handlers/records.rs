@@ -19,6 +19,7 @@ fn record_error(e: &RecordError) -> Reply {
         RecordError::TooLarge { .. } => ErrorCode::TooLarge,
         RecordError::Quota { .. } => ErrorCode::Limit,
         RecordError::StaleToken { .. } => ErrorCode::StaleToken,
+        RecordError::Unreachable(_) => ErrorCode::EtcdUnreachable,
         RecordError::Store(_) => ErrorCode::Internal,
     };
     error(code, e.to_string())
