@@ -490,3 +490,34 @@ fn records_are_shared_by_every_node_with_the_signature_rules_and_fencing() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_node_follows_an_etcd_made_anew_whose_revisions_start_again() {
+    let mut etcd = Etcd::start();
+    let n1 = node(&etcd, "n1");
+    let mut rev = 0;
+    for i in 0..5 {
+        rev = rev_of(&push(
+            &n1,
+            &format!("web:a:1:respawn:sleep {}\n", 1000 + i),
+            None,
+        ));
+    }
+    n1.wait_until("n1 runs the last revision", || {
+        n1.entry("a")["command"] == "sleep 1004"
+    });
+    // etcd lost and made anew: its revisions start again, below rev.
+    etcd.stop();
+    std::fs::remove_dir_all(etcd.dir.path().join("data")).unwrap();
+    etcd.launch();
+    let fresh = rev_of(&push(&n1, "web:a:1:respawn:sleep 999\n", None));
+    assert!(fresh < rev, "{fresh} < {rev}");
+    n1.wait_until("n1 applies the new etcd's cltab", || {
+        n1.entry("a")["command"] == "sleep 999"
+    });
+    assert!(
+        n1.log().contains("etcd was restored or replaced"),
+        "{}",
+        n1.log()
+    );
+}

@@ -395,15 +395,23 @@ async fn job_on_loop(
 /// node runs it already; a revision that does not parse is refused and
 /// the node keeps the one it runs.
 async fn apply_cltab(h: &ClusterHandle, shared: &Shared, rev: i64, value: &[u8]) {
-    if rev <= h.view().cltab_rev {
-        return;
-    }
     let text = String::from_utf8_lossy(value).into_owned();
     let base = shared
         .cltab
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    let cur = h.view().cltab_rev;
+    if rev <= cur {
+        if rev == cur || text == base.text {
+            return;
+        }
+        // Revisions only grow in one etcd: an older one with other text
+        // comes from an etcd restored from a backup or made anew.
+        tracing::warn!(
+            "etcd's shared cltab is at revision {rev}, below the {cur} this node runs, with other text: etcd was restored or replaced; applying its cltab"
+        );
+    }
     let composed = {
         let text = text.clone();
         let h_local = h.local_cltab.clone();
