@@ -1029,7 +1029,7 @@ mod tests {
         assert_eq!(v, SCHEMA_VERSION);
         assert_eq!(
             tables(&db.conn),
-            ["children", "disabled", "goals", "meta", "records"]
+            ["children", "disabled", "fences", "goals", "meta", "records"]
         );
         // The new tables work.
         assert_eq!(db.token_floor().unwrap(), 0);
