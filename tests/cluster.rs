@@ -508,7 +508,7 @@ fn a_node_follows_an_etcd_made_anew_whose_revisions_start_again() {
     });
     // etcd lost and made anew: its revisions start again, below rev.
     etcd.stop();
-    std::fs::remove_dir_all(etcd.dir.path().join("data")).unwrap();
+    etcd.wipe();
     etcd.launch();
     let fresh = rev_of(&push(&n1, "web:a:1:respawn:sleep 999\n", None));
     assert!(fresh < rev, "{fresh} < {rev}");
@@ -520,4 +520,51 @@ fn a_node_follows_an_etcd_made_anew_whose_revisions_start_again() {
         "{}",
         n1.log()
     );
+}
+
+#[test]
+fn a_killed_etcd_member_stops_nothing_while_a_quorum_answers() {
+    let mut etcd = Etcd::start_members(3);
+    let n1 = node(&etcd, "n1");
+    let n2 = node(&etcd, "n2");
+    let rev = rev_of(&push(&n1, "web:a:1:respawn:sleep 1000\n", None));
+    n2.wait_until("n2 runs it", || n2.run(&["status", "web"]).status.success());
+    n2.ok(&["tell", "web", "1"]);
+    n2.wait_status("web", "web 1 DONE");
+    let pid = n2.entry("a")["pid"].as_i64().unwrap();
+    // One member of three killed: two still make a quorum.
+    etcd.kill_member(0);
+    let rev2 = rev_of(&push(
+        &n1,
+        "web:a:1:respawn:sleep 1000\nweb:b:1:respawn:sleep 1000\n",
+        Some(rev),
+    ));
+    n2.wait_until("n2 runs the new revision", || pids(&n2).contains_key("b"));
+    assert_eq!(n2.entry("a")["pid"].as_i64().unwrap(), pid, "untouched");
+    assert_eq!(
+        n1.ok(&["--node", "n2", "web", "2"]),
+        "level transition started\n"
+    );
+    n2.wait_status("web", "web 2 DONE");
+    n1.wait_until("the status is published", || {
+        cluster_status(&n1)["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["cltab_rev"] == rev2)
+    });
+    // Two of three killed: no quorum; the nodes go on supervising.
+    etcd.kill_member(1);
+    let out = n1.run(&["cluster", "pull"]);
+    assert_eq!(out.status.code(), Some(19), "{out:?}");
+    n2.ok(&["tell", "web", "1"]);
+    n2.wait_until("n2 supervises on", || pids(&n2).len() == 2);
+    // The members back: the nodes catch up.
+    etcd.launch();
+    let rev3 = rev_of(&push(&n1, "web:a:1:respawn:sleep 1000\n", Some(rev2)));
+    n2.wait_until("n2 runs revision 3", || {
+        n2.ok(&["status"])
+            .contains(&format!("shared cltab revision {rev3}"))
+    });
+    assert!(n2.status_json()[0]["entries"].as_array().unwrap().len() == 1);
 }

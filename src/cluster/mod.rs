@@ -30,6 +30,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Which endpoint a connection tries first: the next one each time.
+static NEXT_ENDPOINT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Cluster mode's flags (`--etcd`, `--node`, `--cluster`); a setting of the
 /// local cltab wins over a flag, as for every other setting.
 #[derive(Clone, Debug, Default)]
@@ -260,12 +263,26 @@ impl ClusterConfig {
             }
             opts = opts.with_tls(tls);
         }
-        let connect = etcd_client::Client::connect(&self.endpoints, Some(opts));
-        match tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(1), connect).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(self.unreachable(e)),
-            Err(_) => Err(self.unreachable("no answer")),
+        // One endpoint at a time, each asked for its status: a channel
+        // balanced over all of them kept choosing a dead member (measured
+        // with one member of three killed), so the node uses one member
+        // that answers, and the next one after a failure.
+        let start = NEXT_ENDPOINT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut why = Vec::new();
+        for i in 0..self.endpoints.len() {
+            let ep = &self.endpoints[(start + i) % self.endpoints.len()];
+            let try_one = async {
+                let mut c = etcd_client::Client::connect([ep], Some(opts.clone())).await?;
+                c.status().await?;
+                Ok::<_, etcd_client::Error>(c)
+            };
+            match tokio::time::timeout(CONNECT_TIMEOUT, try_one).await {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(e)) => why.push(format!("{ep}: {e}")),
+                Err(_) => why.push(format!("{ep}: no answer")),
+            }
         }
+        Err(self.unreachable(why.join("; ")))
     }
 }
 

@@ -351,12 +351,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A real single-member etcd on free loopback ports, its data in a temp
-/// dir; stopped when dropped. `scripts/test.sh` installs it (Debian's
-/// etcd-server) when missing.
+/// A real etcd (one member, or several for the failure tests) on free
+/// loopback ports, its data in a temp dir; stopped when dropped.
+/// `scripts/test.sh` installs it (Debian's etcd-server) when missing.
 pub struct Etcd {
     pub dir: tempfile::TempDir,
+    /// Every member's client URL, comma-separated (the `etcd` setting).
     pub url: String,
+    members: Vec<Member>,
+}
+
+struct Member {
+    name: String,
     client: u16,
     peer: u16,
     child: Option<Child>,
@@ -364,80 +370,126 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn start() -> Etcd {
+        Etcd::start_members(1)
+    }
+
+    pub fn start_members(n: usize) -> Etcd {
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                child: None,
+            })
+            .collect();
+        let url = members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut e = Etcd {
             dir: tempfile::tempdir().unwrap(),
-            url: String::new(),
-            client: free_port(),
-            peer: free_port(),
-            child: None,
+            url,
+            members,
         };
-        e.url = format!("http://127.0.0.1:{}", e.client);
         e.launch();
         e
     }
 
-    /// Start it (again: same ports, same data).
+    /// Start every member that is not running (again: same ports, same
+    /// data), and wait until each running one is healthy.
     pub fn launch(&mut self) {
-        let peer = format!("http://127.0.0.1:{}", self.peer);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("etcd.log"))
-            .unwrap();
-        let child = Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
-            .arg(self.dir.path().join("data"))
-            .args(["--listen-client-urls", &self.url])
-            .args(["--advertise-client-urls", &self.url])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("t={peer}")])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("etcd (Debian's etcd-server; scripts/test.sh installs it)");
-        self.child = Some(child);
+        let initial = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in self.members.iter_mut().filter(|m| m.child.is_none()) {
+            let client = format!("http://127.0.0.1:{}", m.client);
+            let peer = format!("http://127.0.0.1:{}", m.peer);
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join(format!("{}.log", m.name)))
+                .unwrap();
+            let child = Command::new("etcd")
+                .args(["--name", &m.name, "--data-dir"])
+                .arg(self.dir.path().join(format!("data-{}", m.name)))
+                .args(["--listen-client-urls", &client])
+                .args(["--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer])
+                .args(["--initial-advertise-peer-urls", &peer])
+                .args(["--initial-cluster", &initial])
+                .args(["--initial-cluster-token", "clinit-test"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("etcd (Debian's etcd-server; scripts/test.sh installs it)");
+            m.child = Some(child);
+        }
         let end = Instant::now() + DEADLINE;
-        while !self.healthy() {
-            assert!(
-                Instant::now() < end,
-                "etcd did not become healthy:\n{}",
-                std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// GET /health answers {"health":"true"}.
-    fn healthy(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.client)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .is_err()
-        {
-            return false;
-        }
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        body.contains("\"health\":\"true\"")
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            if try_wait_for(&mut c, DEADLINE).is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
+        for m in self.members.iter().filter(|m| m.child.is_some()) {
+            while !healthy(m.client) {
+                assert!(
+                    Instant::now() < end,
+                    "etcd member {} did not become healthy:\n{}",
+                    m.name,
+                    std::fs::read_to_string(self.dir.path().join(format!("{}.log", m.name)))
+                        .unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
     }
+
+    /// Remove every member's data (an etcd made anew at the next launch).
+    pub fn wipe(&self) {
+        for m in &self.members {
+            let _ = std::fs::remove_dir_all(self.dir.path().join(format!("data-{}", m.name)));
+        }
+    }
+
+    /// SIGKILL member `i`.
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn stop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut c) = m.child.take() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                if try_wait_for(&mut c, DEADLINE).is_none() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+    }
+}
+
+/// GET /health of the member on `port` answers {"health":"true"}.
+fn healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"")
 }
 
 impl Drop for Etcd {
