@@ -291,10 +291,12 @@ async fn session(h: &ClusterHandle, shared: &Shared) -> Result<(), ClusterError>
     for kv in goals.kvs() {
         apply_goal(h, shared, &mut c, kv).await?;
     }
+    // Subscribed before the first publication, so no change falls between.
+    let mut events = shared.events.subscribe();
+    let mut seen = *events.borrow_and_update();
     let mut published: Option<NodeState> = None;
     publish(h, shared, &mut c, &mut published).await?;
 
-    let mut events = shared.events.subscribe();
     let mut closing = shared.closing.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis((ttl as u64 * 1000 / 3).max(200)));
     loop {
@@ -334,7 +336,18 @@ async fn session(h: &ClusterHandle, shared: &Shared) -> Result<(), ClusterError>
                 if r.is_err() {
                     return Ok(());
                 }
-                publish(h, shared, &mut c, &mut published).await?;
+                // Only what can change a group's level or state (a group's
+                // events, a reread) is worth a look; lock and record
+                // traffic is not.
+                let upto = *events.borrow_and_update();
+                let mut relevant = false;
+                let scanned = shared.events.lock().scan(seen, usize::MAX, |e| {
+                    e.kind.group().is_some() || matches!(e.kind, crate::events::EventKind::Reread { .. })
+                }, |_| relevant = true);
+                seen = scanned.unwrap_or(upto);
+                if relevant || scanned.is_err() {
+                    publish(h, shared, &mut c, &mut published).await?;
+                }
             }
             _ = closed(&mut closing) => {
                 // Gone at once for the others, not after the TTL.
