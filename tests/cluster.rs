@@ -561,7 +561,9 @@ fn a_killed_etcd_member_stops_nothing_while_a_quorum_answers() {
     n2.wait_until("n2 supervises on", || pids(&n2).len() == 2);
     // The members back: the nodes catch up.
     etcd.launch();
-    let rev3 = rev_of(&push(&n1, "web:a:1:respawn:sleep 1000\n", Some(rev2)));
+    let out = push(&n1, "web:a:1:respawn:sleep 1000\n", Some(rev2));
+    assert!(out.status.success(), "push with the members back: {out:?}");
+    let rev3 = rev_of(&out);
     n2.wait_until("n2 runs revision 3", || {
         n2.ok(&["status"])
             .contains(&format!("shared cltab revision {rev3}"))

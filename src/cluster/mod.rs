@@ -379,8 +379,77 @@ pub async fn store_cltab(
     text: &str,
     expect: Option<i64>,
 ) -> Result<i64, ClusterError> {
+    // A member that stops answering (killed, partitioned, not yet joined
+    // to the leader) is followed by the next one. An attempt that failed
+    // that way may still have been committed: a compare that then fails
+    // on our own text is our success.
+    let mut ambiguous = false;
+    let mut last = None;
+    let started = std::time::Instant::now();
+    for _ in 0..attempts(cfg) {
+        if started.elapsed() >= 2 * REQUEST_TIMEOUT {
+            break;
+        }
+        let c = cfg.connect().await?;
+        match store_once(cfg, c, text, expect).await {
+            Err(e @ ClusterError::Unreachable { .. }) => {
+                ambiguous = true;
+                last = Some(e);
+            }
+            Err(ClusterError::Collision { current, expected }) if ambiguous => {
+                if let Ok((stored, rev)) = pull(cfg).await
+                    && stored == text
+                    && rev == current
+                {
+                    return Ok(rev);
+                }
+                return Err(ClusterError::Collision { expected, current });
+            }
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or_else(|| cfg.unreachable("no endpoint")))
+}
+
+/// How many tries a client request gets: each endpoint once, and at least
+/// two, while they took less than two request timeouts.
+fn attempts(cfg: &ClusterConfig) -> usize {
+    cfg.endpoints.len().max(2)
+}
+
+/// `f` with a new connection each try, until it gives something else than
+/// "unreachable" or every endpoint had its try.
+async fn retried<T, F, Fut>(cfg: &ClusterConfig, mut f: F) -> Result<T, ClusterError>
+where
+    F: FnMut(etcd_client::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClusterError>>,
+{
+    let mut last = None;
+    let started = std::time::Instant::now();
+    for _ in 0..attempts(cfg) {
+        // Another try on the next member, while the tries so far took
+        // less than two request timeouts: a client gives up within about
+        // 10 s, whatever the number of endpoints.
+        if started.elapsed() >= 2 * REQUEST_TIMEOUT {
+            break;
+        }
+        // A connection tries every endpoint already: not again.
+        let c = cfg.connect().await?;
+        match f(c).await {
+            Err(e @ ClusterError::Unreachable { .. }) => last = Some(e),
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or_else(|| cfg.unreachable("no endpoint")))
+}
+
+async fn store_once(
+    cfg: &ClusterConfig,
+    mut c: etcd_client::Client,
+    text: &str,
+    expect: Option<i64>,
+) -> Result<i64, ClusterError> {
     use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-    let mut c = cfg.connect().await?;
     let key = cfg.cltab_key();
     let when = match expect {
         Some(rev) => vec![Compare::mod_revision(key.clone(), CompareOp::Equal, rev)],
@@ -412,7 +481,13 @@ pub async fn store_cltab(
 
 /// The stored cltab and its revision.
 pub async fn pull(cfg: &ClusterConfig) -> Result<(String, i64), ClusterError> {
-    let mut c = cfg.connect().await?;
+    retried(cfg, |c| pull_once(cfg, c)).await
+}
+
+async fn pull_once(
+    cfg: &ClusterConfig,
+    mut c: etcd_client::Client,
+) -> Result<(String, i64), ClusterError> {
     let resp = c
         .get(cfg.cltab_key(), None)
         .await
@@ -428,7 +503,13 @@ pub async fn pull(cfg: &ClusterConfig) -> Result<(String, i64), ClusterError> {
 
 /// Every node that registered or published, from etcd alone.
 pub async fn status(cfg: &ClusterConfig) -> Result<Vec<NodeView>, ClusterError> {
-    let mut c = cfg.connect().await?;
+    retried(cfg, |c| status_once(cfg, c)).await
+}
+
+async fn status_once(
+    cfg: &ClusterConfig,
+    mut c: etcd_client::Client,
+) -> Result<Vec<NodeView>, ClusterError> {
     let prefix = |p: String| (p, Some(etcd_client::GetOptions::new().with_prefix()));
     let (k, o) = prefix(cfg.nodes_prefix());
     let nodes = c.get(k, o).await.map_err(|e| cfg.unreachable(e))?;

@@ -442,6 +442,28 @@ impl Etcd {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        // Healthy members, and a leader that commits.
+        while self.members.iter().filter(|m| m.child.is_some()).count() * 2 > self.members.len()
+            && !self.writable()
+        {
+            assert!(Instant::now() < end, "etcd does not commit writes");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A write through every running member goes through (a quorum has a
+    /// leader, and each member reaches it): `etcdctl put`.
+    fn writable(&self) -> bool {
+        self.members.iter().filter(|m| m.child.is_some()).all(|m| {
+            Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &format!("http://127.0.0.1:{}", m.client)])
+                .args(["--command-timeout", "2s", "put", "/probe", "x"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
     }
 
     /// Remove every member's data (an etcd made anew at the next launch).
