@@ -1027,13 +1027,26 @@ fn cluster_config(
     clinit::cluster::ClusterConfig::require(&settings, &flags, &cltab)
 }
 
-/// Run a cluster client call on a runtime of its own.
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+/// Run a cluster client call on a runtime of its own, within `limit`
+/// in all (past it: etcd is unreachable, naming its endpoints).
+fn block_on<T>(
+    cfg: &clinit::cluster::ClusterConfig,
+    limit: std::time::Duration,
+    f: impl std::future::Future<Output = Result<T, clinit::cluster::ClusterError>>,
+) -> Result<T, clinit::cluster::ClusterError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime")
-        .block_on(f)
+        .block_on(async {
+            match tokio::time::timeout(limit, f).await {
+                Ok(r) => r,
+                Err(_) => Err(clinit::cluster::ClusterError::Unreachable {
+                    endpoints: cfg.endpoints_text(),
+                    err: format!("no answer within {} s", limit.as_secs()),
+                }),
+            }
+        })
 }
 
 /// Who tells, for the goal's record: user@host.
@@ -1069,14 +1082,12 @@ impl From<clinit::cluster::ClusterError> for CmdError {
 
 fn remote_tell(cli: &Cli, node: &str, group: &str, level: &str) -> Result<(), CmdError> {
     let cfg = cluster_config(cli)?;
-    let text = block_on(clinit::cluster::tell(
+    let wait = std::time::Duration::from_secs(30);
+    let text = block_on(
         &cfg,
-        node,
-        group,
-        level,
-        &teller(),
-        std::time::Duration::from_secs(30),
-    ))?;
+        wait + clinit::cluster::CLIENT_DEADLINE,
+        clinit::cluster::tell(&cfg, node, group, level, &teller(), wait),
+    )?;
     println!("{text}");
     Ok(())
 }
@@ -1086,11 +1097,19 @@ fn cluster_cmd(cli: &Cli, cmd: &ClusterCmd) -> ExitCode {
         let cfg = cluster_config(cli)?;
         match cmd {
             ClusterCmd::Push { file, expect } => {
-                let rev = block_on(clinit::cluster::push(&cfg, file, *expect))?;
+                let rev = block_on(
+                    &cfg,
+                    clinit::cluster::CLIENT_DEADLINE,
+                    clinit::cluster::push(&cfg, file, *expect),
+                )?;
                 println!("{rev}");
             }
             ClusterCmd::Pull { json } => {
-                let (text, rev) = block_on(clinit::cluster::pull(&cfg))?;
+                let (text, rev) = block_on(
+                    &cfg,
+                    clinit::cluster::CLIENT_DEADLINE,
+                    clinit::cluster::pull(&cfg),
+                )?;
                 if *json {
                     println!("{}", serde_json::json!({"rev": rev, "cltab": text}));
                 } else {
@@ -1098,7 +1117,11 @@ fn cluster_cmd(cli: &Cli, cmd: &ClusterCmd) -> ExitCode {
                 }
             }
             ClusterCmd::Status { json } => {
-                let nodes = block_on(clinit::cluster::status(&cfg))?;
+                let nodes = block_on(
+                    &cfg,
+                    clinit::cluster::CLIENT_DEADLINE,
+                    clinit::cluster::status(&cfg),
+                )?;
                 if *json {
                     println!("{}", serde_json::json!({"nodes": nodes}));
                 } else {

@@ -181,8 +181,31 @@ fn a_group_is_told_on_another_node_through_etcd() {
         String::from_utf8_lossy(&out.stderr).contains("node n2: no such group: db"),
         "{out:?}"
     );
-    // The goal survives n2's restart, as a local one does.
+    // A goal told right after the push that makes its group.
+    let rev = rev_of(&push(
+        &n1,
+        "web:a:12:respawn:sleep 1000\ndb:x:1:respawn:sleep 1000\n",
+        None,
+    ));
+    assert_eq!(
+        n1.ok(&["--node", "n2", "db", "1"]),
+        "level transition started\n",
+        "after revision {rev}"
+    );
+    n2.wait_status("db", "db 1 DONE");
+    // A node name that cannot be one.
+    let out = n1.run(&["--node", "a/b", "web", "1"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    // The goal survives n2's restart, as a local one does; a clean
+    // shutdown revokes n2's lease: gone at once, not after lease_ttl.
     n2.stop();
+    n1.wait_until_for("n2 gone at once", std::time::Duration::from_secs(5), || {
+        cluster_status(&n1)["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node"] == "n2" && n["alive"] == false)
+    });
     let n2 = n2.launch(&[]);
     n2.wait_status("web", "web 2 DONE");
     // The cluster's status says n2 is alive again.

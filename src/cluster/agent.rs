@@ -54,6 +54,10 @@ pub struct ClusterHandle {
     /// The shared cltab revision the node runs, for those who wait until
     /// it runs one (a `create` or `delete` in cluster mode).
     pub applied: tokio::sync::watch::Sender<i64>,
+    /// The revision the node runs and its text, set on the event loop in
+    /// the very job that applies it: what `create`/`delete` edit and what
+    /// a local `reread` applies again (never an older cache file).
+    pub running: Arc<Mutex<(i64, String)>>,
     pub view: Mutex<ClusterView>,
 }
 
@@ -77,16 +81,24 @@ impl ClusterHandle {
         crate::cltab::parse_shared(&self.cfg.cltab_name(rev), text, &local.settings)
     }
 
+    /// The lock of [`ClusterHandle::running`], for a loop job to set.
+    fn running_handle(&self) -> Arc<Mutex<(i64, String)>> {
+        self.running.clone()
+    }
+
+    /// The revision the node runs and its text.
+    pub fn running(&self) -> (i64, String) {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// What a `reread` on this node applies: the local cltab's settings
-    /// again over the cached shared revision.
+    /// again over the shared revision it runs.
     pub fn reread(&self) -> Result<Cltab, crate::cltab::CltabErrors> {
-        match CachedCltab::load(&self.state_dir) {
-            Some(c) => self.compose(c.rev, &c.text),
-            None => {
-                let local = load_local(&self.local_cltab)?;
-                Ok(Cltab::empty(&self.cfg.cltab_name(0), local.settings))
-            }
-        }
+        let (rev, text) = self.running();
+        self.compose(rev, &text)
     }
 }
 
@@ -95,7 +107,6 @@ impl ClusterHandle {
 /// the stored one, and answer once this node runs the new revision (so
 /// that, as on one machine, the entry has started or stopping has begun).
 pub(crate) fn edit_shared(
-    d: &mut crate::daemon::event_loop::Daemon,
     c: &mut crate::daemon::event_loop::Call,
     h: Arc<ClusterHandle>,
     change: impl FnOnce(&str) -> Result<String, Reply>,
@@ -113,8 +124,8 @@ pub(crate) fn edit_shared(
             ),
         ));
     }
-    let rev = view.cltab_rev;
-    let text = match change(&d.sup.cltab.text) {
+    let (rev, running) = h.running();
+    let text = match change(&running) {
         Ok(t) => t,
         Err(r) => return Some(r),
     };
@@ -182,10 +193,12 @@ pub(crate) async fn run(handle: Arc<ClusterHandle>, shared: Arc<Shared>) {
     let mut delay = Duration::from_millis(500);
     let mut said: Option<String> = None;
     loop {
-        let outcome = tokio::select! {
-            r = session(&handle, &shared) => r,
-            _ = closed(&mut closing) => return,
-        };
+        // The session sees the daemon close itself, and revokes the lease
+        // before it returns (so the others see the node gone at once).
+        let outcome = session(&handle, &shared).await;
+        if *closing.borrow() {
+            return;
+        }
         let why = match outcome {
             Ok(()) => return,
             Err(e) => e.to_string(),
@@ -416,7 +429,17 @@ async fn apply_cltab(h: &ClusterHandle, shared: &Shared, rev: i64, value: &[u8])
         .clone();
     let cur = h.view().cltab_rev;
     if rev <= cur {
-        if rev == cur || text == base.text {
+        if rev == cur {
+            return;
+        }
+        if text == h.running().1 {
+            // An etcd restored or made anew holds the same text at a lower
+            // revision: run it under that revision, or every compare
+            // against it (create, delete) would fail.
+            h.running.lock().unwrap_or_else(PoisonError::into_inner).0 = rev;
+            h.set(|v| v.cltab_rev = rev);
+            h.applied.send_replace(rev);
+            let _ = (CachedCltab { rev, text }).save(&h.state_dir);
             return;
         }
         // Revisions only grow in one etcd: an older one with other text
@@ -451,8 +474,15 @@ async fn apply_cltab(h: &ClusterHandle, shared: &Shared, rev: i64, value: &[u8])
             return;
         }
     };
-    let job: LoopJob =
-        Box::new(move |d, c| Some(crate::daemon::handlers::control::reread(d, c, Ok(plan))));
+    let hold = h.running_handle();
+    let applied_text = text.clone();
+    let job: LoopJob = Box::new(move |d, c| {
+        let reply = crate::daemon::handlers::control::reread(d, c, Ok(plan));
+        if matches!(reply, Reply::Message { .. }) {
+            *hold.lock().unwrap_or_else(PoisonError::into_inner) = (rev, applied_text);
+        }
+        Some(reply)
+    });
     let reply = job_on_loop(
         shared,
         job,
@@ -516,6 +546,16 @@ async fn apply_goal(
             message: format!("the goal is not JSON of a level: {e}"),
         },
         Ok(goal) => {
+            // A goal told right after a push that made its group: run that
+            // revision first (the two watches are apart, in no order).
+            if kv.mod_revision() > h.view().cltab_rev {
+                let tab = c.get(cfg.cltab_key(), None).await.map_err(etcd_err(cfg))?;
+                if let Some(t) = tab.kvs().first()
+                    && t.mod_revision() > h.view().cltab_rev
+                {
+                    apply_cltab(h, shared, t.mod_revision(), t.value()).await;
+                }
+            }
             let reply = on_loop(
                 shared,
                 Request::Tell {

@@ -29,6 +29,9 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long any one client operation may take in all (connection, tries
+/// on other members): a command that needs etcd fails within it.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Which endpoint a connection tries first: the next one each time.
 static NEXT_ENDPOINT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -231,7 +234,9 @@ impl ClusterConfig {
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // A member without a leader answers nothing rather than wait.
+            .with_require_leader(true);
         if let Some(user) = &self.user {
             let file = self.password_file.as_ref().ok_or_else(|| {
                 ClusterError::Setting("etcd_user needs etcd_password_file".into())
@@ -563,6 +568,9 @@ pub async fn tell(
         return Err(ClusterError::Refused(format!(
             "bad group name {group:?}: {why}"
         )));
+    }
+    if let Err(e) = Settings::default().set("node", node) {
+        return Err(ClusterError::Setting(format!("--node: {e}")));
     }
     let mut c = cfg.connect().await?;
     let goal = Goal {

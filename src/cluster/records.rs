@@ -53,19 +53,29 @@ impl RecordBackend for EtcdRecords {
         let client = self.client.clone();
         let max = self.container_max;
         tokio::spawn(async move {
-            let mut slot = client.lock().await;
-            let c = match slot.as_mut() {
-                Some(c) => c.clone(),
-                None => match cfg.connect().await {
-                    Ok(c) => slot.insert(c).clone(),
-                    Err(e) => {
-                        let _ = tx.send(Err(RecordError::Unreachable(e.to_string())));
-                        return;
+            let work = async {
+                // Not connecting under the lock: callers do not queue
+                // behind one another's connection attempts.
+                let known = client.lock().await.clone();
+                let c = match known {
+                    Some(c) => c,
+                    None => {
+                        let c = cfg
+                            .connect()
+                            .await
+                            .map_err(|e| RecordError::Unreachable(e.to_string()))?;
+                        *client.lock().await = Some(c.clone());
+                        c
                     }
-                },
+                };
+                Op { cfg: &cfg, c, max }.run(call).await
             };
-            drop(slot);
-            let r = Op { cfg: &cfg, c, max }.run(call).await;
+            let r = match tokio::time::timeout(super::CLIENT_DEADLINE, work).await {
+                Ok(r) => r,
+                Err(_) => Err(RecordError::Unreachable(
+                    cfg.unreachable("no answer within 10 s").to_string(),
+                )),
+            };
             if matches!(r, Err(RecordError::Unreachable(_))) {
                 *client.lock().await = None;
             }

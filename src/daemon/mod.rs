@@ -311,6 +311,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
                 socket: paths.socket.clone(),
                 started: chrono::Utc::now().timestamp(),
                 applied: tokio::sync::watch::Sender::new(0),
+                running: Default::default(),
             });
             let cached = crate::cluster::CachedCltab::load(&paths.state);
             let tab = match &cached {
@@ -321,6 +322,12 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .cltab_rev = c.rev;
+                        handle.applied.send_replace(c.rev);
+                        *handle
+                            .running
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            (c.rev, c.text.clone());
                         tab
                     }
                     Err(e) => {
@@ -425,11 +432,16 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         opts.lockd_idle,
     );
     let result = rt.block_on(async {
-        if let Some(h) = cluster {
-            tokio::spawn(crate::cluster::agent::run(h, shared.clone()));
+        let agent = cluster.map(|h| tokio::spawn(crate::cluster::agent::run(h, shared.clone())));
+        tokio::spawn(listen::accept_loop(listener, shared.clone()));
+        let result = daemon.run(rx, goals, started).await;
+        // The agent revokes the node's lease when the daemon closes: give
+        // it a moment, so the others see the node gone at once.
+        if let Some(agent) = agent {
+            shared.closing.send_replace(true);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), agent).await;
         }
-        tokio::spawn(listen::accept_loop(listener, shared));
-        daemon.run(rx, goals, started).await
+        result
     });
     let _ = std::fs::remove_file(&paths.socket);
     let _ = write_atomic(&paths.clstat, b"");

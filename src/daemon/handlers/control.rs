@@ -236,7 +236,6 @@ pub(crate) fn create(
     if let Some(h) = d.shared.cluster.clone() {
         let (t, g) = (tag.to_string(), group.to_string());
         return crate::cluster::agent::edit_shared(
-            d,
             c,
             h,
             |text| Ok(edit::insert_entry(text, group, &lines)),
@@ -281,7 +280,6 @@ pub(crate) fn delete(d: &mut Daemon, c: &mut Call, tag: &str) -> Option<Reply> {
     if let Some(h) = d.shared.cluster.clone() {
         let t = tag.to_string();
         return crate::cluster::agent::edit_shared(
-            d,
             c,
             h,
             |text| {
