@@ -593,3 +593,31 @@ fn a_killed_etcd_member_stops_nothing_while_a_quorum_answers() {
     });
     assert!(n2.status_json()[0]["entries"].as_array().unwrap().len() == 1);
 }
+
+#[test]
+fn a_revision_refused_for_a_local_mistake_applies_after_the_fix_and_a_reread() {
+    let etcd = Etcd::start();
+    let n1 = node(&etcd, "n1");
+    let rev = rev_of(&push(&n1, "web:a:1:respawn:sleep 1000\n", None));
+    n1.wait_until("n1 runs it", || {
+        n1.ok(&["status"])
+            .contains(&format!("shared cltab revision {rev}"))
+    });
+    // An entry slipped into the local cltab: the next revision is refused.
+    let local = std::fs::read_to_string(n1.cltab()).unwrap();
+    std::fs::write(n1.cltab(), format!("{local}web:z:1:once:true\n")).unwrap();
+    let rev2 = rev_of(&push(&n1, "web:a:1:respawn:sleep 999\n", Some(rev)));
+    n1.wait_until("n1 refuses it", || {
+        n1.ok(&["status"])
+            .contains(&format!("(revision {rev2} refused"))
+    });
+    assert!(n1.log().contains("CLTAB_LOCAL_ENTRY"), "{}", n1.log());
+    // Fixed, then a reread: the refused revision is tried again.
+    std::fs::write(n1.cltab(), local).unwrap();
+    n1.ok(&["reread"]);
+    n1.wait_until("n1 runs the revision", || {
+        n1.ok(&["status"])
+            .contains(&format!("shared cltab revision {rev2}\n"))
+    });
+    assert_eq!(n1.entry("a")["command"], "sleep 999");
+}

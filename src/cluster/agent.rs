@@ -58,6 +58,9 @@ pub struct ClusterHandle {
     /// the very job that applies it: what `create`/`delete` edit and what
     /// a local `reread` applies again (never an older cache file).
     pub running: Arc<Mutex<(i64, String)>>,
+    /// Told by a local `reread` while a revision is refused: the agent
+    /// reads the shared cltab again (the cause may be fixed now).
+    pub refetch: tokio::sync::Notify,
     pub view: Mutex<ClusterView>,
 }
 
@@ -323,6 +326,14 @@ async fn session(h: &ClusterHandle, shared: &Shared) -> Result<(), ClusterError>
                 let Some(resp) = m.map_err(&err)? else {
                     return Err(cfg.unreachable("the watch of the shared cltab ended"));
                 };
+                if resp.canceled() {
+                    // Compacted past it, or cancelled: a new session reads
+                    // everything again.
+                    return Err(cfg.unreachable(format!(
+                        "etcd cancelled the watch of the shared cltab ({})",
+                        resp.cancel_reason()
+                    )));
+                }
                 for ev in resp.events() {
                     match (ev.event_type(), ev.kv()) {
                         (etcd_client::EventType::Put, Some(kv)) => {
@@ -335,10 +346,27 @@ async fn session(h: &ClusterHandle, shared: &Shared) -> Result<(), ClusterError>
                     }
                 }
             }
+            _ = h.refetch.notified() => {
+                let tab = c.get(cfg.cltab_key(), None).await.map_err(&err)?;
+                if let Some(kv) = tab.kvs().first() {
+                    let refused = h.view().rejected.is_some_and(|(r, _)| r == kv.mod_revision());
+                    if refused {
+                        // Force it: the node runs an older one.
+                        h.set(|v| v.rejected = None);
+                    }
+                    apply_cltab(h, shared, kv.mod_revision(), kv.value()).await;
+                }
+            }
             m = goal_watch.message() => {
                 let Some(resp) = m.map_err(&err)? else {
                     return Err(cfg.unreachable("the watch of this node's goals ended"));
                 };
+                if resp.canceled() {
+                    return Err(cfg.unreachable(format!(
+                        "etcd cancelled the watch of this node's goals ({})",
+                        resp.cancel_reason()
+                    )));
+                }
                 for ev in resp.events() {
                     if let (etcd_client::EventType::Put, Some(kv)) = (ev.event_type(), ev.kv()) {
                         apply_goal(h, shared, &mut c, kv).await?;

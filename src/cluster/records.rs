@@ -236,16 +236,27 @@ impl Op<'_> {
             } => {
                 check(&container, &key, None)?;
                 let k = self.key(&container, &key);
-                let (current, rev) = self.current(&container, &key).await?;
-                if sig != 0 && current != sig {
-                    return Err(collision(&container, &key, current, sig));
-                }
-                let same = Compare::mod_revision(k.clone(), CompareOp::Equal, rev);
-                let write = TxnOp::delete(k, None);
-                match self.write(&container, &key, same, write, fence).await? {
-                    Written::Done => Ok(RecordOutcome::Deleted),
-                    Written::Record(now) => Err(collision(&container, &key, now, sig)),
-                    Written::Missing => Err(no_ent(&container, &key)),
+                // Signature 0 deletes whatever the record is: a write that
+                // came between the read and the delete is no collision,
+                // only a reason to read again.
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    let (current, rev) = self.current(&container, &key).await?;
+                    if sig != 0 && current != sig {
+                        return Err(collision(&container, &key, current, sig));
+                    }
+                    let same = Compare::mod_revision(k.clone(), CompareOp::Equal, rev);
+                    let write = TxnOp::delete(k.clone(), None);
+                    match self
+                        .write(&container, &key, same, write, fence.clone())
+                        .await?
+                    {
+                        Written::Done => return Ok(RecordOutcome::Deleted),
+                        Written::Record(_) if sig == 0 && tries < 8 => continue,
+                        Written::Record(now) => return Err(collision(&container, &key, now, sig)),
+                        Written::Missing => return Err(no_ent(&container, &key)),
+                    }
                 }
             }
         }

@@ -735,6 +735,12 @@ async fn reread_job(shared: &Shared) -> super::route::LoopJob {
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
     let cluster = shared.cluster.clone();
+    if let Some(h) = &cluster
+        && h.view().rejected.is_some()
+    {
+        // The refused revision may apply now: the agent tries it again.
+        h.refetch.notify_one();
+    }
     let job = move || {
         match &cluster {
             // The node's local settings again over the cached shared cltab.

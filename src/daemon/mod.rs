@@ -312,6 +312,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
                 started: chrono::Utc::now().timestamp(),
                 applied: tokio::sync::watch::Sender::new(0),
                 running: Default::default(),
+                refetch: Default::default(),
             });
             let cached = crate::cluster::CachedCltab::load(&paths.state);
             let tab = match &cached {
