@@ -234,6 +234,21 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A daemon that had to be killed leaves its cgroup directories for
+        // the next daemon on its socket; a test's socket has none: remove
+        // them (and whatever is still in them).
+        if let Some(root) = self.cgroup_root().filter(|r| r.exists()) {
+            for sub in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                if sub.path().is_dir() {
+                    let _ = std::fs::write(sub.path().join("cgroup.kill"), "1");
+                    let end = Instant::now() + DEADLINE;
+                    while std::fs::remove_dir(sub.path()).is_err() && Instant::now() < end {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(&root);
+        }
     }
 }
 
