@@ -417,10 +417,7 @@ fn paths(cli: &Cli) -> (CliPaths, Paths) {
         socket: cli.socket.clone(),
         state,
     };
-    let settings = std::fs::read_to_string(cp.cltab())
-        .map(|t| cltab::scan_settings(&t))
-        .unwrap_or_default();
-    let p = Paths::resolve(&cp, &settings);
+    let p = Paths::resolve(&cp, &cltab::file_settings(&cp.cltab()));
     (cp, p)
 }
 
@@ -1018,7 +1015,7 @@ fn cluster_config(
         .cltab
         .clone()
         .unwrap_or_else(|| clinit::config::DEFAULT_CLTAB.into());
-    let settings = clinit::cluster::agent::local_settings(&cltab);
+    let settings = cltab::file_settings(&cltab);
     // `--node` names the node told, not this one, for a client.
     let flags = clinit::cluster::ClusterFlags {
         node: None,

@@ -404,6 +404,14 @@ fn split_fields(line: &str) -> Option<[&str; 5]> {
     Some([it.next()?, it.next()?, it.next()?, it.next()?, it.next()?])
 }
 
+/// The settings of the cltab file at `path` (none if it cannot be read),
+/// as a client reads them.
+pub fn file_settings(path: &Path) -> Settings {
+    std::fs::read_to_string(path)
+        .map(|t| scan_settings(&t))
+        .unwrap_or_default()
+}
+
 /// Parse cltab text. `path` is only used in error messages and kept in the model.
 pub fn parse(path: &Path, text: &str) -> Result<Cltab, CltabErrors> {
     parse_under(path, text, None)

@@ -14,7 +14,7 @@ use super::{
     Applied, CachedCltab, ClusterConfig, ClusterError, Goal, GroupSummary, NodeInfo, NodeState,
     now_unix,
 };
-use crate::cltab::{Cltab, Settings};
+use crate::cltab::Cltab;
 use crate::daemon::conn::Shared;
 use crate::daemon::event_loop::Msg;
 use crate::daemon::policy::{LocalUser, Peer, Right};
@@ -323,17 +323,7 @@ async fn session(h: &ClusterHandle, shared: &Shared) -> Result<(), ClusterError>
                 _ => return Err(cfg.unreachable("the node's lease expired")),
             },
             m = cltab_watch.message() => {
-                let Some(resp) = m.map_err(&err)? else {
-                    return Err(cfg.unreachable("the watch of the shared cltab ended"));
-                };
-                if resp.canceled() {
-                    // Compacted past it, or cancelled: a new session reads
-                    // everything again.
-                    return Err(cfg.unreachable(format!(
-                        "etcd cancelled the watch of the shared cltab ({})",
-                        resp.cancel_reason()
-                    )));
-                }
+                let resp = watched(cfg, m, "the shared cltab")?;
                 for ev in resp.events() {
                     match (ev.event_type(), ev.kv()) {
                         (etcd_client::EventType::Put, Some(kv)) => {
@@ -358,15 +348,7 @@ async fn session(h: &ClusterHandle, shared: &Shared) -> Result<(), ClusterError>
                 }
             }
             m = goal_watch.message() => {
-                let Some(resp) = m.map_err(&err)? else {
-                    return Err(cfg.unreachable("the watch of this node's goals ended"));
-                };
-                if resp.canceled() {
-                    return Err(cfg.unreachable(format!(
-                        "etcd cancelled the watch of this node's goals ({})",
-                        resp.cancel_reason()
-                    )));
-                }
+                let resp = watched(cfg, m, "this node's goals")?;
                 for ev in resp.events() {
                     if let (etcd_client::EventType::Put, Some(kv)) = (ev.event_type(), ev.kv()) {
                         apply_goal(h, shared, &mut c, kv).await?;
@@ -396,6 +378,24 @@ async fn session(h: &ClusterHandle, shared: &Shared) -> Result<(), ClusterError>
                 return Ok(());
             }
         }
+    }
+}
+
+/// A watch's next response; an error ends the session when the watch
+/// failed, ended or was cancelled (compacted past it: a new session reads
+/// everything again).
+fn watched(
+    cfg: &ClusterConfig,
+    m: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
+    what: &str,
+) -> Result<etcd_client::WatchResponse, ClusterError> {
+    match m.map_err(|e| cfg.unreachable(e))? {
+        None => Err(cfg.unreachable(format!("the watch of {what} ended"))),
+        Some(r) if r.canceled() => Err(cfg.unreachable(format!(
+            "etcd cancelled the watch of {what} ({})",
+            r.cancel_reason()
+        ))),
+        Some(r) => Ok(r),
     }
 }
 
@@ -679,11 +679,4 @@ async fn publish(
     .map_err(etcd_err(&h.cfg))?;
     *last = Some(state);
     Ok(())
-}
-
-/// The settings of a node's local cltab (for the client side).
-pub fn local_settings(path: &std::path::Path) -> Settings {
-    std::fs::read_to_string(path)
-        .map(|t| crate::cltab::scan_settings(&t))
-        .unwrap_or_default()
 }

@@ -385,35 +385,29 @@ pub async fn store_cltab(
     expect: Option<i64>,
 ) -> Result<i64, ClusterError> {
     // A member that stops answering (killed, partitioned, not yet joined
-    // to the leader) is followed by the next one. An attempt that failed
-    // that way may still have been committed: a compare that then fails
-    // on our own text is our success.
-    let mut ambiguous = false;
-    let mut last = None;
-    let started = std::time::Instant::now();
-    for _ in 0..attempts(cfg) {
-        if started.elapsed() >= 2 * REQUEST_TIMEOUT {
-            break;
+    // to the leader) is followed by the next one (`retried`). A try that
+    // failed that way may still have been committed: a compare that then
+    // fails on our own text is our success.
+    let ambiguous = std::sync::atomic::AtomicBool::new(false);
+    let stored = retried(cfg, |c| async {
+        let r = store_once(cfg, c, text, expect).await;
+        if matches!(r, Err(ClusterError::Unreachable { .. })) {
+            ambiguous.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        let c = cfg.connect().await?;
-        match store_once(cfg, c, text, expect).await {
-            Err(e @ ClusterError::Unreachable { .. }) => {
-                ambiguous = true;
-                last = Some(e);
+        r
+    })
+    .await;
+    match stored {
+        Err(ClusterError::Collision { current, .. })
+            if ambiguous.load(std::sync::atomic::Ordering::Relaxed) =>
+        {
+            match pull(cfg).await {
+                Ok((now, rev)) if now == text && rev == current => Ok(rev),
+                _ => stored,
             }
-            Err(ClusterError::Collision { current, expected }) if ambiguous => {
-                if let Ok((stored, rev)) = pull(cfg).await
-                    && stored == text
-                    && rev == current
-                {
-                    return Ok(rev);
-                }
-                return Err(ClusterError::Collision { expected, current });
-            }
-            other => return other,
         }
+        other => other,
     }
-    Err(last.unwrap_or_else(|| cfg.unreachable("no endpoint")))
 }
 
 /// How many tries a client request gets: each endpoint once, and at least

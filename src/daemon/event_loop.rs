@@ -582,6 +582,13 @@ mod tests {
         }
     }
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// A daemon on `text` over `state`, with a record store in `dir`.
     fn test_daemon(dir: &std::path::Path, state: Arc<Mutex<dyn StateStore>>, text: &str) -> Daemon {
         let records: Arc<Mutex<dyn crate::store::RecordBackend>> =
@@ -619,10 +626,7 @@ mod tests {
     /// replaced meanwhile is diffed again against the current one.
     #[test]
     fn a_reread_planned_against_an_older_cltab_is_diffed_again() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let _g = rt.enter();
         let dir = tempfile::tempdir().unwrap();
         let state: Arc<Mutex<dyn StateStore>> = Arc::new(Mutex::new(SlowState {
@@ -689,10 +693,7 @@ mod tests {
 
     #[test]
     fn replies_wait_for_a_store_that_answers_later_and_the_loop_goes_on() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let _g = rt.enter();
         let dir = tempfile::tempdir().unwrap();
         let answers = Arc::new(Mutex::new(Vec::new()));

@@ -373,26 +373,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
     let events = Events::new(settings.events_keep.unwrap_or(crate::events::DEFAULT_KEEP));
     let deadline_changed = Arc::new(Notify::new());
     let (tx, rx) = mpsc::channel(256);
-    let quota = {
-        let d = crate::records::Quota::default();
-        crate::records::Quota {
-            container_records: settings
-                .record_container_max
-                .map_or(d.container_records, |n| n as u64),
-            container_bytes: settings
-                .record_container_bytes_max
-                .map_or(d.container_bytes, |n| n as u64),
-            total_bytes: settings
-                .record_bytes_max
-                .map_or(d.total_bytes, |n| n as u64),
-            peer_records: settings
-                .peer_records_max
-                .map_or(d.peer_records, |n| n as u64),
-            peer_bytes: settings
-                .peer_record_bytes_max
-                .map_or(d.peer_bytes, |n| n as u64),
-        }
-    };
+    let quota = crate::records::Quota::from_settings(settings);
     // The record store: the local state database, or etcd in cluster mode
     // (records shared by every node).
     let records: Arc<Mutex<dyn crate::store::RecordBackend>> = match &cluster {

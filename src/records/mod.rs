@@ -405,6 +405,21 @@ impl Default for Quota {
     }
 }
 
+impl Quota {
+    /// The quota the settings ask for, the default where they say nothing.
+    pub fn from_settings(s: &crate::cltab::Settings) -> Quota {
+        let d = Quota::default();
+        let or = |v: Option<usize>, d: u64| v.map_or(d, |n| n as u64);
+        Quota {
+            container_records: or(s.record_container_max, d.container_records),
+            container_bytes: or(s.record_container_bytes_max, d.container_bytes),
+            total_bytes: or(s.record_bytes_max, d.total_bytes),
+            peer_records: or(s.peer_records_max, d.peer_records),
+            peer_bytes: or(s.peer_record_bytes_max, d.peer_bytes),
+        }
+    }
+}
+
 /// What the store holds: per stored container and per owner (records,
 /// bytes), and the bytes of all; read once, then kept up to date by each
 /// write.
@@ -587,7 +602,7 @@ impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
             _ => None,
         };
         if let Some((container, key, f)) = fence {
-            if let Err(e) = stored_name(container).and_then(|_| check_name("key", key)) {
+            if let Err(e) = check(container, key, None) {
                 return Pending::Ready(Err(e));
             }
             if let Err(why) = crate::lock::validate_name(&f.lock) {
