@@ -661,10 +661,21 @@ mod tests {
         };
         let mut mine = spawn("t");
         let mut other = spawn("other");
-        let found: Vec<Adopted> = scan_adopted()
-            .into_iter()
-            .filter(|a| [mine.id(), other.id()].contains(&(a.pid as u32)))
-            .collect();
+        // The kernel lets the parent go on (vfork done, the exec-error pipe
+        // closed) before the new program's environment is in place, so a
+        // scan right after spawn() may read an empty environ: poll until
+        // both are seen, within a deadline.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let found: Vec<Adopted> = loop {
+            let found: Vec<Adopted> = scan_adopted()
+                .into_iter()
+                .filter(|a| [mine.id(), other.id()].contains(&(a.pid as u32)))
+                .collect();
+            if found.len() == 2 || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::yield_now();
+        };
         assert_eq!(found.len(), 2, "{found:?}");
         // One found earlier whose pid now names another process: left alone.
         let stale = Adopted {
