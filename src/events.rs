@@ -223,6 +223,8 @@ pub enum EventKind {
     LockRevoked(LockFacts),
     /// The grant was taken back: its token could not be reserved.
     LockNotReserved(LockFacts),
+    /// Cluster mode: this node's claim in etcd was at risk.
+    LockClaimLost(LockFacts),
     RecordAdded(RecordFacts),
     RecordModified(RecordFacts),
     RecordDeleted(RecordFacts),
@@ -252,6 +254,7 @@ impl EventKind {
             | EventKind::LockHolderDied(_)
             | EventKind::LockRevoked(_)
             | EventKind::LockNotReserved(_)
+            | EventKind::LockClaimLost(_)
             | EventKind::RecordAdded(_)
             | EventKind::RecordModified(_)
             | EventKind::RecordDeleted(_) => None,
@@ -414,6 +417,9 @@ impl EventKind {
             EventKind::LockNotReserved(f) => {
                 lock_line("taken back: its token could not be reserved", f)
             }
+            EventKind::LockClaimLost(f) => {
+                lock_line("released: this node's claim in etcd was at risk", f)
+            }
             EventKind::RecordAdded(r) => record_line("added", r),
             EventKind::RecordModified(r) => record_line("modified", r),
             EventKind::RecordDeleted(r) => record_line("deleted", r),
@@ -555,6 +561,7 @@ impl From<crate::store::LockChange> for EventKind {
                     LostWhy::LeaseExpired => EventKind::LockExpired(f),
                     LostWhy::LeaseRevoked => EventKind::LockRevoked(f),
                     LostWhy::NotReserved => EventKind::LockNotReserved(f),
+                    LostWhy::ClaimLost => EventKind::LockClaimLost(f),
                 }
             }
         }

@@ -172,7 +172,7 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
         c.set_timeout(Duration::from_secs(365 * 86_400));
     }
     let what = format!("clinit lock: {}", a.command.join(" "));
-    let token = match c.request(Request::LockAcquire {
+    let (token, grace_ms) = match c.request(Request::LockAcquire {
         name: a.name.to_string(),
         mode: a.mode,
         wait: a.wait,
@@ -180,7 +180,9 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
         lease,
         what,
     }) {
-        Ok(Reply::Granted { token, .. }) => token,
+        Ok(Reply::Granted {
+            token, grace_ms, ..
+        }) => (token, grace_ms),
         Ok(other) => return fail(format!("unexpected reply {other:?}"), 1),
         Err(ClientError::Daemon(e)) if matches!(e.code, ErrorCode::Busy | ErrorCode::Timeout) => {
             return fail(e.message, EXIT_BUSY);
@@ -232,6 +234,9 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
     let mut next_renew = renew_every.map(|d| Instant::now() + d);
     let mut lost: Option<String> = None;
     let mut lost_deadline: Option<(Instant, bool)> = None;
+    // In cluster mode the daemon says how soon a lost lock may be another
+    // node's: the command is stopped within that.
+    let grace = grace_ms.map_or(LOST_GRACE, |ms| Duration::from_millis(ms).min(LOST_GRACE));
 
     let status = loop {
         let now = Instant::now();
@@ -290,10 +295,10 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
                     eprintln!(
                         "clinit: lost lock {} ({why}); stopping the command (SIGTERM, SIGKILL after {} s)",
                         a.name,
-                        LOST_GRACE.as_secs()
+                        grace.as_secs_f64()
                     );
                     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-                    lost_deadline = Some((Instant::now() + LOST_GRACE, false));
+                    lost_deadline = Some((Instant::now() + grace, false));
                     next_renew = None;
                 }
                 Some((at, false)) if Instant::now() >= at => {

@@ -165,6 +165,9 @@ pub enum LostWhy {
     /// Its token was above a reservation the daemon could not persist
     /// ([`LockEvent::ReserveFailed`]); the grant was never handed out.
     NotReserved,
+    /// Cluster mode: this node's claim on the lock in etcd may be gone (its
+    /// lease could not be kept alive in time, [`LockEvent::ClusterLost`]).
+    ClaimLost,
 }
 
 impl LostWhy {
@@ -175,6 +178,9 @@ impl LostWhy {
             LostWhy::LeaseExpired => "its lease expired",
             LostWhy::LeaseRevoked => "its lease was revoked",
             LostWhy::NotReserved => "its token could not be reserved",
+            LostWhy::ClaimLost => {
+                "this node's claim in etcd is at risk (its lease was not renewed in time)"
+            }
         }
     }
 }
@@ -240,7 +246,39 @@ pub enum LockEvent {
     /// error); the manager takes them back ([`LockEffect::Lost`] with
     /// [`LostWhy::NotReserved`]) and reserves again before the next grant.
     ReserveFailed { persisted: u64 },
+    /// Cluster mode: claim `id` ([`LockEffect::Claim`]) on `name` is this
+    /// node's now; `base` is its token base (the etcd create revision of the
+    /// claim's key, shifted left by [`CLAIM_SHIFT`]).
+    Claimed { id: u64, name: String, base: u64 },
+    /// Cluster mode: claim `id` waits behind the claims of other nodes
+    /// (`ahead`, for messages): requests that do not wait fail ([`LockEffect::Busy`]).
+    ClaimQueued {
+        id: u64,
+        name: String,
+        ahead: Vec<GrantInfo>,
+    },
+    /// Cluster mode: claim `id` could not be made (etcd unreachable):
+    /// requests that do not wait fail with [`LockError::Unreachable`];
+    /// waiting ones wait on until [`LockEvent::ClusterBack`].
+    ClaimFailed { id: u64, name: String },
+    /// Cluster mode: another node waits for `name`, which this node holds
+    /// with claim `id`: no new local grant; once the local holders are
+    /// gone the claim is given up ([`LockEffect::Unclaim`]).
+    Contended { id: u64, name: String },
+    /// Cluster mode: every claim of this node may be gone (its etcd lease
+    /// was not renewed in time): every local holder loses its lock
+    /// ([`LostWhy::ClaimLost`]); waiters wait on.
+    ClusterLost,
+    /// Cluster mode: etcd answers again: claims are asked again for the
+    /// locks that have waiters.
+    ClusterBack,
 }
+
+/// In cluster mode a token is `(create revision of the claim's key) <<
+/// CLAIM_SHIFT | n`, n counting the grants made under that claim: tokens
+/// increase across nodes (a later claim has a larger revision) and across
+/// hand-overs on one node. After 2^20 grants a claim is made anew.
+pub const CLAIM_SHIFT: u32 = 20;
 
 /// Output of [`LockManager::step`], to be performed in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -307,6 +345,19 @@ pub enum LockEffect {
         req: ReqId,
         error: LockError,
     },
+    /// Cluster mode: claim `name` in etcd in `mode` (answered by
+    /// [`LockEvent::Claimed`], [`LockEvent::ClaimQueued`] or
+    /// [`LockEvent::ClaimFailed`] with the same `id`).
+    Claim {
+        id: u64,
+        name: String,
+        mode: LockMode,
+    },
+    /// Cluster mode: give up claim `id` on `name` (delete its key).
+    Unclaim {
+        id: u64,
+        name: String,
+    },
 }
 
 impl LockEffect {
@@ -322,7 +373,10 @@ impl LockEffect {
             | LockEffect::LeaseRenewed { req, .. }
             | LockEffect::LeaseRevoked { req, .. }
             | LockEffect::Failed { req, .. } => Some(*req),
-            LockEffect::ReserveTokens { .. } | LockEffect::Lost { .. } => None,
+            LockEffect::ReserveTokens { .. }
+            | LockEffect::Lost { .. }
+            | LockEffect::Claim { .. }
+            | LockEffect::Unclaim { .. } => None,
         }
     }
 }
@@ -346,6 +400,9 @@ pub enum LockError {
     /// A lease TTL of zero, or one too far in the future to represent.
     #[error("bad lease TTL")]
     BadTtl,
+    /// Cluster mode: the lock could not be claimed in etcd (unreachable).
+    #[error("cannot reach etcd to claim it")]
+    Unreachable,
 }
 
 impl LockError {
@@ -356,6 +413,7 @@ impl LockError {
             LockError::BadName => "BAD_NAME",
             LockError::NoLease => "NO_LEASE",
             LockError::BadTtl => "BAD_TTL",
+            LockError::Unreachable => "ETCD_UNREACHABLE",
         }
     }
 }
@@ -380,15 +438,73 @@ struct Waiter {
     since: i64,
     deadline: Option<Instant>,
     info: HolderInfo,
+    /// Cluster mode: a request that does not wait, queued only until this
+    /// node's claim is known (granted, or failed with Busy).
+    try_only: bool,
 }
 
-/// One container. Never kept empty.
+/// Cluster mode: this node's claim on a lock in etcd. Local requests are
+/// granted only under a held claim of a sufficient mode.
+#[derive(Clone, Debug, Default)]
+enum Claim {
+    #[default]
+    None,
+    /// Asked ([`LockEffect::Claim`]), not answered yet.
+    Asked { id: u64, mode: LockMode },
+    /// Waiting behind other nodes.
+    Queued {
+        id: u64,
+        mode: LockMode,
+        ahead: Vec<GrantInfo>,
+    },
+    /// This node's: grants take tokens `base + next`.
+    Held {
+        id: u64,
+        mode: LockMode,
+        base: u64,
+        next: u64,
+        /// Another node waits: no new local grant.
+        contended: bool,
+    },
+}
+
+impl Claim {
+    fn id(&self) -> Option<u64> {
+        match self {
+            Claim::None => None,
+            Claim::Asked { id, .. } | Claim::Queued { id, .. } | Claim::Held { id, .. } => {
+                Some(*id)
+            }
+        }
+    }
+
+    /// Whether a local request of `mode` may be granted under this claim.
+    fn allows(&self, want: LockMode) -> bool {
+        match self {
+            Claim::Held {
+                mode,
+                next,
+                contended,
+                ..
+            } => {
+                !contended
+                    && *next < 1 << CLAIM_SHIFT
+                    && (*mode == LockMode::Exclusive || want == LockMode::Shared)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One container. Never kept empty (in cluster mode a held claim is kept:
+/// that is the lock cache).
 #[derive(Debug, Default)]
 struct Container {
     /// All shared, or exactly one exclusive.
     holders: BTreeMap<Holder, GrantInfo>,
     /// Keyed by a global arrival sequence number: iteration is FIFO.
     queue: BTreeMap<u64, Waiter>,
+    claim: Claim,
 }
 
 impl Container {
@@ -408,7 +524,16 @@ impl Container {
     }
 
     fn is_empty(&self) -> bool {
-        self.holders.is_empty() && self.queue.is_empty()
+        self.holders.is_empty() && self.queue.is_empty() && matches!(self.claim, Claim::None)
+    }
+
+    /// Local holders, and the other nodes' claims this node waits behind.
+    fn blockers(&self) -> Vec<GrantInfo> {
+        let mut v = self.holder_list();
+        if let Claim::Queued { ahead, .. } = &self.claim {
+            v.extend(ahead.iter().cloned());
+        }
+        v
     }
 }
 
@@ -460,6 +585,9 @@ pub struct LockManager {
     /// Tokens up to here are reserved (persisted by the daemon).
     reserved: u64,
     next_seq: u64,
+    /// Cluster mode: grants need this node's claim ([`Claim`]).
+    cluster: bool,
+    next_claim: u64,
 }
 
 impl LockManager {
@@ -477,6 +605,18 @@ impl LockManager {
             last_token: token_floor,
             reserved: token_floor,
             next_seq: 0,
+            cluster: false,
+            next_claim: 1,
+        }
+    }
+
+    /// A manager for cluster mode: a grant needs this node's claim on the
+    /// lock in etcd (asked with [`LockEffect::Claim`]), and its token comes
+    /// from that claim ([`CLAIM_SHIFT`]); no token is reserved locally.
+    pub fn clustered() -> LockManager {
+        LockManager {
+            cluster: true,
+            ..LockManager::new(0)
         }
     }
 
@@ -506,6 +646,7 @@ impl LockManager {
                     since: unix,
                     deadline: if wait { deadline } else { None },
                     info,
+                    try_only: !wait,
                 };
                 let r = validate_name(&name)
                     .and_then(|()| self.check_lease(lease))
@@ -572,6 +713,69 @@ impl LockManager {
             LockEvent::ReserveFailed { persisted } => {
                 self.reserve_failed(persisted, unix, &mut out)
             }
+            LockEvent::Claimed { id, name, base } => {
+                if let Some(c) = self.containers.get_mut(&name)
+                    && let Claim::Asked { id: i, mode } | Claim::Queued { id: i, mode, .. } =
+                        c.claim
+                    && i == id
+                {
+                    c.claim = Claim::Held {
+                        id,
+                        mode,
+                        base,
+                        next: 0,
+                        contended: false,
+                    };
+                    self.pump(&name, unix, &mut out);
+                }
+            }
+            LockEvent::ClaimQueued { id, name, ahead } => {
+                if let Some(c) = self.containers.get_mut(&name)
+                    && let Claim::Asked { id: i, mode } | Claim::Queued { id: i, mode, .. } =
+                        c.claim
+                    && i == id
+                {
+                    c.claim = Claim::Queued { id, mode, ahead };
+                    self.fail_tries(&name, None, &mut out);
+                    self.pump(&name, unix, &mut out);
+                }
+            }
+            LockEvent::ClaimFailed { id, name } => {
+                if let Some(c) = self.containers.get_mut(&name)
+                    && matches!(c.claim, Claim::Asked { id: i, .. } if i == id)
+                {
+                    c.claim = Claim::None;
+                    self.fail_tries(&name, Some(LockError::Unreachable), &mut out);
+                    // Waiting requests wait on: no new claim until etcd
+                    // answers again (ClusterBack).
+                    if self.containers.get(&name).is_some_and(Container::is_empty) {
+                        self.containers.remove(&name);
+                    }
+                }
+            }
+            LockEvent::Contended { id, name } => {
+                if let Some(c) = self.containers.get_mut(&name)
+                    && let Claim::Held {
+                        id: i, contended, ..
+                    } = &mut c.claim
+                    && *i == id
+                {
+                    *contended = true;
+                    self.pump(&name, unix, &mut out);
+                }
+            }
+            LockEvent::ClusterLost => self.cluster_lost(unix, &mut out),
+            LockEvent::ClusterBack => {
+                let names: Vec<String> = self
+                    .containers
+                    .iter()
+                    .filter(|(_, c)| matches!(c.claim, Claim::None) && !c.queue.is_empty())
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for name in names {
+                    self.pump(&name, unix, &mut out);
+                }
+            }
         }
         out
     }
@@ -606,7 +810,12 @@ impl LockManager {
                 .map(one)
                 .into_iter()
                 .collect(),
-            None => self.containers.iter().map(one).collect(),
+            None => self
+                .containers
+                .iter()
+                .filter(|(_, c)| !c.holders.is_empty() || !c.queue.is_empty())
+                .map(one)
+                .collect(),
         }
     }
 
@@ -655,6 +864,11 @@ impl LockManager {
             .sum()
     }
 
+    /// The connection that created `lease`, while it is open.
+    pub fn lease_creator(&self, lease: Holder) -> Option<Holder> {
+        self.leases.get(&lease).and_then(|l| l.creator)
+    }
+
     /// Whether `lease` is live.
     pub fn has_lease(&self, lease: Holder) -> bool {
         self.leases.contains_key(&lease)
@@ -693,24 +907,40 @@ impl LockManager {
             Some(c) => c,
             None => self.containers.entry(name.clone()).or_default(),
         };
-        if c.queue.is_empty() && c.compatible(w.mode) {
+        let cluster = self.cluster;
+        if c.queue.is_empty() && c.compatible(w.mode) && (!cluster || c.claim.allows(w.mode)) {
             self.grant(&name, w, unix, out);
+        } else if !wait
+            && cluster
+            && c.queue.is_empty()
+            && c.compatible(w.mode)
+            && !matches!(c.claim, Claim::Queued { .. })
+        {
+            // Whether another node holds it is known once the claim is
+            // answered: wait for that, not for the lock.
+            self.enqueue(name.clone(), w);
+            self.pump(&name, unix, out);
         } else if !wait {
-            let holders = c.holder_list();
+            let holders = c.blockers();
             out.push(LockEffect::Busy {
                 req: w.req,
                 name,
                 holders,
             });
         } else if w.deadline.is_some_and(|d| d <= now) {
-            let holders = c.holder_list();
+            let holders = c.blockers();
             out.push(LockEffect::TimedOut {
                 req: w.req,
-                name,
+                name: name.clone(),
                 holders,
             });
+            // A container made for this request alone is not kept.
+            self.pump(&name, unix, out);
         } else {
-            self.enqueue(name, w);
+            self.enqueue(name.clone(), w);
+            if cluster {
+                self.pump(&name, unix, out);
+            }
         }
         Ok(())
     }
@@ -919,7 +1149,7 @@ impl LockManager {
                     let holders = self
                         .containers
                         .get(&name)
-                        .map(Container::holder_list)
+                        .map(Container::blockers)
                         .unwrap_or_default();
                     if let Some(w) = self.remove_waiter(&name, seq) {
                         out.push(LockEffect::TimedOut {
@@ -979,7 +1209,17 @@ impl LockManager {
 
     /// Grant `w` the lock `name` (which exists and is compatible).
     fn grant(&mut self, name: &str, w: Waiter, unix: i64, out: &mut Vec<LockEffect>) {
-        let token = self.take_token(out);
+        let token = if self.cluster {
+            match self.containers.get_mut(name).map(|c| &mut c.claim) {
+                Some(Claim::Held { base, next, .. }) => {
+                    *next += 1;
+                    *base + *next
+                }
+                _ => return,
+            }
+        } else {
+            self.take_token(out)
+        };
         let Some(c) = self.containers.get_mut(name) else {
             return;
         };
@@ -1031,15 +1271,130 @@ impl LockManager {
             let Some((&seq, head)) = c.queue.first_key_value() else {
                 break;
             };
-            if !c.compatible(head.mode) {
+            if !c.compatible(head.mode) || (self.cluster && !c.claim.allows(head.mode)) {
                 break;
             }
             if let Some(w) = self.remove_waiter(name, seq) {
                 self.grant(name, w, unix, out);
             }
         }
+        if self.cluster {
+            self.reconcile(name, out);
+        }
         if self.containers.get(name).is_some_and(Container::is_empty) {
             self.containers.remove(name);
+        }
+    }
+
+    /// Cluster mode: ask for the claim the head of the queue needs, give
+    /// up a claim another node waits for once no local holder is left, and
+    /// keep an uncontended claim without holders (the lock cache).
+    fn reconcile(&mut self, name: &str, out: &mut Vec<LockEffect>) {
+        let Some(c) = self.containers.get_mut(name) else {
+            return;
+        };
+        let head = c.queue.first_key_value().map(|(_, w)| w.mode);
+        let idle = c.holders.is_empty();
+        let redo = match (&c.claim, head) {
+            (Claim::None, Some(_)) => false,
+            (Claim::None, None) => return,
+            // Holders exist only under a held claim; they go first.
+            (_, _) if !idle => return,
+            (Claim::Held { .. }, Some(m)) if c.claim.allows(m) => return,
+            (
+                Claim::Held {
+                    contended, next, ..
+                },
+                None,
+            ) => {
+                if !*contended && *next < 1 << CLAIM_SHIFT {
+                    return;
+                }
+                true
+            }
+            (Claim::Held { .. }, Some(_)) => true,
+            (Claim::Asked { mode, .. } | Claim::Queued { mode, .. }, Some(m)) => {
+                if *mode == LockMode::Exclusive || m == LockMode::Shared {
+                    return;
+                }
+                true
+            }
+            (Claim::Asked { .. } | Claim::Queued { .. }, None) => true,
+        };
+        if redo && let Some(id) = c.claim.id() {
+            out.push(LockEffect::Unclaim {
+                id,
+                name: name.to_owned(),
+            });
+            c.claim = Claim::None;
+        }
+        if let Some(mode) = head {
+            let id = self.next_claim;
+            self.next_claim += 1;
+            c.claim = Claim::Asked { id, mode };
+            out.push(LockEffect::Claim {
+                id,
+                name: name.to_owned(),
+                mode,
+            });
+        }
+    }
+
+    /// Cluster mode: answer the requests of `name` that do not wait (the
+    /// claim is queued behind other nodes: Busy; or failed: `error`).
+    fn fail_tries(&mut self, name: &str, error: Option<LockError>, out: &mut Vec<LockEffect>) {
+        let Some(c) = self.containers.get(name) else {
+            return;
+        };
+        let tries: Vec<u64> = c
+            .queue
+            .iter()
+            .filter(|(_, w)| w.try_only)
+            .map(|(&seq, _)| seq)
+            .collect();
+        let holders = c.blockers();
+        for seq in tries {
+            if let Some(w) = self.remove_waiter(name, seq) {
+                out.push(match error {
+                    Some(error) => LockEffect::Failed { req: w.req, error },
+                    None => LockEffect::Busy {
+                        req: w.req,
+                        name: name.to_owned(),
+                        holders: holders.clone(),
+                    },
+                });
+            }
+        }
+    }
+
+    /// Cluster mode: every claim may be gone; local holders lose their
+    /// locks, waiters wait for a new claim.
+    fn cluster_lost(&mut self, unix: i64, out: &mut Vec<LockEffect>) {
+        let mut touched = BTreeSet::new();
+        let names: Vec<String> = self.containers.keys().cloned().collect();
+        for name in names {
+            let Some(c) = self.containers.get_mut(&name) else {
+                continue;
+            };
+            c.claim = Claim::None;
+            let holders: Vec<Holder> = c.holders.keys().copied().collect();
+            for holder in holders {
+                if let Some(o) = self.owners.get_mut(&holder) {
+                    o.held.remove(&name);
+                    if o.is_empty() {
+                        self.owners.remove(&holder);
+                    }
+                }
+                self.lose(name.clone(), holder, LostWhy::ClaimLost, &mut touched, out);
+            }
+            // Requests that do not wait hear now rather than later.
+            self.fail_tries(&name, Some(LockError::Unreachable), out);
+            touched.insert(name);
+        }
+        // Claims asked again go to the agent, which answers them once
+        // etcd does (or fails them at once while it cannot).
+        for name in touched {
+            self.pump(&name, unix, out);
         }
     }
 }

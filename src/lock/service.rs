@@ -52,6 +52,7 @@ fn lock_error(e: &LockError, about: &Subject) -> Reply {
         LockError::SynchErr | LockError::NoLease => ErrorCode::SynchErr,
         LockError::BadName => ErrorCode::BadName,
         LockError::BadTtl => ErrorCode::BadRequest,
+        LockError::Unreachable => ErrorCode::EtcdUnreachable,
     };
     error(code, format!("{about}: {e} [{}]", e.code()))
 }
@@ -112,6 +113,36 @@ pub struct LocalLocks {
     me: Weak<Mutex<LocalLocks>>,
     /// Told when a reservation completing later changed the next deadline.
     wake: Arc<Notify>,
+    /// Cluster mode: where claims go (the lock agent), and what the agent
+    /// reports back.
+    cluster: Option<ClusterLink>,
+}
+
+/// Cluster mode: a request of the lock manager to the lock agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimCmd {
+    Claim {
+        id: u64,
+        name: String,
+        mode: crate::lock::LockMode,
+    },
+    Unclaim {
+        id: u64,
+        name: String,
+    },
+}
+
+/// Cluster mode: what ties the lock service to the lock agent.
+pub struct ClusterLink {
+    pub claims: tokio::sync::mpsc::UnboundedSender<ClaimCmd>,
+    /// How soon a holder whose connection closed must stop (half of the
+    /// margin between declaring a claim lost and its lease's expiry).
+    pub grace_ms: u64,
+    /// Connections to close: they held a lock whose claim was lost (their
+    /// client learns it by the closed connection).
+    pub kicks: Vec<u64>,
+    /// Other nodes' claims, by lock name, for the locks view.
+    pub remote: std::collections::BTreeMap<String, Vec<GrantInfo>>,
 }
 
 impl LocalLocks {
@@ -137,8 +168,64 @@ impl LocalLocks {
                 changes: Vec::new(),
                 me: me.clone(),
                 wake,
+                cluster: None,
             })
         })
+    }
+
+    /// Cluster mode: a shared lock service whose grants need this node's
+    /// claims, asked of the lock agent through `claims`.
+    pub fn clustered(
+        store: Arc<Mutex<dyn StateStore>>,
+        wake: Arc<Notify>,
+        claims: tokio::sync::mpsc::UnboundedSender<ClaimCmd>,
+        grace_ms: u64,
+    ) -> Arc<Mutex<LocalLocks>> {
+        let shared = LocalLocks::shared(0, store, wake);
+        {
+            let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            s.manager = LockManager::clustered();
+            s.cluster = Some(ClusterLink {
+                claims,
+                grace_ms,
+                kicks: Vec::new(),
+                remote: Default::default(),
+            });
+        }
+        shared
+    }
+
+    /// Cluster mode: what the lock agent learnt (a claim granted, queued,
+    /// failed or contended; etcd lost or back).
+    pub fn cluster_event(&mut self, ev: LockEvent) {
+        self.step(ev, Instant::now());
+    }
+
+    /// Cluster mode: the connections to close (see [`ClusterLink::kicks`]).
+    pub fn take_kicks(&mut self) -> Vec<u64> {
+        self.cluster
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.kicks))
+            .unwrap_or_default()
+    }
+
+    /// Cluster mode: the other nodes' claims on `name` now (the agent's
+    /// view of etcd), or none.
+    pub fn set_remote(&mut self, name: &str, claims: Vec<GrantInfo>) {
+        if let Some(c) = &mut self.cluster {
+            if claims.is_empty() {
+                c.remote.remove(name);
+            } else {
+                c.remote.insert(name.to_string(), claims);
+            }
+        }
+    }
+
+    /// Cluster mode: forget every other node's claim (a new view follows).
+    pub fn clear_remote(&mut self) {
+        if let Some(c) = &mut self.cluster {
+            c.remote.clear();
+        }
     }
 
     /// Feed one event to the lock manager and perform the effects in order.
@@ -269,7 +356,12 @@ impl LocalLocks {
                         holder: g.info.clone(),
                     });
                 }
-                let reply = Reply::Granted { name, mode, token };
+                let reply = Reply::Granted {
+                    name,
+                    mode,
+                    token,
+                    grace_ms: self.cluster.as_ref().map(|c| c.grace_ms),
+                };
                 if token > self.persisted {
                     self.deferred.push((req, token, reply));
                 } else {
@@ -300,6 +392,18 @@ impl LocalLocks {
                 self.answer(req, Reply::Ok)
             }
             LockEffect::Lost { name, grant, why } => {
+                if why == LostWhy::ClaimLost
+                    && let Some(c) = &mut self.cluster
+                {
+                    // Its client learns it by its connection closing (a
+                    // lease's, by its creator's).
+                    let conn = if grant.holder >> 63 == 1 {
+                        self.manager.lease_creator(grant.holder)
+                    } else {
+                        Some(grant.holder)
+                    };
+                    c.kicks.extend(conn);
+                }
                 tracing::warn!(
                     "lock {} released because {}: holder {}",
                     crate::logsafe::Safe(&name),
@@ -328,6 +432,16 @@ impl LocalLocks {
                     .saturating_duration_since(Instant::now())
                     .as_millis() as u64;
                 self.answer(req, Reply::Lease { lease, ttl_ms })
+            }
+            LockEffect::Claim { id, name, mode } => {
+                if let Some(c) = &self.cluster {
+                    let _ = c.claims.send(ClaimCmd::Claim { id, name, mode });
+                }
+            }
+            LockEffect::Unclaim { id, name } => {
+                if let Some(c) = &self.cluster {
+                    let _ = c.claims.send(ClaimCmd::Unclaim { id, name });
+                }
             }
             LockEffect::Failed { req, error: e } => {
                 let reply = match &self.current {
@@ -464,7 +578,29 @@ impl LockBackend for LocalLocks {
     }
 
     fn status(&self, name: Option<&str>) -> Vec<crate::lock::ContainerStatus> {
-        self.manager.status(name)
+        let mut local = self.manager.status(name);
+        let Some(c) = &self.cluster else {
+            return local;
+        };
+        // Other nodes' claims are holders too (their host is their node).
+        let remote = c
+            .remote
+            .iter()
+            .filter(|(n, _)| name.is_none_or(|want| want == n.as_str()));
+        for (n, claims) in remote {
+            match local.binary_search_by(|s| s.name.as_str().cmp(n)) {
+                Ok(i) => local[i].holders.extend(claims.iter().cloned()),
+                Err(i) => local.insert(
+                    i,
+                    crate::lock::ContainerStatus {
+                        name: n.clone(),
+                        holders: claims.clone(),
+                        waiters: Vec::new(),
+                    },
+                ),
+            }
+        }
+        local
     }
 
     fn is_idle(&self) -> bool {
@@ -496,6 +632,7 @@ pub fn lost_kind(why: LostWhy) -> &'static str {
         LostWhy::LeaseExpired => "expired",
         LostWhy::LeaseRevoked => "revoked",
         LostWhy::NotReserved => "not_reserved",
+        LostWhy::ClaimLost => "claim_lost",
     }
 }
 

@@ -31,6 +31,14 @@ enum E {
     Tick,
     /// The daemon could not persist a reservation; it had persisted this.
     ReserveFailed(u64),
+    /// Cluster mode: (claim id, name, create revision of its key).
+    Claimed(u64, &'static str, u64),
+    /// Cluster mode: the claim waits behind node "n2"'s (create revision 3).
+    Queued(u64, &'static str),
+    ClaimFailed(u64, &'static str),
+    Contended(u64, &'static str),
+    ClusterLost,
+    ClusterBack,
 }
 
 struct Sim {
@@ -42,6 +50,13 @@ impl Sim {
     fn new(floor: u64) -> Sim {
         Sim {
             m: LockManager::new(floor),
+            base: Instant::now(),
+        }
+    }
+
+    fn clustered() -> Sim {
+        Sim {
+            m: LockManager::clustered(),
             base: Instant::now(),
         }
     }
@@ -94,6 +109,29 @@ impl Sim {
             E::Revoke(req, lease) => LockEvent::LeaseRevoke { req, lease },
             E::Tick => LockEvent::Tick,
             E::ReserveFailed(persisted) => LockEvent::ReserveFailed { persisted },
+            E::Claimed(id, n, rev) => LockEvent::Claimed {
+                id,
+                name: n.into(),
+                base: rev << CLAIM_SHIFT,
+            },
+            E::Queued(id, n) => LockEvent::ClaimQueued {
+                id,
+                name: n.into(),
+                ahead: vec![GrantInfo {
+                    holder: 0,
+                    mode: X,
+                    token: 3 << CLAIM_SHIFT,
+                    since: 0,
+                    info: HolderInfo {
+                        host: "n2".into(),
+                        ..Default::default()
+                    },
+                }],
+            },
+            E::ClaimFailed(id, n) => LockEvent::ClaimFailed { id, name: n.into() },
+            E::Contended(id, n) => LockEvent::Contended { id, name: n.into() },
+            E::ClusterLost => LockEvent::ClusterLost,
+            E::ClusterBack => LockEvent::ClusterBack,
         }
     }
 
@@ -140,6 +178,7 @@ impl Sim {
                     LostWhy::LeaseExpired => "expired",
                     LostWhy::LeaseRevoked => "revoked",
                     LostWhy::NotReserved => "notreserved",
+                    LostWhy::ClaimLost => "claimlost",
                 };
                 format!("lost {name} h{} t{} {why}", grant.holder, grant.token)
             }
@@ -155,6 +194,8 @@ impl Sim {
             } => format!("renewed r{req} L{lease} @{}", self.ms(*expires)),
             LockEffect::LeaseRevoked { req, lease } => format!("revoked r{req} L{lease}"),
             LockEffect::Failed { req, error } => format!("failed r{req} {}", error.code()),
+            LockEffect::Claim { id, name, mode } => format!("claim c{id} {name} {}", m(*mode)),
+            LockEffect::Unclaim { id, name } => format!("unclaim c{id} {name}"),
         }
     }
 }
@@ -164,7 +205,10 @@ type Steps = Vec<(u64, E, Vec<&'static str>)>;
 /// Run a scenario from a fresh manager (token floor 0): each step is (time
 /// in ms, event, expected effects).
 fn run(title: &str, steps: Steps) -> Sim {
-    let mut sim = Sim::new(0);
+    run_on(Sim::new(0), title, steps)
+}
+
+fn run_on(mut sim: Sim, title: &str, steps: Steps) -> Sim {
     for (i, (ms, e, want)) in steps.into_iter().enumerate() {
         let desc = format!("{e:?}");
         let got = sim.step(ms, e);
@@ -180,6 +224,18 @@ fn check(m: &LockManager) {
     let mut deadlines = 0;
     for (name, c) in &m.containers {
         assert!(!c.is_empty(), "empty container {name} kept");
+        if !m.cluster {
+            assert!(
+                matches!(c.claim, Claim::None),
+                "{name}: a claim on one node"
+            );
+        }
+        if !c.holders.is_empty() {
+            assert!(
+                !m.cluster || matches!(c.claim, Claim::Held { .. }),
+                "{name}: holders without a held claim"
+            );
+        }
         assert!(validate_name(name).is_ok());
         let exclusive = c.holders.values().filter(|g| g.mode == X).count();
         assert!(
@@ -191,12 +247,21 @@ fn check(m: &LockManager) {
             assert!(m.owners[h].held.contains(name), "{name}: owner index");
             // Every grant held is within the persisted reservation (after a
             // failed reservation `last_token` may be above it, unused).
-            assert!(g.token <= m.last_token && g.token <= m.reserved);
+            if !m.cluster {
+                assert!(g.token <= m.last_token && g.token <= m.reserved);
+            }
             assert!(tokens.insert(g.token), "token {} used twice", g.token);
         }
         if let Some(head) = c.queue.values().next() {
-            assert!(!c.holders.is_empty(), "{name}: waiters but no holders");
-            assert!(!c.compatible(head.mode), "{name}: grantable head waits");
+            if m.cluster {
+                assert!(
+                    !c.compatible(head.mode) || !c.claim.allows(head.mode),
+                    "{name}: grantable head waits"
+                );
+            } else {
+                assert!(!c.holders.is_empty(), "{name}: waiters but no holders");
+                assert!(!c.compatible(head.mode), "{name}: grantable head waits");
+            }
         }
         for (seq, w) in &c.queue {
             assert_eq!(m.owners[&w.owner].waiting[name], *seq);
@@ -1133,4 +1198,211 @@ fn random_walk_keeps_invariants() {
         sim.step(now, E::Revoke(0, lease));
     }
     assert_idle(&sim.m);
+}
+
+#[test]
+fn cluster_claims() {
+    const T1: u64 = 5 << CLAIM_SHIFT;
+    run_on(
+        Sim::clustered(),
+        "an uncontended claim is kept after the release: the next grant is local, its token higher",
+        vec![
+            (0, E::Acq(1, 1, "a", X), vec!["claim c1 a X"]),
+            (1, E::Claimed(1, "a", 5), vec!["granted r1 h1 a X t5242881"]),
+            (2, E::Rel(2, 1, "a"), vec!["released r2 a"]),
+            (3, E::Acq(3, 2, "a", X), vec!["granted r3 h2 a X t5242882"]),
+            (4, E::Try(4, 3, "a", S), vec!["busy r4 a [2]"]),
+            (5, E::Rel(5, 2, "a"), vec!["released r5 a"]),
+            (6, E::Acq(6, 3, "a", S), vec!["granted r6 h3 a S t5242883"]),
+            (6, E::Acq(7, 4, "a", S), vec!["granted r7 h4 a S t5242884"]),
+            (7, E::Rel(8, 3, "a"), vec!["released r8 a"]),
+            (7, E::Rel(9, 4, "a"), vec!["released r9 a"]),
+        ],
+    );
+    let _ = T1;
+    run_on(
+        Sim::clustered(),
+        "another node waits: no new local grant, the claim is given up once the holders are gone, and asked again for the local waiter",
+        vec![
+            (0, E::Acq(1, 1, "a", X), vec!["claim c1 a X"]),
+            (1, E::Claimed(1, "a", 5), vec!["granted r1 h1 a X t5242881"]),
+            (2, E::Contended(1, "a"), vec![]),
+            (3, E::Acq(2, 2, "a", X), vec![]),
+            (
+                4,
+                E::Rel(3, 1, "a"),
+                vec!["released r3 a", "unclaim c1 a", "claim c2 a X"],
+            ),
+            // A late report about the given-up claim changes nothing.
+            (5, E::Claimed(1, "a", 6), vec![]),
+            (6, E::Claimed(2, "a", 9), vec!["granted r2 h2 a X t9437185"]),
+        ],
+    );
+    run_on(
+        Sim::clustered(),
+        "a contended claim without holders is given up at once",
+        vec![
+            (0, E::Acq(1, 1, "a", S), vec!["claim c1 a S"]),
+            (1, E::Claimed(1, "a", 5), vec!["granted r1 h1 a S t5242881"]),
+            (2, E::Rel(2, 1, "a"), vec!["released r2 a"]),
+            (3, E::Contended(1, "a"), vec!["unclaim c1 a"]),
+        ],
+    );
+    run_on(
+        Sim::clustered(),
+        "a request that does not wait waits for the claim's answer: queued behind another node is BUSY naming it",
+        vec![
+            (0, E::Try(1, 1, "a", X), vec!["claim c1 a X"]),
+            (1, E::Queued(1, "a"), vec!["busy r1 a [0]", "unclaim c1 a"]),
+            (2, E::Try(2, 1, "b", X), vec!["claim c2 b X"]),
+            (3, E::Claimed(2, "b", 7), vec!["granted r2 h1 b X t7340033"]),
+            (4, E::Try(3, 1, "c", X), vec!["claim c3 c X"]),
+            (
+                5,
+                E::ClaimFailed(3, "c"),
+                vec!["failed r3 ETCD_UNREACHABLE"],
+            ),
+        ],
+    );
+    run_on(
+        Sim::clustered(),
+        "a waiting request waits while etcd is away and gets its claim when it is back",
+        vec![
+            (0, E::Acq(1, 1, "a", X), vec!["claim c1 a X"]),
+            (1, E::ClaimFailed(1, "a"), vec![]),
+            (2, E::ClusterBack, vec!["claim c2 a X"]),
+            (3, E::Claimed(2, "a", 8), vec!["granted r1 h1 a X t8388609"]),
+        ],
+    );
+    run_on(
+        Sim::clustered(),
+        "a lost claim takes every local holder's lock; waiters get a new claim, with higher tokens",
+        vec![
+            (0, E::Acq(1, 1, "a", S), vec!["claim c1 a S"]),
+            (1, E::Claimed(1, "a", 5), vec!["granted r1 h1 a S t5242881"]),
+            (1, E::Acq(2, 2, "a", X), vec![]),
+            (
+                2,
+                E::ClusterLost,
+                vec!["lost a h1 t5242881 claimlost", "claim c2 a X"],
+            ),
+            (3, E::Claimed(2, "a", 9), vec!["granted r2 h2 a X t9437185"]),
+            (4, E::Rel(3, 1, "a"), vec!["failed r3 SYNCH_ERR"]),
+        ],
+    );
+    run_on(
+        Sim::clustered(),
+        "a shared claim is made exclusive anew (a new key) once its shared holders are gone",
+        vec![
+            (0, E::Acq(1, 1, "a", S), vec!["claim c1 a S"]),
+            (1, E::Claimed(1, "a", 5), vec!["granted r1 h1 a S t5242881"]),
+            (2, E::Acq(2, 2, "a", X), vec![]),
+            (3, E::Acq(3, 3, "a", S), vec![]),
+            (
+                4,
+                E::Rel(4, 1, "a"),
+                vec!["released r4 a", "unclaim c1 a", "claim c2 a X"],
+            ),
+            (5, E::Claimed(2, "a", 6), vec!["granted r2 h2 a X t6291457"]),
+        ],
+    );
+    run_on(
+        Sim::clustered(),
+        "a waiter's deadline while the claim is asked: TIMEOUT, and the claim given up",
+        vec![
+            (0, E::Until(1, 1, "a", X, 100), vec!["claim c1 a X"]),
+            (1, E::Queued(1, "a"), vec![]),
+            (100, E::Tick, vec!["timedout r1 a [0]", "unclaim c1 a"]),
+        ],
+    );
+}
+
+#[test]
+fn cluster_random_walk_keeps_invariants_and_tokens_rise_per_lock() {
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let names = ["a", "b", "c"];
+    let mut sim = Sim::clustered();
+    let mut now = 0;
+    let mut rev = 1;
+    // The claims asked and not given up, by name (the agent's view).
+    let mut asked: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    let mut answered = BTreeSet::new();
+    for req in 0..20_000u64 {
+        now += rnd(50);
+        let conn = 1 + rnd(6);
+        let lease = 100 + rnd(3);
+        let name = names[rnd(3) as usize];
+        let mode = if rnd(3) == 0 { X } else { S };
+        let claim = asked.get(name).copied().unwrap_or(0);
+        let e = match rnd(20) {
+            0..=2 => E::Acq(req, conn, name, mode),
+            3 => E::Try(req, conn, name, mode),
+            4 => E::Until(req, conn, name, mode, now + rnd(300)),
+            5 => E::AcqL(req, conn, lease, name, mode),
+            6..=8 => E::Rel(req, conn, name),
+            9 => E::Gone(conn),
+            10 => E::Lease(req, lease, 1 + rnd(400), conn),
+            11 => E::Revoke(req, lease),
+            12..=14 => {
+                rev += 1;
+                E::Claimed(claim, name, rev)
+            }
+            15 => E::Queued(claim, name),
+            16 => E::ClaimFailed(claim, name),
+            17 => E::Contended(claim, name),
+            18 => {
+                if rnd(10) == 0 {
+                    E::ClusterLost
+                } else {
+                    E::ClusterBack
+                }
+            }
+            _ => E::Tick,
+        };
+        // A failed claim (the agent made no key) and a lost etcd session
+        // (the keys go with the lease) end claims without an Unclaim.
+        match &e {
+            E::ClaimFailed(id, n)
+                if sim
+                    .m
+                    .containers
+                    .get(*n)
+                    .is_some_and(|c| matches!(c.claim, Claim::Asked { id: i, .. } if i == *id)) =>
+            {
+                asked.remove(n);
+            }
+            E::ClusterLost => asked.clear(),
+            _ => {}
+        }
+        let ev = sim.event(e);
+        let effects = sim.m.step(ev, sim.at(now), now as i64 / 1000);
+        check(&sim.m);
+        for f in &effects {
+            match f {
+                LockEffect::ReserveTokens { .. } => panic!("a reservation in cluster mode"),
+                LockEffect::Granted { token, name, .. } => {
+                    let before = last.insert(name.clone(), *token).unwrap_or(0);
+                    assert!(*token > before, "{name}: token {token} after {before}");
+                }
+                LockEffect::Claim { id, name, .. } => {
+                    let n = names.iter().find(|n| **n == name.as_str()).unwrap();
+                    assert!(asked.insert(n, *id).is_none(), "{name}: two claims at once");
+                }
+                LockEffect::Unclaim { id, name } => {
+                    assert_eq!(asked.remove(name.as_str()), Some(*id), "{name}");
+                }
+                _ => {}
+            }
+            if let Some(r) = f.req() {
+                assert!(answered.insert(r), "request {r} answered twice");
+            }
+        }
+    }
 }

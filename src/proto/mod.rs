@@ -404,6 +404,12 @@ pub enum Reply {
         name: String,
         mode: LockMode,
         token: u64,
+        /// Cluster mode: if this connection closes while the lock is held,
+        /// the lock may be gone within this many milliseconds: a holder
+        /// stops what it does under the lock within that time (`clinit
+        /// lock` kills its command).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace_ms: Option<u64>,
     },
     Lease {
         lease: u64,
@@ -697,6 +703,7 @@ fn hot_reply(body: &[u8]) -> Option<ResponseFrame> {
         name: Option<String>,
         mode: Option<LockMode>,
         token: Option<u64>,
+        grace_ms: Option<u64>,
     }
     // Only these two kinds: any other reply (a listing can be megabytes)
     // is not read twice.
@@ -706,7 +713,12 @@ fn hot_reply(body: &[u8]) -> Option<ResponseFrame> {
     let h = serde_json::from_slice::<Hot>(body).ok()?;
     let reply = match (h.kind, h.name, h.mode, h.token) {
         ("ok", None, None, None) => Reply::Ok,
-        ("granted", Some(name), Some(mode), Some(token)) => Reply::Granted { name, mode, token },
+        ("granted", Some(name), Some(mode), Some(token)) => Reply::Granted {
+            name,
+            mode,
+            token,
+            grace_ms: h.grace_ms,
+        },
         _ => return None,
     };
     Some(ResponseFrame { id: h.id, reply })
@@ -881,9 +893,22 @@ mod tests {
                         name: "vol".into(),
                         mode: LockMode::Exclusive,
                         token: 12,
+                        grace_ms: None,
                     },
                 },
                 r#"{"id":4,"kind":"granted","name":"vol","mode":"exclusive","token":12}"#,
+            ),
+            (
+                ResponseFrame {
+                    id: 6,
+                    reply: Reply::Granted {
+                        name: "vol".into(),
+                        mode: LockMode::Shared,
+                        token: 5 << 20 | 1,
+                        grace_ms: Some(2500),
+                    },
+                },
+                r#"{"id":6,"kind":"granted","name":"vol","mode":"shared","token":5242881,"grace_ms":2500}"#,
             ),
             (
                 ResponseFrame {
