@@ -757,11 +757,13 @@ fn locks(p: &Paths, name: Option<String>, json: bool) -> Result<(), ClientError>
             );
             return Ok(());
         }
-        // "pid 12 uid 0 what", with "-" for what the daemon does not know.
+        // "on host pid 12 uid 0 what", with "-" for what the daemon does
+        // not know (the host is the node in cluster mode).
         let who = |i: &clinit::lock::HolderInfo| {
             let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             format!(
-                "pid {} uid {} {}",
+                "on {} pid {} uid {} {}",
+                i.host,
                 or_dash(i.pid.map(|p| p.to_string())),
                 or_dash(i.uid.map(|u| u.to_string())),
                 i.what
@@ -1005,6 +1007,15 @@ fn cluster_flags(cli: &Cli) -> clinit::cluster::ClusterFlags {
         node: cli.node.clone(),
         cluster: cli.cluster.clone(),
     }
+}
+
+/// Whether the local cltab (or `--etcd`) puts this node in cluster mode.
+fn cluster_mode(cli: &Cli) -> bool {
+    let cltab = cli
+        .cltab
+        .clone()
+        .unwrap_or_else(|| clinit::config::DEFAULT_CLTAB.into());
+    cli.etcd.is_some() || cltab::file_settings(&cltab).etcd.is_some()
 }
 
 /// The cluster as the local cltab (and the flags) configure it.
@@ -1278,7 +1289,9 @@ fn main() -> ExitCode {
                 wait: !*nowait,
                 timeout: timeout.map(secs),
                 ttl: ttl.map(secs),
-                no_start: *no_start,
+                // In cluster mode a lock is the cluster's: a standalone
+                // `clinit lockd` would grant it on this machine alone.
+                no_start: *no_start || cluster_mode(&cli),
                 command,
             };
             let code = clinit::lockcmd::run(&cp, &p, &args);

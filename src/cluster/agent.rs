@@ -384,7 +384,7 @@ async fn session(h: &ClusterHandle, shared: &Shared) -> Result<(), ClusterError>
 /// A watch's next response; an error ends the session when the watch
 /// failed, ended or was cancelled (compacted past it: a new session reads
 /// everything again).
-fn watched(
+pub(super) fn watched(
     cfg: &ClusterConfig,
     m: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
     what: &str,

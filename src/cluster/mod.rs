@@ -17,6 +17,7 @@
 //! `records/`, `owners/`) in the issues that build on this one.
 
 pub mod agent;
+pub mod locks;
 pub mod records;
 
 use crate::cltab::Settings;

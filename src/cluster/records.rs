@@ -28,8 +28,26 @@ pub struct EtcdRecords {
     container_max: u64,
 }
 
-fn encode(name: &str) -> String {
+pub(crate) fn encode(name: &str) -> String {
     name.replace('%', "%25").replace('/', "%2F")
+}
+
+/// The name [`encode`] made `enc` of (`None`: not made by it).
+pub(crate) fn decode(enc: &str) -> Option<String> {
+    let mut out = String::with_capacity(enc.len());
+    let mut rest = enc;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i..i + 3)?;
+        out.push(match code {
+            "%25" => '%',
+            "%2F" => '/',
+            _ => return None,
+        });
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 fn token_text(token: u64) -> String {
@@ -406,6 +424,11 @@ mod tests {
             assert_eq!(encode(name), want);
         }
         assert_ne!(encode("a/b"), encode("a%2Fb"));
+        for name in ["a/b", "a%2Fb", "%", "%%2F/", "plain", ""] {
+            assert_eq!(decode(&encode(name)).as_deref(), Some(name), "{name}");
+        }
+        assert_eq!(decode("a%2"), None);
+        assert_eq!(decode("a%41"), None);
         for t in [0u64, 7, 10, u64::MAX - 1] {
             assert!(token_text(t) < token_text(t + 1), "{t}");
             assert_eq!(token_text(t).len(), 20);

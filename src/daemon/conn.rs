@@ -67,6 +67,10 @@ pub(crate) struct Shared {
     pub peer_connections: Mutex<std::collections::HashMap<String, usize>>,
     /// The bytes of large frames each limited user is sending.
     pub frame_bytes: Arc<Mutex<std::collections::HashMap<u32, usize>>>,
+    /// Cluster mode: connections to close (they held a lock whose claim
+    /// was lost), and the bell their tasks listen for.
+    pub kicked: Mutex<std::collections::HashSet<u64>>,
+    pub kick_bell: Notify,
 }
 
 /// The limit settings (see the README's "Limits"), resolved.
@@ -91,6 +95,36 @@ impl Default for Limits {
             peer_locks_max: 1024,
             peer_leases_max: 64,
             peer_frame_bytes_max: 16 << 20,
+        }
+    }
+}
+
+impl Shared {
+    /// Close connection `conn` (cluster mode: its lock's claim was lost;
+    /// its client learns it by the connection closing).
+    pub fn kick(&self, conn: u64) {
+        self.kicked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(conn);
+        self.kick_bell.notify_waiters();
+    }
+
+    /// Until connection `conn` is kicked.
+    async fn kicked(&self, conn: u64) {
+        loop {
+            let bell = self.kick_bell.notified();
+            tokio::pin!(bell);
+            bell.as_mut().enable();
+            if self
+                .kicked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&conn)
+            {
+                return;
+            }
+            bell.await;
         }
     }
 }
@@ -237,6 +271,8 @@ impl Shared {
             cluster: None,
             peer_connections: Default::default(),
             frame_bytes: Default::default(),
+            kicked: Default::default(),
+            kick_bell: Default::default(),
         }
     }
 
@@ -596,8 +632,22 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
         }
     }
     let mut restored = shared.restored.subscribe();
+    let cluster = shared.cluster.is_some();
     loop {
-        let body = match c.next().await {
+        let next = if cluster {
+            // A lock of this connection may be lost with its claim: then
+            // the connection is closed (see Shared::kick).
+            tokio::select! {
+                r = c.next() => r,
+                _ = shared.kicked(conn) => {
+                    tracing::warn!("closing connection {conn}: a lock it held was lost with this node's claim");
+                    return;
+                }
+            }
+        } else {
+            c.next().await
+        };
+        let body = match next {
             Ok(b) => b,
             Err(proto::FrameError::Closed) => return,
             Err(e) => {
@@ -770,6 +820,13 @@ pub(crate) async fn closed(conn: u64, shared: &Shared) {
         locks.take_changes()
     };
     shared.events.push_all(changes.into_iter().map(Into::into));
+    if shared.cluster.is_some() {
+        shared
+            .kicked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&conn);
+    }
     shared.conns.fetch_sub(1, Ordering::SeqCst);
     let _ = shared.tx.send(Msg::Closed).await;
 }

@@ -383,15 +383,32 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         ))),
         None => Arc::new(Mutex::new(LocalRecords::with_quota(db, quota))),
     };
+    // Cluster mode: the lock service asks the lock agent for claims.
+    let (locks, lock_agent) = match &cluster {
+        Some(h) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let grace_ms = (h.cfg.lease_ttl.as_millis() as u64 / 4).max(1);
+            let l = LocalLocks::clustered(state.clone(), deadline_changed.clone(), tx, grace_ms);
+            (l.clone(), Some((h.cfg.clone(), l, rx)))
+        }
+        None => (
+            LocalLocks::shared(token_floor, state.clone(), deadline_changed.clone()),
+            None,
+        ),
+    };
     let shared = Arc::new(Shared {
         tx,
         conns: Default::default(),
         next_conn: 1.into(),
-        locks: LocalLocks::shared(token_floor, state.clone(), deadline_changed.clone()),
+        locks,
         records,
         events,
         policy,
-        host: crate::config::hostname().into(),
+        // In cluster mode a holder's host is its node.
+        host: match &cluster {
+            Some(h) => h.cfg.node.as_str().into(),
+            None => crate::config::hostname().into(),
+        },
         restored: watch::Sender::new(false),
         closing: watch::Sender::new(false),
         deadline_changed,
@@ -403,6 +420,8 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         peer_leases: Default::default(),
         peer_connections: Default::default(),
         frame_bytes: Default::default(),
+        kicked: Default::default(),
+        kick_bell: Default::default(),
         limits: conn::Limits::from_settings(settings),
     });
     let daemon = event_loop::Daemon::new(
@@ -415,13 +434,22 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
     );
     let result = rt.block_on(async {
         let agent = cluster.map(|h| tokio::spawn(crate::cluster::agent::run(h, shared.clone())));
+        let lock_agent = lock_agent.map(|(cfg, l, rx)| {
+            tokio::spawn(crate::cluster::locks::run(cfg, l, shared.clone(), rx))
+        });
         tokio::spawn(listen::accept_loop(listener, shared.clone()));
         let result = daemon.run(rx, goals, started).await;
         // The agent revokes the node's lease when the daemon closes: give
         // it a moment, so the others see the node gone at once.
         if let Some(agent) = agent {
             shared.closing.send_replace(true);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), agent).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                let _ = agent.await;
+                if let Some(l) = lock_agent {
+                    let _ = l.await;
+                }
+            })
+            .await;
         }
         result
     });

@@ -362,7 +362,8 @@ impl LocalLocks {
                     token,
                     grace_ms: self.cluster.as_ref().map(|c| c.grace_ms),
                 };
-                if token > self.persisted {
+                // Cluster tokens come from etcd, not from a reservation.
+                if token > self.persisted && self.cluster.is_none() {
                     self.deferred.push((req, token, reply));
                 } else {
                     self.answer(req, reply);

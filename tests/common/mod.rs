@@ -534,3 +534,81 @@ impl Drop for Etcd {
         self.stop();
     }
 }
+
+/// A TCP proxy on a free loopback port to `upstream` (a `host:port`), that
+/// a test can blackhole: from then on bytes in both directions are read
+/// and dropped (connections stay open, nothing is refused: a network that
+/// loses packets, not one that resets). Threads end with the test process.
+pub struct Proxy {
+    pub port: u16,
+    blackholed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str) -> Proxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let blackholed = Arc::new(AtomicBool::new(false));
+        let up = upstream.to_string();
+        let bh = blackholed.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { return };
+                let bh = bh.clone();
+                let up = up.clone();
+                std::thread::spawn(move || {
+                    let pipe = |mut from: std::net::TcpStream,
+                                mut to: Option<std::net::TcpStream>,
+                                bh: Arc<AtomicBool>| {
+                        use std::io::{Read, Write};
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if bh.load(Ordering::SeqCst) {
+                                continue;
+                            }
+                            if let Some(t) = &mut to
+                                && t.write_all(&buf[..n]).is_err()
+                            {
+                                break;
+                            }
+                        }
+                        if let Some(t) = to {
+                            let _ = t.shutdown(std::net::Shutdown::Write);
+                        }
+                    };
+                    if bh.load(Ordering::SeqCst) {
+                        // Accepted and never answered.
+                        pipe(client, None, bh);
+                        return;
+                    }
+                    let Ok(server) = std::net::TcpStream::connect(&up) else {
+                        return;
+                    };
+                    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                    let bh2 = bh.clone();
+                    std::thread::spawn(move || pipe(s2, Some(c2), bh2));
+                    pipe(client, Some(server), bh);
+                });
+            }
+        });
+        Proxy { port, blackholed }
+    }
+
+    /// Drop every byte from now on.
+    pub fn blackhole(&self) {
+        self.blackholed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Forward again.
+    pub fn heal(&self) {
+        self.blackholed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
