@@ -2,7 +2,8 @@
 //! in with `#[path = "common.rs"] mod common;`.
 
 use clinit::client::Client;
-use clinit::proto::Request;
+use clinit::lock::LockMode;
+use clinit::proto::{Reply, Request};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -42,6 +43,7 @@ pub fn median_cli_ms(n: usize, mut cmd: impl FnMut() -> Command) -> f64 {
 }
 
 /// Mean round trip, in µs, of `n` requests made by `req` on one connection.
+#[allow(dead_code)] // not every bench uses it
 pub fn round_trip_us(c: &mut Client, n: usize, req: impl Fn() -> Request) -> f64 {
     let t = Instant::now();
     for _ in 0..n {
@@ -53,6 +55,7 @@ pub fn round_trip_us(c: &mut Client, n: usize, req: impl Fn() -> Request) -> f64
 /// A raw UNIX-socket round trip between two threads (100 bytes each way,
 /// blocking reads), in µs: the floor under every request, measured in the
 /// same run because this figure moves with the machine's load.
+#[allow(dead_code)] // not every bench uses it
 pub fn raw_rtt_us() -> f64 {
     let (mut a, mut b) = UnixStream::pair().unwrap();
     let echo = std::thread::spawn(move || {
@@ -176,4 +179,42 @@ fn written(pid: u32) -> u64 {
                 .and_then(|v| v.trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Take lock `name` exclusively, waiting; its token.
+#[allow(dead_code)] // not every bench uses it
+pub fn acquire(c: &mut Client, name: &str) -> u64 {
+    match c
+        .request(Request::LockAcquire {
+            name: name.into(),
+            mode: LockMode::Exclusive,
+            wait: true,
+            timeout_ms: None,
+            lease: None,
+            what: "bench".into(),
+        })
+        .unwrap()
+    {
+        Reply::Granted { token, .. } => token,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Release lock `name`.
+#[allow(dead_code)] // not every bench uses it
+pub fn release(c: &mut Client, name: &str) {
+    c.request(Request::LockRelease {
+        name: name.into(),
+        lease: None,
+    })
+    .unwrap();
+}
+
+/// The `p` quantile of `sorted` (NaN when empty).
+#[allow(dead_code)] // not every bench uses it
+pub fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }

@@ -19,7 +19,7 @@ Measures (see bench/README-locks.md for what each number means):
   flock.one                 1 process: fcntl.flock(fd, LOCK_EX); LOCK_UN loop
   flock.eight_one_name      8 processes, each its own open() of one file
   flock.eight_names         8 processes, 8 files
-  etcd.one / eight_one_name / eight_names
+  etcd.one / eight_one_name / eight_names / two_one_name (2 clients, one name)
                             v3 Lock + Unlock RPCs through etcd's gRPC JSON
                             gateway (POST /v3/lock/lock, /v3/lock/unlock) on
                             a keep-alive HTTP/1.1 connection per client, each
@@ -514,7 +514,8 @@ def death_to_grant(ctl, port):
 
 
 def bench_etcd(d, seconds, use_cache):
-    out = {"one": None, "eight_one_name": None, "eight_names": None, "cli_ms": None,
+    out = {"one": None, "eight_one_name": None, "eight_names": None, "two_one_name": None,
+           "cli_ms": None,
            "death_to_grant_s": None, "death_to_grant_samples_s": None,
            "holder_held_s": None,
            "lease_ttl_s": HOLDER_TTL_S, "session_lease_ttl_s": SESSION_TTL_S,
@@ -541,6 +542,8 @@ def bench_etcd(d, seconds, use_cache):
                                         ["shared"] * CLIENTS, seconds)
         out["eight_names"] = measure("etcd.eight_names", etcd_run, p,
                                      [f"name{i}" for i in range(CLIENTS)], seconds)
+        out["two_one_name"] = measure("etcd.two_one_name", etcd_run, p,
+                                      ["pair"] * 2, seconds)
         out["cli_ms"] = measure("etcd.cli_ms", etcdctl_cli_ms, ctl, p)
         r = measure("etcd.death_to_grant_s", death_to_grant, ctl, p)
         if r is not None:

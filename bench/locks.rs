@@ -14,7 +14,6 @@
 //! - one request's round trip, for scale: a ping (through the event loop)
 //!   and a locks listing (served by the connection task).
 
-use clinit::client::Client;
 use clinit::lock::LockMode;
 use clinit::proto::{Reply, Request};
 use std::path::{Path, PathBuf};
@@ -25,46 +24,15 @@ use std::time::{Duration, Instant};
 #[path = "common.rs"]
 mod common;
 use common::{
-    Subscribers, bin, connect, median, median_cli_ms, raw_rtt_us, round_trip_us, shutdown,
+    Subscribers, acquire, bin, connect, median, median_cli_ms, pct, raw_rtt_us, release,
+    round_trip_us, shutdown,
 };
-
-fn acquire(c: &mut Client, name: &str) -> u64 {
-    match c
-        .request(Request::LockAcquire {
-            name: name.into(),
-            mode: LockMode::Exclusive,
-            wait: true,
-            timeout_ms: None,
-            lease: None,
-            what: "bench".into(),
-        })
-        .unwrap()
-    {
-        Reply::Granted { token, .. } => token,
-        other => panic!("{other:?}"),
-    }
-}
-
-fn release(c: &mut Client, name: &str) {
-    c.request(Request::LockRelease {
-        name: name.into(),
-        lease: None,
-    })
-    .unwrap();
-}
 
 struct Throughput {
     ops_s: f64,
     p50_ms: f64,
     p99_ms: f64,
     clients: usize,
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// The entry for latencies `lat` (ms, one per acquire+release) of `clients`

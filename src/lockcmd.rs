@@ -230,17 +230,24 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
         Ok(fd) => fd,
         Err(e) => return fail(format!("pidfd_open: {e}"), 1),
     };
-    let renew_every = a.ttl.map(|t| (t / 3).max(Duration::from_millis(50)));
-    let mut next_renew = renew_every.map(|d| Instant::now() + d);
-    let mut lost: Option<String> = None;
-    let mut lost_deadline: Option<(Instant, bool)> = None;
     // In cluster mode the daemon says how soon a lost lock may be another
     // node's: the command is stopped within that.
     let grace = grace_ms.map_or(LOST_GRACE, |ms| Duration::from_millis(ms).min(LOST_GRACE));
+    let renew_every = a.ttl.map(|t| (t / 3).max(Duration::from_millis(50)));
+    let mut next_renew = renew_every.map(|d| Instant::now() + d);
+    // Cluster mode: a daemon that stops answering (frozen) cannot close our
+    // connection when its claim is lost, so it is asked every 0.4 grace
+    // (lease_ttl/10) whether it still serves, answering within as long:
+    // silent, the command is stopped as for a lost lock, still before the
+    // lease can expire (see docs/architecture.md, "Cluster locks").
+    let probe_every = grace_ms.map(|_| (grace * 2 / 5).max(Duration::from_millis(20)));
+    let mut next_probe = probe_every.map(|d| Instant::now() + d);
+    let mut lost: Option<String> = None;
+    let mut lost_deadline: Option<(Instant, bool)> = None;
 
     let status = loop {
         let now = Instant::now();
-        let wake = [next_renew, lost_deadline.map(|d| d.0)]
+        let wake = [next_renew, next_probe, lost_deadline.map(|d| d.0)]
             .into_iter()
             .flatten()
             .min();
@@ -289,6 +296,25 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
                 Ok(_) | Err(_) => lost = Some("its lease could not be renewed".into()),
             }
         }
+        if lost.is_none()
+            && let (Some(at), Some(every)) = (next_probe, probe_every)
+            && Instant::now() >= at
+        {
+            c.set_timeout(every);
+            match c.request(Request::Locks {
+                name: Some(a.name.to_string()),
+                after: None,
+            }) {
+                Ok(_) => next_probe = Some(Instant::now() + every),
+                Err(_) => {
+                    lost = Some(format!(
+                        "the lock service did not answer within {} s",
+                        every.as_secs_f64()
+                    ))
+                }
+            }
+            c.set_timeout(Duration::from_secs(10));
+        }
         if let Some(why) = &lost {
             match lost_deadline {
                 None => {
@@ -300,6 +326,7 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
                     lost_deadline = Some((Instant::now() + grace, false));
                     next_renew = None;
+                    next_probe = None;
                 }
                 Some((at, false)) if Instant::now() >= at => {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);

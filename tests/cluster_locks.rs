@@ -191,6 +191,43 @@ fn a_holder_node_killed_gives_its_locks_to_another_node_after_its_lease() {
     assert!(t2 > t1, "{t2} after {t1}");
 }
 
+/// n1 holds "vol" with a command deaf to SIGTERM (only the SIGKILL after
+/// the grace stops it); n2 waits for "vol" with a command that records in
+/// `b.seen` whether n1's command still ran when n2 was granted the lock.
+fn deaf_holder_and_waiter(n1: &Daemon, n2: &Daemon) -> (Child, Child) {
+    let a = lock_bg(
+        n1,
+        "a",
+        &[
+            "vol",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; echo $$ > a.pid; echo $CLINIT_LOCK_TOKEN > a.token; exec sleep 1000",
+        ],
+    );
+    n1.wait_until("n1 holds vol", || !n1.read("a.token").is_empty());
+    let pid = n1.read("a.pid").trim().to_string();
+    let check = format!(
+        "if kill -0 {pid} 2>/dev/null; then echo alive; else echo stopped; fi > b.seen; echo $CLINIT_LOCK_TOKEN > b.token"
+    );
+    let b = lock_bg(n2, "b", &["vol", "--", "sh", "-c", &check]);
+    n2.wait_until("n2 waits behind n1", || {
+        holders(n2, "vol").iter().any(|(h, _)| h == "n1")
+    });
+    (a, b)
+}
+
+/// n1 takes "vol" again after n2: a higher token than n2's.
+fn takes_part_again(n1: &Daemon, n2: &Daemon) {
+    let t: u64 = n1
+        .ok(&["lock", "vol", "--", "sh", "-c", "echo $CLINIT_LOCK_TOKEN"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(t > token_in(n2, "b.token"));
+}
+
 #[test]
 fn a_node_cut_off_from_etcd_stops_its_lock_command_before_another_node_is_granted() {
     let etcd = Etcd::start_members(3);
@@ -205,29 +242,7 @@ fn a_node_cut_off_from_etcd_stops_its_lock_command_before_another_node_is_grante
     // n1 reaches etcd only through the proxy.
     let n1 = node(&format!("http://127.0.0.1:{}", proxy.port), "n1", 4);
     let n2 = node(&etcd.url, "n2", 4);
-    let mut a = lock_bg(
-        &n1,
-        "a",
-        &[
-            "vol",
-            "--",
-            "sh",
-            "-c",
-            // Deaf to SIGTERM: only the SIGKILL after the grace stops it.
-            "trap '' TERM; echo $$ > a.pid; echo $CLINIT_LOCK_TOKEN > a.token; exec sleep 1000",
-        ],
-    );
-    n1.wait_until("n1 holds vol", || !n1.read("a.token").is_empty());
-    let pid = n1.read("a.pid").trim().to_string();
-    // n2's command records whether n1's command still ran when it was
-    // granted the lock.
-    let check = format!(
-        "if kill -0 {pid} 2>/dev/null; then echo alive; else echo stopped; fi > b.seen; echo $CLINIT_LOCK_TOKEN > b.token"
-    );
-    let mut b = lock_bg(&n2, "b", &["vol", "--", "sh", "-c", &check]);
-    n2.wait_until("n2 waits behind n1", || {
-        holders(&n2, "vol").iter().any(|(h, _)| h == "n1")
-    });
+    let (mut a, mut b) = deaf_holder_and_waiter(&n1, &n2);
     proxy.blackhole();
     assert_eq!(wait_exit(&mut a, "n1's lock command").code(), Some(76));
     let err = n1.read("a.err");
@@ -243,10 +258,25 @@ fn a_node_cut_off_from_etcd_stops_its_lock_command_before_another_node_is_grante
     // Healed, n1 takes part again: it gets the lock after n2, with a
     // higher token.
     proxy.heal();
-    let t: u64 = n1
-        .ok(&["lock", "vol", "--", "sh", "-c", "echo $CLINIT_LOCK_TOKEN"])
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(t > token_in(&n2, "b.token"));
+    takes_part_again(&n1, &n2);
+}
+
+#[test]
+fn a_frozen_daemon_lets_its_lock_command_stop_before_another_node_is_granted() {
+    let etcd = Etcd::start();
+    let n1 = node(&etcd.url, "n1", 4);
+    let n2 = node(&etcd.url, "n2", 4);
+    let (mut a, mut b) = deaf_holder_and_waiter(&n1, &n2);
+    // n1's daemon freezes: it renews nothing and closes no connection.
+    let daemon = nix::unistd::Pid::from_raw(n1.child.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(daemon, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let code = wait_exit(&mut a, "n1's lock command").code();
+    let err = n1.read("a.err");
+    assert_eq!(code, Some(76), "{err}");
+    assert!(err.contains("the lock service did not answer"), "{err}");
+    assert!(wait_exit(&mut b, "n2's lock command").success());
+    assert_eq!(n2.read("b.seen").trim(), "stopped");
+    nix::sys::signal::kill(daemon, nix::sys::signal::Signal::SIGCONT).unwrap();
+    // Thawed, n1 finds its claims lost and takes part again.
+    takes_part_again(&n1, &n2);
 }
