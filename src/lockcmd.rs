@@ -291,10 +291,16 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
             && let (Some(at), Some(lease), Some(every)) = (next_renew, lease, renew_every)
             && Instant::now() >= at
         {
+            // In cluster mode a frozen daemon must not hold this up longer
+            // than the probe would (see below).
+            if let Some(p) = probe_every {
+                c.set_timeout(p);
+            }
             match c.request(Request::LeaseRenew { lease }) {
                 Ok(Reply::Lease { .. }) => next_renew = Some(Instant::now() + every),
                 Ok(_) | Err(_) => lost = Some("its lease could not be renewed".into()),
             }
+            c.set_timeout(Duration::from_secs(10));
         }
         if lost.is_none()
             && let (Some(at), Some(every)) = (next_probe, probe_every)

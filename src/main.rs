@@ -184,7 +184,10 @@ enum Cmd {
     /// clinit lock [--shared] [--nowait | --timeout SECS] [--ttl SECS] NAME
     /// -- COMMAND... Exits with the command's status; 75 when the lock cannot
     /// be had, 76 when it was lost while the command ran (the command is
-    /// stopped), 69 when no lock service can be reached or started.
+    /// stopped), 69 when no lock service can be reached or started. In
+    /// cluster mode the lock is the cluster's: it excludes holders on every
+    /// node, and the command is stopped before another node can be granted
+    /// it if this node loses etcd or its daemon stops answering.
     Lock {
         /// Take a shared lock (default: exclusive).
         #[arg(long)]
@@ -198,7 +201,8 @@ enum Cmd {
         /// Hold the lock through a lease renewed every TTL/3 (TTL seconds).
         #[arg(long, value_name = "SECS")]
         ttl: Option<f64>,
-        /// Do not start `clinit lockd` when no lock service answers.
+        /// Do not start `clinit lockd` when no lock service answers (never
+        /// started in cluster mode).
         #[arg(long)]
         no_start: bool,
         /// The lock's container name.

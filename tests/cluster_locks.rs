@@ -280,3 +280,24 @@ fn a_frozen_daemon_lets_its_lock_command_stop_before_another_node_is_granted() {
     // Thawed, n1 finds its claims lost and takes part again.
     takes_part_again(&n1, &n2);
 }
+
+#[test]
+fn a_node_cut_off_briefly_still_stops_its_lock_command_before_another_node_is_granted() {
+    // Cut off just long enough to lose its claims, then healed at once:
+    // the node must not hand its locks over (by revoking its old lease)
+    // before its lock commands are stopped.
+    let etcd = Etcd::start();
+    let proxy = Proxy::start(etcd.url.trim_start_matches("http://"));
+    let n1 = node(&format!("http://127.0.0.1:{}", proxy.port), "n1", 4);
+    let n2 = node(&etcd.url, "n2", 4);
+    let (mut a, mut b) = deaf_holder_and_waiter(&n1, &n2);
+    proxy.blackhole();
+    n1.wait_until("n1's lock command hears its lock is lost", || {
+        n1.read("a.err").contains("lost lock vol")
+    });
+    proxy.heal();
+    assert_eq!(wait_exit(&mut a, "n1's lock command").code(), Some(76));
+    assert!(wait_exit(&mut b, "n2's lock command").success());
+    assert_eq!(n2.read("b.seen").trim(), "stopped");
+    takes_part_again(&n1, &n2);
+}

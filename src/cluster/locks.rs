@@ -174,8 +174,32 @@ async fn closed(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|c| *c).await.map(|_| ());
 }
 
+/// The lock agent, watched: if it ever fails (a panic), every claim is
+/// treated as lost and no lock is claimed again (claims then fail at
+/// once), rather than granting on claims nobody keeps alive.
+pub(crate) async fn guarded(
+    cfg: ClusterConfig,
+    locks: Arc<Mutex<LocalLocks>>,
+    shared: Arc<Shared>,
+    cmds: mpsc::UnboundedReceiver<ClaimCmd>,
+) {
+    let ctx = Ctx {
+        cfg: cfg.clone(),
+        locks: locks.clone(),
+        shared: shared.clone(),
+    };
+    if let Err(e) = tokio::spawn(run(cfg, locks, shared, cmds)).await
+        && e.is_panic()
+    {
+        tracing::error!(
+            "cluster locks: the lock agent failed ({e}); every claim of this node is given up and no lock is granted until the daemon is restarted"
+        );
+        ctx.step(LockEvent::ClusterLost);
+    }
+}
+
 /// The lock agent: runs until the daemon closes.
-pub(crate) async fn run(
+async fn run(
     cfg: ClusterConfig,
     locks: Arc<Mutex<LocalLocks>>,
     shared: Arc<Shared>,
@@ -183,13 +207,24 @@ pub(crate) async fn run(
 ) {
     let ctx = Ctx { cfg, locks, shared };
     let mut closing = ctx.shared.closing.subscribe();
-    let mut old_lease: Option<i64> = None;
+    let mut old_lease: Option<OldLease> = None;
     let mut delay = Duration::from_millis(200);
     let mut said: Option<String> = None;
     loop {
+        let began = Instant::now();
         let outcome = session(&ctx, &mut cmds, &mut old_lease, &mut closing).await;
-        // Whatever the session held may be gone.
+        // Whatever the session held may be gone: the holders' connections
+        // are closed now, and their commands are stopped within the grace.
         ctx.step(LockEvent::ClusterLost);
+        if let Some(old) = &mut old_lease {
+            old.safe_after = Instant::now() + grace(&ctx.cfg) + Duration::from_millis(500);
+        }
+        if began.elapsed() > Duration::from_secs(10) {
+            // It had worked for a while: a new outage is said and retried
+            // quickly again.
+            said = None;
+            delay = Duration::from_millis(200);
+        }
         ctx.locks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -219,10 +254,21 @@ pub(crate) async fn run(
             }
         }
         delay = (delay * 2).min(Duration::from_secs(2));
-        if said.is_none() {
-            delay = Duration::from_millis(200);
-        }
     }
+}
+
+/// The lease of an ended session, and when revoking it is safe: once the
+/// commands of the holders it had are stopped (a revoke deletes its keys
+/// at once, and another node may be granted their locks).
+struct OldLease {
+    id: i64,
+    safe_after: Instant,
+}
+
+/// How soon a holder whose connection the daemon closed stops: `grace_ms`
+/// of its grants.
+pub fn grace(cfg: &ClusterConfig) -> Duration {
+    (cfg.lease_ttl / 4).max(Duration::from_millis(1))
 }
 
 /// One connected stretch with one lease: until etcd fails or the deadline
@@ -230,7 +276,7 @@ pub(crate) async fn run(
 async fn session(
     ctx: &Ctx,
     cmds: &mut mpsc::UnboundedReceiver<ClaimCmd>,
-    old_lease: &mut Option<i64>,
+    old_lease: &mut Option<OldLease>,
     closing: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ClusterError> {
     use etcd_client::{EventType, GetOptions, WatchOptions};
@@ -238,19 +284,27 @@ async fn session(
     let err = |e: etcd_client::Error| cfg.unreachable(e);
     let ttl = cfg.lease_ttl.max(Duration::from_secs(1));
     let mut c = cfg.connect().await?;
-    if let Some(old) = *old_lease {
-        // Its keys go now rather than at its expiry.
-        if c.lease_revoke(old).await.is_ok() {
-            *old_lease = None;
-        }
+    if let Some(old) = old_lease.take() {
+        // Its keys go rather than wait for its expiry, but only once the
+        // commands of its holders are stopped.
+        let mut c2 = c.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(old.safe_after).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), c2.lease_revoke(old.id)).await;
+        });
     }
     let sent = Instant::now();
+    // Whole seconds, rounded up: the lease lasts at least the TTL the
+    // deadline and the grace are computed from.
     let lease = c
-        .lease_grant(ttl.as_secs() as i64, None)
+        .lease_grant(ttl.as_millis().div_ceil(1000) as i64, None)
         .await
         .map_err(err)?
         .id();
-    *old_lease = Some(lease);
+    *old_lease = Some(OldLease {
+        id: lease,
+        safe_after: Instant::now(),
+    });
     let mut deadline = sent + ttl / 2;
     let (mut keeper, mut alive) = c.lease_keep_alive(lease).await.map_err(err)?;
     let prefix = locks_prefix(cfg);
@@ -375,8 +429,22 @@ async fn session(
                 }
             }
             _ = closed(closing) => {
-                // Gone at once for the others, not after the TTL.
-                let _ = tokio::time::timeout(Duration::from_secs(1), c.lease_revoke(lease)).await;
+                // Gone at once for the others, not after the TTL; but while
+                // a client holds a lock here its command may run for the
+                // grace after this daemon is gone: then the lease expires.
+                let held = ctx
+                    .locks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .has_local_holders();
+                if held {
+                    tracing::info!(
+                        "cluster locks: locks are held on this node; its claims in etcd end with their lease, {} s after its last keep-alive",
+                        ttl.as_secs_f64()
+                    );
+                } else {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), c.lease_revoke(lease)).await;
+                }
                 *old_lease = None;
                 return Ok(());
             }

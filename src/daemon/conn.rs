@@ -715,10 +715,22 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
                     crate::store::Pending::Ready(r) => r,
                     // A lock that waits: notice meanwhile when the client
                     // goes away, so its locks and waits are dropped.
-                    crate::store::Pending::Later(rx) => match c.await_reply(rx).await {
-                        Some(r) => r,
-                        None => return,
-                    },
+                    crate::store::Pending::Later(rx) => {
+                        let r = if cluster {
+                            // Another lock of this connection may be lost
+                            // meanwhile (see Shared::kick).
+                            tokio::select! {
+                                r = c.await_reply(rx) => r,
+                                _ = shared.kicked(conn) => None,
+                            }
+                        } else {
+                            c.await_reply(rx).await
+                        };
+                        match r {
+                            Some(r) => r,
+                            None => return,
+                        }
+                    }
                 }
             }
             Target::Locks { name, after } => {

@@ -387,7 +387,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
     let (locks, lock_agent) = match &cluster {
         Some(h) => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let grace_ms = (h.cfg.lease_ttl.as_millis() as u64 / 4).max(1);
+            let grace_ms = crate::cluster::locks::grace(&h.cfg).as_millis() as u64;
             let l = LocalLocks::clustered(state.clone(), deadline_changed.clone(), tx, grace_ms);
             (l.clone(), Some((h.cfg.clone(), l, rx)))
         }
@@ -435,7 +435,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
     let result = rt.block_on(async {
         let agent = cluster.map(|h| tokio::spawn(crate::cluster::agent::run(h, shared.clone())));
         let lock_agent = lock_agent.map(|(cfg, l, rx)| {
-            tokio::spawn(crate::cluster::locks::run(cfg, l, shared.clone(), rx))
+            tokio::spawn(crate::cluster::locks::guarded(cfg, l, shared.clone(), rx))
         });
         tokio::spawn(listen::accept_loop(listener, shared.clone()));
         let result = daemon.run(rx, goals, started).await;

@@ -864,9 +864,13 @@ impl LockManager {
             .sum()
     }
 
-    /// The connection that created `lease`, while it is open.
-    pub fn lease_creator(&self, lease: Holder) -> Option<Holder> {
-        self.leases.get(&lease).and_then(|l| l.creator)
+    /// Each live lease with the connection that created it, while that is
+    /// open.
+    pub fn lease_creators(&self) -> HashMap<Holder, Holder> {
+        self.leases
+            .iter()
+            .filter_map(|(&lease, l)| l.creator.map(|c| (lease, c)))
+            .collect()
     }
 
     /// Whether `lease` is live.
@@ -914,7 +918,13 @@ impl LockManager {
             && cluster
             && c.queue.is_empty()
             && c.compatible(w.mode)
-            && !matches!(c.claim, Claim::Queued { .. })
+            && match c.claim {
+                Claim::None | Claim::Asked { .. } => true,
+                // A claim of the wrong mode, or one another node waits
+                // for, is asked anew only once no local holder is left.
+                Claim::Held { .. } => c.holders.is_empty(),
+                Claim::Queued { .. } => false,
+            }
         {
             // Whether another node holds it is known once the claim is
             // answered: wait for that, not for the lock.
@@ -1371,6 +1381,7 @@ impl LockManager {
     /// locks, waiters wait for a new claim.
     fn cluster_lost(&mut self, unix: i64, out: &mut Vec<LockEffect>) {
         let mut touched = BTreeSet::new();
+        let mut lost_leases = BTreeSet::new();
         let names: Vec<String> = self.containers.keys().cloned().collect();
         for name in names {
             let Some(c) = self.containers.get_mut(&name) else {
@@ -1378,6 +1389,7 @@ impl LockManager {
             };
             c.claim = Claim::None;
             let holders: Vec<Holder> = c.holders.keys().copied().collect();
+            lost_leases.extend(holders.iter().filter(|h| self.leases.contains_key(h)));
             for holder in holders {
                 if let Some(o) = self.owners.get_mut(&holder) {
                     o.held.remove(&name);
@@ -1390,6 +1402,11 @@ impl LockManager {
             // Requests that do not wait hear now rather than later.
             self.fail_tries(&name, Some(LockError::Unreachable), out);
             touched.insert(name);
+        }
+        // A lease that held a lock ends with it: its client learns it at
+        // its next renewal, even from another connection.
+        for lease in lost_leases {
+            self.end_lease(lease, LostWhy::ClaimLost, unix, out);
         }
         // Claims asked again go to the agent, which answers them once
         // etcd does (or fails them at once while it cannot).

@@ -143,6 +143,12 @@ pub struct ClusterLink {
     pub kicks: Vec<u64>,
     /// Other nodes' claims, by lock name, for the locks view.
     pub remote: std::collections::BTreeMap<String, Vec<GrantInfo>>,
+    /// While a lost session is stepped: each lease's creator (the lease
+    /// ends in that step, and its creator's connection is closed).
+    creators: HashMap<u64, u64>,
+    /// Claims the lock agent can no longer take (it is gone): answered
+    /// as failed within the same step.
+    failed: Vec<LockEvent>,
 }
 
 impl LocalLocks {
@@ -190,6 +196,8 @@ impl LocalLocks {
                 grace_ms,
                 kicks: Vec::new(),
                 remote: Default::default(),
+                creators: HashMap::new(),
+                failed: Vec::new(),
             });
         }
         shared
@@ -198,7 +206,24 @@ impl LocalLocks {
     /// Cluster mode: what the lock agent learnt (a claim granted, queued,
     /// failed or contended; etcd lost or back).
     pub fn cluster_event(&mut self, ev: LockEvent) {
+        if ev == LockEvent::ClusterLost
+            && let Some(c) = &mut self.cluster
+        {
+            c.creators = self.manager.lease_creators();
+        }
         self.step(ev, Instant::now());
+        if let Some(c) = &mut self.cluster {
+            c.creators.clear();
+        }
+    }
+
+    /// Cluster mode: whether a client of this node holds a lock.
+    pub fn has_local_holders(&self) -> bool {
+        !self
+            .manager
+            .status(None)
+            .iter()
+            .all(|c| c.holders.is_empty())
     }
 
     /// Cluster mode: the connections to close (see [`ClusterLink::kicks`]).
@@ -269,6 +294,10 @@ impl LocalLocks {
                 next = Some(LockEvent::ReserveFailed {
                     persisted: self.persisted,
                 });
+            } else if let Some(c) = &mut self.cluster
+                && !c.failed.is_empty()
+            {
+                next = Some(c.failed.remove(0));
             }
         }
     }
@@ -399,7 +428,7 @@ impl LocalLocks {
                     // Its client learns it by its connection closing (a
                     // lease's, by its creator's).
                     let conn = if grant.holder >> 63 == 1 {
-                        self.manager.lease_creator(grant.holder)
+                        c.creators.get(&grant.holder).copied()
                     } else {
                         Some(grant.holder)
                     };
@@ -435,8 +464,17 @@ impl LocalLocks {
                 self.answer(req, Reply::Lease { lease, ttl_ms })
             }
             LockEffect::Claim { id, name, mode } => {
-                if let Some(c) = &self.cluster {
-                    let _ = c.claims.send(ClaimCmd::Claim { id, name, mode });
+                if let Some(c) = &mut self.cluster
+                    && c.claims
+                        .send(ClaimCmd::Claim {
+                            id,
+                            name: name.clone(),
+                            mode,
+                        })
+                        .is_err()
+                {
+                    // The lock agent is gone: nothing is claimed again.
+                    c.failed.push(LockEvent::ClaimFailed { id, name });
                 }
             }
             LockEffect::Unclaim { id, name } => {

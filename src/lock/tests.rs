@@ -1308,6 +1308,32 @@ fn cluster_claims() {
     );
     run_on(
         Sim::clustered(),
+        "a request that does not wait, under a claim another node waits for: BUSY at once",
+        vec![
+            (0, E::Acq(1, 1, "a", S), vec!["claim c1 a S"]),
+            (1, E::Claimed(1, "a", 5), vec!["granted r1 h1 a S t5242881"]),
+            (2, E::Contended(1, "a"), vec![]),
+            (3, E::Try(2, 2, "a", S), vec!["busy r2 a [1]"]),
+            (4, E::Try(3, 2, "a", X), vec!["busy r3 a [1]"]),
+        ],
+    );
+    run_on(
+        Sim::clustered(),
+        "a lease that held a lock whose claim was lost ends: its next renewal fails",
+        vec![
+            (0, E::Lease(1, 100, 60_000, 1), vec!["lease r1 L100 @60000"]),
+            (1, E::AcqL(2, 1, 100, "a", X), vec!["claim c1 a X"]),
+            (
+                2,
+                E::Claimed(1, "a", 5),
+                vec!["granted r2 h100 a X t5242881"],
+            ),
+            (3, E::ClusterLost, vec!["lost a h100 t5242881 claimlost"]),
+            (4, E::Renew(3, 100), vec!["failed r3 SYNCH_ERR"]),
+        ],
+    );
+    run_on(
+        Sim::clustered(),
         "a waiter's deadline while the claim is asked: TIMEOUT, and the claim given up",
         vec![
             (0, E::Until(1, 1, "a", X, 100), vec!["claim c1 a X"]),
