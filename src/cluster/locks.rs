@@ -355,6 +355,7 @@ async fn session(
     ctx.step(LockEvent::ClusterBack);
 
     let mut pending_alive: VecDeque<Instant> = VecDeque::new();
+    let mut in_flight: Option<InFlight> = None;
     let mut tick = tokio::time::interval(ttl / 3);
     tick.tick().await;
     loop {
@@ -380,19 +381,19 @@ async fn session(
                 }
                 _ => return Err(cfg.unreachable("the lock lease expired")),
             },
-            cmd = cmds.recv() => {
+            // One request at a time, in the manager's order; while it is in
+            // flight the watch waits too (a claim's answer replaces its
+            // lock's keys as of its revision: events after that revision
+            // must be applied after it, not before).
+            cmd = cmds.recv(), if in_flight.is_none() => {
                 let Some(cmd) = cmd else { return Ok(()) };
-                let done = tokio::time::timeout_at(
-                    deadline,
-                    command(ctx, &mut c, lease, cmd, &mut view, &mut as_of, &mut mine),
-                )
-                .await;
-                match done {
-                    Ok(r) => r?,
-                    Err(_) => return Err(cfg.unreachable("etcd did not answer a lock claim in time")),
-                }
+                in_flight = send(cfg, c.clone(), lease, cmd, &mut mine);
             }
-            m = watch.message() => {
+            sent = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                in_flight = None;
+                claimed(ctx, lease, sent.map_err(err)?, &mut view, &mut as_of, &mut mine)?;
+            }
+            m = watch.message(), if in_flight.is_none() => {
                 let resp = super::agent::watched(cfg, m, "the cluster's locks")?;
                 let mut touched = Vec::new();
                 for ev in resp.events() {
@@ -453,27 +454,43 @@ async fn session(
 }
 
 /// Perform one request of the lock manager.
-async fn command(
-    ctx: &Ctx,
-    c: &mut etcd_client::Client,
+/// What a request of the lock manager sent to etcd, and etcd's answer.
+enum Sent {
+    Unclaimed,
+    Claimed {
+        id: u64,
+        name: String,
+        mode: LockMode,
+        key: String,
+        resp: etcd_client::TxnResponse,
+    },
+}
+
+/// A request in flight: the keep-alives, acknowledgements and the
+/// deadline go on meanwhile; the watch waits (see [`session`]).
+type InFlight =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Sent, etcd_client::Error>> + Send>>;
+
+/// Send one request of the lock manager to etcd (on its own handle of
+/// the connection). An Unclaim forgets the claim at once.
+fn send(
+    cfg: &ClusterConfig,
+    mut c: etcd_client::Client,
     lease: i64,
     cmd: ClaimCmd,
-    view: &mut HashMap<String, BTreeMap<i64, Key>>,
-    as_of: &mut HashMap<String, i64>,
     mine: &mut HashMap<String, Mine>,
-) -> Result<(), ClusterError> {
-    use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
-    let cfg = &ctx.cfg;
-    let err = |e: etcd_client::Error| cfg.unreachable(e);
+) -> Option<InFlight> {
+    use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
     match cmd {
         ClaimCmd::Unclaim { id, name } => {
-            if let Some(m) = mine.get(&name)
-                && m.id == id
-            {
-                let m = mine.remove(&name).expect("looked up");
-                c.delete(m.key, None).await.map_err(err)?;
+            let m = mine.remove(&name)?;
+            if m.id != id {
+                mine.insert(name, m);
+                return None;
             }
-            Ok(())
+            Some(Box::pin(async move {
+                c.delete(m.key, None).await.map(|_| Sent::Unclaimed)
+            }))
         }
         ClaimCmd::Claim { id, name, mode } => {
             let prefix = lock_prefix(cfg, &name);
@@ -491,53 +508,85 @@ async fn command(
                         serde_json::to_vec(&value).unwrap_or_default(),
                         Some(PutOptions::new().with_lease(lease)),
                     ),
-                    TxnOp::get(prefix.clone(), Some(GetOptions::new().with_prefix())),
+                    TxnOp::get(prefix, Some(GetOptions::new().with_prefix())),
                 ]);
-            let resp = c.txn(txn).await.map_err(err)?;
-            if !resp.succeeded() {
-                // A key of this lease for this lock is left over from a
-                // claim the manager gave up (its delete failed): the
-                // session starts again, with a new lease.
-                return Err(cfg.unreachable(format!(
-                    "lock {name}: a claim key of this node's lease is left over"
-                )));
-            }
-            let rev = resp.header().map_or(0, |h| h.revision());
-            let mut keys = BTreeMap::new();
-            for op in resp.op_responses() {
-                if let TxnOpResponse::Get(g) = op {
-                    for kv in g.kvs() {
-                        if let (Some((_, l)), Ok(value)) = (
-                            parse_key(&locks_prefix(cfg), kv.key()),
-                            serde_json::from_slice::<ClaimValue>(kv.value()),
-                        ) {
-                            keys.insert(
-                                kv.create_revision(),
-                                Key {
-                                    key: String::from_utf8_lossy(kv.key()).into_owned(),
-                                    lease: l,
-                                    value,
-                                },
-                            );
-                        }
-                    }
-                }
-            }
-            view.insert(name.clone(), keys);
-            as_of.insert(name.clone(), rev);
-            mine.insert(
-                name.clone(),
-                Mine {
+            Some(Box::pin(async move {
+                let resp = c.txn(txn).await?;
+                Ok(Sent::Claimed {
                     id,
-                    key,
-                    create_rev: rev,
+                    name,
                     mode,
-                    told: Told::Nothing,
-                },
-            );
-            evaluate(ctx, &name, view, mine, lease)
+                    key,
+                    resp,
+                })
+            }))
         }
     }
+}
+
+/// etcd answered a claim: the lock's keys as of the claim's revision.
+fn claimed(
+    ctx: &Ctx,
+    lease: i64,
+    sent: Sent,
+    view: &mut HashMap<String, BTreeMap<i64, Key>>,
+    as_of: &mut HashMap<String, i64>,
+    mine: &mut HashMap<String, Mine>,
+) -> Result<(), ClusterError> {
+    use etcd_client::TxnOpResponse;
+    let cfg = &ctx.cfg;
+    let Sent::Claimed {
+        id,
+        name,
+        mode,
+        key,
+        resp,
+    } = sent
+    else {
+        return Ok(());
+    };
+    if !resp.succeeded() {
+        // A key of this lease for this lock is left over from a claim the
+        // manager gave up (its delete failed): the session starts again,
+        // with a new lease.
+        return Err(cfg.unreachable(format!(
+            "lock {name}: a claim key of this node's lease is left over"
+        )));
+    }
+    let rev = resp.header().map_or(0, |h| h.revision());
+    let mut keys = BTreeMap::new();
+    for op in resp.op_responses() {
+        if let TxnOpResponse::Get(g) = op {
+            for kv in g.kvs() {
+                if let (Some((_, l)), Ok(value)) = (
+                    parse_key(&locks_prefix(cfg), kv.key()),
+                    serde_json::from_slice::<ClaimValue>(kv.value()),
+                ) {
+                    keys.insert(
+                        kv.create_revision(),
+                        Key {
+                            key: String::from_utf8_lossy(kv.key()).into_owned(),
+                            lease: l,
+                            value,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    view.insert(name.clone(), keys);
+    as_of.insert(name.clone(), rev);
+    mine.insert(
+        name.clone(),
+        Mine {
+            id,
+            key,
+            create_rev: rev,
+            mode,
+            told: Told::Nothing,
+        },
+    );
+    evaluate(ctx, &name, view, mine, lease)
 }
 
 /// After the keys of `name` changed: tell the manager what it means for
