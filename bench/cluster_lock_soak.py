@@ -48,7 +48,11 @@ def free_port():
 
 
 class Proxy:
-    """Forwards 127.0.0.1:port to upstream; blackholed: reads and drops."""
+    """Forwards 127.0.0.1:port to upstream; blackholed, it forwards nothing
+    (and reads nothing: bytes wait in the sockets' buffers, as TCP keeps
+    retransmitting through a partition) until healed. Dropping bytes
+    instead would cut holes into live TCP streams, which no network does:
+    an HTTP/2 frame lost whole (a watch event) goes unnoticed."""
 
     def __init__(self, upstream_port):
         self.up = upstream_port
@@ -63,11 +67,13 @@ class Proxy:
     def pipe(self, a, b):
         try:
             while True:
+                while self.blackholed:
+                    time.sleep(0.005)
                 data = a.recv(65536)
                 if not data:
                     break
-                if self.blackholed or b is None:
-                    continue
+                while self.blackholed:
+                    time.sleep(0.005)
                 b.sendall(data)
         except OSError:
             pass
@@ -81,9 +87,6 @@ class Proxy:
     def accept(self):
         while True:
             c, _ = self.sock.accept()
-            if self.blackholed:
-                threading.Thread(target=self.pipe, args=(c, None), daemon=True).start()
-                continue
             try:
                 u = socket.create_connection(("127.0.0.1", self.up))
             except OSError:

@@ -536,9 +536,11 @@ impl Drop for Etcd {
 }
 
 /// A TCP proxy on a free loopback port to `upstream` (a `host:port`), that
-/// a test can blackhole: from then on bytes in both directions are read
-/// and dropped (connections stay open, nothing is refused: a network that
-/// loses packets, not one that resets). Threads end with the test process.
+/// a test can blackhole: from then on nothing is forwarded either way, and
+/// nothing read (bytes wait in the sockets' buffers, as TCP keeps
+/// retransmitting through a partition; connections stay open, nothing is
+/// refused) until it is healed. It never drops bytes: no network cuts holes
+/// into a live TCP stream. Threads end with the test process.
 pub struct Proxy {
     pub port: u16,
     blackholed: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -564,14 +566,18 @@ impl Proxy {
                                 bh: Arc<AtomicBool>| {
                         use std::io::{Read, Write};
                         let mut buf = [0u8; 16384];
+                        let pause = || {
+                            while bh.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                        };
                         loop {
+                            pause();
                             let n = match from.read(&mut buf) {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
-                            if bh.load(Ordering::SeqCst) {
-                                continue;
-                            }
+                            pause();
                             if let Some(t) = &mut to
                                 && t.write_all(&buf[..n]).is_err()
                             {
@@ -582,11 +588,6 @@ impl Proxy {
                             let _ = t.shutdown(std::net::Shutdown::Write);
                         }
                     };
-                    if bh.load(Ordering::SeqCst) {
-                        // Accepted and never answered.
-                        pipe(client, None, bh);
-                        return;
-                    }
                     let Ok(server) = std::net::TcpStream::connect(&up) else {
                         return;
                     };
@@ -600,7 +601,7 @@ impl Proxy {
         Proxy { port, blackholed }
     }
 
-    /// Drop every byte from now on.
+    /// Forward nothing from now on (until healed).
     pub fn blackhole(&self) {
         self.blackholed
             .store(true, std::sync::atomic::Ordering::SeqCst);
