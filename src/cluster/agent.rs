@@ -315,11 +315,23 @@ async fn session(h: &ClusterHandle, shared: &Shared) -> Result<(), ClusterError>
 
     let mut closing = shared.closing.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis((ttl as u64 * 1000 / 3).max(200)));
+    // A connection that stalls without failing (no answer, no error) ends
+    // the session too: the registration would lapse unnoticed.
+    let mut renewed = tokio::time::Instant::now();
+    let lapse = Duration::from_secs(ttl as u64);
     loop {
         tokio::select! {
-            _ = tick.tick() => keeper.keep_alive().await.map_err(&err)?,
+            _ = tick.tick() => tokio::time::timeout(lapse, keeper.keep_alive())
+                .await
+                .map_err(|_| cfg.unreachable("a keep-alive of the node's lease could not be sent"))?
+                .map_err(&err)?,
+            _ = tokio::time::sleep_until(renewed + lapse) => {
+                return Err(cfg.unreachable(format!(
+                    "the node's lease was not renewed within {ttl} s"
+                )));
+            }
             m = alive.message() => match m.map_err(&err)? {
-                Some(r) if r.ttl() > 0 => {}
+                Some(r) if r.ttl() > 0 => renewed = tokio::time::Instant::now(),
                 _ => return Err(cfg.unreachable("the node's lease expired")),
             },
             m = cltab_watch.message() => {
