@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common.rs"]
 mod common;
-use common::{acquire, bin, connect, median, median_cli_ms, pct, release};
+use common::{acquire, bin, connect, median, median_cli_ms, pct, release, wait_queued};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -243,19 +243,7 @@ fn death_to_grant_s(n1: &mut Node, n2: &Node, i: usize) -> f64 {
     });
     rx.recv().unwrap();
     // The waiter's request is queued on n2.
-    let mut probe = connect(&n2.sock);
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < end, "the waiter on {name} never queued");
-        if let Ok(Reply::Locks { containers, .. }) = probe.request(Request::Locks {
-            name: Some(name.clone()),
-            after: None,
-        }) && containers.first().is_some_and(|c| !c.waiters.is_empty())
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_queued(&n2.sock, &name);
     // A random point of the keep-alive cycle (TTL/3 = 3.3 s).
     let pause = (std::process::id() as u64 * 7919 + i as u64 * 104_729) % 3300;
     std::thread::sleep(Duration::from_millis(pause));

@@ -218,3 +218,25 @@ pub fn pct(sorted: &[f64], p: f64) -> f64 {
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
+
+/// Until a request waits for lock `name` on the daemon at `sock` (30 s at
+/// most).
+#[allow(dead_code)] // not every bench uses it
+pub fn wait_queued(sock: &Path, name: &str) {
+    let mut probe = connect(sock);
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < give_up,
+            "the waiter on {name} never queued"
+        );
+        if let Ok(Reply::Locks { containers, .. }) = probe.request(Request::Locks {
+            name: Some(name.to_string()),
+            after: None,
+        }) && containers.first().is_some_and(|c| !c.waiters.is_empty())
+        {
+            return;
+        }
+        std::thread::yield_now();
+    }
+}

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 mod common;
 use common::{
     Subscribers, acquire, bin, connect, median, median_cli_ms, pct, raw_rtt_us, release,
-    round_trip_us, shutdown,
+    round_trip_us, shutdown, wait_queued,
 };
 
 struct Throughput {
@@ -203,21 +203,7 @@ fn death_to_grant_ms(sock: &Path) -> f64 {
         });
         rx.recv().unwrap();
         // Let the waiter's request reach the daemon: wait until it is queued.
-        let mut probe = connect(sock);
-        let give_up = Instant::now() + Duration::from_secs(30);
-        loop {
-            assert!(
-                Instant::now() < give_up,
-                "the waiter on {name} never queued"
-            );
-            if let Ok(Reply::Locks { containers, .. }) = probe.request(Request::Locks {
-                name: Some(name.clone()),
-                after: None,
-            }) && containers.first().is_some_and(|c| !c.waiters.is_empty())
-            {
-                break;
-            }
-        }
+        wait_queued(sock, &name);
         let t = Instant::now();
         drop(holder); // the holder "dies": its connection closes
         let granted = waiter.join().unwrap();

@@ -189,7 +189,7 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
         }
         Err(e) => return fail(e.to_string(), e.exit_code()),
     };
-    c.set_timeout(Duration::from_secs(10));
+    c.set_timeout(REQUEST_TIMEOUT);
 
     // Forwarded signals arrive on a signalfd; the child gets them unblocked.
     let mut mask = SigSet::empty();
@@ -293,24 +293,21 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
         {
             // In cluster mode a frozen daemon must not hold this up longer
             // than the probe would (see below).
-            if let Some(p) = probe_every {
-                c.set_timeout(p);
-            }
-            match c.request(Request::LeaseRenew { lease }) {
+            let within = probe_every.unwrap_or(REQUEST_TIMEOUT);
+            match ask_within(&mut c, within, Request::LeaseRenew { lease }) {
                 Ok(Reply::Lease { .. }) => next_renew = Some(Instant::now() + every),
                 Ok(_) | Err(_) => lost = Some("its lease could not be renewed".into()),
             }
-            c.set_timeout(Duration::from_secs(10));
         }
         if lost.is_none()
             && let (Some(at), Some(every)) = (next_probe, probe_every)
             && Instant::now() >= at
         {
-            c.set_timeout(every);
-            match c.request(Request::Locks {
+            let probe = Request::Locks {
                 name: Some(a.name.to_string()),
                 after: None,
-            }) {
+            };
+            match ask_within(&mut c, every, probe) {
                 Ok(_) => next_probe = Some(Instant::now() + every),
                 Err(_) => {
                     lost = Some(format!(
@@ -319,7 +316,6 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
                     ))
                 }
             }
-            c.set_timeout(Duration::from_secs(10));
         }
         if let Some(why) = &lost {
             match lost_deadline {
@@ -352,6 +348,17 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
         eprintln!("clinit: warning: releasing lock {}: {e}", a.name);
     }
     status
+}
+
+/// How long a request made while the command runs may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `req`, answered within `within` (then the usual timeout again).
+fn ask_within(c: &mut Client, within: Duration, req: Request) -> Result<Reply, ClientError> {
+    c.set_timeout(within);
+    let r = c.request(req);
+    c.set_timeout(REQUEST_TIMEOUT);
+    r
 }
 
 fn release(c: &mut Client, name: &str, lease: Option<u64>) -> Result<(), ClientError> {

@@ -414,15 +414,19 @@ fn daemon_args(cli: &Cli) -> DaemonArgs {
     }
 }
 
-fn paths(cli: &Cli) -> (CliPaths, Paths) {
+/// The paths, and whether the local cltab (or `--etcd`) puts this node in
+/// cluster mode: one read of the cltab's settings for both.
+fn paths(cli: &Cli) -> (CliPaths, Paths, bool) {
     let state = daemon_args(cli).state_dir;
     let cp = CliPaths {
         cltab: cli.cltab.clone(),
         socket: cli.socket.clone(),
         state,
     };
-    let p = Paths::resolve(&cp, &cltab::file_settings(&cp.cltab()));
-    (cp, p)
+    let settings = cltab::file_settings(&cp.cltab());
+    let p = Paths::resolve(&cp, &settings);
+    let cluster = cli.etcd.is_some() || settings.etcd.is_some();
+    (cp, p, cluster)
 }
 
 fn print_status(groups: &[GroupStatus]) {
@@ -1013,23 +1017,15 @@ fn cluster_flags(cli: &Cli) -> clinit::cluster::ClusterFlags {
     }
 }
 
-/// Whether the local cltab (or `--etcd`) puts this node in cluster mode.
-fn cluster_mode(cli: &Cli) -> bool {
-    let cltab = cli
-        .cltab
-        .clone()
-        .unwrap_or_else(|| clinit::config::DEFAULT_CLTAB.into());
-    cli.etcd.is_some() || cltab::file_settings(&cltab).etcd.is_some()
-}
-
 /// The cluster as the local cltab (and the flags) configure it.
 fn cluster_config(
     cli: &Cli,
 ) -> Result<clinit::cluster::ClusterConfig, clinit::cluster::ClusterError> {
-    let cltab = cli
-        .cltab
-        .clone()
-        .unwrap_or_else(|| clinit::config::DEFAULT_CLTAB.into());
+    let cltab = CliPaths {
+        cltab: cli.cltab.clone(),
+        ..Default::default()
+    }
+    .cltab();
     let settings = cltab::file_settings(&cltab);
     // `--node` names the node told, not this one, for a client.
     let flags = clinit::cluster::ClusterFlags {
@@ -1167,7 +1163,7 @@ fn cluster_cmd(cli: &Cli, cmd: &ClusterCmd) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (cp, p) = paths(&cli);
+    let (cp, p, cluster) = paths(&cli);
     let run_daemon = |opts: clinit::daemon::Options| match clinit::daemon::run(&opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e.to_string(), e.exit_code()),
@@ -1209,13 +1205,9 @@ fn main() -> ExitCode {
                 level: level.clone(),
             },
         ),
-        (Some(Cmd::Status { group, json, long }), _, _) => status(
-            &p,
-            group.clone(),
-            *json,
-            *long,
-            cluster_config(&cli).is_ok(),
-        ),
+        (Some(Cmd::Status { group, json, long }), _, _) => {
+            status(&p, group.clone(), *json, *long, cluster)
+        }
         (Some(Cmd::Stop { tag, temporary }), _, _) => call(
             &p,
             Request::Control {
@@ -1295,7 +1287,7 @@ fn main() -> ExitCode {
                 ttl: ttl.map(secs),
                 // In cluster mode a lock is the cluster's: a standalone
                 // `clinit lockd` would grant it on this machine alone.
-                no_start: *no_start || cluster_mode(&cli),
+                no_start: *no_start || cluster,
                 command,
             };
             let code = clinit::lockcmd::run(&cp, &p, &args);
@@ -1361,7 +1353,7 @@ fn main() -> ExitCode {
     };
     let result = result.and_then(|()| {
         if cli.verbose && !cli.kill {
-            status(&p, None, false, false, cluster_config(&cli).is_ok())
+            status(&p, None, false, false, cluster)
         } else {
             Ok(())
         }

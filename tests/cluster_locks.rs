@@ -56,6 +56,14 @@ fn waiters(d: &Daemon, name: &str) -> usize {
         .sum()
 }
 
+/// Take "vol" on node `d` once, waiting: the token it was granted.
+fn lock_once(d: &Daemon) -> u64 {
+    d.ok(&["lock", "vol", "--", "sh", "-c", "echo $CLINIT_LOCK_TOKEN"])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn token_in(d: &Daemon, file: &str) -> u64 {
     d.read(file).trim().parse().unwrap_or_else(|_| {
         panic!("{file}: {:?}", d.read(file));
@@ -109,11 +117,7 @@ fn locks_exclude_across_nodes_and_tokens_rise_across_nodes_and_restarts() {
     let t2 = token_in(&n2, "b.token");
     assert!(t2 > t1, "n2's token {t2} after n1's {t1}");
     // Taken again on n2 (its claim is cached there): higher still.
-    let t3: u64 = n2
-        .ok(&["lock", "vol", "--", "sh", "-c", "echo $CLINIT_LOCK_TOKEN"])
-        .trim()
-        .parse()
-        .unwrap();
+    let t3 = lock_once(&n2);
     assert!(t3 > t2, "{t3} after {t2}");
     // Shared locks are held by both nodes at once.
     let mut s = lock_bg(
@@ -141,18 +145,10 @@ fn locks_exclude_across_nodes_and_tokens_rise_across_nodes_and_restarts() {
     // n2 restarts: its next token is higher than any before.
     n2.stop();
     let n2 = n2.launch(&[]);
-    let t4: u64 = n2
-        .ok(&["lock", "vol", "--", "sh", "-c", "echo $CLINIT_LOCK_TOKEN"])
-        .trim()
-        .parse()
-        .unwrap();
+    let t4 = lock_once(&n2);
     assert!(t4 > t3, "after a restart {t4} after {t3}");
     // And n1, which had given the lock up, gets a higher one again.
-    let t5: u64 = n1
-        .ok(&["lock", "vol", "--", "sh", "-c", "echo $CLINIT_LOCK_TOKEN"])
-        .trim()
-        .parse()
-        .unwrap();
+    let t5 = lock_once(&n1);
     assert!(t5 > t4, "{t5} after {t4}");
 }
 
@@ -220,11 +216,7 @@ fn deaf_holder_and_waiter(n1: &Daemon, n2: &Daemon) -> (Child, Child) {
 
 /// n1 takes "vol" again after n2: a higher token than n2's.
 fn takes_part_again(n1: &Daemon, n2: &Daemon) {
-    let t: u64 = n1
-        .ok(&["lock", "vol", "--", "sh", "-c", "echo $CLINIT_LOCK_TOKEN"])
-        .trim()
-        .parse()
-        .unwrap();
+    let t = lock_once(n1);
     assert!(t > token_in(n2, "b.token"));
 }
 

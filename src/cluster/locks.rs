@@ -90,6 +90,16 @@ fn parse_key(prefix: &str, key: &[u8]) -> Option<(String, i64)> {
     Some((name, i64::from_str_radix(lease, 16).ok()?))
 }
 
+/// A claim key as etcd stored it: its lock's name, its create revision
+/// and what the agent keeps of it (`None`: not a claim key, or its value
+/// is not a claim).
+fn key_of(prefix: &str, kv: &etcd_client::KeyValue) -> Option<(String, i64, Key)> {
+    let (name, lease) = parse_key(prefix, kv.key())?;
+    let value = serde_json::from_slice::<ClaimValue>(kv.value()).ok()?;
+    let key = String::from_utf8_lossy(kv.key()).into_owned();
+    Some((name, kv.create_revision(), Key { key, lease, value }))
+}
+
 /// Whether a claim of `mode` must wait for a key of `other` mode created
 /// before it.
 fn blocks(mode: LockMode, other: LockMode) -> bool {
@@ -183,12 +193,8 @@ pub(crate) async fn guarded(
     shared: Arc<Shared>,
     cmds: mpsc::UnboundedReceiver<ClaimCmd>,
 ) {
-    let ctx = Ctx {
-        cfg: cfg.clone(),
-        locks: locks.clone(),
-        shared: shared.clone(),
-    };
-    if let Err(e) = tokio::spawn(run(cfg, locks, shared, cmds)).await
+    let ctx = Arc::new(Ctx { cfg, locks, shared });
+    if let Err(e) = tokio::spawn(run(ctx.clone(), cmds)).await
         && e.is_panic()
     {
         tracing::error!(
@@ -199,13 +205,7 @@ pub(crate) async fn guarded(
 }
 
 /// The lock agent: runs until the daemon closes.
-async fn run(
-    cfg: ClusterConfig,
-    locks: Arc<Mutex<LocalLocks>>,
-    shared: Arc<Shared>,
-    mut cmds: mpsc::UnboundedReceiver<ClaimCmd>,
-) {
-    let ctx = Ctx { cfg, locks, shared };
+async fn run(ctx: Arc<Ctx>, mut cmds: mpsc::UnboundedReceiver<ClaimCmd>) {
     let mut closing = ctx.shared.closing.subscribe();
     let mut old_lease: Option<OldLease> = None;
     let mut delay = Duration::from_millis(200);
@@ -317,20 +317,8 @@ async fn session(
     // Per lock, the revision its view is as of (a claim reads its lock's
     // keys in its own transaction; older watch events are skipped).
     let mut as_of: HashMap<String, i64> = HashMap::new();
-    for kv in all.kvs() {
-        if let (Some((name, l)), Ok(value)) = (
-            parse_key(&prefix, kv.key()),
-            serde_json::from_slice::<ClaimValue>(kv.value()),
-        ) {
-            view.entry(name).or_default().insert(
-                kv.create_revision(),
-                Key {
-                    key: String::from_utf8_lossy(kv.key()).into_owned(),
-                    lease: l,
-                    value,
-                },
-            );
-        }
+    for (name, rev, key) in all.kvs().iter().filter_map(|kv| key_of(&prefix, kv)) {
+        view.entry(name).or_default().insert(rev, key);
     }
     for (name, keys) in &view {
         ctx.set_remote(name, Some(keys), lease);
@@ -398,19 +386,15 @@ async fn session(
                 let mut touched = Vec::new();
                 for ev in resp.events() {
                     let Some(kv) = ev.kv() else { continue };
-                    let Some((name, l)) = parse_key(&prefix, kv.key()) else { continue };
+                    let Some((name, _)) = parse_key(&prefix, kv.key()) else { continue };
                     if as_of.get(&name).is_some_and(|r| kv.mod_revision() <= *r) {
                         continue;
                     }
                     let keys = view.entry(name.clone()).or_default();
                     match ev.event_type() {
                         EventType::Put => {
-                            if let Ok(value) = serde_json::from_slice::<ClaimValue>(kv.value()) {
-                                keys.insert(kv.create_revision(), Key {
-                                    key: String::from_utf8_lossy(kv.key()).into_owned(),
-                                    lease: l,
-                                    value,
-                                });
+                            if let Some((_, rev, key)) = key_of(&prefix, kv) {
+                                keys.insert(rev, key);
                             }
                         }
                         EventType::Delete => {
@@ -557,21 +541,13 @@ fn claimed(
     let mut keys = BTreeMap::new();
     for op in resp.op_responses() {
         if let TxnOpResponse::Get(g) = op {
-            for kv in g.kvs() {
-                if let (Some((_, l)), Ok(value)) = (
-                    parse_key(&locks_prefix(cfg), kv.key()),
-                    serde_json::from_slice::<ClaimValue>(kv.value()),
-                ) {
-                    keys.insert(
-                        kv.create_revision(),
-                        Key {
-                            key: String::from_utf8_lossy(kv.key()).into_owned(),
-                            lease: l,
-                            value,
-                        },
-                    );
-                }
-            }
+            let prefix = locks_prefix(cfg);
+            keys.extend(
+                g.kvs()
+                    .iter()
+                    .filter_map(|kv| key_of(&prefix, kv))
+                    .map(|(_, rev, key)| (rev, key)),
+            );
         }
     }
     view.insert(name.clone(), keys);
