@@ -228,12 +228,27 @@ pub enum EventKind {
     RecordAdded(RecordFacts),
     RecordModified(RecordFacts),
     RecordDeleted(RecordFacts),
+    /// Cluster mode: this node became the owner of an exclusive group.
+    Owned {
+        group: String,
+        node: String,
+        token: i64,
+    },
+    /// Cluster mode: this node gave up an exclusive group (`why`: moved,
+    /// failed, not eligible, lost).
+    Released {
+        group: String,
+        node: String,
+        token: i64,
+        why: String,
+    },
 }
 
 impl EventKind {
     /// The group an event is about, if any (`clinit events --group`).
     pub fn group(&self) -> Option<&str> {
         match self {
+            EventKind::Owned { group, .. } | EventKind::Released { group, .. } => Some(group),
             EventKind::GroupState { group, .. }
             | EventKind::Told { group, .. }
             | EventKind::Started { group, .. }
@@ -423,6 +438,15 @@ impl EventKind {
             EventKind::RecordAdded(r) => record_line("added", r),
             EventKind::RecordModified(r) => record_line("modified", r),
             EventKind::RecordDeleted(r) => record_line("deleted", r),
+            EventKind::Owned { group, node, token } => {
+                format!("exclusive group {group}: owned by node {node}, token {token}")
+            }
+            EventKind::Released {
+                group,
+                node,
+                token,
+                why,
+            } => format!("exclusive group {group}: released by node {node} (token {token}): {why}"),
         }
     }
 }

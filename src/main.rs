@@ -220,6 +220,13 @@ enum Cmd {
     /// Records with update signatures.
     #[command(subcommand)]
     Record(RecordCmd),
+    /// The fencing watchdog of exclusive groups (started by the daemon).
+    #[command(hide = true)]
+    Watchdog {
+        /// A watchdog device to feed (setting hw_watchdog).
+        #[arg(long)]
+        device: Option<PathBuf>,
+    },
     /// Run the standalone lock daemon (locks and records only).
     Lockd {
         /// Exit after MINUTES with no lock held and no client connected
@@ -303,10 +310,21 @@ enum ClusterCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Every node (alive or gone, since when) and its groups, from etcd.
+    /// Every node (alive or gone, since when) and its groups, and every
+    /// exclusive group (goal, owner, fencing token), from etcd.
     Status {
         #[arg(long)]
         json: bool,
+    },
+    /// Move an exclusive group: its owner stops it gracefully and
+    /// releases it, then NODE (default: the next eligible node) starts it.
+    /// Waits until another node owns it.
+    Move {
+        group: String,
+        node: Option<String>,
+        /// Give up waiting after SECS seconds (exit 6).
+        #[arg(long, value_name = "SECS", default_value_t = 120.0)]
+        timeout: f64,
     },
 }
 
@@ -432,10 +450,14 @@ fn paths(cli: &Cli) -> (CliPaths, Paths, bool) {
 fn print_status(groups: &[GroupStatus]) {
     for g in groups {
         println!(
-            "{} {} {}",
+            "{} {} {}{}",
             g.group,
-            g.level.as_deref().unwrap_or("-"),
-            g.state.as_str()
+            g.level.as_deref().filter(|l| !l.is_empty()).unwrap_or("-"),
+            g.state.as_str(),
+            match (&g.owner, g.token) {
+                (Some(o), Some(t)) => format!(" owner {o} token {t}"),
+                _ => String::new(),
+            }
         );
     }
 }
@@ -1130,8 +1152,13 @@ fn cluster_cmd(cli: &Cli, cmd: &ClusterCmd) -> ExitCode {
                     clinit::cluster::CLIENT_DEADLINE,
                     clinit::cluster::status(&cfg),
                 )?;
+                let groups = block_on(
+                    &cfg,
+                    clinit::cluster::CLIENT_DEADLINE,
+                    clinit::cluster::owners::groups_status(&cfg),
+                )?;
                 if *json {
-                    println!("{}", serde_json::json!({"nodes": nodes}));
+                    println!("{}", serde_json::json!({"nodes": nodes, "groups": groups}));
                 } else {
                     for n in &nodes {
                         let since = n.since.map(clinit::schedule::ctime).unwrap_or_default();
@@ -1150,7 +1177,46 @@ fn cluster_cmd(cli: &Cli, cmd: &ClusterCmd) -> ExitCode {
                             );
                         }
                     }
+                    for g in &groups {
+                        println!(
+                            "exclusive group {} goal {} owner {}{}{}",
+                            g.group,
+                            match g.goal.as_deref() {
+                                None => "-",
+                                Some("") => "none",
+                                Some(l) => l,
+                            },
+                            g.owner.as_deref().unwrap_or("NONE"),
+                            g.token.map(|t| format!(" token {t}")).unwrap_or_default(),
+                            g.moving
+                                .as_ref()
+                                .map(|m| format!(
+                                    ", moving to {}",
+                                    m.to.as_deref().unwrap_or("the next eligible node")
+                                ))
+                                .unwrap_or_default()
+                        );
+                    }
                 }
+            }
+            ClusterCmd::Move {
+                group,
+                node,
+                timeout,
+            } => {
+                let wait = std::time::Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
+                let text = block_on(
+                    &cfg,
+                    wait + clinit::cluster::CLIENT_DEADLINE,
+                    clinit::cluster::owners::move_group(
+                        &cfg,
+                        group,
+                        node.as_deref(),
+                        &teller(),
+                        wait,
+                    ),
+                )?;
+                println!("{text}");
             }
         }
         Ok(())
@@ -1189,6 +1255,9 @@ fn main() -> ExitCode {
                 lockd_idle: Some(std::time::Duration::from_secs_f64(minutes * 60.0)),
                 cluster: cluster_flags(&cli),
             });
+        }
+        (Some(Cmd::Watchdog { device }), _, _) => {
+            return ExitCode::from(clinit::cluster::watchdog::run(device.as_deref()) as u8);
         }
         (Some(Cmd::Shutdown), _, _) | (None, false, true) => call(&p, Request::Shutdown),
         (Some(Cmd::Tell { group, level }), _, _) if cli.node.is_some() => {

@@ -10,6 +10,8 @@
 //! its value valid.
 
 pub mod edit;
+pub mod group;
+pub use group::{FenceTimes, GroupOpts, Placement};
 mod settings;
 
 pub use settings::{
@@ -148,6 +150,9 @@ pub struct EntryOpts {
     /// `cron` entries only.
     pub schedule: Option<Schedule>,
     pub notifier: Option<Notifier>,
+    /// Its group is exclusive (`GROUP:::placement:exclusive`): in cluster
+    /// mode its processes start only while this node owns the group.
+    pub exclusive: bool,
     /// The entry's own option lines as (name, value), in file order, for
     /// display.
     pub written: Vec<(String, String)>,
@@ -170,6 +175,8 @@ pub struct Cltab {
     /// The text this was parsed from: `create` and `delete` refuse to edit
     /// a file that no longer has it.
     pub text: String,
+    /// Group options (`GROUP:::name:value`) of the groups that have some.
+    pub groups: std::collections::BTreeMap<String, GroupOpts>,
 }
 
 impl Cltab {
@@ -209,7 +216,36 @@ impl Cltab {
             settings,
             entries: Vec::new(),
             text: String::new(),
+            groups: Default::default(),
         }
+    }
+
+    /// The options of `group` (defaults if it has none).
+    pub fn group_opts(&self, group: &str) -> GroupOpts {
+        self.groups.get(group).cloned().unwrap_or_default()
+    }
+
+    /// Whether `group` is exclusive.
+    pub fn is_exclusive(&self, group: &str) -> bool {
+        self.groups.get(group).is_some_and(GroupOpts::exclusive)
+    }
+
+    /// The exclusive groups, by name, with their options.
+    pub fn exclusive_groups(&self) -> impl Iterator<Item = (&str, &GroupOpts)> {
+        self.groups
+            .iter()
+            .filter(|(_, o)| o.exclusive())
+            .map(|(g, o)| (g.as_str(), o))
+    }
+
+    /// The fencing timings of this cltab's settings (see [`FenceTimes`]).
+    pub fn fence_times(&self) -> Result<FenceTimes, String> {
+        FenceTimes::of(
+            self.settings
+                .lease_ttl
+                .unwrap_or(crate::cluster::DEFAULT_LEASE_TTL),
+            self.settings.fence_margin,
+        )
     }
 
     /// Read and parse a cltab file.
@@ -285,6 +321,29 @@ pub enum ErrorKind {
     MissingSchedule(String),
     #[error("entry '{tag}' has a schedule but its mode is {mode}; only cron entries take one")]
     ScheduleNotCron { tag: String, mode: Mode },
+    #[error("unknown option '{name}' for group '{group}' (known: placement, nodes)")]
+    UnknownGroupOption { group: String, name: String },
+    #[error("option line for group '{0}', but no entry is in that group")]
+    OptionForUnknownGroup(String),
+    #[error("option '{name}' for group '{group}' given twice (first on line {first_line})")]
+    DuplicateGroupOption {
+        group: String,
+        name: String,
+        first_line: usize,
+    },
+    #[error("bad value '{value}' for option '{name}' of group '{group}': {why}")]
+    BadGroupOption {
+        group: String,
+        name: String,
+        value: String,
+        why: String,
+    },
+    #[error(
+        "group '{0}' names nodes but is not exclusive: add {0}:::placement:exclusive (nodes only restrict exclusive groups)"
+    )]
+    NodesNotExclusive(String),
+    #[error("exclusive group '{group}' cannot be fenced with these settings: {why}")]
+    FenceTimes { group: String, why: String },
 }
 
 impl ErrorKind {
@@ -309,6 +368,12 @@ impl ErrorKind {
             ErrorKind::BadOption { .. } => "CLTAB_BAD_OPTION",
             ErrorKind::MissingSchedule(_) => "CLTAB_MISSING_SCHEDULE",
             ErrorKind::ScheduleNotCron { .. } => "CLTAB_SCHEDULE_NOT_CRON",
+            ErrorKind::UnknownGroupOption { .. } => "CLTAB_UNKNOWN_GROUP_OPTION",
+            ErrorKind::OptionForUnknownGroup(_) => "CLTAB_OPTION_UNKNOWN_GROUP",
+            ErrorKind::DuplicateGroupOption { .. } => "CLTAB_DUPLICATE_GROUP_OPTION",
+            ErrorKind::BadGroupOption { .. } => "CLTAB_BAD_GROUP_OPTION",
+            ErrorKind::NodesNotExclusive(_) => "CLTAB_NODES_NOT_EXCLUSIVE",
+            ErrorKind::FenceTimes { .. } => "CLTAB_FENCE_TIMES",
         }
     }
 }
@@ -430,6 +495,8 @@ fn parse_under(path: &Path, text: &str, local: Option<&Settings>) -> Result<Clta
     let mut settings = Settings::default();
     // Option lines: (line, tag, name, value).
     let mut options: Vec<(usize, String, String, String)> = Vec::new();
+    // Group option lines: (line, group, name, value).
+    let mut group_options: Vec<(usize, String, String, String)> = Vec::new();
     // Where each tag is in `entries`: lookups stay O(1), so parsing is
     // linear in the number of lines.
     let mut by_tag: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -468,6 +535,16 @@ fn parse_under(path: &Path, text: &str, local: Option<&Settings>) -> Result<Clta
             options.push((
                 line_no,
                 tag.to_string(),
+                mode.to_string(),
+                command.trim().to_string(),
+            ));
+            continue;
+        }
+        if !group.is_empty() && tag.is_empty() && levels.is_empty() {
+            // A group option line: `GROUP:::name:value`.
+            group_options.push((
+                line_no,
+                group.to_string(),
                 mode.to_string(),
                 command.trim().to_string(),
             ));
@@ -581,7 +658,71 @@ fn parse_under(path: &Path, text: &str, local: Option<&Settings>) -> Result<Clta
             Err(other) => err(line_no, other),
         }
     }
+    // Group options, checked against the groups the entries make.
+    let mut groups: std::collections::BTreeMap<String, GroupOpts> = Default::default();
+    let mut group_seen: Vec<(String, String, usize)> = Vec::new();
+    for (line_no, g, name, value) in group_options {
+        if !entries.iter().any(|e| e.group == g) {
+            err(line_no, ErrorKind::OptionForUnknownGroup(g));
+            continue;
+        }
+        if !group::GROUP_OPTIONS.contains(&name.as_str()) {
+            err(line_no, group::unknown(&g, &name));
+            continue;
+        }
+        if let Some((_, _, first_line)) =
+            group_seen.iter().find(|(gg, n, _)| *gg == g && *n == name)
+        {
+            let first_line = *first_line;
+            err(
+                line_no,
+                ErrorKind::DuplicateGroupOption {
+                    group: g,
+                    name,
+                    first_line,
+                },
+            );
+            continue;
+        }
+        group_seen.push((g.clone(), name.clone(), line_no));
+        let opts = groups.entry(g.clone()).or_default();
+        if opts.line == 0 || name == "placement" {
+            opts.line = line_no;
+        }
+        if let Err(why) = group::set(opts, &name, &value) {
+            err(
+                line_no,
+                ErrorKind::BadGroupOption {
+                    group: g,
+                    name,
+                    value,
+                    why,
+                },
+            );
+        }
+    }
+    let fence = FenceTimes::of(
+        settings
+            .lease_ttl
+            .unwrap_or(crate::cluster::DEFAULT_LEASE_TTL),
+        settings.fence_margin,
+    );
+    for (g, opts) in &groups {
+        if !opts.nodes.is_empty() && !opts.exclusive() {
+            err(opts.line, ErrorKind::NodesNotExclusive(g.clone()));
+        }
+        if let (true, Err(why)) = (opts.exclusive(), &fence) {
+            err(
+                opts.line,
+                ErrorKind::FenceTimes {
+                    group: g.clone(),
+                    why: why.clone(),
+                },
+            );
+        }
+    }
     for (entry, (own, _)) in entries.iter_mut().zip(scoped) {
+        entry.opts.exclusive = groups.get(&entry.group).is_some_and(GroupOpts::exclusive);
         let eff = settings.overlay(&own);
         match (entry.mode, &eff.schedule) {
             (Mode::Cron, None) if !bad_schedule.contains(&entry.tag) => {
@@ -611,6 +752,7 @@ fn parse_under(path: &Path, text: &str, local: Option<&Settings>) -> Result<Clta
             settings,
             entries: entries.into_iter().map(Arc::new).collect(),
             text: text.to_string(),
+            groups,
         })
     } else {
         Err(CltabErrors { errors })

@@ -193,6 +193,12 @@ settings! {
         "the cluster's name, the prefix of its keys in etcd (default clinit), so several clusters can share one etcd";
     lease_ttl: Duration = File, "SECS", parse_seconds,
         "the TTL of this node's etcd lease: how long after its last keep-alive a dead or cut-off node counts as gone (default 10)";
+    fence_margin: Duration = File, "SECS", parse_seconds,
+        "how long before its lease can expire an exclusive group's watchdog SIGKILLs the group when renewals fail (default lease_ttl/6, at least 0.2)";
+    hw_watchdog: PathBuf = File, "PATH", path,
+        "a watchdog device (/dev/watchdog, softdog) the fencing watchdog feeds while this node owns an exclusive group: a node that stops renewing is reset";
+    ineligible_for: Duration = File, "SECS", parse_seconds,
+        "how long a node whose exclusive group FAILED (a test entry failed) stays ineligible for that group (default 60)";
     etcd_ca: PathBuf = File, "PATH", path,
         "the CA certificate (PEM) that etcd's server certificate must chain to (https endpoints)";
     etcd_cert: PathBuf = File, "PATH", path,

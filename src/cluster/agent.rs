@@ -62,6 +62,8 @@ pub struct ClusterHandle {
     /// reads the shared cltab again (the cause may be fixed now).
     pub refetch: tokio::sync::Notify,
     pub view: Mutex<ClusterView>,
+    /// Exclusive groups: permits, the watchdog, owners as last seen.
+    pub exclusive: Arc<super::owners::Exclusive>,
 }
 
 impl ClusterHandle {
@@ -423,7 +425,7 @@ async fn on_loop(shared: &Shared, req: Request, describe: Option<String>, who: &
     job_on_loop(shared, job, route.right, describe, who).await
 }
 
-async fn job_on_loop(
+pub(super) async fn job_on_loop(
     shared: &Shared,
     job: LoopJob,
     right: Right,

@@ -18,7 +18,9 @@
 
 pub mod agent;
 pub mod locks;
+pub mod owners;
 pub mod records;
+pub mod watchdog;
 
 use crate::cltab::Settings;
 use std::path::{Path, PathBuf};

@@ -280,7 +280,18 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         tracing::warn!("cannot become child subreaper: {e}");
     }
 
-    let executor = Executor::with_cgroups(log, paths.logdir.clone(), &paths.socket, cgroups);
+    // Exclusive groups (cluster mode): the owner agent's permits and the
+    // fencing watchdog, which the executor consults and tells.
+    let exclusive = Arc::new(crate::cluster::owners::Exclusive::new(
+        crate::cluster::watchdog::Feeder::new(
+            cltab.settings.hw_watchdog.clone(),
+            log.try_clone().ok(),
+        ),
+    ));
+    let mut executor = Executor::with_cgroups(log, paths.logdir.clone(), &paths.socket, cgroups);
+    if cluster.is_some() {
+        executor.set_exclusive(exclusive.clone());
+    }
     let disabled = persisted.disabled.iter().cloned().collect();
     let goals = if opts.no_restore {
         if !persisted.goals.is_empty() {
@@ -313,6 +324,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
                 applied: tokio::sync::watch::Sender::new(0),
                 running: Default::default(),
                 refetch: Default::default(),
+                exclusive: exclusive.clone(),
             });
             let cached = crate::cluster::CachedCltab::load(&paths.state);
             let tab = match &cached {
@@ -350,6 +362,23 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
             );
             (tab, Some(handle))
         }
+    };
+    // An exclusive group's goal is the cluster's, applied by its owner
+    // only: a saved local goal must not start it before this node owns it.
+    let goals: Vec<(String, String)> = match &cluster {
+        Some(_) => goals
+            .into_iter()
+            .filter(|(g, _)| {
+                let keep = !cltab.is_exclusive(g);
+                if !keep {
+                    tracing::info!(
+                        "exclusive group {g}: not restoring its local goal; it runs once this node owns it"
+                    );
+                }
+                keep
+            })
+            .collect(),
+        None => goals,
     };
     let mut sup = Supervisor::new(cltab, disabled);
     sup.restore_notes(notes.into_iter().map(|n| {
@@ -433,6 +462,9 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         opts.lockd_idle,
     );
     let result = rt.block_on(async {
+        let owners = cluster
+            .clone()
+            .map(|h| tokio::spawn(crate::cluster::owners::run(h, shared.clone())));
         let agent = cluster.map(|h| tokio::spawn(crate::cluster::agent::run(h, shared.clone())));
         let lock_agent = lock_agent.map(|(cfg, l, rx)| {
             tokio::spawn(crate::cluster::locks::guarded(cfg, l, shared.clone(), rx))
@@ -447,6 +479,9 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
                 let _ = agent.await;
                 if let Some(l) = lock_agent {
                     let _ = l.await;
+                }
+                if let Some(o) = owners {
+                    let _ = o.await;
                 }
             })
             .await;

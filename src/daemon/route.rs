@@ -113,7 +113,7 @@ pub(crate) fn route(req: Request) -> Route {
             "groups::tell",
             Right::Change,
             Some(format!("tell {} {}", Safe(&group), Safe(&level))),
-            move |d, c| Some(groups::tell(d, c, &group, &level)),
+            move |d, c| groups::tell(d, c, &group, &level),
         ),
         Request::Wait {
             group,

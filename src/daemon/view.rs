@@ -93,6 +93,8 @@ fn group_status(g: &Group, entries: bool, now: Now) -> GroupStatus {
         group: g.name.clone(),
         level: g.phase.level().map(str::to_string),
         state: g.state(),
+        owner: None,
+        token: None,
         entries: if entries {
             g.slots.iter().map(|s| entry_status(s, now)).collect()
         } else {

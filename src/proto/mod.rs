@@ -374,6 +374,12 @@ pub struct GroupStatus {
     pub level: Option<String>,
     pub state: GroupState,
     pub entries: Vec<EntryStatus>,
+    /// Cluster mode, an exclusive group: the node that owns it and its
+    /// fencing token (absent: no node owns it, or not exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<i64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -196,6 +196,13 @@ impl Cgroups {
         }
     }
 
+    /// The entry's directory, once it has run.
+    pub fn dir_of(&self, group: &str, tag: &str) -> Option<PathBuf> {
+        self.entries
+            .get(&(group.to_string(), tag.to_string()))
+            .map(|n| self.root.join(n))
+    }
+
     /// The processes in the entry's directory (none if it never ran).
     pub fn members(&self, group: &str, tag: &str) -> Vec<i32> {
         match self.entries.get(&(group.to_string(), tag.to_string())) {

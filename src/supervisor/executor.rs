@@ -56,9 +56,19 @@ pub struct Executor {
     /// Each entry's processes in a cgroup of its own, when cgroup v2 can
     /// be written (see [`super::cgroup`]); `None`: sweeps scan `/proc`.
     cgroups: Option<Cgroups>,
+    /// Cluster mode: who may start an exclusive group's processes, and
+    /// the watchdog that must know them.
+    exclusive: Option<std::sync::Arc<crate::cluster::owners::Exclusive>>,
 }
 
 impl Executor {
+    /// Cluster mode: an exclusive group's processes start only under a
+    /// permit of `ex`, and the watchdog learns where they are before they
+    /// run their command.
+    pub fn set_exclusive(&mut self, ex: std::sync::Arc<crate::cluster::owners::Exclusive>) {
+        self.exclusive = Some(ex);
+    }
+
     /// `socket`: the daemon's socket, given to every child as
     /// `CLINIT_SOCKET` (the next daemon on that socket finds what this one
     /// left by it: see `leftovers::marked`).
@@ -91,6 +101,7 @@ impl Executor {
             env: spawn::environment(),
             socket: socket.as_os_str().to_owned(),
             cgroups,
+            exclusive: None,
         }
     }
 
@@ -164,14 +175,20 @@ impl Executor {
         tag: &str,
         command: &str,
         level: &str,
+        permit: Option<&crate::cluster::owners::Permit>,
     ) -> std::io::Result<spawn::Gated> {
         let (path, argv) = command_for(command);
-        let vars = [
+        let token = permit.map(|p| p.token.to_string()).unwrap_or_default();
+        let mut vars = vec![
             ("CLINIT_GROUP", OsStr::new(group)),
             ("CLINIT_TAG", OsStr::new(tag)),
             ("CLINIT_LEVEL", OsStr::new(level)),
             ("CLINIT_SOCKET", self.socket.as_os_str()),
         ];
+        if let Some(p) = permit {
+            vars.push(("CLINIT_NODE", OsStr::new(p.node.as_str())));
+            vars.push(("CLINIT_FENCE_TOKEN", OsStr::new(token.as_str())));
+        }
         let exec = spawn::Exec::new(
             path.as_os_str(),
             argv.iter().map(OsStr::new),
@@ -213,10 +230,44 @@ impl Executor {
         match action {
             Action::Spawn { spec, level } => {
                 let (g, t) = (spec.group.clone(), spec.tag.clone());
-                let result = self.spawn_entry(&g, &t, &spec.command, &level);
+                let ex = self.exclusive.clone().filter(|_| spec.opts.exclusive);
+                let permit = match &ex {
+                    Some(ex) => match ex.permit(&g) {
+                        Some(p) => Some(p),
+                        None => {
+                            tracing::warn!(
+                                "{g}:{t}: not started: this node does not own exclusive group {g} now"
+                            );
+                            return Some((g, t, ProcEvent::SpawnFailed));
+                        }
+                    },
+                    None => None,
+                };
+                let result = self.spawn_entry(&g, &t, &spec.command, &level, permit.as_ref());
                 match result {
                     Ok(gated) => {
                         let pid = gated.pid;
+                        // The watchdog knows where the process is before
+                        // it runs its command (its gate opens later).
+                        if let Some(ex) = &ex {
+                            let cmd = match self.cgroups.as_ref().and_then(|c| c.dir_of(&g, &t)) {
+                                Some(path) => crate::cluster::watchdog::Cmd::Cgroup {
+                                    group: g.clone(),
+                                    path,
+                                },
+                                None => crate::cluster::watchdog::Cmd::Pgid {
+                                    group: g.clone(),
+                                    pgid: pid,
+                                },
+                            };
+                            if !ex.feeder.send(cmd) {
+                                tracing::error!(
+                                    "{g}:{t}: the fencing watchdog cannot be told of pid {pid}; not starting it"
+                                );
+                                drop(gated);
+                                return Some((g, t, ProcEvent::SpawnFailed));
+                            }
+                        }
                         tracing::debug!("{g}:{t} started, pid {pid}");
                         if let Some(start_ticks) = leftovers::start_ticks(pid) {
                             self.ops.push(StoreOp::AddChild(ChildRecord {

@@ -10,8 +10,20 @@ use crate::supervisor::Now;
 use crate::supervisor::machine::GroupState;
 use std::time::{Duration, Instant};
 
-/// Tell a group a level (and keep it as the group's goal).
-pub(crate) fn tell(d: &mut Daemon, c: &Call, group: &str, level: &str) -> Reply {
+/// Tell a group a level: on this node (kept as the group's goal), or for
+/// an exclusive group in cluster mode, as the cluster's goal in etcd
+/// (applied by whichever node owns the group).
+pub(crate) fn tell(d: &mut Daemon, c: &mut Call, group: &str, level: &str) -> Option<Reply> {
+    if let Some(h) = d.shared.cluster.clone()
+        && d.sup.cltab.is_exclusive(group)
+    {
+        return crate::cluster::owners::tell_cluster(c, h, group, level);
+    }
+    Some(tell_here(d, c, group, level))
+}
+
+/// Tell a group a level on this node (and keep it as the group's goal).
+pub(crate) fn tell_here(d: &mut Daemon, c: &Call, group: &str, level: &str) -> Reply {
     match d.sup.tell(group, level, Now::real()) {
         Some(actions) => {
             d.actions.extend(actions);
@@ -38,7 +50,7 @@ pub(crate) fn status(
     {
         return no_group(g);
     }
-    let (groups, more) = view::status_page(
+    let (mut groups, more) = view::status_page(
         &d.sup,
         group,
         !brief,
@@ -46,6 +58,16 @@ pub(crate) fn status(
         crate::proto::STATUS_PAGE,
         Now::real(),
     );
+    if let Some(h) = &d.shared.cluster {
+        for g in groups.iter_mut() {
+            if d.sup.cltab.is_exclusive(&g.group)
+                && let Some((node, token)) = h.exclusive.owner(&g.group)
+            {
+                g.owner = Some(node);
+                g.token = Some(token);
+            }
+        }
+    }
     Reply::Status { groups, more }
 }
 

@@ -1,0 +1,535 @@
+//! The fencing watchdog: a small process of its own (`clinit watchdog`,
+//! started by the daemon when it first owns an exclusive group) that
+//! SIGKILLs an exclusive group's processes at a deadline unless the daemon
+//! moves the deadline on in time.
+//!
+//! Why a process and not a thread: a daemon that is SIGSTOPped, hangs, or
+//! is SIGKILLed stops all of its threads at once; its lease may then
+//! expire and another node take the group over. The watchdog does not
+//! depend on the daemon: it holds the deadline (an absolute
+//! `CLOCK_MONOTONIC` time, the same clock in both processes) and what to
+//! kill, and acts on its own.
+//!
+//! The daemon writes one line per command to the watchdog's standard
+//! input (each shorter than `PIPE_BUF`, so lines from the agent and the
+//! executor never mix):
+//!
+//! | line | meaning |
+//! | --- | --- |
+//! | `arm GROUP NS` | kill GROUP at monotonic time NS (ns) unless armed again |
+//! | `cgroup GROUP PATH` | a cgroup v2 directory of GROUP's processes (killed with `cgroup.kill`) |
+//! | `pgid GROUP PID` | a process group of GROUP's processes (without cgroups) |
+//! | `disarm GROUP` | the group stopped: forget it |
+//!
+//! At a group's deadline the watchdog kills everything it knows of it and
+//! forgets it. When its input ends (the daemon exited or died) it stays
+//! until every armed deadline has passed, then exits.
+//!
+//! Optionally (setting `hw_watchdog`, a watchdog device such as
+//! `/dev/watchdog` of `softdog`) it also writes to the device on every
+//! `arm` while a group is armed, and closes it with the magic `V` once none
+//! is: a node whose daemon stops renewing while it owns a group is reset
+//! by the kernel when the device's timeout passes, even if the watchdog
+//! process itself cannot run.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// What the watchdog keeps of one armed group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Armed {
+    /// Monotonic nanoseconds; 0 until the first `arm`.
+    pub kill_at: u64,
+    pub cgroups: Vec<PathBuf>,
+    pub pgids: Vec<i32>,
+}
+
+/// One command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cmd {
+    Arm { group: String, at: u64 },
+    Cgroup { group: String, path: PathBuf },
+    Pgid { group: String, pgid: i32 },
+    Disarm { group: String },
+}
+
+impl Cmd {
+    pub fn parse(line: &str) -> Option<Cmd> {
+        let mut it = line.splitn(3, ' ');
+        let (verb, group) = (it.next()?, it.next()?.to_string());
+        let rest = it.next();
+        Some(match (verb, rest) {
+            ("arm", Some(ns)) => Cmd::Arm {
+                group,
+                at: ns.parse().ok()?,
+            },
+            ("cgroup", Some(p)) => Cmd::Cgroup {
+                group,
+                path: PathBuf::from(p),
+            },
+            ("pgid", Some(p)) => Cmd::Pgid {
+                group,
+                pgid: p.parse().ok().filter(|p: &i32| *p > 1)?,
+            },
+            ("disarm", None) => Cmd::Disarm { group },
+            _ => return None,
+        })
+    }
+
+    pub fn line(&self) -> String {
+        match self {
+            Cmd::Arm { group, at } => format!("arm {group} {at}\n"),
+            Cmd::Cgroup { group, path } => format!("cgroup {group} {}\n", path.display()),
+            Cmd::Pgid { group, pgid } => format!("pgid {group} {pgid}\n"),
+            Cmd::Disarm { group } => format!("disarm {group}\n"),
+        }
+    }
+}
+
+/// The watchdog's state: the groups it may have to kill.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Watch {
+    pub groups: BTreeMap<String, Armed>,
+}
+
+impl Watch {
+    /// Apply one command.
+    pub fn step(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Arm { group, at } => self.groups.entry(group).or_default().kill_at = at,
+            Cmd::Cgroup { group, path } => {
+                let g = self.groups.entry(group).or_default();
+                if !g.cgroups.contains(&path) {
+                    g.cgroups.push(path);
+                }
+            }
+            Cmd::Pgid { group, pgid } => {
+                let g = self.groups.entry(group).or_default();
+                if !g.pgids.contains(&pgid) {
+                    g.pgids.push(pgid);
+                }
+            }
+            Cmd::Disarm { group } => {
+                self.groups.remove(&group);
+            }
+        }
+    }
+
+    /// The groups whose deadline is `now` or past, taken out.
+    pub fn due(&mut self, now: u64) -> Vec<(String, Armed)> {
+        let due: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(_, a)| a.kill_at != 0 && a.kill_at <= now)
+            .map(|(g, _)| g.clone())
+            .collect();
+        due.into_iter()
+            .filter_map(|g| self.groups.remove_entry(&g))
+            .collect()
+    }
+
+    /// The next deadline.
+    pub fn next(&self) -> Option<u64> {
+        self.groups
+            .values()
+            .map(|a| a.kill_at)
+            .filter(|&t| t != 0)
+            .min()
+    }
+
+    /// Whether any group has a deadline.
+    pub fn armed(&self) -> bool {
+        self.next().is_some()
+    }
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds (the clock of `std::time::Instant`
+/// on Linux, and of the watchdog).
+pub fn mono_now() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
+    (t.tv_sec() as u64) * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// The monotonic time of `at`, in nanoseconds.
+pub fn mono_of(at: tokio::time::Instant) -> u64 {
+    let now = tokio::time::Instant::now();
+    let base = mono_now();
+    if at >= now {
+        base + (at - now).as_nanos() as u64
+    } else {
+        base.saturating_sub((now - at).as_nanos() as u64)
+    }
+}
+
+/// Kill everything of `a`: `cgroup.kill` of each directory (and each
+/// process it lists, for kernels without `cgroup.kill`), then SIGKILL of
+/// each process group. The number of processes found.
+pub fn kill_armed(a: &Armed) -> usize {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let mut n = 0;
+    for dir in &a.cgroups {
+        let pids: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        n += pids.len();
+        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+        for pid in pids {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    for &pg in &a.pgids {
+        if kill(Pid::from_raw(-pg), Signal::SIGKILL).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `clinit watchdog`: the process. Reads commands from standard input
+/// until it ends and every deadline has passed. `hw`: a watchdog device to
+/// feed.
+pub fn run(hw: Option<&Path>) -> i32 {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    // Unbuffered: `poll` must see every byte not yet read.
+    let mut input = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) => {
+            eprintln!("clinit watchdog: no standard input: {e}");
+            return 1;
+        }
+    };
+    let mut watch = Watch::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut open = true;
+    let mut device: Option<std::fs::File> = None;
+    let say = |msg: String| eprintln!("clinit watchdog (pid {}): {msg}", std::process::id());
+    loop {
+        let now = mono_now();
+        for (group, armed) in watch.due(now) {
+            let n = kill_armed(&armed);
+            say(format!(
+                "group {group}: not fed before its deadline; killed it ({n} processes or process groups found)"
+            ));
+        }
+        if let Some(dev) = device.as_mut()
+            && !watch.armed()
+        {
+            let _ = dev.write_all(b"V");
+            device = None;
+        }
+        if !open && !watch.armed() {
+            return 0;
+        }
+        let wait_ms: Option<u64> = watch
+            .next()
+            .map(|t| t.saturating_sub(mono_now()).div_ceil(1_000_000).min(60_000));
+        if !open {
+            std::thread::sleep(Duration::from_millis(wait_ms.unwrap_or(1000)));
+            continue;
+        }
+        let wait = match wait_ms {
+            Some(ms) => PollTimeout::try_from(ms as i32).unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        let ready = {
+            let mut fds = [PollFd::new(input.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, wait) {
+                Ok(n) => n > 0,
+                Err(nix::errno::Errno::EINTR) => false,
+                Err(e) => {
+                    say(format!("poll: {e}"));
+                    false
+                }
+            }
+        };
+        if !ready {
+            continue;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = match input.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => 0,
+        };
+        if n == 0 {
+            open = false;
+            if watch.armed() {
+                say("the daemon is gone; its groups are killed at their deadlines".into());
+            }
+            continue;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            match Cmd::parse(&line) {
+                Some(cmd) => {
+                    let arm = matches!(cmd, Cmd::Arm { .. });
+                    watch.step(cmd);
+                    if arm && let Some(path) = hw {
+                        if device.is_none() {
+                            match std::fs::OpenOptions::new().write(true).open(path) {
+                                Ok(f) => device = Some(f),
+                                Err(e) => say(format!("cannot open {}: {e}", path.display())),
+                            }
+                        }
+                        if let Some(dev) = device.as_mut() {
+                            let _ = dev.write_all(b"\0");
+                        }
+                    }
+                }
+                None => say(format!("ignoring a bad command line: {line:?}")),
+            }
+        }
+    }
+}
+
+/// The daemon's end: starts the watchdog when first needed and writes its
+/// commands; a watchdog that died is started again (with what it must
+/// know: the caller re-arms on its next renewal).
+#[derive(Clone, Default)]
+pub struct Feeder {
+    inner: Arc<Mutex<FeederInner>>,
+}
+
+#[derive(Default)]
+struct FeederInner {
+    child: Option<std::process::Child>,
+    hw: Option<PathBuf>,
+    /// The daemon's log, the watchdog's standard error.
+    log: Option<std::fs::File>,
+    /// What the watchdog must know of each group, to tell a new one.
+    known: Watch,
+}
+
+impl Feeder {
+    pub fn new(hw: Option<PathBuf>, log: Option<std::fs::File>) -> Feeder {
+        Feeder {
+            inner: Arc::new(Mutex::new(FeederInner {
+                hw,
+                log,
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// Send `cmd`; false if no watchdog could take it (the caller must then
+    /// not run the group).
+    pub fn send(&self, cmd: Cmd) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.known.step(cmd.clone());
+        let line = cmd.line();
+        for _ in 0..2 {
+            if inner.child.is_none() {
+                match spawn(inner.hw.as_deref(), inner.log.as_ref()) {
+                    Ok(c) => {
+                        inner.child = Some(c);
+                        // A new watchdog learns everything again.
+                        let all: String = inner
+                            .known
+                            .groups
+                            .iter()
+                            .flat_map(|(g, a)| {
+                                let mut v = Vec::new();
+                                for p in &a.cgroups {
+                                    v.push(
+                                        Cmd::Cgroup {
+                                            group: g.clone(),
+                                            path: p.clone(),
+                                        }
+                                        .line(),
+                                    );
+                                }
+                                for &p in &a.pgids {
+                                    v.push(
+                                        Cmd::Pgid {
+                                            group: g.clone(),
+                                            pgid: p,
+                                        }
+                                        .line(),
+                                    );
+                                }
+                                if a.kill_at != 0 {
+                                    v.push(
+                                        Cmd::Arm {
+                                            group: g.clone(),
+                                            at: a.kill_at,
+                                        }
+                                        .line(),
+                                    );
+                                }
+                                v
+                            })
+                            .collect();
+                        if write(&mut inner, &all) {
+                            return true;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot start the fencing watchdog: {e}");
+                        return false;
+                    }
+                }
+            }
+            if write(&mut inner, &line) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The watchdog's pid, if one runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .child
+            .as_ref()
+            .map(|c| c.id())
+    }
+}
+
+fn write(inner: &mut FeederInner, text: &str) -> bool {
+    let Some(child) = inner.child.as_mut() else {
+        return false;
+    };
+    let ok = child
+        .stdin
+        .as_mut()
+        .is_some_and(|s| s.write_all(text.as_bytes()).and_then(|_| s.flush()).is_ok());
+    if !ok {
+        tracing::warn!(
+            "the fencing watchdog (pid {}) is gone; starting another",
+            child.id()
+        );
+        inner.child = None;
+    }
+    ok
+}
+
+fn spawn(hw: Option<&Path>, log: Option<&std::fs::File>) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("watchdog");
+    if let Some(hw) = hw {
+        cmd.arg("--device").arg(hw);
+    }
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .process_group(0);
+    if let Some(log) = log.and_then(|l| l.try_clone().ok()) {
+        cmd.stderr(log);
+    }
+    let child = cmd.spawn()?;
+    tracing::info!("fencing watchdog started, pid {}", child.id());
+    Ok(child)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_and_print_back() {
+        let table = [
+            (
+                "arm web 123",
+                Some(Cmd::Arm {
+                    group: "web".into(),
+                    at: 123,
+                }),
+            ),
+            (
+                "cgroup web /sys/fs/cgroup/a b",
+                Some(Cmd::Cgroup {
+                    group: "web".into(),
+                    path: "/sys/fs/cgroup/a b".into(),
+                }),
+            ),
+            (
+                "pgid web 42",
+                Some(Cmd::Pgid {
+                    group: "web".into(),
+                    pgid: 42,
+                }),
+            ),
+            (
+                "disarm web",
+                Some(Cmd::Disarm {
+                    group: "web".into(),
+                }),
+            ),
+            ("pgid web 1", None),
+            ("pgid web -5", None),
+            ("arm web soon", None),
+            ("disarm web x", None),
+            ("bogus web", None),
+            ("", None),
+        ];
+        for (line, want) in table {
+            let got = Cmd::parse(line);
+            assert_eq!(got, want, "{line}");
+            if let Some(c) = got {
+                assert_eq!(c.line(), format!("{line}\n"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_group_is_due_at_its_deadline_once_and_rearming_moves_it() {
+        // (commands, now, due groups, next deadline after)
+        type Case<'a> = (&'a [&'a str], u64, &'a [&'a str], Option<u64>);
+        let table: &[Case] = &[
+            (&["arm a 100"], 99, &[], Some(100)),
+            (&["arm a 100"], 100, &["a"], None),
+            (&["arm a 100", "arm a 200"], 150, &[], Some(200)),
+            (&["arm a 100", "disarm a"], 150, &[], None),
+            (&["cgroup a /x"], 1_000, &[], None),
+            (&["arm a 100", "arm b 300"], 200, &["a"], Some(300)),
+            (&["pgid a 7", "arm a 10", "arm b 20"], 30, &["a", "b"], None),
+        ];
+        for (cmds, now, due, next) in table {
+            let mut w = Watch::default();
+            for c in *cmds {
+                w.step(Cmd::parse(c).unwrap());
+            }
+            let got: Vec<String> = w.due(*now).into_iter().map(|(g, _)| g).collect();
+            assert_eq!(got, *due, "{cmds:?} at {now}");
+            assert_eq!(w.next(), *next, "{cmds:?}");
+            assert!(w.due(*now).is_empty(), "due twice: {cmds:?}");
+        }
+    }
+
+    #[test]
+    fn targets_accumulate_once() {
+        let mut w = Watch::default();
+        for c in [
+            "pgid a 7",
+            "pgid a 7",
+            "cgroup a /x",
+            "cgroup a /x",
+            "arm a 5",
+        ] {
+            w.step(Cmd::parse(c).unwrap());
+        }
+        assert_eq!(
+            w.groups["a"],
+            Armed {
+                kill_at: 5,
+                cgroups: vec!["/x".into()],
+                pgids: vec![7]
+            }
+        );
+    }
+}
