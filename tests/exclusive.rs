@@ -216,6 +216,9 @@ fn a_killed_owner_is_replaced_within_the_lease_and_does_not_take_the_group_back(
     n2.ok(&["web", "3"]);
     let (owner, t1) = wait_owner(&n1, &s, None, 0, DEADLINE);
     assert_eq!(owner, "n1");
+    // The owner's token fences writes to the record store.
+    let fence = |t: i64| format!("group:web:{t}");
+    n2.ok(&["record", "add", "vol", "k1", "v", "--fence", &fence(t1)]);
     n1.kill9();
     let killed = Instant::now();
     let (owner, t2) = wait_owner(&n2, &s, Some("n1"), t1, DEADLINE);
@@ -227,6 +230,14 @@ fn a_killed_owner_is_replaced_within_the_lease_and_does_not_take_the_group_back(
     assert!(
         took <= Duration::from_secs(TTL + 4),
         "failover took {took:?} with lease_ttl {TTL} s"
+    );
+    n2.ok(&["record", "add", "vol", "k2", "v", "--fence", &fence(t2)]);
+    let out = n2.run(&["record", "add", "vol", "k3", "v", "--fence", &fence(t1)]);
+    assert_eq!(out.status.code(), Some(21), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("STALE_TOKEN")
+            || String::from_utf8_lossy(&out.stderr).contains("stale"),
+        "{out:?}"
     );
     // n1 comes back: preferred, yet n2 keeps the group.
     let n1 = n1.launch(&[]);
@@ -380,4 +391,86 @@ fn move_hands_over_gracefully_and_a_failing_test_entry_moves_the_group() {
     let runs = check(&s.appends());
     let nodes: Vec<&str> = runs.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(nodes, ["n1", "n2", "n1", "n2"], "{runs:?}");
+}
+
+#[test]
+fn an_owner_whose_connections_are_reset_stops_before_another_takes_over() {
+    let etcd = Etcd::start();
+    let s = Shared::new();
+    let upstream = etcd.url.trim_start_matches("http://").to_string();
+    let proxy = Proxy::start(&upstream);
+    let n1 = node(&format!("http://127.0.0.1:{}", proxy.port), "n1");
+    let n2 = node(&etcd.url, "n2");
+    push(
+        &n2,
+        &format!(
+            "web:::placement:exclusive\nweb:::nodes:n1,n2\nweb:w:3:respawn:{}\n",
+            s.writer()
+        ),
+    );
+    n2.ok(&["web", "3"]);
+    let (owner, t1) = wait_owner(&n2, &s, None, 0, DEADLINE);
+    assert_eq!(owner, "n1");
+    proxy.cut();
+    let (owner, t2) = wait_owner(&n2, &s, Some("n1"), t1, DEADLINE);
+    assert_eq!(owner, "n2");
+    assert!(web_on(&s, "n1").is_empty());
+    proxy.heal();
+    n1.wait_until("n1 sees n2 own it", || {
+        String::from_utf8_lossy(&n1.run(&["status", "web"]).stdout).contains("owner n2")
+    });
+    assert!(web_on(&s, "n1").is_empty());
+    assert_eq!(check(&s.appends()).last().unwrap(), &("n2".to_string(), t2));
+}
+
+/// The etcd member that leads, by its client URL's index.
+fn leader(etcd: &Etcd) -> usize {
+    let out = std::process::Command::new("etcdctl")
+        .args(["--endpoints", &etcd.url, "endpoint", "status", "-w", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .position(|m| m["Status"]["header"]["member_id"] == m["Status"]["leader"])
+        .expect("a leader")
+}
+
+#[test]
+fn killing_the_etcd_leader_never_lets_two_nodes_run_the_group() {
+    let mut etcd = Etcd::start_members(3);
+    let s = Shared::new();
+    let n1 = node(&etcd.url, "n1");
+    let n2 = node(&etcd.url, "n2");
+    push(
+        &n1,
+        &format!(
+            "web:::placement:exclusive\nweb:::nodes:n1,n2\nweb:w:3:respawn:{}\n",
+            s.writer()
+        ),
+    );
+    n1.ok(&["web", "3"]);
+    let (_, t1) = wait_owner(&n1, &s, None, 0, DEADLINE);
+    let before = std::fs::read_to_string(s.appends())
+        .unwrap()
+        .lines()
+        .count();
+    etcd.kill_member(leader(&etcd));
+    // A new leader is elected; the group goes on (on one node or moved,
+    // never on two), and appends go on.
+    n1.wait_until("appends go on after the leader died", || {
+        std::fs::read_to_string(s.appends())
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= before + 40
+    });
+    let runs = check(&s.appends());
+    assert!(runs[0].1 == t1 && runs.len() <= 2, "{runs:?}");
+    let (owner, token) = runs.last().unwrap().clone();
+    n2.wait_until("n2 shows the owner", || {
+        String::from_utf8_lossy(&n2.run(&["status", "web"]).stdout)
+            .contains(&format!("owner {owner} token {token}"))
+    });
 }

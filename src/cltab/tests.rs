@@ -313,3 +313,119 @@ fn a_notifier_setting_is_one_string_shared_by_every_entry() {
         }
     }
 }
+
+/// Group options: (text, expected errors as (line, code)).
+#[test]
+fn group_options_are_checked_with_their_lines() {
+    let cases: &[(&str, &[(usize, &str)])] = &[
+        ("web:a:1:respawn:x\nweb:::placement:exclusive\n", &[]),
+        ("web:::placement:every\nweb:a:1:respawn:x\n", &[]),
+        (
+            "web:a:1:respawn:x\nweb:::placement:exclusive\nweb:::nodes:a, b,c\n",
+            &[],
+        ),
+        (
+            "web:a:1:respawn:x\nweb:::placement:sometimes\n",
+            &[(2, "CLTAB_BAD_GROUP_OPTION")],
+        ),
+        (
+            "web:a:1:respawn:x\ndb:::placement:exclusive\n",
+            &[(2, "CLTAB_OPTION_UNKNOWN_GROUP")],
+        ),
+        (
+            "web:a:1:respawn:x\nweb:::colour:red\n",
+            &[(2, "CLTAB_UNKNOWN_GROUP_OPTION")],
+        ),
+        (
+            "web:a:1:respawn:x\nweb:::placement:exclusive\nweb:::placement:every\n",
+            &[(3, "CLTAB_DUPLICATE_GROUP_OPTION")],
+        ),
+        (
+            "web:a:1:respawn:x\nweb:::placement:exclusive\nweb:::nodes:a,,b\n",
+            &[(3, "CLTAB_BAD_GROUP_OPTION")],
+        ),
+        (
+            "web:a:1:respawn:x\nweb:::placement:exclusive\nweb:::nodes:a,a\n",
+            &[(3, "CLTAB_BAD_GROUP_OPTION")],
+        ),
+        (
+            "web:a:1:respawn:x\nweb:::placement:exclusive\nweb:::nodes:a/b\n",
+            &[(3, "CLTAB_BAD_GROUP_OPTION")],
+        ),
+        (
+            "web:a:1:respawn:x\nweb:::nodes:a,b\n",
+            &[(2, "CLTAB_NODES_NOT_EXCLUSIVE")],
+        ),
+        // The timing rule: only checked when a group is exclusive.
+        (":::lease_ttl:0.5\nweb:a:1:respawn:x\n", &[]),
+        (
+            ":::lease_ttl:0.5\nweb:a:1:respawn:x\nweb:::placement:exclusive\n",
+            &[(3, "CLTAB_FENCE_TIMES")],
+        ),
+        (
+            ":::lease_ttl:3\n:::fence_margin:0.1\nweb:a:1:respawn:x\nweb:::placement:exclusive\n",
+            &[(4, "CLTAB_FENCE_TIMES")],
+        ),
+        (
+            ":::lease_ttl:3\n:::fence_margin:1.4\nweb:a:1:respawn:x\nweb:::placement:exclusive\n",
+            &[(4, "CLTAB_FENCE_TIMES")],
+        ),
+        (
+            ":::lease_ttl:3\n:::fence_margin:1.3\nweb:a:1:respawn:x\nweb:::placement:exclusive\n",
+            &[],
+        ),
+    ];
+    for (text, want) in cases {
+        let got: Vec<(usize, &str)> = match p(text) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.errors.iter().map(|e| (e.line, e.kind.code())).collect(),
+        };
+        assert_eq!(got, *want, "{text:?}");
+    }
+    let tab =
+        p("web:a:1:respawn:x\ndb:b:1:respawn:x\nweb:::placement:exclusive\nweb:::nodes:n2,n1\n")
+            .unwrap();
+    assert!(tab.is_exclusive("web") && !tab.is_exclusive("db"));
+    assert_eq!(tab.group_opts("web").nodes, ["n2", "n1"]);
+    assert!(tab.entries[0].opts.exclusive && !tab.entries[1].opts.exclusive);
+    // Errors name the group.
+    let e = p("web:a:1:respawn:x\nweb:::placement:sometimes\n").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("/etc/cltab:2: bad value 'sometimes' for option 'placement' of group 'web'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn fence_times_follow_the_rule() {
+    use std::time::Duration as D;
+    let ms = D::from_millis;
+    // (ttl, margin, Ok((renew, stop_at, kill_at)) or Err)
+    type Case = (D, Option<D>, Option<(D, D, D)>);
+    let table: &[Case] = &[
+        (ms(3000), None, Some((ms(1000), ms(1500), ms(2500)))),
+        (ms(10000), None, Some((ms(3333), ms(5000), ms(8333)))),
+        (ms(1000), None, Some((ms(333), ms(500), ms(800)))),
+        (
+            ms(3000),
+            Some(ms(300)),
+            Some((ms(1000), ms(1500), ms(2700))),
+        ),
+        (ms(999), None, None),
+        (ms(3000), Some(ms(199)), None),
+        (ms(3000), Some(ms(1301)), None),
+    ];
+    for (ttl, margin, want) in table {
+        let got = FenceTimes::of(*ttl, *margin)
+            .ok()
+            .map(|t| (t.renew, t.stop_at, t.kill_at));
+        // Whole milliseconds: TTL/3 and TTL/6 are not.
+        let round = |d: D| ms((d.as_secs_f64() * 1000.0).round() as u64);
+        assert_eq!(
+            got.map(|(a, b, c)| (round(a), round(b), round(c))),
+            *want,
+            "{ttl:?} {margin:?}"
+        );
+    }
+}

@@ -535,31 +535,55 @@ impl Drop for Etcd {
     }
 }
 
+/// Linger 0: closing the socket resets the connection (RST).
+fn reset(s: &std::net::TcpStream) {
+    let _ = nix::sys::socket::setsockopt(
+        s,
+        nix::sys::socket::sockopt::Linger,
+        &libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        },
+    );
+}
+
 /// A TCP proxy on a free loopback port to `upstream` (a `host:port`), that
 /// a test can blackhole: from then on nothing is forwarded either way, and
 /// nothing read (bytes wait in the sockets' buffers, as TCP keeps
 /// retransmitting through a partition; connections stay open, nothing is
 /// refused) until it is healed. It never drops bytes: no network cuts holes
-/// into a live TCP stream. Threads end with the test process.
+/// into a live TCP stream. Or cut: every connection is reset and new ones
+/// are refused (closed at once) until healed. Threads end with the test
+/// process.
 pub struct Proxy {
     pub port: u16,
     blackholed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
 }
 
 impl Proxy {
     pub fn start(upstream: &str) -> Proxy {
-        use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let blackholed = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicBool::new(false));
+        let live: Arc<Mutex<Vec<std::net::TcpStream>>> = Default::default();
         let up = upstream.to_string();
-        let bh = blackholed.clone();
+        let (bh, cut2, live2) = (blackholed.clone(), cut.clone(), live.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(client) = conn else { return };
+                if cut2.load(Ordering::SeqCst) {
+                    reset(&client);
+                    drop(client);
+                    continue;
+                }
                 let bh = bh.clone();
                 let up = up.clone();
+                let live = live2.clone();
                 std::thread::spawn(move || {
                     let pipe = |mut from: std::net::TcpStream,
                                 mut to: Option<std::net::TcpStream>,
@@ -591,6 +615,11 @@ impl Proxy {
                     let Ok(server) = std::net::TcpStream::connect(&up) else {
                         return;
                     };
+                    {
+                        let mut l = live.lock().unwrap();
+                        l.push(client.try_clone().unwrap());
+                        l.push(server.try_clone().unwrap());
+                    }
                     let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                     let bh2 = bh.clone();
                     std::thread::spawn(move || pipe(s2, Some(c2), bh2));
@@ -598,7 +627,12 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, blackholed }
+        Proxy {
+            port,
+            blackholed,
+            cut,
+            live,
+        }
     }
 
     /// Forward nothing from now on (until healed).
@@ -607,9 +641,19 @@ impl Proxy {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Reset every connection, and refuse new ones until healed.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.live.lock().unwrap().drain(..) {
+            reset(&s);
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
     /// Forward again.
     pub fn heal(&self) {
         self.blackholed
             .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
