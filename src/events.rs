@@ -229,14 +229,14 @@ pub enum EventKind {
     RecordModified(RecordFacts),
     RecordDeleted(RecordFacts),
     /// Cluster mode: this node became the owner of an exclusive group.
-    Owned {
+    GroupOwned {
         group: String,
         node: String,
         token: i64,
     },
     /// Cluster mode: this node gave up an exclusive group (`why`: moved,
     /// failed, not eligible, lost).
-    Released {
+    GroupReleased {
         group: String,
         node: String,
         token: i64,
@@ -248,7 +248,9 @@ impl EventKind {
     /// The group an event is about, if any (`clinit events --group`).
     pub fn group(&self) -> Option<&str> {
         match self {
-            EventKind::Owned { group, .. } | EventKind::Released { group, .. } => Some(group),
+            EventKind::GroupOwned { group, .. } | EventKind::GroupReleased { group, .. } => {
+                Some(group)
+            }
             EventKind::GroupState { group, .. }
             | EventKind::Told { group, .. }
             | EventKind::Started { group, .. }
@@ -438,10 +440,10 @@ impl EventKind {
             EventKind::RecordAdded(r) => record_line("added", r),
             EventKind::RecordModified(r) => record_line("modified", r),
             EventKind::RecordDeleted(r) => record_line("deleted", r),
-            EventKind::Owned { group, node, token } => {
+            EventKind::GroupOwned { group, node, token } => {
                 format!("exclusive group {group}: owned by node {node}, token {token}")
             }
-            EventKind::Released {
+            EventKind::GroupReleased {
                 group,
                 node,
                 token,

@@ -337,7 +337,8 @@ enum RecordCmd {
         /// The value, or - to read it from standard input.
         value: String,
         /// Write only while holding lock LOCK with fencing token TOKEN
-        /// (`--fence vol:$CLINIT_LOCK_TOKEN` in a `clinit lock vol` command):
+        /// (`--fence vol:$CLINIT_LOCK_TOKEN` in a `clinit lock vol` command,
+        /// `--fence group:web:$CLINIT_FENCE_TOKEN` in an exclusive group):
         /// refused (exit 21, STALE_TOKEN) if the store has seen a newer
         /// token for LOCK.
         #[arg(long, value_name = "LOCK:TOKEN", value_parser = parse_fence)]
@@ -360,7 +361,8 @@ enum RecordCmd {
         #[arg(long)]
         sig: u64,
         /// Write only while holding lock LOCK with fencing token TOKEN
-        /// (`--fence vol:$CLINIT_LOCK_TOKEN` in a `clinit lock vol` command):
+        /// (`--fence vol:$CLINIT_LOCK_TOKEN` in a `clinit lock vol` command,
+        /// `--fence group:web:$CLINIT_FENCE_TOKEN` in an exclusive group):
         /// refused (exit 21, STALE_TOKEN) if the store has seen a newer
         /// token for LOCK.
         #[arg(long, value_name = "LOCK:TOKEN", value_parser = parse_fence)]
@@ -375,7 +377,8 @@ enum RecordCmd {
         #[arg(long, default_value_t = 0)]
         sig: u64,
         /// Write only while holding lock LOCK with fencing token TOKEN
-        /// (`--fence vol:$CLINIT_LOCK_TOKEN` in a `clinit lock vol` command):
+        /// (`--fence vol:$CLINIT_LOCK_TOKEN` in a `clinit lock vol` command,
+        /// `--fence group:web:$CLINIT_FENCE_TOKEN` in an exclusive group):
         /// refused (exit 21, STALE_TOKEN) if the store has seen a newer
         /// token for LOCK.
         #[arg(long, value_name = "LOCK:TOKEN", value_parser = parse_fence)]

@@ -13,8 +13,9 @@
 //! | `goals/<node>/<group>` | [`Goal`] JSON: a level told from anywhere | `clinit --node NODE GROUP LEVEL` |
 //! | `applied/<node>/<group>` | [`Applied`] JSON: the goal's revision and the node's reply | the node, once it took the goal |
 //!
-//! Locks, records and exclusive groups get their own prefixes (`locks/`,
-//! `records/`, `owners/`) in the issues that build on this one.
+//! Locks, records and exclusive groups have their own prefixes (`locks/`,
+//! `records/` and `fence/`, `groups/`): see [`locks`], [`records`] and
+//! [`owners`].
 
 pub mod agent;
 pub mod locks;

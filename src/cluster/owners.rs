@@ -365,6 +365,13 @@ async fn lose_all(h: &super::agent::ClusterHandle, shared: &Shared, st: &mut Sta
     let mine = std::mem::take(&mut st.mine);
     for (g, m) in mine {
         h.exclusive.revoke(&g);
+        released(
+            shared,
+            &h.cfg.node,
+            &g,
+            m.token,
+            "its lease could not be renewed in time",
+        );
         if m.told.as_deref() != Some("") {
             tracing::warn!(
                 "exclusive group {g}: ownership (token {}) can no longer be renewed; stopping it (the watchdog kills what is left before the lease can expire)",
@@ -640,6 +647,7 @@ impl Ctx<'_> {
                 if s.owner.as_ref().is_none_or(|o| o.lease != self.lease) {
                     // The key went (deleted behind the agent's back).
                     tracing::warn!("exclusive group {g}: its owner key is gone; stopping it");
+                    released(self.shared, &me, g, m.token, "its owner key was deleted");
                     st.mine.remove(g);
                     self.h.exclusive.revoke(g);
                     tell(self.shared, g, "").await;
@@ -783,11 +791,13 @@ impl Ctx<'_> {
                     goal.as_str()
                 }
             );
-            self.shared.events.push(crate::events::EventKind::Owned {
-                group: g.clone(),
-                node: me.clone(),
-                token,
-            });
+            self.shared
+                .events
+                .push(crate::events::EventKind::GroupOwned {
+                    group: g.clone(),
+                    node: me.clone(),
+                    token,
+                });
             tell(self.shared, g, &goal).await;
             st.mine.insert(
                 g.clone(),
@@ -806,6 +816,15 @@ impl Ctx<'_> {
         }
         Ok(wake)
     }
+}
+
+fn released(shared: &Shared, node: &str, group: &str, token: i64, why: &str) {
+    shared.events.push(crate::events::EventKind::GroupReleased {
+        group: group.to_string(),
+        node: node.to_string(),
+        token,
+        why: why.to_string(),
+    });
 }
 
 /// Tell `group` `level` on the event loop, as the cluster (not a client:
@@ -957,16 +976,6 @@ pub(crate) fn tell_cluster(
 ) -> Option<Reply> {
     use crate::daemon::conn::error;
     use crate::proto::ErrorCode;
-    let view = h.view();
-    if !view.connected {
-        return Some(error(
-            ErrorCode::EtcdUnreachable,
-            format!(
-                "cannot reach etcd at {}: {group} is an exclusive group, whose goal is the cluster's; it cannot be set now",
-                view.endpoints
-            ),
-        ));
-    }
     let reply = c.reply.take()?;
     let goal = Goal {
         level: level.to_string(),
@@ -993,7 +1002,12 @@ pub(crate) fn tell_cluster(
                     ),
                 }
             }
-            Err(e) => error(ErrorCode::EtcdUnreachable, e.to_string()),
+            Err(e) => error(
+                ErrorCode::EtcdUnreachable,
+                format!(
+                    "{e}: {group} is an exclusive group, whose goal is the cluster's; it cannot be set now"
+                ),
+            ),
         };
         let _ = reply.send(answer);
     });
