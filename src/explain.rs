@@ -43,6 +43,14 @@ pub enum Fact {
     GroupNotTold { group: String },
     /// The daemon is shutting down.
     Halting,
+    /// Cluster mode: the group is exclusive; `owner` runs it (with
+    /// `token`), or no node does; `here` is this node.
+    Exclusive {
+        group: String,
+        owner: Option<String>,
+        token: Option<i64>,
+        here: String,
+    },
     /// The group is at `level`, which is not one of the entry's `levels`.
     NotAtLevel {
         group: String,
@@ -184,6 +192,22 @@ impl Fact {
                 "group {group} has not been told a level since the daemon started (no goal was stored), so none of its entries runs; `clinit {group} LEVEL` starts it."
             ),
             Fact::Halting => "the daemon is shutting down: every entry is being stopped.".into(),
+            Fact::Exclusive {
+                group,
+                owner,
+                token,
+                here,
+            } => match (owner, token) {
+                (Some(o), Some(t)) if o == here => format!(
+                    "group {group} is exclusive: this node ({here}) owns it (fencing token {t}) and runs it at the cluster's goal."
+                ),
+                (Some(o), Some(t)) => format!(
+                    "group {group} is exclusive: node {o} owns it (fencing token {t}), so nothing of it runs on this node ({here}); `clinit cluster move {group} {here}` moves it here."
+                ),
+                _ => format!(
+                    "group {group} is exclusive and no node owns it now: the most preferred live eligible node takes it (`clinit cluster status`)."
+                ),
+            },
             Fact::NotAtLevel {
                 group,
                 level,

@@ -182,6 +182,14 @@ fn one_node_runs_it_at_the_cluster_goal_with_its_token_and_a_node_not_in_nodes_n
         st.starts_with("web - ") && st.trim().ends_with(&format!("owner n2 token {token}"))
     });
     n2.wait_status("web", &format!("web 3 DONE owner n2 token {token}"));
+    // explain says why it does not run here.
+    let why = n1.ok(&["explain", "web"]);
+    assert!(
+        why.contains(&format!(
+            "node n2 owns it (fencing token {token}), so nothing of it runs on this node (n1)"
+        )),
+        "{why}"
+    );
     // The environment of its processes.
     let pids = web_on(&s, "n2");
     assert!(!pids.is_empty());

@@ -850,6 +850,10 @@ async fn local_groups(shared: &Shared, groups: Vec<String>) -> HashMap<String, L
     let put = out.clone();
     let job: LoopJob = Box::new(move |d, _| {
         let mut m = put.lock().unwrap_or_else(PoisonError::into_inner);
+        if d.halting {
+            // Shutting down: no group is claimed (an empty answer).
+            return Some(Reply::Ok);
+        }
         for g in groups {
             if let Some(grp) = d.sup.group(&g) {
                 m.insert(

@@ -114,13 +114,29 @@ pub(crate) fn explain(d: &Daemon, name: &str) -> Reply {
     let recent = d.shared.events.lock().recent(500, |e| {
         e.kind.tag() == Some(name) || e.kind.group() == Some(name)
     });
-    let explanations: Vec<_> = [
+    let mut explanations: Vec<_> = [
         crate::explain::entry(&d.sup, name, &recent, now),
         crate::explain::group(&d.sup, name, &recent, now),
     ]
     .into_iter()
     .flatten()
     .collect();
+    if let Some(h) = &d.shared.cluster {
+        for x in explanations.iter_mut() {
+            if d.sup.cltab.is_exclusive(&x.group) {
+                let owner = h.exclusive.owner(&x.group);
+                x.facts.insert(
+                    0,
+                    crate::explain::Fact::Exclusive {
+                        group: x.group.clone(),
+                        owner: owner.as_ref().map(|o| o.0.clone()),
+                        token: owner.map(|o| o.1),
+                        here: h.cfg.node.clone(),
+                    },
+                );
+            }
+        }
+    }
     if explanations.is_empty() {
         return error(
             ErrorCode::NoSuchEntry,
