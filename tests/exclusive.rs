@@ -152,7 +152,14 @@ fn one_node_runs_it_at_the_cluster_goal_with_its_token_and_a_node_not_in_nodes_n
     let etcd = Etcd::start();
     let s = Shared::new();
     let n1 = node(&etcd.url, "n1");
-    let n2 = node(&etcd.url, "n2");
+    // n2 feeds a watchdog device (here a plain file) while it owns a group.
+    let dev = s.dir.path().join("watchdog-device");
+    std::fs::write(&dev, "").unwrap();
+    let n2 = Daemon::start(&format!(
+        ":::etcd:{}\n:::node:n2\n:::lease_ttl:{TTL}\n:::hw_watchdog:{}\n",
+        etcd.url,
+        dev.display()
+    ));
     let n3 = node(&etcd.url, "n3");
     push(
         &n1,
@@ -209,6 +216,9 @@ fn one_node_runs_it_at_the_cluster_goal_with_its_token_and_a_node_not_in_nodes_n
     });
     assert_eq!(check(&s.appends()), vec![("n2".to_string(), token)]);
     assert!(web_on(&s, "n1").is_empty() && web_on(&s, "n3").is_empty());
+    n2.wait_until("the device fed", || {
+        std::fs::read(&dev).unwrap_or_default().iter().filter(|b| **b == 0).count() >= 2
+    });
     // A local tell of a non-exclusive group still works on each node.
     n3.ok(&["local", "3"]);
     n3.wait_status("local", "local 3 DONE");
