@@ -217,7 +217,12 @@ fn one_node_runs_it_at_the_cluster_goal_with_its_token_and_a_node_not_in_nodes_n
     assert_eq!(check(&s.appends()), vec![("n2".to_string(), token)]);
     assert!(web_on(&s, "n1").is_empty() && web_on(&s, "n3").is_empty());
     n2.wait_until("the device fed", || {
-        std::fs::read(&dev).unwrap_or_default().iter().filter(|b| **b == 0).count() >= 2
+        std::fs::read(&dev)
+            .unwrap_or_default()
+            .iter()
+            .filter(|b| **b == 0)
+            .count()
+            >= 2
     });
     // A local tell of a non-exclusive group still works on each node.
     n3.ok(&["local", "3"]);
@@ -491,4 +496,36 @@ fn killing_the_etcd_leader_never_lets_two_nodes_run_the_group() {
         String::from_utf8_lossy(&n2.run(&["status", "web"]).stdout)
             .contains(&format!("owner {owner} token {token}"))
     });
+}
+
+#[test]
+fn a_daemon_whose_binary_was_replaced_still_starts_its_watchdog_and_runs_the_group() {
+    let etcd = Etcd::start();
+    let s = Shared::new();
+    // n1 runs from a copy of the binary, removed once it runs (an upgrade
+    // or a rebuild replaces the file under a running daemon).
+    let mut d = Daemon::prepare(&format!(
+        ":::etcd:{}\n:::node:n1\n:::lease_ttl:{TTL}\n",
+        etcd.url
+    ));
+    let copy = d.path("clinit-copy");
+    std::fs::copy(bin(), &copy).unwrap();
+    d.exe = Some(copy.clone());
+    let n1 = d.launch(&[]);
+    std::fs::remove_file(&copy).unwrap();
+    push(
+        &n1,
+        &format!(
+            "web:::placement:exclusive\nweb:w:3:respawn:{}\n",
+            s.writer()
+        ),
+    );
+    n1.ok(&["web", "3"]);
+    let (owner, _) = wait_owner(&n1, &s, None, 0, DEADLINE);
+    assert_eq!(owner, "n1");
+    assert!(
+        n1.log().contains("fencing watchdog started"),
+        "{}",
+        n1.log()
+    );
 }

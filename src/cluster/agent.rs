@@ -459,6 +459,27 @@ pub(super) async fn job_on_loop(
     })
 }
 
+/// Wait (up to 10 s) until this node runs the shared cltab revision
+/// stored in etcd now, if etcd answers.
+pub(crate) async fn catch_up(h: &ClusterHandle) {
+    let wait = async {
+        let mut c = h.cfg.connect().await.ok()?;
+        let got = tokio::time::timeout(super::REQUEST_TIMEOUT, c.get(h.cfg.cltab_key(), None))
+            .await
+            .ok()?
+            .ok()?;
+        let rev = got.kvs().first()?.mod_revision();
+        let mut runs = h.applied.subscribe();
+        runs.wait_for(|r| *r >= rev).await.ok().map(|_| ())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+}
+
+/// Run a changing job on the event loop for a client `who`; its reply.
+pub(crate) async fn run_job(shared: &Shared, job: LoopJob, who: &str) -> Reply {
+    job_on_loop(shared, job, Right::Change, None, who).await
+}
+
 /// Apply shared cltab revision `rev` with the reread rules, unless the
 /// node runs it already; a revision that does not parse is refused and
 /// the node keeps the one it runs.

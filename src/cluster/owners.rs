@@ -760,7 +760,14 @@ impl Ctx<'_> {
                 group: g.clone(),
                 at: mono_of(acked + self.times.kill_at),
             }) {
-                tracing::error!("exclusive group {g}: no watchdog; not running it");
+                // Not eligible for a while: another node takes the group
+                // (this one would claim and give back in a loop).
+                let until = now + Duration::from_secs(10);
+                st.ineligible.insert(g.clone(), until);
+                soon(until);
+                tracing::error!(
+                    "exclusive group {g}: the fencing watchdog cannot be started; not running the group, and ineligible for it for 10 s"
+                );
                 let okey = owner_key(cfg, g);
                 let txn = Txn::new()
                     .when([Compare::lease(okey.clone(), CompareOp::Equal, self.lease)])

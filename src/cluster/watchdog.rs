@@ -419,9 +419,16 @@ fn write(inner: &mut FeederInner, text: &str) -> bool {
 
 fn spawn(hw: Option<&Path>, log: Option<&std::fs::File>) -> std::io::Result<std::process::Child> {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe()?;
+    // The daemon's own binary, even if the file was replaced or removed
+    // since it started (an upgrade, a rebuild): /proc/self/exe is the
+    // running image's inode.
+    let exe = if Path::new("/proc/self/exe").exists() {
+        PathBuf::from("/proc/self/exe")
+    } else {
+        std::env::current_exe()?
+    };
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("watchdog");
+    cmd.arg0("clinit").arg("watchdog");
     if let Some(hw) = hw {
         cmd.arg("--device").arg(hw);
     }

@@ -12,6 +12,8 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
+    /// The daemon's binary when not the build's (a copy, to be replaced).
+    pub exe: Option<PathBuf>,
 }
 
 pub fn bin() -> &'static str {
@@ -33,7 +35,11 @@ impl Daemon {
             p = p.display()
         );
         std::fs::write(p.join("cltab"), text).unwrap();
-        Daemon { dir, child: None }
+        Daemon {
+            dir,
+            child: None,
+            exe: None,
+        }
     }
 
     pub fn spawn(self) -> Daemon {
@@ -42,7 +48,8 @@ impl Daemon {
 
     /// Start the daemon with extra flags (`--no-restore`, `--noauth`).
     pub fn spawn_with(mut self, extra: &[&str]) -> Daemon {
-        let child = Command::new(bin())
+        let exe = self.exe.clone().unwrap_or_else(|| bin().into());
+        let child = Command::new(exe)
             .args(["-c", self.cltab().to_str().unwrap(), "-d"])
             .args(extra)
             // Children inherit the daemon's directory: keep their files here.

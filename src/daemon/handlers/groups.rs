@@ -15,6 +15,28 @@ use std::time::{Duration, Instant};
 /// (applied by whichever node owns the group).
 pub(crate) fn tell(d: &mut Daemon, c: &mut Call, group: &str, level: &str) -> Option<Reply> {
     if let Some(h) = d.shared.cluster.clone()
+        && !d.sup.has_group(group)
+    {
+        // Cluster mode: the group may be in a shared cltab revision stored
+        // a moment ago (`cluster push` then a tell): catch up first.
+        let reply = c.reply.take()?;
+        let shared = d.shared.clone();
+        let (group, level, who) = (group.to_string(), level.to_string(), c.who.clone());
+        tokio::spawn(async move {
+            crate::cluster::agent::catch_up(&h).await;
+            let job: crate::daemon::route::LoopJob =
+                Box::new(move |d, c| tell_known(d, c, &group, &level));
+            let answer = crate::cluster::agent::run_job(&shared, job, &who).await;
+            let _ = reply.send(answer);
+        });
+        return None;
+    }
+    tell_known(d, c, group, level)
+}
+
+/// As [`tell`], the group known or not (no catching up).
+fn tell_known(d: &mut Daemon, c: &mut Call, group: &str, level: &str) -> Option<Reply> {
+    if let Some(h) = d.shared.cluster.clone()
         && d.sup.cltab.is_exclusive(group)
     {
         return crate::cluster::owners::tell_cluster(c, h, group, level);
