@@ -529,3 +529,49 @@ fn a_daemon_whose_binary_was_replaced_still_starts_its_watchdog_and_runs_the_gro
         n1.log()
     );
 }
+
+#[test]
+fn an_owner_whose_connection_is_reset_briefly_keeps_the_group_and_its_token() {
+    let etcd = Etcd::start();
+    let s = Shared::new();
+    let upstream = etcd.url.trim_start_matches("http://").to_string();
+    let proxy = Proxy::start(&upstream);
+    // A long lease: the reconnection has 5 s before the owner must stop.
+    let n1 = Daemon::start(&format!(
+        ":::etcd:http://127.0.0.1:{}\n:::node:n1\n:::lease_ttl:10\n",
+        proxy.port
+    ));
+    push(
+        &n1,
+        &format!(
+            "web:::placement:exclusive\nweb:w:3:respawn:{}\n",
+            s.writer()
+        ),
+    );
+    n1.ok(&["web", "3"]);
+    let (_, t1) = wait_owner(&n1, &s, None, 0, DEADLINE);
+    proxy.cut();
+    proxy.heal();
+    // The connection was lost and made again (the log says so), the lease
+    // kept: the same token writes on.
+    n1.wait_until("the connection lost", || {
+        n1.log().contains("exclusive groups: ")
+    });
+    let n = std::fs::read_to_string(s.appends())
+        .unwrap()
+        .lines()
+        .count();
+    n1.wait_until("more appends", || {
+        std::fs::read_to_string(s.appends())
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= n + 20
+    });
+    assert_eq!(check(&s.appends()), vec![("n1".to_string(), t1)]);
+    assert!(
+        !n1.log().contains("can no longer be renewed"),
+        "{}",
+        n1.log()
+    );
+}

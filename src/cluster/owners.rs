@@ -307,9 +307,21 @@ struct Mine {
     release: Option<Release>,
 }
 
+/// The owner agent's lease: it outlives a connection.
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    id: i64,
+    /// The send time of its last acknowledged renewal (or of its grant).
+    acked: Instant,
+}
+
 /// What outlives a session.
 #[derive(Default)]
 struct State {
+    lease: Option<Lease>,
+    /// Leases given up with groups under them, and when they may be
+    /// revoked (the watchdog's deadline).
+    stale: Vec<(i64, Instant)>,
     mine: BTreeMap<String, Mine>,
     /// Groups this node may not claim until then (a failed test).
     ineligible: HashMap<String, Instant>,
@@ -338,8 +350,8 @@ pub(crate) async fn run(h: Arc<super::agent::ClusterHandle>, shared: Arc<Shared>
     let mut closing = shared.closing.subscribe();
     let mut said: Option<String> = None;
     loop {
+        expire(&h, &shared, &mut st).await;
         let outcome = session(&h, &shared, &mut st).await;
-        lose_all(&h, &shared, &mut st).await;
         if *closing.borrow() {
             return;
         }
@@ -353,15 +365,47 @@ pub(crate) async fn run(h: Arc<super::agent::ClusterHandle>, shared: Arc<Shared>
                 }
             }
         }
+        // An owner keeps its groups (and its lease) across a lost
+        // connection while its renewals can still be acknowledged in
+        // time: it tries again at once; otherwise in a while.
+        expire(&h, &shared, &mut st).await;
+        let delay = if st.mine.is_empty() {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_millis(100)
+        };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(delay) => {}
             _ = closed(&mut closing) => return,
         }
     }
 }
 
-/// The session ended: nothing this node owned may run any longer.
+/// Past the stop time of its lease an owner gives everything up; past its
+/// TTL the lease is not tried again.
+async fn expire(h: &super::agent::ClusterHandle, shared: &Shared, st: &mut State) {
+    let times = times_of(shared, &h.cfg);
+    let now = Instant::now();
+    if let Some(l) = st.lease {
+        if !st.mine.is_empty() && now >= l.acked + times.stop_at {
+            lose_all(h, shared, st).await;
+        } else if now >= l.acked + times.ttl {
+            st.lease = None;
+        }
+    }
+}
+
+/// Ownership could not be renewed in time: nothing this node owned may run
+/// any longer, and its lease is never renewed again (the owner keys under
+/// it expire with it, or are revoked once the watchdog's deadline has
+/// passed and nothing of the groups runs here).
 async fn lose_all(h: &super::agent::ClusterHandle, shared: &Shared, st: &mut State) {
+    if let Some(l) = st.lease.take()
+        && !st.mine.is_empty()
+    {
+        let times = times_of(shared, &h.cfg);
+        st.stale.push((l.id, l.acked + times.kill_at));
+    }
     let mine = std::mem::take(&mut st.mine);
     for (g, m) in mine {
         h.exclusive.revoke(&g);
@@ -420,12 +464,75 @@ async fn session(
     let cfg = &h.cfg;
     let times = times_of(shared, cfg);
     let ttl_secs = times.ttl.as_secs_f64().ceil().max(1.0) as i64;
-    let mut c = cfg.connect().await?;
+    // While it owns groups nothing may take longer than their stop time.
+    let far = match st.lease {
+        Some(l) if !st.mine.is_empty() => {
+            (l.acked + times.stop_at).min(Instant::now() + super::REQUEST_TIMEOUT)
+        }
+        _ => Instant::now() + super::REQUEST_TIMEOUT,
+    };
+    let mut c = match tokio::time::timeout_at(far, cfg.connect()).await {
+        Ok(c) => c?,
+        Err(_) => return Err(cfg.unreachable("no etcd endpoint answered in time")),
+    };
+    // Given-up leases: revoked (the others need not wait for their TTL)
+    // once the watchdog's deadline has passed and nothing of an exclusive
+    // group runs here.
+    if !st.stale.is_empty() {
+        let now = Instant::now();
+        let groups: Vec<String> = shared
+            .cltab
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .exclusive_groups()
+            .map(|(g, _)| g.to_string())
+            .collect();
+        let quiet = local_groups(shared, groups.clone()).await;
+        if groups.iter().all(|g| quiet.get(g).is_some_and(|l| l.quiet)) {
+            let due: Vec<i64> = st
+                .stale
+                .iter()
+                .filter(|(_, at)| *at <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in due {
+                if by(cfg, far, c.lease_revoke(id)).await.is_ok() {
+                    tracing::info!("exclusive groups: revoked the given-up owner lease {id:x}");
+                }
+            }
+        }
+        st.stale.retain(|(_, at)| *at > now);
+    }
+    // The lease of the last connection if it may still live, else a new one.
+    let lease = match st.lease {
+        Some(l) => l.id,
+        None => {
+            if !st.mine.is_empty() {
+                lose_all(h, shared, st).await;
+            }
+            let sent = Instant::now();
+            let id = by(cfg, far, c.lease_grant(ttl_secs, None)).await?.id();
+            st.lease = Some(Lease { id, acked: sent });
+            id
+        }
+    };
     let sent = Instant::now();
-    let far = sent + super::REQUEST_TIMEOUT;
-    let lease = by(cfg, far, c.lease_grant(ttl_secs, None)).await?.id();
+    let (mut keeper, mut alive) =
+        match tokio::time::timeout_at(far, c.lease_keep_alive(lease)).await {
+            Ok(Ok(k)) => k,
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
+                // The lease is gone (expired, or revoked): so is every group.
+                lose_all(h, shared, st).await;
+                st.lease = None;
+                return Err(cfg.unreachable(format!("the owner lease is gone ({e})")));
+            }
+            Ok(Err(e)) => return Err(cfg.unreachable(e)),
+            Err(_) => return Err(cfg.unreachable("etcd did not answer in time")),
+        };
+    // That first renewal was acknowledged (keep_alive waits for it).
     let mut acked = sent;
-    let (mut keeper, mut alive) = by(cfg, far, c.lease_keep_alive(lease)).await?;
+    st.lease = Some(Lease { id: lease, acked });
+    ctx_renewed(h, st, times, acked);
     let prefix = groups_prefix(cfg);
     let got = by(
         cfg,
@@ -482,10 +589,15 @@ async fn session(
                 Some(r) if r.ttl() > 0 => {
                     if let Some(s) = pending.pop_front() {
                         acked = s;
+                        st.lease = Some(Lease { id: lease, acked });
                         ctx.renewed(st, acked);
                     }
                 }
-                _ => return Err(cfg.unreachable("the owner lease expired")),
+                _ => {
+                    lose_all(h, shared, st).await;
+                    st.lease = None;
+                    return Err(cfg.unreachable("the owner lease expired"));
+                }
             },
             _ = tokio::time::sleep_until(stop_by), if !st.mine.is_empty() => {
                 return Err(cfg.unreachable(format!(
@@ -531,10 +643,24 @@ async fn session(
                     h.exclusive.feeder.send(Cmd::Disarm { group: g });
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(1), c.lease_revoke(lease)).await;
+                st.lease = None;
                 return Ok(());
             }
         }
     }
+}
+
+/// A renewal sent at `acked` was acknowledged: the owned groups' new
+/// deadlines (the watchdog's, and the permits').
+fn ctx_renewed(h: &super::agent::ClusterHandle, st: &State, times: FenceTimes, acked: Instant) {
+    let kill_at = mono_of(acked + times.kill_at);
+    for g in st.mine.keys() {
+        h.exclusive.feeder.send(Cmd::Arm {
+            group: g.clone(),
+            at: kill_at,
+        });
+    }
+    h.exclusive.extend((acked + times.stop_at).into_std());
 }
 
 struct Ctx<'a> {
@@ -549,16 +675,7 @@ impl Ctx<'_> {
     /// A renewal sent at `acked` was acknowledged: the owned groups' new
     /// deadlines.
     fn renewed(&self, st: &State, acked: Instant) {
-        let kill_at = mono_of(acked + self.times.kill_at);
-        for g in st.mine.keys() {
-            self.h.exclusive.feeder.send(Cmd::Arm {
-                group: g.clone(),
-                at: kill_at,
-            });
-        }
-        self.h
-            .exclusive
-            .extend((acked + self.times.stop_at).into_std());
+        ctx_renewed(self.h, st, self.times, acked);
     }
 
     /// Do what the keys and the local groups call for; when to look again
@@ -716,6 +833,19 @@ impl Ctx<'_> {
             if l.level.as_deref().is_some_and(|x| !x.is_empty()) {
                 self.h.exclusive.revoke(g);
                 tell(self.shared, g, "").await;
+            }
+            // A key of this lease that this node does not run under (it
+            // cannot happen: a lost ownership loses its lease): let go.
+            if s.owner.as_ref().is_some_and(|o| o.lease == self.lease) && l.quiet {
+                let key = owner_key(cfg, g);
+                let txn = Txn::new()
+                    .when([Compare::lease(key.clone(), CompareOp::Equal, self.lease)])
+                    .and_then([TxnOp::delete(key, None)]);
+                by(cfg, deadline, c.txn(txn)).await?;
+                tracing::warn!(
+                    "exclusive group {g}: deleted an owner key of this node's lease that it did not run under"
+                );
+                continue;
             }
             if s.owner.is_some() || !eligible || !l.quiet {
                 continue;
