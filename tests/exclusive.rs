@@ -3,6 +3,9 @@
 //! and when a `test` entry fails; a node not in `nodes` never runs it; a
 //! preferred node coming back does not take it back.
 //!
+//! Each test runs a 3-member etcd on loopback; a node that a test cuts
+//! off reaches etcd (one member) through a proxy of the test's.
+//!
 //! Every process of the group appends "node token time" to a shared file
 //! several times a second; [`check`] fails the test if the tokens in that
 //! file ever go down or one token appears for two nodes (two owners
@@ -106,6 +109,17 @@ fn wait_owner(
     got.unwrap()
 }
 
+/// The failover since `fault` (the new owner's first append seen) is
+/// within `lease_ttl` + 4 s: the goal is `lease_ttl` + 2 s (measured by
+/// bench/exclusive_soak.sh); the test leaves room for a loaded machine.
+fn assert_bound(fault: Instant) {
+    let took = fault.elapsed();
+    assert!(
+        took <= Duration::from_secs(TTL + 4),
+        "failover took {took:?} with lease_ttl {TTL} s"
+    );
+}
+
 fn cluster_json(d: &Daemon) -> serde_json::Value {
     let out = d.run(&["cluster", "status", "--json"]);
     serde_json::from_slice(&out.stdout).unwrap_or_default()
@@ -133,7 +147,7 @@ fn web_on(s: &Shared, name: &str) -> Vec<i64> {
 }
 
 fn setup(nodes_opt: &str) -> (Etcd, Shared, Daemon, Daemon) {
-    let etcd = Etcd::start();
+    let etcd = Etcd::start_members(3);
     let s = Shared::new();
     let n1 = node(&etcd.url, "n1");
     let n2 = node(&etcd.url, "n2");
@@ -149,7 +163,7 @@ fn setup(nodes_opt: &str) -> (Etcd, Shared, Daemon, Daemon) {
 
 #[test]
 fn one_node_runs_it_at_the_cluster_goal_with_its_token_and_a_node_not_in_nodes_never_does() {
-    let etcd = Etcd::start();
+    let etcd = Etcd::start_members(3);
     let s = Shared::new();
     let n1 = node(&etcd.url, "n1");
     // n2 feeds a watchdog device (here a plain file) while it owns a group.
@@ -245,15 +259,11 @@ fn a_killed_owner_is_replaced_within_the_lease_and_does_not_take_the_group_back(
     n1.kill9();
     let killed = Instant::now();
     let (owner, t2) = wait_owner(&n2, &s, Some("n1"), t1, DEADLINE);
-    let took = killed.elapsed();
+    assert_bound(killed);
     assert_eq!(owner, "n2");
     assert!(t2 > t1);
     // The killed daemon's watchdog stopped its processes.
     n2.wait_until("n1's processes gone", || web_on(&s, "n1").is_empty());
-    assert!(
-        took <= Duration::from_secs(TTL + 4),
-        "failover took {took:?} with lease_ttl {TTL} s"
-    );
     n2.ok(&["record", "add", "vol", "k2", "v", "--fence", &fence(t2)]);
     let out = n2.run(&["record", "add", "vol", "k3", "v", "--fence", &fence(t1)]);
     assert_eq!(out.status.code(), Some(21), "{out:?}");
@@ -293,7 +303,9 @@ fn a_frozen_owner_is_fenced_by_its_watchdog_and_does_not_restart_the_group_when_
         nix::sys::signal::Signal::SIGSTOP,
     )
     .unwrap();
+    let frozen_at = Instant::now();
     let (new, t2) = wait_owner(other, &s, Some(&owner), t1, DEADLINE);
+    assert_bound(frozen_at);
     assert_ne!(new, owner);
     assert!(t2 > t1);
     // The watchdog killed the frozen node's processes.
@@ -334,9 +346,15 @@ fn a_frozen_owner_is_fenced_by_its_watchdog_and_does_not_restart_the_group_when_
 
 #[test]
 fn an_owner_cut_off_from_etcd_stops_before_another_takes_over() {
-    let etcd = Etcd::start();
+    let etcd = Etcd::start_members(3);
     let s = Shared::new();
-    let upstream = etcd.url.trim_start_matches("http://").to_string();
+    let upstream = etcd
+        .url
+        .split(',')
+        .next()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
     let proxy = Proxy::start(&upstream);
     let n1 = node(&format!("http://127.0.0.1:{}", proxy.port), "n1");
     let n2 = node(&etcd.url, "n2");
@@ -351,7 +369,9 @@ fn an_owner_cut_off_from_etcd_stops_before_another_takes_over() {
     let (owner, t1) = wait_owner(&n2, &s, None, 0, DEADLINE);
     assert_eq!(owner, "n1");
     proxy.blackhole();
+    let cut_at = Instant::now();
     let (owner, t2) = wait_owner(&n2, &s, Some("n1"), t1, DEADLINE);
+    assert_bound(cut_at);
     assert_eq!(owner, "n2");
     assert!(web_on(&s, "n1").is_empty());
     proxy.heal();
@@ -364,7 +384,7 @@ fn an_owner_cut_off_from_etcd_stops_before_another_takes_over() {
 
 #[test]
 fn move_hands_over_gracefully_and_a_failing_test_entry_moves_the_group() {
-    let etcd = Etcd::start();
+    let etcd = Etcd::start_members(3);
     let s = Shared::new();
     let n1 = node(&etcd.url, "n1");
     let n2 = node(&etcd.url, "n2");
@@ -418,9 +438,15 @@ fn move_hands_over_gracefully_and_a_failing_test_entry_moves_the_group() {
 
 #[test]
 fn an_owner_whose_connections_are_reset_stops_before_another_takes_over() {
-    let etcd = Etcd::start();
+    let etcd = Etcd::start_members(3);
     let s = Shared::new();
-    let upstream = etcd.url.trim_start_matches("http://").to_string();
+    let upstream = etcd
+        .url
+        .split(',')
+        .next()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
     let proxy = Proxy::start(&upstream);
     let n1 = node(&format!("http://127.0.0.1:{}", proxy.port), "n1");
     let n2 = node(&etcd.url, "n2");
@@ -435,7 +461,9 @@ fn an_owner_whose_connections_are_reset_stops_before_another_takes_over() {
     let (owner, t1) = wait_owner(&n2, &s, None, 0, DEADLINE);
     assert_eq!(owner, "n1");
     proxy.cut();
+    let cut_at = Instant::now();
     let (owner, t2) = wait_owner(&n2, &s, Some("n1"), t1, DEADLINE);
+    assert_bound(cut_at);
     assert_eq!(owner, "n2");
     assert!(web_on(&s, "n1").is_empty());
     proxy.heal();
@@ -500,7 +528,7 @@ fn killing_the_etcd_leader_never_lets_two_nodes_run_the_group() {
 
 #[test]
 fn a_daemon_whose_binary_was_replaced_still_starts_its_watchdog_and_runs_the_group() {
-    let etcd = Etcd::start();
+    let etcd = Etcd::start_members(3);
     let s = Shared::new();
     // n1 runs from a copy of the binary, removed once it runs (an upgrade
     // or a rebuild replaces the file under a running daemon).
@@ -532,9 +560,15 @@ fn a_daemon_whose_binary_was_replaced_still_starts_its_watchdog_and_runs_the_gro
 
 #[test]
 fn an_owner_whose_connection_is_reset_briefly_keeps_the_group_and_its_token() {
-    let etcd = Etcd::start();
+    let etcd = Etcd::start_members(3);
     let s = Shared::new();
-    let upstream = etcd.url.trim_start_matches("http://").to_string();
+    let upstream = etcd
+        .url
+        .split(',')
+        .next()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
     let proxy = Proxy::start(&upstream);
     // A long lease: the reconnection has 5 s before the owner must stop.
     let n1 = Daemon::start(&format!(
