@@ -609,3 +609,12 @@ fn an_owner_whose_connection_is_reset_briefly_keeps_the_group_and_its_token() {
         n1.log()
     );
 }
+
+#[test]
+fn in_single_node_mode_an_exclusive_group_runs_as_any_group() {
+    let d = Daemon::start("web:::placement:exclusive\nweb:a:1:respawn:sleep 1000\n");
+    let out = d.ok(&["web", "1"]);
+    assert!(out.contains("level transition started"), "{out}");
+    d.wait_status("web", "web 1 DONE");
+    assert_eq!(d.entry("a")["state"], "running");
+}

@@ -250,15 +250,36 @@ impl Cltab {
 
     /// Read and parse a cltab file.
     pub fn load(path: &Path) -> Result<Cltab, CltabErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| CltabErrors {
-            errors: vec![CltabError {
-                file: path.to_path_buf(),
-                line: 0,
-                kind: ErrorKind::Unreadable(e.to_string()),
-            }],
-        })?;
-        parse(path, &text)
+        parse(path, &read_text(path)?)
     }
+}
+
+/// A cltab file's text; a file that is not UTF-8 is an error naming the
+/// line and byte of its first bad byte.
+pub fn read_text(path: &Path) -> Result<String, CltabErrors> {
+    let one = |line: usize, kind: ErrorKind| CltabErrors {
+        errors: vec![CltabError {
+            file: path.to_path_buf(),
+            line,
+            kind,
+        }],
+    };
+    let bytes = std::fs::read(path).map_err(|e| one(0, ErrorKind::Unreadable(e.to_string())))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        let start = bytes[..at]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        one(
+            line,
+            ErrorKind::NotUtf8 {
+                byte: at - start + 1,
+            },
+        )
+    })
 }
 
 /// What is wrong with one line.
@@ -266,6 +287,8 @@ impl Cltab {
 pub enum ErrorKind {
     #[error("cannot read the cltab: {0}")]
     Unreadable(String),
+    #[error("byte {byte} of this line is not UTF-8 (a cltab is UTF-8 text)")]
+    NotUtf8 { byte: usize },
     #[error("too few fields: expected group:tag:levels:mode:command")]
     TooFewFields,
     #[error("empty group name")]
@@ -351,6 +374,7 @@ impl ErrorKind {
     pub fn code(&self) -> &'static str {
         match self {
             ErrorKind::Unreadable(_) => "CLTAB_UNREADABLE",
+            ErrorKind::NotUtf8 { .. } => "CLTAB_NOT_UTF8",
             ErrorKind::TooFewFields => "CLTAB_TOO_FEW_FIELDS",
             ErrorKind::EmptyGroup => "CLTAB_EMPTY_GROUP",
             ErrorKind::EmptyTag => "CLTAB_EMPTY_TAG",

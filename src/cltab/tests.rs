@@ -429,3 +429,29 @@ fn fence_times_follow_the_rule() {
         );
     }
 }
+
+#[test]
+fn a_file_that_is_not_utf8_is_refused_naming_line_and_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    // (bytes, line, byte of the line)
+    let table: &[(&[u8], usize, usize)] = &[
+        (b"\xff", 1, 1),
+        (b"web:a:1:once:true\nweb:b:1:once:ca\xc3fe\n", 2, 16),
+        (b"# ok\n\n:::log:/tmp/\xe2\x82\n", 3, 13),
+    ];
+    for (bytes, line, byte) in table {
+        let path = dir.path().join("cltab");
+        std::fs::write(&path, bytes).unwrap();
+        let e = Cltab::load(&path).unwrap_err();
+        assert_eq!(e.errors.len(), 1);
+        assert_eq!(e.errors[0].line, *line, "{bytes:?}");
+        assert_eq!(
+            e.errors[0].kind,
+            ErrorKind::NotUtf8 { byte: *byte },
+            "{bytes:?}"
+        );
+        assert!(e.to_string().ends_with("[CLTAB_NOT_UTF8]"), "{e}");
+    }
+    std::fs::write(dir.path().join("ok"), "web:a:1:once:caf\u{e9}\n").unwrap();
+    assert!(Cltab::load(&dir.path().join("ok")).is_ok());
+}

@@ -368,15 +368,7 @@ pub async fn push(
     file: &Path,
     expect: Option<i64>,
 ) -> Result<i64, ClusterError> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        ClusterError::Cltab(crate::cltab::CltabErrors {
-            errors: vec![crate::cltab::CltabError {
-                file: file.to_path_buf(),
-                line: 0,
-                kind: crate::cltab::ErrorKind::Unreadable(e.to_string()),
-            }],
-        })
-    })?;
+    let text = crate::cltab::read_text(file).map_err(ClusterError::Cltab)?;
     crate::cltab::parse(file, &text).map_err(ClusterError::Cltab)?;
     store_cltab(cfg, &text, expect).await
 }

@@ -455,6 +455,46 @@ async fn by<T>(
     }
 }
 
+/// Given-up leases: revoked (the others need not wait for their TTL, which
+/// a new etcd leader even extends) once the watchdog's deadline has passed
+/// and nothing of an exclusive group runs here.
+async fn revoke_stale(
+    h: &super::agent::ClusterHandle,
+    shared: &Shared,
+    st: &mut State,
+    c: &mut etcd_client::Client,
+    far: Instant,
+) {
+    let now = Instant::now();
+    if !st.stale.iter().any(|(_, at)| *at <= now) {
+        return;
+    }
+    let groups: Vec<String> = shared
+        .cltab
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .exclusive_groups()
+        .map(|(g, _)| g.to_string())
+        .collect();
+    let local = local_groups(shared, groups.clone()).await;
+    if !groups.iter().all(|g| local.get(g).is_some_and(|l| l.quiet)) {
+        return;
+    }
+    let mut kept = Vec::new();
+    for (id, at) in std::mem::take(&mut st.stale) {
+        if at > now {
+            kept.push((id, at));
+            continue;
+        }
+        match by(&h.cfg, far, c.lease_revoke(id)).await {
+            Ok(_) => tracing::info!("exclusive groups: revoked the given-up owner lease {id:x}"),
+            // Gone already (expired), or etcd does not answer: it expires.
+            Err(e) => tracing::debug!("revoking the given-up owner lease {id:x}: {e}"),
+        }
+    }
+    st.stale = kept;
+}
+
 async fn session(
     h: &super::agent::ClusterHandle,
     shared: &Shared,
@@ -475,34 +515,7 @@ async fn session(
         Ok(c) => c?,
         Err(_) => return Err(cfg.unreachable("no etcd endpoint answered in time")),
     };
-    // Given-up leases: revoked (the others need not wait for their TTL)
-    // once the watchdog's deadline has passed and nothing of an exclusive
-    // group runs here.
-    if !st.stale.is_empty() {
-        let now = Instant::now();
-        let groups: Vec<String> = shared
-            .cltab
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .exclusive_groups()
-            .map(|(g, _)| g.to_string())
-            .collect();
-        let quiet = local_groups(shared, groups.clone()).await;
-        if groups.iter().all(|g| quiet.get(g).is_some_and(|l| l.quiet)) {
-            let due: Vec<i64> = st
-                .stale
-                .iter()
-                .filter(|(_, at)| *at <= now)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in due {
-                if by(cfg, far, c.lease_revoke(id)).await.is_ok() {
-                    tracing::info!("exclusive groups: revoked the given-up owner lease {id:x}");
-                }
-            }
-        }
-        st.stale.retain(|(_, at)| *at > now);
-    }
+    revoke_stale(h, shared, st, &mut c, far).await;
     // The lease of the last connection if it may still live, else a new one.
     let lease = match st.lease {
         Some(l) => l.id,
@@ -577,6 +590,7 @@ async fn session(
     let mut wake = ctx.evaluate(&mut c, &mut seen, st, acked).await?;
     loop {
         let stop_by = acked + times.stop_at;
+        let stale_due = st.stale.iter().map(|(_, at)| *at).min();
         tokio::select! {
             _ = tick.tick() => {
                 tokio::time::timeout(times.renew, keeper.keep_alive())
@@ -631,6 +645,15 @@ async fn session(
                 seen_ev = scanned.unwrap_or(upto);
                 if relevant || scanned.is_err() {
                     wake = ctx.evaluate(&mut c, &mut seen, st, acked).await?;
+                }
+            }
+            _ = tokio::time::sleep_until(stale_due.unwrap_or(acked + times.ttl * 100)), if stale_due.is_some() => {
+                revoke_stale(h, shared, st, &mut c, Instant::now() + super::REQUEST_TIMEOUT).await;
+                // Not quiet yet: look again in a while.
+                if st.stale.iter().any(|(_, at)| *at <= Instant::now()) {
+                    for s in st.stale.iter_mut() {
+                        s.1 = s.1.max(Instant::now() + Duration::from_millis(200));
+                    }
                 }
             }
             _ = tokio::time::sleep_until(wake.unwrap_or(acked + times.ttl * 100)), if wake.is_some() => {
