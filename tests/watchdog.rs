@@ -104,3 +104,32 @@ fn a_watchdog_whose_input_ends_waits_for_the_deadline_before_killing() {
         "{err}"
     );
 }
+
+#[test]
+fn a_process_told_after_the_deadline_is_killed_at_once_until_armed_again() {
+    let mut w = watchdog(None);
+    let deadline = mono_ns() + 50_000_000;
+    say(&mut w, &format!("arm a {deadline}"));
+    let mut late = victim();
+    // Past the deadline (the watchdog fires, with nothing to kill), a
+    // process told of the group dies at once (the clock is waited for,
+    // not the watchdog).
+    while mono_ns() <= deadline {
+        std::thread::yield_now();
+    }
+    say(&mut w, &format!("pgid a {}", late.id()));
+    wait_exit(&mut late, "a late process killed on arrival");
+    // Armed again: a process told of it waits for the new deadline.
+    let mut next = victim();
+    say(&mut w, &format!("arm a {}", mono_ns() + 3_600_000_000_000));
+    say(&mut w, &format!("pgid a {}", next.id()));
+    say(&mut w, "disarm a");
+    drop(w.stdin.take());
+    assert!(wait_exit(&mut w, "the watchdog exits").success());
+    assert!(
+        next.try_wait().unwrap().is_none(),
+        "killed though armed anew"
+    );
+    let _ = next.kill();
+    let _ = next.wait();
+}

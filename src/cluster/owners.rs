@@ -251,14 +251,14 @@ impl Exclusive {
             .insert(group.to_string(), permit);
     }
 
-    fn extend(&self, until: std::time::Instant) {
-        for p in self
-            .permits
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values_mut()
-        {
-            p.until = until;
+    /// Move the permits of `groups` (the groups owned and not being
+    /// released) on to `until`.
+    fn extend<'a>(&self, groups: impl Iterator<Item = &'a String>, until: std::time::Instant) {
+        let mut permits = self.permits.lock().unwrap_or_else(PoisonError::into_inner);
+        for g in groups {
+            if let Some(p) = permits.get_mut(g) {
+                p.until = until;
+            }
         }
     }
 
@@ -313,6 +313,9 @@ struct Lease {
     id: i64,
     /// The send time of its last acknowledged renewal (or of its grant).
     acked: Instant,
+    /// The TTL it was granted with: a lease of another TTL than the
+    /// cltab's now is not reused (its deadlines would be wrong).
+    ttl: Duration,
 }
 
 /// What outlives a session.
@@ -477,7 +480,12 @@ async fn revoke_stale(
         .map(|(g, _)| g.to_string())
         .collect();
     let local = local_groups(shared, groups.clone()).await;
-    if !groups.iter().all(|g| local.get(g).is_some_and(|l| l.quiet)) {
+    // Groups owned now (under the current lease) may run.
+    if !groups
+        .iter()
+        .filter(|g| !st.mine.contains_key(*g))
+        .all(|g| local.get(g).is_some_and(|l| l.quiet))
+    {
         return;
     }
     let mut kept = Vec::new();
@@ -488,8 +496,13 @@ async fn revoke_stale(
         }
         match by(&h.cfg, far, c.lease_revoke(id)).await {
             Ok(_) => tracing::info!("exclusive groups: revoked the given-up owner lease {id:x}"),
-            // Gone already (expired), or etcd does not answer: it expires.
-            Err(e) => tracing::debug!("revoking the given-up owner lease {id:x}: {e}"),
+            // Gone already (expired): done.
+            Err(e) if e.to_string().contains("not found") => {}
+            // etcd does not answer: another try later (or it expires).
+            Err(e) => {
+                tracing::debug!("revoking the given-up owner lease {id:x}: {e}");
+                kept.push((id, now + Duration::from_secs(1)));
+            }
         }
     }
     st.stale = kept;
@@ -516,6 +529,16 @@ async fn session(
         Err(_) => return Err(cfg.unreachable("no etcd endpoint answered in time")),
     };
     revoke_stale(h, shared, st, &mut c, far).await;
+    // A lease granted with another TTL (lease_ttl changed since) is given
+    // up with its groups: its deadlines follow the TTL it has.
+    if st.lease.is_some_and(|l| l.ttl != times.ttl) {
+        tracing::warn!(
+            "exclusive groups: lease_ttl changed to {} s; giving up the owner lease of the old TTL",
+            times.ttl.as_secs_f64()
+        );
+        lose_all(h, shared, st).await;
+        st.lease = None;
+    }
     // The lease of the last connection if it may still live, else a new one.
     let lease = match st.lease {
         Some(l) => l.id,
@@ -525,7 +548,11 @@ async fn session(
             }
             let sent = Instant::now();
             let id = by(cfg, far, c.lease_grant(ttl_secs, None)).await?.id();
-            st.lease = Some(Lease { id, acked: sent });
+            st.lease = Some(Lease {
+                id,
+                acked: sent,
+                ttl: times.ttl,
+            });
             id
         }
     };
@@ -544,8 +571,17 @@ async fn session(
         };
     // That first renewal was acknowledged (keep_alive waits for it).
     let mut acked = sent;
-    st.lease = Some(Lease { id: lease, acked });
-    ctx_renewed(h, st, times, acked);
+    st.lease = Some(Lease {
+        id: lease,
+        acked,
+        ttl: times.ttl,
+    });
+    if !ctx_renewed(h, st, times, acked) {
+        lose_all(h, shared, st).await;
+        return Err(
+            cfg.unreachable("the fencing watchdog cannot be fed; nothing exclusive runs here")
+        );
+    }
     let prefix = groups_prefix(cfg);
     let got = by(
         cfg,
@@ -593,18 +629,24 @@ async fn session(
         let stale_due = st.stale.iter().map(|(_, at)| *at).min();
         tokio::select! {
             _ = tick.tick() => {
+                // The send time is taken before the send: never later
+                // than the renewal etcd may acknowledge.
+                let sent = Instant::now();
                 tokio::time::timeout(times.renew, keeper.keep_alive())
                     .await
                     .map_err(|_| cfg.unreachable("a keep-alive of the owner lease could not be sent"))?
                     .map_err(|e| cfg.unreachable(e))?;
-                pending.push_back(Instant::now());
+                pending.push_back(sent);
             }
             m = alive.message() => match m.map_err(|e| cfg.unreachable(e))? {
                 Some(r) if r.ttl() > 0 => {
                     if let Some(s) = pending.pop_front() {
                         acked = s;
-                        st.lease = Some(Lease { id: lease, acked });
-                        ctx.renewed(st, acked);
+                        st.lease = Some(Lease { id: lease, acked, ttl: times.ttl });
+                        if !ctx.renewed(st, acked) {
+                            lose_all(h, shared, st).await;
+                            return Err(cfg.unreachable("the fencing watchdog cannot be fed; nothing exclusive runs here"));
+                        }
                     }
                 }
                 _ => {
@@ -648,7 +690,13 @@ async fn session(
                 }
             }
             _ = tokio::time::sleep_until(stale_due.unwrap_or(acked + times.ttl * 100)), if stale_due.is_some() => {
-                revoke_stale(h, shared, st, &mut c, Instant::now() + super::REQUEST_TIMEOUT).await;
+                // Bounded by the stop time of what this node owns.
+                let far = if st.mine.is_empty() {
+                    Instant::now() + super::REQUEST_TIMEOUT
+                } else {
+                    (acked + times.stop_at).min(Instant::now() + super::REQUEST_TIMEOUT)
+                };
+                revoke_stale(h, shared, st, &mut c, far).await;
                 // Not quiet yet: look again in a while.
                 if st.stale.iter().any(|(_, at)| *at <= Instant::now()) {
                     for s in st.stale.iter_mut() {
@@ -675,15 +723,30 @@ async fn session(
 
 /// A renewal sent at `acked` was acknowledged: the owned groups' new
 /// deadlines (the watchdog's, and the permits').
-fn ctx_renewed(h: &super::agent::ClusterHandle, st: &State, times: FenceTimes, acked: Instant) {
+/// False if the watchdog could not be told: then nothing owned may run.
+fn ctx_renewed(
+    h: &super::agent::ClusterHandle,
+    st: &State,
+    times: FenceTimes,
+    acked: Instant,
+) -> bool {
     let kill_at = mono_of(acked + times.kill_at);
     for g in st.mine.keys() {
-        h.exclusive.feeder.send(Cmd::Arm {
+        if !h.exclusive.feeder.send(Cmd::Arm {
             group: g.clone(),
             at: kill_at,
-        });
+        }) {
+            return false;
+        }
     }
-    h.exclusive.extend((acked + times.stop_at).into_std());
+    h.exclusive.extend(
+        st.mine
+            .iter()
+            .filter(|(_, m)| m.release.is_none())
+            .map(|(g, _)| g),
+        (acked + times.stop_at).into_std(),
+    );
+    true
 }
 
 struct Ctx<'a> {
@@ -697,8 +760,8 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// A renewal sent at `acked` was acknowledged: the owned groups' new
     /// deadlines.
-    fn renewed(&self, st: &State, acked: Instant) {
-        ctx_renewed(self.h, st, self.times, acked);
+    fn renewed(&self, st: &State, acked: Instant) -> bool {
+        ctx_renewed(self.h, st, self.times, acked)
     }
 
     /// Do what the keys and the local groups call for; when to look again
@@ -740,17 +803,17 @@ impl Ctx<'_> {
             acked + self.times.stop_at
         };
         for g in gone {
-            st.mine.remove(&g);
             self.h.exclusive.revoke(&g);
-            self.h
-                .exclusive
-                .feeder
-                .send(Cmd::Disarm { group: g.clone() });
             let key = owner_key(cfg, &g);
             let txn = Txn::new()
                 .when([Compare::lease(key.clone(), CompareOp::Equal, self.lease)])
                 .and_then([TxnOp::delete(key, None)]);
             by(cfg, deadline, c.txn(txn)).await?;
+            st.mine.remove(&g);
+            self.h
+                .exclusive
+                .feeder
+                .send(Cmd::Disarm { group: g.clone() });
             tracing::info!("group {g} is no longer exclusive: ownership released");
         }
         let local =
@@ -822,8 +885,8 @@ impl Ctx<'_> {
                     }
                 }
                 if m.release.is_some() {
+                    self.h.exclusive.revoke(g);
                     if m.told.as_deref() != Some("") {
-                        self.h.exclusive.revoke(g);
                         tell(self.shared, g, "").await;
                         m.told = Some(String::new());
                     }
@@ -857,8 +920,8 @@ impl Ctx<'_> {
                 self.h.exclusive.revoke(g);
                 tell(self.shared, g, "").await;
             }
-            // A key of this lease that this node does not run under (it
-            // cannot happen: a lost ownership loses its lease): let go.
+            // A key of this lease that this node does not run under (a
+            // claim whose answer was lost): let go.
             if s.owner.as_ref().is_some_and(|o| o.lease == self.lease) && l.quiet {
                 let key = owner_key(cfg, g);
                 let txn = Txn::new()
@@ -1016,12 +1079,15 @@ async fn local_groups(shared: &Shared, groups: Vec<String>) -> HashMap<String, L
         }
         for g in groups {
             if let Some(grp) = d.sup.group(&g) {
+                let busy = d.exec.group_busy(&g);
                 m.insert(
                     g,
                     Local {
                         level: grp.active_level().map(str::to_string),
                         failed: grp.state() == crate::supervisor::machine::GroupState::Failed,
-                        quiet: grp.is_quiet(),
+                        // Nothing of it: no entry's process, no leftover
+                        // being stopped, nobody in its cgroups.
+                        quiet: grp.is_quiet() && !busy,
                     },
                 );
             }

@@ -41,19 +41,38 @@ use std::time::Duration;
 /// What the watchdog keeps of one armed group.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Armed {
-    /// Monotonic nanoseconds; 0 until the first `arm`.
+    /// Monotonic nanoseconds; 0 until the first `arm`, and after it fired.
     pub kill_at: u64,
     pub cgroups: Vec<PathBuf>,
     pub pgids: Vec<i32>,
+    /// Its deadline passed unfed: whatever is told of it from now on is
+    /// killed at once, until an `arm` with a new deadline.
+    pub fired: bool,
 }
 
 /// One command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Cmd {
-    Arm { group: String, at: u64 },
-    Cgroup { group: String, path: PathBuf },
-    Pgid { group: String, pgid: i32 },
-    Disarm { group: String },
+    Arm {
+        group: String,
+        at: u64,
+    },
+    Cgroup {
+        group: String,
+        path: PathBuf,
+    },
+    Pgid {
+        group: String,
+        pgid: i32,
+    },
+    /// The process group's leader exited: its id may be reused.
+    Gone {
+        group: String,
+        pgid: i32,
+    },
+    Disarm {
+        group: String,
+    },
 }
 
 impl Cmd {
@@ -74,6 +93,10 @@ impl Cmd {
                 group,
                 pgid: p.parse().ok().filter(|p: &i32| *p > 1)?,
             },
+            ("gone", Some(p)) => Cmd::Gone {
+                group,
+                pgid: p.parse().ok().filter(|p: &i32| *p > 1)?,
+            },
             ("disarm", None) => Cmd::Disarm { group },
             _ => return None,
         })
@@ -84,6 +107,7 @@ impl Cmd {
             Cmd::Arm { group, at } => format!("arm {group} {at}\n"),
             Cmd::Cgroup { group, path } => format!("cgroup {group} {}\n", path.display()),
             Cmd::Pgid { group, pgid } => format!("pgid {group} {pgid}\n"),
+            Cmd::Gone { group, pgid } => format!("gone {group} {pgid}\n"),
             Cmd::Disarm { group } => format!("disarm {group}\n"),
         }
     }
@@ -96,39 +120,68 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Apply one command.
-    pub fn step(&mut self, cmd: Cmd) {
+    /// Apply one command; what must be killed at once (a process told of a
+    /// group whose deadline has passed).
+    pub fn step(&mut self, cmd: Cmd) -> Option<Armed> {
         match cmd {
-            Cmd::Arm { group, at } => self.groups.entry(group).or_default().kill_at = at,
+            Cmd::Arm { group, at } => {
+                let g = self.groups.entry(group).or_default();
+                g.kill_at = at;
+                g.fired = false;
+            }
             Cmd::Cgroup { group, path } => {
                 let g = self.groups.entry(group).or_default();
+                if g.fired {
+                    return Some(Armed {
+                        cgroups: vec![path],
+                        ..Default::default()
+                    });
+                }
                 if !g.cgroups.contains(&path) {
                     g.cgroups.push(path);
                 }
             }
             Cmd::Pgid { group, pgid } => {
                 let g = self.groups.entry(group).or_default();
+                if g.fired {
+                    return Some(Armed {
+                        pgids: vec![pgid],
+                        ..Default::default()
+                    });
+                }
                 if !g.pgids.contains(&pgid) {
                     g.pgids.push(pgid);
+                }
+            }
+            Cmd::Gone { group, pgid } => {
+                if let Some(g) = self.groups.get_mut(&group) {
+                    g.pgids.retain(|p| *p != pgid);
                 }
             }
             Cmd::Disarm { group } => {
                 self.groups.remove(&group);
             }
         }
+        None
     }
 
-    /// The groups whose deadline is `now` or past, taken out.
+    /// The groups whose deadline is `now` or past, with what to kill; they
+    /// stay, fired, so that a process told of them later dies at once.
     pub fn due(&mut self, now: u64) -> Vec<(String, Armed)> {
-        let due: Vec<String> = self
-            .groups
-            .iter()
-            .filter(|(_, a)| a.kill_at != 0 && a.kill_at <= now)
-            .map(|(g, _)| g.clone())
-            .collect();
-        due.into_iter()
-            .filter_map(|g| self.groups.remove_entry(&g))
-            .collect()
+        let mut out = Vec::new();
+        for (g, a) in self.groups.iter_mut() {
+            if a.kill_at != 0 && a.kill_at <= now {
+                let targets = std::mem::replace(
+                    a,
+                    Armed {
+                        fired: true,
+                        ..Default::default()
+                    },
+                );
+                out.push((g.clone(), targets));
+            }
+        }
+        out
     }
 
     /// The next deadline.
@@ -197,7 +250,6 @@ pub fn kill_armed(a: &Armed) -> usize {
 /// feed.
 pub fn run(hw: Option<&Path>) -> i32 {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use std::io::Read;
     use std::os::fd::AsFd;
     // Unbuffered: `poll` must see every byte not yet read.
     let mut input = match std::io::stdin().as_fd().try_clone_to_owned() {
@@ -213,6 +265,25 @@ pub fn run(hw: Option<&Path>) -> i32 {
     let mut device: Option<std::fs::File> = None;
     let say = |msg: String| eprintln!("clinit watchdog (pid {}): {msg}", std::process::id());
     loop {
+        // Every command already written is read before any deadline is
+        // judged: an `arm` that came just in time counts.
+        while open {
+            let mut fds = [PollFd::new(input.as_fd(), PollFlags::POLLIN)];
+            if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+                break;
+            }
+            if !read_commands(
+                &mut input,
+                &mut buf,
+                &mut watch,
+                &mut open,
+                hw,
+                &mut device,
+                &say,
+            ) {
+                break;
+            }
+        }
         let now = mono_now();
         for (group, armed) in watch.due(now) {
             let n = kill_armed(&armed);
@@ -254,43 +325,76 @@ pub fn run(hw: Option<&Path>) -> i32 {
         if !ready {
             continue;
         }
-        let mut chunk = [0u8; 4096];
-        let n = match input.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => 0,
-        };
-        if n == 0 {
-            open = false;
-            if watch.armed() {
-                say("the daemon is gone; its groups are killed at their deadlines".into());
-            }
-            continue;
+        read_commands(
+            &mut input,
+            &mut buf,
+            &mut watch,
+            &mut open,
+            hw,
+            &mut device,
+            &say,
+        );
+    }
+}
+
+/// Read what is there and apply each whole line; false at the end of the
+/// input (then `open` is false) or on an error.
+fn read_commands(
+    input: &mut std::fs::File,
+    buf: &mut Vec<u8>,
+    watch: &mut Watch,
+    open: &mut bool,
+    hw: Option<&Path>,
+    device: &mut Option<std::fs::File>,
+    say: &dyn Fn(String),
+) -> bool {
+    use std::io::Read;
+    let mut chunk = [0u8; 4096];
+    let n = match input.read(&mut chunk) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return true,
+        Err(_) => 0,
+    };
+    if n == 0 {
+        *open = false;
+        if watch.armed() {
+            say("the daemon is gone; its groups are killed at their deadlines".into());
         }
-        buf.extend_from_slice(&chunk[..n]);
-        while let Some(i) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=i).collect();
-            let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-            match Cmd::parse(&line) {
-                Some(cmd) => {
-                    let arm = matches!(cmd, Cmd::Arm { .. });
-                    watch.step(cmd);
-                    if arm && let Some(path) = hw {
-                        if device.is_none() {
-                            match std::fs::OpenOptions::new().write(true).open(path) {
-                                Ok(f) => device = Some(f),
-                                Err(e) => say(format!("cannot open {}: {e}", path.display())),
-                            }
-                        }
-                        if let Some(dev) = device.as_mut() {
-                            let _ = dev.write_all(b"\0");
+        return false;
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = buf.drain(..=i).collect();
+        let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+        match Cmd::parse(&line) {
+            Some(cmd) => {
+                let arm = matches!(cmd, Cmd::Arm { .. });
+                let group = match &cmd {
+                    Cmd::Cgroup { group, .. } | Cmd::Pgid { group, .. } => group.clone(),
+                    _ => String::new(),
+                };
+                if let Some(late) = watch.step(cmd) {
+                    let n = kill_armed(&late);
+                    say(format!(
+                        "group {group}: a process told after its deadline; killed it ({n} found)"
+                    ));
+                }
+                if arm && let Some(path) = hw {
+                    if device.is_none() {
+                        match std::fs::OpenOptions::new().write(true).open(path) {
+                            Ok(f) => *device = Some(f),
+                            Err(e) => say(format!("cannot open {}: {e}", path.display())),
                         }
                     }
+                    if let Some(dev) = device.as_mut() {
+                        let _ = dev.write_all(b"\0");
+                    }
                 }
-                None => say(format!("ignoring a bad command line: {line:?}")),
             }
+            None => say(format!("ignoring a bad command line: {line:?}")),
         }
     }
+    true
 }
 
 /// The daemon's end: starts the watchdog when first needed and writes its
@@ -326,7 +430,7 @@ impl Feeder {
     /// not run the group).
     pub fn send(&self, cmd: Cmd) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        inner.known.step(cmd.clone());
+        let _ = inner.known.step(cmd.clone());
         let line = cmd.line();
         for _ in 0..2 {
             if inner.child.is_none() {
@@ -408,10 +512,13 @@ fn write(inner: &mut FeederInner, text: &str) -> bool {
         .as_mut()
         .is_some_and(|s| s.write_all(text.as_bytes()).and_then(|_| s.flush()).is_ok());
     if !ok {
+        // Gone, or not reading (its pipe is full: stopped, stuck): it is
+        // killed and another started, told everything again.
         tracing::warn!(
-            "the fencing watchdog (pid {}) is gone; starting another",
+            "the fencing watchdog (pid {}) is gone or not reading; starting another",
             child.id()
         );
+        let _ = child.kill();
         inner.child = None;
     }
     ok
@@ -439,6 +546,16 @@ fn spawn(hw: Option<&Path>, log: Option<&std::fs::File>) -> std::io::Result<std:
         cmd.stderr(log);
     }
     let child = cmd.spawn()?;
+    // Writes never block the daemon: a watchdog that does not read fills
+    // its pipe (64 KiB) and the next write fails (EAGAIN).
+    if let Some(stdin) = child.stdin.as_ref() {
+        let fd = std::os::fd::AsFd::as_fd(stdin);
+        if let Ok(flags) = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL) {
+            let flags =
+                nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+            let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags));
+        }
+    }
     tracing::info!("fencing watchdog started, pid {}", child.id());
     Ok(child)
 }
@@ -477,6 +594,13 @@ mod tests {
                     group: "web".into(),
                 }),
             ),
+            (
+                "gone web 42",
+                Some(Cmd::Gone {
+                    group: "web".into(),
+                    pgid: 42,
+                }),
+            ),
             ("pgid web 1", None),
             ("pgid web -5", None),
             ("arm web soon", None),
@@ -509,12 +633,30 @@ mod tests {
         for (cmds, now, due, next) in table {
             let mut w = Watch::default();
             for c in *cmds {
-                w.step(Cmd::parse(c).unwrap());
+                let _ = w.step(Cmd::parse(c).unwrap());
             }
             let got: Vec<String> = w.due(*now).into_iter().map(|(g, _)| g).collect();
             assert_eq!(got, *due, "{cmds:?} at {now}");
             assert_eq!(w.next(), *next, "{cmds:?}");
             assert!(w.due(*now).is_empty(), "due twice: {cmds:?}");
+            // A fired group kills what it is told of at once; a new arm
+            // makes it wait again.
+            for g in *due {
+                let late = w.step(Cmd::Pgid {
+                    group: g.to_string(),
+                    pgid: 99,
+                });
+                assert_eq!(late.map(|a| a.pgids), Some(vec![99]), "{cmds:?}");
+                let _ = w.step(Cmd::Arm {
+                    group: g.to_string(),
+                    at: now + 10,
+                });
+                let again = w.step(Cmd::Pgid {
+                    group: g.to_string(),
+                    pgid: 98,
+                });
+                assert!(again.is_none(), "{cmds:?}");
+            }
         }
     }
 
@@ -524,18 +666,21 @@ mod tests {
         for c in [
             "pgid a 7",
             "pgid a 7",
+            "pgid a 8",
+            "gone a 8",
             "cgroup a /x",
             "cgroup a /x",
             "arm a 5",
         ] {
-            w.step(Cmd::parse(c).unwrap());
+            assert!(w.step(Cmd::parse(c).unwrap()).is_none());
         }
         assert_eq!(
             w.groups["a"],
             Armed {
                 kill_at: 5,
                 cgroups: vec!["/x".into()],
-                pgids: vec![7]
+                pgids: vec![7],
+                fired: false,
             }
         );
     }

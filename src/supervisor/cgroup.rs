@@ -203,6 +203,13 @@ impl Cgroups {
             .map(|n| self.root.join(n))
     }
 
+    /// Whether any process is in a directory of `group`'s entries.
+    pub fn group_populated(&self, group: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|((g, _), name)| g == group && !procs(&self.root.join(name)).is_empty())
+    }
+
     /// The processes in the entry's directory (none if it never ran).
     pub fn members(&self, group: &str, tag: &str) -> Vec<i32> {
         match self.entries.get(&(group.to_string(), tag.to_string())) {

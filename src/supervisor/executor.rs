@@ -59,6 +59,9 @@ pub struct Executor {
     /// Cluster mode: who may start an exclusive group's processes, and
     /// the watchdog that must know them.
     exclusive: Option<std::sync::Arc<crate::cluster::owners::Exclusive>>,
+    /// Children of exclusive groups (pid → group), for the watchdog and
+    /// the gates.
+    exclusive_children: HashMap<Pid, String>,
 }
 
 impl Executor {
@@ -102,6 +105,7 @@ impl Executor {
             socket: socket.as_os_str().to_owned(),
             cgroups,
             exclusive: None,
+            exclusive_children: HashMap::new(),
         }
     }
 
@@ -112,6 +116,18 @@ impl Executor {
 
     pub fn notifier_count(&self) -> usize {
         self.notifiers.len()
+    }
+
+    /// Something of `group` may still run besides its entries' own
+    /// processes: adopted descendants being stopped or looked for, or
+    /// processes in its entries' cgroups.
+    pub fn group_busy(&self, group: &str) -> bool {
+        self.leftovers.values().any(|l| l.group == group)
+            || self.sweeps.iter().any(|s| s.group == group)
+            || self
+                .cgroups
+                .as_ref()
+                .is_some_and(|c| c.group_populated(group))
     }
 
     /// Adopted descendants are still being stopped, or looked for.
@@ -222,7 +238,22 @@ impl Executor {
     /// The caller releases them once the child records of
     /// [`Executor::take_ops`] are durable.
     pub fn take_gates(&mut self) -> Vec<spawn::Gated> {
-        std::mem::take(&mut self.gates)
+        let mut gates = std::mem::take(&mut self.gates);
+        // A child of an exclusive group whose permit lapsed since its fork
+        // never runs its command (its gate closes unopened: it exits).
+        if let Some(ex) = &self.exclusive {
+            gates.retain(|g| match self.exclusive_children.get(&g.pid) {
+                Some(group) if ex.permit(group).is_none() => {
+                    tracing::warn!(
+                        "{group}: pid {} not started: this node no longer owns exclusive group {group}",
+                        g.pid
+                    );
+                    false
+                }
+                _ => true,
+            });
+        }
+        gates
     }
 
     /// Perform one action; a spawn reports its result at once.
@@ -260,6 +291,7 @@ impl Executor {
                                     pgid: pid,
                                 },
                             };
+                            self.exclusive_children.insert(pid, g.clone());
                             if !ex.feeder.send(cmd) {
                                 tracing::error!(
                                     "{g}:{t}: the fencing watchdog cannot be told of pid {pid}; not starting it"
@@ -464,6 +496,14 @@ impl Executor {
                     tracing::warn!("{g}:{t}: notifier (pid {pid}) failed: {status}");
                 }
                 continue;
+            }
+            if let Some(group) = self.exclusive_children.remove(&pid)
+                && self.cgroups.is_none()
+                && let Some(ex) = &self.exclusive
+            {
+                // Its process group id may be reused: the watchdog forgets it.
+                ex.feeder
+                    .send(crate::cluster::watchdog::Cmd::Gone { group, pgid: pid });
             }
             if let Some((g, t)) = self.children.remove(&pid) {
                 self.ops.push(StoreOp::RemoveChild { pid });
