@@ -100,6 +100,10 @@ pub fn connect_or_start(cli: &CliPaths, p: &Paths, no_start: bool) -> Result<Cli
         cmd.arg("-c").arg(c);
     }
     let wr_raw = wr.as_raw_fd();
+    crate::supervisor::spawn::with_default_signals(&mut cmd);
+    // SAFETY: runs in the forked child before exec; setsid and fcntl are
+    // async-signal-safe, `wr_raw` is a descriptor the child inherited, and
+    // nothing is allocated.
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {
@@ -207,7 +211,11 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
     cmd.args(&a.command[1..])
         .env("CLINIT_LOCK_TOKEN", token.to_string())
         .env("CLINIT_LOCK_NAME", a.name);
-    // The command must not inherit our blocked signals.
+    // The command must not inherit our blocked or ignored signals.
+    crate::supervisor::spawn::with_default_signals(&mut cmd);
+    // SAFETY: runs in the forked child before exec; sigprocmask and
+    // prctl(PR_SET_PDEATHSIG) are async-signal-safe, `mask` is a copy
+    // owned by the closure, and nothing is allocated.
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {

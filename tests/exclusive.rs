@@ -19,6 +19,17 @@ use std::time::{Duration, Instant};
 
 const TTL: u64 = 3;
 
+/// One test at a time: each runs a 3-member etcd and two or three nodes,
+/// and ten of those at once on a small machine starve etcd's elections
+/// (a member not healthy within the harness's deadline).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A node at `etcd` (endpoints) named `name`.
 fn node(etcd: &str, name: &str) -> Daemon {
     Daemon::start(&format!(
@@ -163,6 +174,7 @@ fn setup(nodes_opt: &str) -> (Etcd, Shared, Daemon, Daemon) {
 
 #[test]
 fn one_node_runs_it_at_the_cluster_goal_with_its_token_and_a_node_not_in_nodes_never_does() {
+    let _serial = serial();
     let etcd = Etcd::start_members(3);
     let s = Shared::new();
     let n1 = node(&etcd.url, "n1");
@@ -249,6 +261,7 @@ fn one_node_runs_it_at_the_cluster_goal_with_its_token_and_a_node_not_in_nodes_n
 
 #[test]
 fn a_killed_owner_is_replaced_within_the_lease_and_does_not_take_the_group_back() {
+    let _serial = serial();
     let (_etcd, s, mut n1, n2) = setup("web:::nodes:n1,n2\n");
     n2.ok(&["web", "3"]);
     let (owner, t1) = wait_owner(&n1, &s, None, 0, DEADLINE);
@@ -289,6 +302,7 @@ fn a_killed_owner_is_replaced_within_the_lease_and_does_not_take_the_group_back(
 
 #[test]
 fn a_frozen_owner_is_fenced_by_its_watchdog_and_does_not_restart_the_group_when_it_resumes() {
+    let _serial = serial();
     let (_etcd, s, n1, n2) = setup("");
     n1.ok(&["web", "3"]);
     let (owner, t1) = wait_owner(&n1, &s, None, 0, DEADLINE);
@@ -346,6 +360,7 @@ fn a_frozen_owner_is_fenced_by_its_watchdog_and_does_not_restart_the_group_when_
 
 #[test]
 fn an_owner_cut_off_from_etcd_stops_before_another_takes_over() {
+    let _serial = serial();
     let etcd = Etcd::start_members(3);
     let s = Shared::new();
     let upstream = etcd
@@ -384,6 +399,7 @@ fn an_owner_cut_off_from_etcd_stops_before_another_takes_over() {
 
 #[test]
 fn move_hands_over_gracefully_and_a_failing_test_entry_moves_the_group() {
+    let _serial = serial();
     let etcd = Etcd::start_members(3);
     let s = Shared::new();
     let n1 = node(&etcd.url, "n1");
@@ -438,6 +454,7 @@ fn move_hands_over_gracefully_and_a_failing_test_entry_moves_the_group() {
 
 #[test]
 fn an_owner_whose_connections_are_reset_stops_before_another_takes_over() {
+    let _serial = serial();
     let etcd = Etcd::start_members(3);
     let s = Shared::new();
     let upstream = etcd
@@ -490,6 +507,7 @@ fn leader(etcd: &Etcd) -> usize {
 
 #[test]
 fn killing_the_etcd_leader_never_lets_two_nodes_run_the_group() {
+    let _serial = serial();
     let mut etcd = Etcd::start_members(3);
     let s = Shared::new();
     let n1 = node(&etcd.url, "n1");
@@ -528,6 +546,7 @@ fn killing_the_etcd_leader_never_lets_two_nodes_run_the_group() {
 
 #[test]
 fn a_daemon_whose_binary_was_replaced_still_starts_its_watchdog_and_runs_the_group() {
+    let _serial = serial();
     let etcd = Etcd::start_members(3);
     let s = Shared::new();
     // n1 runs from a copy of the binary, removed once it runs (an upgrade
@@ -560,6 +579,7 @@ fn a_daemon_whose_binary_was_replaced_still_starts_its_watchdog_and_runs_the_gro
 
 #[test]
 fn an_owner_whose_connection_is_reset_briefly_keeps_the_group_and_its_token() {
+    let _serial = serial();
     let etcd = Etcd::start_members(3);
     let s = Shared::new();
     let upstream = etcd
@@ -612,6 +632,7 @@ fn an_owner_whose_connection_is_reset_briefly_keeps_the_group_and_its_token() {
 
 #[test]
 fn in_single_node_mode_an_exclusive_group_runs_as_any_group() {
+    let _serial = serial();
     let d = Daemon::start("web:::placement:exclusive\nweb:a:1:respawn:sleep 1000\n");
     let out = d.ok(&["web", "1"]);
     assert!(out.contains("level transition started"), "{out}");

@@ -542,6 +542,7 @@ fn spawn(hw: Option<&Path>, log: Option<&std::fs::File>) -> std::io::Result<std:
     cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .process_group(0);
+    crate::supervisor::spawn::with_default_signals(&mut cmd);
     if let Some(log) = log.and_then(|l| l.try_clone().ok()) {
         cmd.stderr(log);
     }

@@ -497,11 +497,24 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
 
 fn init_tracing(log: &File) {
     use tracing_subscriber::fmt::writer::MakeWriterExt;
-    let file = log.try_clone().expect("dup log fd");
-    let writer = std::io::stderr.and(std::sync::Mutex::new(file));
-    let _ = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_ansi(false)
-        .with_target(false)
-        .try_init();
+    // Without a second descriptor of the log (none left), standard error
+    // only, said there: the daemon still starts.
+    match log.try_clone() {
+        Ok(file) => {
+            let writer = std::io::stderr.and(std::sync::Mutex::new(file));
+            let _ = tracing_subscriber::fmt()
+                .with_writer(writer)
+                .with_ansi(false)
+                .with_target(false)
+                .try_init();
+        }
+        Err(e) => {
+            let _ = tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_target(false)
+                .try_init();
+            tracing::error!("cannot write the log file ({e}); logging to standard error only");
+        }
+    }
 }

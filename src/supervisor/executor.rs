@@ -231,6 +231,7 @@ impl Executor {
     ) -> std::io::Result<std::process::Child> {
         let out = self.output(group, tag)?;
         let err = out.try_clone()?;
+        spawn::with_default_signals(cmd);
         cmd.stdout(out).stderr(err).process_group(0).spawn()
     }
 

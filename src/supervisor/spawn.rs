@@ -388,6 +388,30 @@ fn create(args: &ChildArgs) -> std::io::Result<(i32, Option<Stack>)> {
     }
 }
 
+/// Make `cmd`'s child start its program with every signal at its default
+/// action and none blocked, whatever the parent ignores or blocks (a
+/// daemon started from a background job ignores SIGINT and SIGQUIT; under
+/// `nohup`, SIGHUP), as entries' processes are started.
+pub fn with_default_signals(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the forked child before exec and makes only the
+    // rt_sigaction and rt_sigprocmask system calls (as the entries' child
+    // does, `child` below: raw, so that the C library's own signals 32 and
+    // 33, which its wrapper refuses to touch, are reset too); it touches no
+    // memory of the parent's and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in 1..=64 {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    sys::default_action(sig);
+                }
+            }
+            sys::unblock_all();
+            Ok(())
+        });
+    }
+}
+
 /// The child, from its creation to exec.
 unsafe fn child(a: &ChildArgs) -> ! {
     unsafe {

@@ -14,6 +14,27 @@ pub struct Daemon {
     pub child: Option<Child>,
     /// The daemon's binary when not the build's (a copy, to be replaced).
     pub exe: Option<PathBuf>,
+    /// Signals the daemon is started with ignored (as from a background
+    /// job, or under nohup).
+    pub ignore: Vec<i32>,
+}
+
+/// Start `cmd` with `sigs` ignored.
+pub fn ignoring(cmd: &mut Command, sigs: &[i32]) {
+    use std::os::unix::process::CommandExt;
+    let sigs = sigs.to_vec();
+    // SAFETY: in the forked child before exec: only sigaction, which is
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &sig in &sigs {
+                let mut ign: libc::sigaction = std::mem::zeroed();
+                ign.sa_sigaction = libc::SIG_IGN;
+                libc::sigaction(sig, &ign, std::ptr::null_mut());
+            }
+            Ok(())
+        });
+    }
 }
 
 pub fn bin() -> &'static str {
@@ -39,6 +60,7 @@ impl Daemon {
             dir,
             child: None,
             exe: None,
+            ignore: Vec::new(),
         }
     }
 
@@ -49,7 +71,9 @@ impl Daemon {
     /// Start the daemon with extra flags (`--no-restore`, `--noauth`).
     pub fn spawn_with(mut self, extra: &[&str]) -> Daemon {
         let exe = self.exe.clone().unwrap_or_else(|| bin().into());
-        let child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        ignoring(&mut cmd, &self.ignore);
+        let child = cmd
             .args(["-c", self.cltab().to_str().unwrap(), "-d"])
             .args(extra)
             // Children inherit the daemon's directory: keep their files here.
