@@ -48,7 +48,7 @@ for t in "${targets[@]}"; do
         "$(( ${runs:-0} / ( ${took:-$secs} > 0 ? ${took:-$secs} : 1 ) ))" "$crashes"
     if [ "$crashes" != 0 ]; then
         status=1
-        grep -A5 'panicked\|ERROR' "$work/$t.log" | head -20 >&2 || true
+        grep -m 3 -A3 'panicked\|ERROR' "$work/$t.log" >&2 || true
     fi
 done
 exit $status
