@@ -76,6 +76,10 @@ import threading
 import time
 import traceback
 
+# The same loopback ports and fault proxy as the cluster-lock soak (this
+# script's directory is on sys.path when it runs).
+from cluster_lock_soak import Proxy, free_port  # noqa: E402
+
 DEADLINE_S = 30
 FRESH_NS = 500_000_000
 KINDS = ("kill", "freeze", "blackhole", "leader")
@@ -83,73 +87,8 @@ GROUP = "web"
 PEER_LOCK = "soakpeer"
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def note(msg):
     print(msg, file=sys.stderr, flush=True)
-
-
-class Proxy:
-    """Forwards 127.0.0.1:port to upstream; blackholed, it forwards nothing
-    (and reads nothing: bytes wait in the sockets' buffers, as TCP keeps
-    retransmitting through a partition) until healed. Dropping bytes
-    instead would cut holes into live TCP streams, which no network does:
-    an HTTP/2 frame lost whole (a watch event) goes unnoticed."""
-
-    def __init__(self, upstream_port):
-        self.up = upstream_port
-        self.blackholed = False
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    def pipe(self, a, b):
-        try:
-            while True:
-                while self.blackholed:
-                    time.sleep(0.005)
-                data = a.recv(65536)
-                if not data:
-                    break
-                while self.blackholed:
-                    time.sleep(0.005)
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            if b is not None:
-                try:
-                    b.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-
-    def accept(self):
-        while True:
-            c, _ = self.sock.accept()
-            try:
-                u = socket.create_connection(("127.0.0.1", self.up))
-            except OSError:
-                c.close()
-                continue
-            threading.Thread(target=self.pipe, args=(c, u), daemon=True).start()
-            threading.Thread(target=self.pipe, args=(u, c), daemon=True).start()
-
-
-def wait_for(what, cond, limit=DEADLINE_S):
-    end = time.monotonic() + limit
-    while not cond():
-        if time.monotonic() > end:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def poll_until(cond, limit=DEADLINE_S, step=0.01):

@@ -131,6 +131,12 @@ fn assert_bound(fault: Instant) {
     );
 }
 
+/// The first etcd member's `host:port`, for a proxy in front of it.
+fn first_member(etcd: &Etcd) -> String {
+    let url = etcd.url.split(',').next().unwrap();
+    url.trim_start_matches("http://").to_string()
+}
+
 fn cluster_json(d: &Daemon) -> serde_json::Value {
     let out = d.run(&["cluster", "status", "--json"]);
     serde_json::from_slice(&out.stdout).unwrap_or_default()
@@ -358,19 +364,13 @@ fn a_frozen_owner_is_fenced_by_its_watchdog_and_does_not_restart_the_group_when_
     assert_eq!(runs.last().unwrap(), &(new, t2));
 }
 
-#[test]
-fn an_owner_cut_off_from_etcd_stops_before_another_takes_over() {
-    let _serial = serial();
+/// n1 owns the group, reaching etcd through a proxy; `fault` cuts it off:
+/// n2 takes over only once n1 has stopped, and n1, healed, does not run it
+/// again.
+fn owner_cut_off(fault: impl Fn(&Proxy)) {
     let etcd = Etcd::start_members(3);
     let s = Shared::new();
-    let upstream = etcd
-        .url
-        .split(',')
-        .next()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_string();
-    let proxy = Proxy::start(&upstream);
+    let proxy = Proxy::start(&first_member(&etcd));
     let n1 = node(&format!("http://127.0.0.1:{}", proxy.port), "n1");
     let n2 = node(&etcd.url, "n2");
     push(
@@ -383,7 +383,7 @@ fn an_owner_cut_off_from_etcd_stops_before_another_takes_over() {
     n2.ok(&["web", "3"]);
     let (owner, t1) = wait_owner(&n2, &s, None, 0, DEADLINE);
     assert_eq!(owner, "n1");
-    proxy.blackhole();
+    fault(&proxy);
     let cut_at = Instant::now();
     let (owner, t2) = wait_owner(&n2, &s, Some("n1"), t1, DEADLINE);
     assert_bound(cut_at);
@@ -395,6 +395,12 @@ fn an_owner_cut_off_from_etcd_stops_before_another_takes_over() {
     });
     assert!(web_on(&s, "n1").is_empty());
     assert_eq!(check(&s.appends()).last().unwrap(), &("n2".to_string(), t2));
+}
+
+#[test]
+fn an_owner_cut_off_from_etcd_stops_before_another_takes_over() {
+    let _serial = serial();
+    owner_cut_off(Proxy::blackhole);
 }
 
 #[test]
@@ -455,40 +461,7 @@ fn move_hands_over_gracefully_and_a_failing_test_entry_moves_the_group() {
 #[test]
 fn an_owner_whose_connections_are_reset_stops_before_another_takes_over() {
     let _serial = serial();
-    let etcd = Etcd::start_members(3);
-    let s = Shared::new();
-    let upstream = etcd
-        .url
-        .split(',')
-        .next()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_string();
-    let proxy = Proxy::start(&upstream);
-    let n1 = node(&format!("http://127.0.0.1:{}", proxy.port), "n1");
-    let n2 = node(&etcd.url, "n2");
-    push(
-        &n2,
-        &format!(
-            "web:::placement:exclusive\nweb:::nodes:n1,n2\nweb:w:3:respawn:{}\n",
-            s.writer()
-        ),
-    );
-    n2.ok(&["web", "3"]);
-    let (owner, t1) = wait_owner(&n2, &s, None, 0, DEADLINE);
-    assert_eq!(owner, "n1");
-    proxy.cut();
-    let cut_at = Instant::now();
-    let (owner, t2) = wait_owner(&n2, &s, Some("n1"), t1, DEADLINE);
-    assert_bound(cut_at);
-    assert_eq!(owner, "n2");
-    assert!(web_on(&s, "n1").is_empty());
-    proxy.heal();
-    n1.wait_until("n1 sees n2 own it", || {
-        String::from_utf8_lossy(&n1.run(&["status", "web"]).stdout).contains("owner n2")
-    });
-    assert!(web_on(&s, "n1").is_empty());
-    assert_eq!(check(&s.appends()).last().unwrap(), &("n2".to_string(), t2));
+    owner_cut_off(Proxy::cut);
 }
 
 /// The etcd member that leads, by its client URL's index.
@@ -582,14 +555,7 @@ fn an_owner_whose_connection_is_reset_briefly_keeps_the_group_and_its_token() {
     let _serial = serial();
     let etcd = Etcd::start_members(3);
     let s = Shared::new();
-    let upstream = etcd
-        .url
-        .split(',')
-        .next()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_string();
-    let proxy = Proxy::start(&upstream);
+    let proxy = Proxy::start(&first_member(&etcd));
     // A long lease: the reconnection has 5 s before the owner must stop.
     let n1 = Daemon::start(&format!(
         ":::etcd:http://127.0.0.1:{}\n:::node:n1\n:::lease_ttl:10\n",

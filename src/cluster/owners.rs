@@ -643,7 +643,7 @@ async fn session(
                     if let Some(s) = pending.pop_front() {
                         acked = s;
                         st.lease = Some(Lease { id: lease, acked, ttl: times.ttl });
-                        if !ctx.renewed(st, acked) {
+                        if !ctx_renewed(h, st, times, acked) {
                             lose_all(h, shared, st).await;
                             return Err(cfg.unreachable("the fencing watchdog cannot be fed; nothing exclusive runs here"));
                         }
@@ -758,10 +758,20 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// A renewal sent at `acked` was acknowledged: the owned groups' new
-    /// deadlines.
-    fn renewed(&self, st: &State, acked: Instant) -> bool {
-        ctx_renewed(self.h, st, self.times, acked)
+    /// Delete `group`'s owner key if it is under this agent's lease.
+    async fn delete_owner_key(
+        &self,
+        c: &mut etcd_client::Client,
+        group: &str,
+        deadline: Instant,
+    ) -> Result<(), ClusterError> {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+        let key = owner_key(&self.h.cfg, group);
+        let txn = Txn::new()
+            .when([Compare::lease(key.clone(), CompareOp::Equal, self.lease)])
+            .and_then([TxnOp::delete(key, None)]);
+        by(&self.h.cfg, deadline, c.txn(txn)).await?;
+        Ok(())
     }
 
     /// Do what the keys and the local groups call for; when to look again
@@ -804,11 +814,7 @@ impl Ctx<'_> {
         };
         for g in gone {
             self.h.exclusive.revoke(&g);
-            let key = owner_key(cfg, &g);
-            let txn = Txn::new()
-                .when([Compare::lease(key.clone(), CompareOp::Equal, self.lease)])
-                .and_then([TxnOp::delete(key, None)]);
-            by(cfg, deadline, c.txn(txn)).await?;
+            self.delete_owner_key(c, &g, deadline).await?;
             st.mine.remove(&g);
             self.h
                 .exclusive
@@ -891,11 +897,7 @@ impl Ctx<'_> {
                         m.told = Some(String::new());
                     }
                     if l.quiet {
-                        let key = owner_key(cfg, g);
-                        let txn = Txn::new()
-                            .when([Compare::lease(key.clone(), CompareOp::Equal, self.lease)])
-                            .and_then([TxnOp::delete(key, None)]);
-                        by(cfg, deadline, c.txn(txn)).await?;
+                        self.delete_owner_key(c, g, deadline).await?;
                         self.h
                             .exclusive
                             .feeder
@@ -923,11 +925,7 @@ impl Ctx<'_> {
             // A key of this lease that this node does not run under (a
             // claim whose answer was lost): let go.
             if s.owner.as_ref().is_some_and(|o| o.lease == self.lease) && l.quiet {
-                let key = owner_key(cfg, g);
-                let txn = Txn::new()
-                    .when([Compare::lease(key.clone(), CompareOp::Equal, self.lease)])
-                    .and_then([TxnOp::delete(key, None)]);
-                by(cfg, deadline, c.txn(txn)).await?;
+                self.delete_owner_key(c, g, deadline).await?;
                 tracing::warn!(
                     "exclusive group {g}: deleted an owner key of this node's lease that it did not run under"
                 );
@@ -984,11 +982,7 @@ impl Ctx<'_> {
                 tracing::error!(
                     "exclusive group {g}: the fencing watchdog cannot be started; not running the group, and ineligible for it for 10 s"
                 );
-                let okey = owner_key(cfg, g);
-                let txn = Txn::new()
-                    .when([Compare::lease(okey.clone(), CompareOp::Equal, self.lease)])
-                    .and_then([TxnOp::delete(okey, None)]);
-                by(cfg, deadline, c.txn(txn)).await?;
+                self.delete_owner_key(c, g, deadline).await?;
                 continue;
             }
             s.owner = Some(SeenOwner {

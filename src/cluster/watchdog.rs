@@ -130,28 +130,22 @@ impl Watch {
                 g.fired = false;
             }
             Cmd::Cgroup { group, path } => {
-                let g = self.groups.entry(group).or_default();
-                if g.fired {
-                    return Some(Armed {
+                return self.add(
+                    group,
+                    Armed {
                         cgroups: vec![path],
                         ..Default::default()
-                    });
-                }
-                if !g.cgroups.contains(&path) {
-                    g.cgroups.push(path);
-                }
+                    },
+                );
             }
             Cmd::Pgid { group, pgid } => {
-                let g = self.groups.entry(group).or_default();
-                if g.fired {
-                    return Some(Armed {
+                return self.add(
+                    group,
+                    Armed {
                         pgids: vec![pgid],
                         ..Default::default()
-                    });
-                }
-                if !g.pgids.contains(&pgid) {
-                    g.pgids.push(pgid);
-                }
+                    },
+                );
             }
             Cmd::Gone { group, pgid } => {
                 if let Some(g) = self.groups.get_mut(&group) {
@@ -160,6 +154,26 @@ impl Watch {
             }
             Cmd::Disarm { group } => {
                 self.groups.remove(&group);
+            }
+        }
+        None
+    }
+
+    /// Add `targets` to `group`; them back to be killed at once if the
+    /// group has fired.
+    fn add(&mut self, group: String, targets: Armed) -> Option<Armed> {
+        let g = self.groups.entry(group).or_default();
+        if g.fired {
+            return Some(targets);
+        }
+        for p in targets.cgroups {
+            if !g.cgroups.contains(&p) {
+                g.cgroups.push(p);
+            }
+        }
+        for p in targets.pgids {
+            if !g.pgids.contains(&p) {
+                g.pgids.push(p);
             }
         }
         None
