@@ -78,7 +78,7 @@ import traceback
 
 # The same loopback ports and fault proxy as the cluster-lock soak (this
 # script's directory is on sys.path when it runs).
-from cluster_lock_soak import Proxy, free_port  # noqa: E402
+from cluster_lock_soak import Proxy, free_port, wait_for  # noqa: E402
 
 DEADLINE_S = 30
 FRESH_NS = 500_000_000
