@@ -4,13 +4,19 @@
 Worker processes running as `nobody` (uid 65534) hammer the daemon's
 socket for SECS seconds with what a hostile or broken client sends:
 random bytes, oversized length prefixes, frames that stop half way,
-connections that never say hello, tells and lock names of 100 KB and with
-newlines, lock holders of 1 MB, lease TTLs of 10^15 ms, records of 1 MiB.
+connections that never say hello, requests before the hello, valid JSON
+of the wrong shape (and nested 100,000 deep), 1-byte writes with pauses,
+clients that send 2,000 requests and never read a reply, tells and lock
+names of 100 KB and with newlines, lock holders of 1 MB, lease TTLs of
+10^15 ms, records of 1 MiB. Then root opens 500 connections that each
+send half a frame and stay, and times `status` probes with them open
+(each must answer within 100 ms).
 Meanwhile root probes the daemon with `status` requests and records their
 latency. At the end it prints what was sent, the daemon's RSS and log
 size, the slowest probe, and whether the daemon is still alive and
-answering. The daemon must survive, stay small, keep its log short and
-answer root throughout.
+answering, and its fd count and RSS before and after. The daemon must
+survive, stay small, keep its log short, answer root throughout and come
+back to its fd count.
 
     python3 bench/hostile_soak.py CLINIT_BIN [SECS] [WORKERS]
 """
@@ -60,7 +66,8 @@ HELLO = frame({"version": 1, "agent": "hostile"})
 def attack(sock_path, counts):
     kind = random.choice(
         ["garbage", "huge_len", "half_frame", "no_hello", "big_tell", "newline_tell",
-         "big_lock_name", "big_holder", "huge_ttl", "big_record", "many_leases"])
+         "big_lock_name", "big_holder", "huge_ttl", "big_record", "many_leases",
+         "before_hello", "wrong_shape", "deep_json", "slow_bytes", "never_reads"])
     counts[kind] = counts.get(kind, 0) + 1
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(15)
@@ -75,6 +82,40 @@ def attack(sock_path, counts):
             return s  # left open, half sent
         elif kind == "no_hello":
             return s  # left open, silent
+        elif kind == "before_hello":
+            s.sendall(frame({"id": 1, "op": "status", "group": None, "brief": True}))
+            read_frame(s)  # BAD_REQUEST "expected a hello frame", then closed
+        elif kind == "wrong_shape":
+            s.sendall(HELLO)
+            read_frame(s)
+            for body in ([1, 2, 3], {"id": "x", "op": 5}, {"id": 1, "op": "tell", "group": 1, "level": []},
+                         {"id": 1, "op": "record", "record": "add"}, {"id": -1, "op": "ping"},
+                         {"id": 1, "op": "lock_acquire", "name": "n", "mode": "both"}, "text", None):
+                s.sendall(frame(json.dumps(body).encode()))
+                if read_frame(s) is None:
+                    break
+        elif kind == "deep_json":
+            s.sendall(HELLO)
+            read_frame(s)
+            s.sendall(frame(b"[" * 100_000 + b"]" * 100_000))
+            read_frame(s)
+        elif kind == "slow_bytes":
+            data = HELLO + frame({"id": 1, "op": "status", "group": None, "brief": True})
+            for i in range(len(data)):
+                s.sendall(data[i:i + 1])
+                time.sleep(0.002)
+            read_frame(s)
+            read_frame(s)
+        elif kind == "never_reads":
+            s.setblocking(False)
+            req = frame({"id": 1, "op": "status", "group": None, "brief": False})
+            try:
+                s.sendall(HELLO)
+                for _ in range(2000):
+                    s.send(req)
+            except OSError:
+                pass  # the daemon stopped reading: its replies are not read
+            return s  # left open, never reading
         else:
             s.sendall(HELLO)
             read_frame(s)
@@ -137,6 +178,33 @@ def probe(sock_path):
     return time.time() - t
 
 
+def fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def half_frames(sock_path, n):
+    """n connections (as root: not under the per-uid limit) that send their
+    hello and half a frame, and stay; the slowest of 20 status probes."""
+    held = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(sock_path)
+        s.sendall(HELLO + struct.pack(">I", 1000) + b'{"id":1,"op":"st')
+        held.append(s)
+    worst = max(probe(sock_path) for _ in range(20))
+    for s in held:
+        s.close()
+    return worst
+
+
 def main():
     d = tempfile.mkdtemp(prefix="clinit-hostile-")
     os.chmod(d, 0o755)
@@ -158,6 +226,7 @@ def main():
         time.sleep(0.01)
     probe(sock)
     log0 = os.path.getsize(os.path.join(d, "log"))
+    fd0, rss0 = fds(daemon.pid), rss_kb(daemon.pid)
     kids = []
     for i in range(WORKERS):
         pid = os.fork()
@@ -190,12 +259,21 @@ def main():
             pass
     alive = daemon.poll() is None
     worst = max(worst, probe(sock)) if alive else worst
+    half_worst = half_frames(sock, 500) if alive else float("inf")
+    alive = daemon.poll() is None
+    end = time.time() + 15  # the daemon sees closed connections go asynchronously
+    while alive and time.time() < end and fds(daemon.pid) > fd0:
+        time.sleep(0.05)
+    fd1, rss1 = (fds(daemon.pid), rss_kb(daemon.pid)) if alive else (-1, -1)
     log_grew = os.path.getsize(os.path.join(d, "log")) - log0
     print(f"{WORKERS} hostile workers (uid {NOBODY}) for {SECS:.0f} s: {sum(counts.values())} attacks")
     for k in sorted(counts):
         print(f"  {k:15} {counts[k]}")
     print(f"daemon alive and answering: {alive}; root status probes: {probes}, slowest {worst * 1000:.1f} ms")
     print(f"daemon peak RSS {peak_rss / 1024:.1f} MB; log grew by {log_grew / 1024:.1f} KB")
+    print(f"500 half-frame connections held by root: slowest of 20 status probes {half_worst * 1000:.1f} ms"
+          " (must be <= 100 ms)")
+    print(f"daemon fds {fd0} -> {fd1}; RSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MB")
     if alive:
         subprocess.run([BIN, "-c", cltab, "shutdown"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -203,7 +281,9 @@ def main():
         except subprocess.TimeoutExpired:
             daemon.send_signal(signal.SIGKILL)
     subprocess.run(["rm", "-rf", d])
-    sys.exit(0 if alive else 1)
+    ok = alive and half_worst <= 0.1 and fd1 <= fd0
+    print("OK" if ok else "FAILED")
+    sys.exit(0 if ok else 1)
 
 
 main()

@@ -196,10 +196,10 @@ enum Cmd {
         #[arg(long, conflicts_with = "timeout")]
         nowait: bool,
         /// Give up waiting after SECS seconds (exit 75).
-        #[arg(long, value_name = "SECS")]
+        #[arg(long, value_name = "SECS", value_parser = non_negative)]
         timeout: Option<f64>,
         /// Hold the lock through a lease renewed every TTL/3 (TTL seconds).
-        #[arg(long, value_name = "SECS")]
+        #[arg(long, value_name = "SECS", value_parser = non_negative)]
         ttl: Option<f64>,
         /// Do not start `clinit lockd` when no lock service answers (never
         /// started in cluster mode).
@@ -231,7 +231,7 @@ enum Cmd {
     Lockd {
         /// Exit after MINUTES with no lock held and no client connected
         /// [default: IDLE in /etc/default/clinit-lockd, else 15].
-        #[arg(long, value_name = "MINUTES")]
+        #[arg(long, value_name = "MINUTES", value_parser = non_negative)]
         idle: Option<f64>,
         #[arg(long = "state-dir", value_name = "DIR")]
         state_dir: Option<PathBuf>,
@@ -247,7 +247,7 @@ enum Cmd {
         #[arg(long, value_parser = parse_state)]
         state: Option<GroupState>,
         /// Give up after this many seconds (exit 6).
-        #[arg(long, default_value_t = 60.0)]
+        #[arg(long, default_value_t = 60.0, value_parser = non_negative)]
         timeout: f64,
     },
     /// Stop every group and make the daemon exit.
@@ -323,7 +323,7 @@ enum ClusterCmd {
         group: String,
         node: Option<String>,
         /// Give up waiting after SECS seconds (exit 6).
-        #[arg(long, value_name = "SECS", default_value_t = 120.0)]
+        #[arg(long, value_name = "SECS", default_value_t = 120.0, value_parser = non_negative)]
         timeout: f64,
     },
 }
@@ -611,6 +611,16 @@ fn wait(
 
 /// IDLE (minutes) from /etc/default/clinit-lockd, as dsvclockd reads its
 /// defaults file; 15 when absent.
+/// A number of seconds or minutes: finite and not negative (NaN and
+/// infinity would make no duration).
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        Ok(_) => Err(format!("{s} is not a finite number of 0 or more")),
+        Err(e) => Err(format!("{s:?} is not a number: {e}")),
+    }
+}
+
 fn default_idle() -> f64 {
     std::fs::read_to_string("/etc/default/clinit-lockd")
         .ok()

@@ -20,6 +20,7 @@
 //! idle connection or a loaded machine costs little. The measurements are
 //! in docs/architecture.md.
 
+use std::io::Write;
 use std::time::Duration;
 
 /// The spin budget when `CLINIT_SPIN_US` is unset.
@@ -48,7 +49,9 @@ pub fn budget() -> Duration {
             return DEFAULT;
         };
         parse_us(&v).unwrap_or_else(|| {
-            eprintln!(
+            // Not eprintln!: it panics when standard error fails.
+            let _ = writeln!(
+                std::io::stderr(),
                 "clinit: ignoring CLINIT_SPIN_US={v:?}: not a number of microseconds from 0 to {}; spinning up to {} us",
                 u64::MAX,
                 DEFAULT.as_micros()

@@ -25,7 +25,10 @@ fn modes_levels_and_status_file() {
     assert_eq!(d.entry("srv")["state"], "running");
     assert_eq!(d.entry("prep")["last_exit"]["code"], 0);
     assert_eq!(d.entry("never")["state"], "idle");
-    assert_eq!(d.read("clstat"), "Cluster::Init::Group web 1 DONE\n");
+    // The status file follows within CLSTAT_EVERY (50 ms).
+    d.wait_until("clstat shows web 1 DONE", || {
+        d.read("clstat") == "Cluster::Init::Group web 1 DONE\n"
+    });
     let pid = d.entry("srv")["pid"].as_i64().unwrap();
 
     // Level 2 keeps srv running untouched, runs the test. The client prints

@@ -93,6 +93,10 @@ fn files_are_never_world_writable_whatever_the_umask() {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     let mut d = Daemon::prepare("g:a:1:once:true\n:::logdir:logs\n");
     let cltab = d.cltab();
+    // A state directory made beforehand, open to all: narrowed to 0700.
+    let state = d.path("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
     let child = std::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(format!(
@@ -122,7 +126,12 @@ fn files_are_never_world_writable_whatever_the_umask() {
                 .unwrap()
                 .display()
                 .to_string();
-            if name == "cltab" || meta.file_type().is_socket() {
+            if meta.file_type().is_socket() {
+                let mode = meta.permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "socket {name} has mode {mode:o}");
+                continue;
+            }
+            if name == "cltab" {
                 continue;
             }
             if meta.is_dir() {
@@ -130,6 +139,10 @@ fn files_are_never_world_writable_whatever_the_umask() {
             }
             let mode = meta.permissions().mode() & 0o777;
             assert_eq!(mode & 0o022, 0, "{name} has mode {mode:o}");
+            // The state (directory, database, its journals) is private.
+            if name.starts_with("state") {
+                assert_eq!(mode & 0o077, 0, "{name} has mode {mode:o}");
+            }
             seen.push(name);
         }
     }
@@ -141,6 +154,8 @@ fn files_are_never_world_writable_whatever_the_umask() {
         "logs",
         "logs/g.a.log",
         "state",
+        "state/clinit.db",
+        "state/clinit.db-wal",
     ] {
         assert!(seen.iter().any(|s| s == want), "{want} not among {seen:?}");
     }

@@ -254,6 +254,35 @@ impl Cltab {
     }
 }
 
+/// The largest cltab clinit reads: 16 MiB, some 300,000 entries. A larger
+/// file is refused before it is read whole (it would hold up a reread for
+/// seconds and take hundreds of MB to parse).
+pub const MAX_CLTAB_BYTES: u64 = 16 << 20;
+
+enum Read {
+    Io(std::io::Error),
+    TooLarge(u64),
+}
+
+/// A file's bytes, at most [`MAX_CLTAB_BYTES`] (checked on its size first,
+/// then on what is read: the file may grow meanwhile).
+fn read_bounded(path: &Path) -> Result<Vec<u8>, Read> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(path).map_err(Read::Io)?;
+    let size = f.metadata().map_err(Read::Io)?.len();
+    if size > MAX_CLTAB_BYTES {
+        return Err(Read::TooLarge(size));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    f.take(MAX_CLTAB_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Read::Io)?;
+    if bytes.len() as u64 > MAX_CLTAB_BYTES {
+        return Err(Read::TooLarge(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// A cltab file's text; a file that is not UTF-8 is an error naming the
 /// line and byte of its first bad byte.
 pub fn read_text(path: &Path) -> Result<String, CltabErrors> {
@@ -264,7 +293,10 @@ pub fn read_text(path: &Path) -> Result<String, CltabErrors> {
             kind,
         }],
     };
-    let bytes = std::fs::read(path).map_err(|e| one(0, ErrorKind::Unreadable(e.to_string())))?;
+    let bytes = read_bounded(path).map_err(|e| match e {
+        Read::Io(e) => one(0, ErrorKind::Unreadable(e.to_string())),
+        Read::TooLarge(size) => one(0, ErrorKind::TooLarge { size }),
+    })?;
     String::from_utf8(bytes).map_err(|e| {
         let bytes = e.as_bytes();
         let at = e.utf8_error().valid_up_to();
@@ -289,6 +321,11 @@ pub enum ErrorKind {
     Unreadable(String),
     #[error("byte {byte} of this line is not UTF-8 (a cltab is UTF-8 text)")]
     NotUtf8 { byte: usize },
+    #[error(
+        "the cltab is {size} bytes, more than the {} MiB clinit reads; split it or remove unused entries",
+        MAX_CLTAB_BYTES >> 20
+    )]
+    TooLarge { size: u64 },
     #[error("too few fields: expected group:tag:levels:mode:command")]
     TooFewFields,
     #[error("empty group name")]
@@ -375,6 +412,7 @@ impl ErrorKind {
         match self {
             ErrorKind::Unreadable(_) => "CLTAB_UNREADABLE",
             ErrorKind::NotUtf8 { .. } => "CLTAB_NOT_UTF8",
+            ErrorKind::TooLarge { .. } => "CLTAB_TOO_LARGE",
             ErrorKind::TooFewFields => "CLTAB_TOO_FEW_FIELDS",
             ErrorKind::EmptyGroup => "CLTAB_EMPTY_GROUP",
             ErrorKind::EmptyTag => "CLTAB_EMPTY_TAG",

@@ -452,6 +452,19 @@ fn a_file_that_is_not_utf8_is_refused_naming_line_and_byte() {
         );
         assert!(e.to_string().ends_with("[CLTAB_NOT_UTF8]"), "{e}");
     }
+    // A file over the bound is refused by its size, before it is read.
+    let big = dir.path().join("big");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(super::MAX_CLTAB_BYTES + 1).unwrap();
+    let e = Cltab::load(&big).unwrap_err();
+    assert_eq!(
+        e.errors[0].kind,
+        ErrorKind::TooLarge {
+            size: super::MAX_CLTAB_BYTES + 1
+        }
+    );
+    assert!(e.to_string().ends_with("[CLTAB_TOO_LARGE]"), "{e}");
+    assert!(e.to_string().contains(&big.display().to_string()), "{e}");
     std::fs::write(dir.path().join("ok"), "web:a:1:once:caf\u{e9}\n").unwrap();
     assert!(Cltab::load(&dir.path().join("ok")).is_ok());
 }

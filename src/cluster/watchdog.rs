@@ -75,17 +75,54 @@ pub enum Cmd {
     },
 }
 
+/// A group name as one word of a command line: `%`, blanks and control
+/// characters percent-encoded (a group name may hold inner blanks).
+fn word(group: &str) -> String {
+    let mut out = String::with_capacity(group.len());
+    for c in group.chars() {
+        if c == '%' || c.is_whitespace() || c.is_control() {
+            let mut b = [0; 4];
+            for byte in c.encode_utf8(&mut b).bytes() {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The group name a [`word`] stands for (`None`: not one `word` makes).
+fn unword(w: &str) -> Option<String> {
+    let b = w.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 impl Cmd {
     pub fn parse(line: &str) -> Option<Cmd> {
         let mut it = line.splitn(3, ' ');
-        let (verb, group) = (it.next()?, it.next()?.to_string());
+        let (verb, group) = (it.next()?, unword(it.next()?)?);
         let rest = it.next();
         Some(match (verb, rest) {
             ("arm", Some(ns)) => Cmd::Arm {
                 group,
                 at: ns.parse().ok()?,
             },
-            ("cgroup", Some(p)) => Cmd::Cgroup {
+            // Only an absolute path: a relative one would depend on the
+            // watchdog's directory.
+            ("cgroup", Some(p)) if p.starts_with('/') => Cmd::Cgroup {
                 group,
                 path: PathBuf::from(p),
             },
@@ -104,11 +141,13 @@ impl Cmd {
 
     pub fn line(&self) -> String {
         match self {
-            Cmd::Arm { group, at } => format!("arm {group} {at}\n"),
-            Cmd::Cgroup { group, path } => format!("cgroup {group} {}\n", path.display()),
-            Cmd::Pgid { group, pgid } => format!("pgid {group} {pgid}\n"),
-            Cmd::Gone { group, pgid } => format!("gone {group} {pgid}\n"),
-            Cmd::Disarm { group } => format!("disarm {group}\n"),
+            Cmd::Arm { group, at } => format!("arm {} {at}\n", word(group)),
+            Cmd::Cgroup { group, path } => {
+                format!("cgroup {} {}\n", word(group), path.display())
+            }
+            Cmd::Pgid { group, pgid } => format!("pgid {} {pgid}\n", word(group)),
+            Cmd::Gone { group, pgid } => format!("gone {} {pgid}\n", word(group)),
+            Cmd::Disarm { group } => format!("disarm {}\n", word(group)),
         }
     }
 }
@@ -269,7 +308,7 @@ pub fn run(hw: Option<&Path>) -> i32 {
     let mut input = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => std::fs::File::from(fd),
         Err(e) => {
-            eprintln!("clinit watchdog: no standard input: {e}");
+            let _ = writeln!(std::io::stderr(), "clinit watchdog: no standard input: {e}");
             return 1;
         }
     };
@@ -277,7 +316,15 @@ pub fn run(hw: Option<&Path>) -> i32 {
     let mut buf: Vec<u8> = Vec::new();
     let mut open = true;
     let mut device: Option<std::fs::File> = None;
-    let say = |msg: String| eprintln!("clinit watchdog (pid {}): {msg}", std::process::id());
+    // Never eprintln!: it panics when the log cannot be written (a full
+    // disk), and the watchdog must go on to its deadlines whatever happens.
+    let say = |msg: String| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "clinit watchdog (pid {}): {msg}",
+            std::process::id()
+        );
+    };
     loop {
         // Every command already written is read before any deadline is
         // judged: an `arm` that came just in time counts.
@@ -616,6 +663,32 @@ mod tests {
                     pgid: 42,
                 }),
             ),
+            // A group name with blanks or `%` is one encoded word.
+            (
+                "arm web%20db 7",
+                Some(Cmd::Arm {
+                    group: "web db".into(),
+                    at: 7,
+                }),
+            ),
+            (
+                "cgroup 100%25%09x /sys/fs/cgroup/g",
+                Some(Cmd::Cgroup {
+                    group: "100%\tx".into(),
+                    path: "/sys/fs/cgroup/g".into(),
+                }),
+            ),
+            (
+                "disarm caf\u{e9}%20bar",
+                Some(Cmd::Disarm {
+                    group: "caf\u{e9} bar".into(),
+                }),
+            ),
+            ("cgroup web db /sys/fs/cgroup/g", None),
+            ("cgroup web sys/fs/cgroup/g", None),
+            ("arm web%2 7", None),
+            ("arm web%ZZ 7", None),
+            ("arm web%FF 7", None),
             ("pgid web 1", None),
             ("pgid web -5", None),
             ("arm web soon", None),

@@ -122,9 +122,16 @@ pub(crate) struct Daemon {
     pub actions: Vec<Action>,
     /// Replies of this turn, sent once its store ops are durable.
     pub replies: Vec<(oneshot::Sender<Reply>, Reply)>,
-    /// The status file must be written this turn.
+    /// The status file is behind the groups' states.
     clstat_dirty: bool,
+    /// When the status file was last written.
+    clstat_written: Option<Instant>,
 }
+
+/// The status file is rewritten at most this often: each rewrite creates
+/// and frees an inode (a temp file renamed over the old), which under a
+/// stream of level switches took a fifth of the daemon's time.
+pub const CLSTAT_EVERY: Duration = Duration::from_millis(50);
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -156,6 +163,7 @@ impl Daemon {
             actions: Vec::new(),
             replies: Vec::new(),
             clstat_dirty: true,
+            clstat_written: None,
         }
     }
 
@@ -276,6 +284,7 @@ impl Daemon {
                 .chain(self.exec.next_deadline())
                 .chain(self.shared.locks().next_deadline())
                 .chain(idle_deadline)
+                .chain(self.clstat_due())
                 .chain((!restored).then_some(restore_deadline))
                 .min();
             tokio::select! {
@@ -442,8 +451,9 @@ impl Daemon {
                     .apply(ops),
             )
         };
-        if self.clstat_dirty {
+        if self.clstat_due().is_some_and(|due| due <= Instant::now()) {
             self.clstat_dirty = false;
+            self.clstat_written = Some(Instant::now());
             if let Err(e) = self.status_file.write_status(&view::clstat(&self.sup)) {
                 tracing::error!("{e}");
             }
@@ -478,6 +488,14 @@ impl Daemon {
                 });
             }
         }
+    }
+
+    /// When the status file is to be written next (`None`: it is current).
+    fn clstat_due(&self) -> Option<Instant> {
+        self.clstat_dirty.then(|| match self.clstat_written {
+            Some(at) => at + CLSTAT_EVERY,
+            None => Instant::now(),
+        })
     }
 
     /// Before the daemon exits: let the connection tasks write the replies

@@ -23,6 +23,7 @@ use crate::events::Events;
 use crate::lock::service::LocalLocks;
 use crate::records::LocalRecords;
 use crate::store::sqlite::StateDb;
+use crate::store::worker::StoreWorker;
 use crate::store::{StateStore, StoreOp, write_atomic};
 use crate::supervisor::executor::Executor;
 use crate::supervisor::leftovers::{Leftover, stop_leftovers};
@@ -33,7 +34,7 @@ use policy::Policy;
 use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 
 /// How the daemon was started.
@@ -183,7 +184,11 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
 
     if opts.noauth {
         let msg = "WARNING: started with --noauth: EVERY user who can open the socket may change groups, entries and the cltab";
-        eprintln!("clinit: {msg}");
+        // Not eprintln!: it panics when standard error fails.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("clinit: {msg}\n").as_bytes(),
+        );
         tracing::warn!("{msg}");
     }
     // The one place that picks the state backend.
@@ -246,12 +251,37 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
     }
     let token_floor = StateStore::token_floor(&mut db)?;
     let db = Arc::new(Mutex::new(db));
-    let state: Arc<Mutex<dyn StateStore>> = db.clone();
+    // Writes go through the store worker (group commit, off the runtime's
+    // thread); without a thread for it, the database answers in place.
+    let quota = crate::records::Quota::from_settings(&cltab.settings);
+    let worker = match StoreWorker::spawn(db.clone(), LocalRecords::with_quota(db.clone(), quota)) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("cannot start the state store's thread: {e}; writing in place");
+            None
+        }
+    };
+    let state: Arc<Mutex<dyn StateStore>> = match &worker {
+        Some(w) => Arc::new(Mutex::new(w.clone())),
+        None => db.clone(),
+    };
 
+    // The blocking pool (cltab reads and parses, sweeps, DNS) is small and
+    // its threads never expire: each thread costs address space (a stack
+    // and, at first use, a malloc arena of 64 MiB reserved), and tokio
+    // panics when it must start a thread, has none left and the system
+    // refuses one (a fork bomb among the entries) — with one thread always
+    // there it queues the work instead. The first is started now, where a
+    // failure is a start-up error.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .thread_keep_alive(Duration::from_secs(u64::from(u32::MAX)))
         .build()
         .map_err(io_err("cannot start runtime for", &paths.socket))?;
+    rt.block_on(rt.spawn_blocking(|| ())).map_err(|e| {
+        io_err("cannot start a thread for", &paths.socket)(std::io::Error::other(e))
+    })?;
     let listener = {
         let _g = rt.enter();
         UnixTransport::bind(
@@ -263,14 +293,19 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
     .map_err(|(what, e)| io_err(what, &paths.socket)(e))?;
 
     // A starter (`clinit lock` starting `clinit lockd`) waits on this pipe.
-    if let Some(fd) = std::env::var("CLINIT_READY_FD")
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-    {
-        // SAFETY: the starter passed this descriptor for us to own.
-        let f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        let _ = std::io::Write::write_all(&mut &f, b"ready\n");
-        drop(f);
+    if let Ok(v) = std::env::var("CLINIT_READY_FD") {
+        match v.parse::<i32>().ok().filter(|fd| *fd > 2 && is_fifo(*fd)) {
+            Some(fd) => {
+                // SAFETY: the starter passed this descriptor, a pipe (checked
+                // above, so not one the daemon opened), for us to own.
+                let f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                let _ = std::io::Write::write_all(&mut &f, b"ready\n");
+                drop(f);
+            }
+            None => {
+                tracing::warn!("CLINIT_READY_FD={v:?} is not the descriptor of a pipe; ignored")
+            }
+        }
         // SAFETY: single-threaded here; nothing else reads the environment.
         unsafe { std::env::remove_var("CLINIT_READY_FD") };
     }
@@ -410,7 +445,10 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
             h.cfg.clone(),
             quota.container_records,
         ))),
-        None => Arc::new(Mutex::new(LocalRecords::with_quota(db, quota))),
+        None => match &worker {
+            Some(w) => Arc::new(Mutex::new(w.clone())),
+            None => Arc::new(Mutex::new(LocalRecords::with_quota(db.clone(), quota))),
+        },
     };
     // Cluster mode: the lock service asks the lock agent for claims.
     let (locks, lock_agent) = match &cluster {
@@ -495,17 +533,35 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
     result
 }
 
+/// Is `fd` an open descriptor of a pipe?
+fn is_fifo(fd: i32) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat only writes the stat buffer given; an fd that is not
+    // open is an error (EBADF), not undefined behaviour.
+    let r = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    // SAFETY: fstat filled the buffer when it returned 0.
+    r == 0 && (unsafe { st.assume_init() }.st_mode & libc::S_IFMT) == libc::S_IFIFO
+}
+
+/// Threads of the daemon's blocking pool.
+const BLOCKING_THREADS: usize = 4;
+
 fn init_tracing(log: &File) {
     use tracing_subscriber::fmt::writer::MakeWriterExt;
     // Without a second descriptor of the log (none left), standard error
     // only, said there: the daemon still starts.
     match log.try_clone() {
         Ok(file) => {
-            let writer = std::io::stderr.and(std::sync::Mutex::new(file));
+            // The file first: a failing standard error (a hung-up
+            // terminal, a closed pipe) must not keep lines from the file.
+            // A failed write is not reported on standard error either
+            // (that report would panic when standard error fails).
+            let writer = std::sync::Mutex::new(file).and(std::io::stderr);
             let _ = tracing_subscriber::fmt()
                 .with_writer(writer)
                 .with_ansi(false)
                 .with_target(false)
+                .log_internal_errors(false)
                 .try_init();
         }
         Err(e) => {
@@ -513,6 +569,7 @@ fn init_tracing(log: &File) {
                 .with_writer(std::io::stderr)
                 .with_ansi(false)
                 .with_target(false)
+                .log_internal_errors(false)
                 .try_init();
             tracing::error!("cannot write the log file ({e}); logging to standard error only");
         }

@@ -548,8 +548,20 @@ fn over_quota(
 
 impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
     fn call(&mut self, call: RecordCall) -> Pending<Result<RecordOutcome, RecordError>> {
-        let mut db = self.storage.lock().unwrap_or_else(PoisonError::into_inner);
-        let db = &mut *db;
+        let storage = self.storage.clone();
+        let mut db = storage.lock().unwrap_or_else(PoisonError::into_inner);
+        Pending::Ready(self.call_in(&mut db, call))
+    }
+}
+
+impl<S: RecordStorage + ?Sized> LocalRecords<S> {
+    /// One call on storage the caller holds (the store worker holds it
+    /// across a batch of calls with one sync to disk).
+    pub(crate) fn call_in(
+        &mut self,
+        db: &mut S,
+        call: RecordCall,
+    ) -> Result<RecordOutcome, RecordError> {
         // Writes are checked against the quota, and counted once done.
         let nobody = Writer::default();
         let write = match &call {
@@ -602,28 +614,26 @@ impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
             _ => None,
         };
         if let Some((container, key, f)) = fence {
-            if let Err(e) = check(container, key, None) {
-                return Pending::Ready(Err(e));
-            }
+            check(container, key, None)?;
             if let Err(why) = crate::lock::validate_name(&f.lock) {
-                return Pending::Ready(Err(RecordError::BadName {
+                return Err(RecordError::BadName {
                     what: "lock",
                     name: f.lock.clone(),
                     why: why.to_string(),
-                }));
+                });
             }
             match db.raise_fence(&f.lock, f.token) {
                 Ok(None) => {}
                 Ok(Some(highest)) => {
-                    return Pending::Ready(Err(RecordError::StaleToken {
+                    return Err(RecordError::StaleToken {
                         container: container.clone(),
                         key: key.clone(),
                         lock: f.lock.clone(),
                         token: f.token,
                         highest,
-                    }));
+                    });
                 }
-                Err(e) => return Pending::Ready(Err(e.into())),
+                Err(e) => return Err(e.into()),
             }
         }
         let mut account = None;
@@ -633,13 +643,10 @@ impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
             if self.usage.is_none() {
                 match Usage::read(db) {
                     Ok(u) => self.usage = Some(u),
-                    Err(e) => return Pending::Ready(Err(e.into())),
+                    Err(e) => return Err(e.into()),
                 }
             }
-            let old = match db.footprint(&stored, &key) {
-                Ok(o) => o,
-                Err(e) => return Pending::Ready(Err(e.into())),
-            };
+            let old = db.footprint(&stored, &key)?;
             if let (Some(new_len), Some(usage)) = (new_len, &self.usage) {
                 // An add of an existing key fails as EXISTS, not on quota.
                 let is_add = matches!(call, RecordCall::Add { .. });
@@ -647,11 +654,11 @@ impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
                     && let Some(why) =
                         over_quota(&self.quota, usage, &stored, old.as_ref(), new_len, &by)
                 {
-                    return Pending::Ready(Err(RecordError::Quota {
+                    return Err(RecordError::Quota {
                         container,
                         key,
                         why,
-                    }));
+                    });
                 }
             }
             account = Some((stored, old, new_len, by.key));
@@ -695,7 +702,7 @@ impl<S: RecordStorage + ?Sized> RecordBackend for LocalRecords<S> {
                 usage.count(&stored, &owner, n, 1);
             }
         }
-        Pending::Ready(result)
+        result
     }
 }
 

@@ -21,6 +21,7 @@
 //! The status file ([`StatusFile`]) is always local.
 
 pub mod sqlite;
+pub mod worker;
 
 use crate::lock::{ContainerStatus, HolderInfo, LockMode};
 use crate::proto::Reply;
@@ -57,6 +58,10 @@ pub enum StoreError {
     /// A backend that answers later went away before it answered.
     #[error("the state backend stopped before it answered")]
     Gone,
+    /// The sync that ends a group commit failed: the write may or may not
+    /// be on disk.
+    #[error("{0}; the write may or may not be on disk, read it back")]
+    Unsynced(String),
 }
 
 /// A result now, or one that a backend delivers later through a channel.
@@ -212,6 +217,17 @@ pub trait RecordStorage: Send {
     /// `Ok`); `Ok(Some(highest))`, changing nothing, if `token` is below
     /// the highest seen.
     fn raise_fence(&mut self, lock: &str, token: u64) -> Result<Option<u64>, StoreError>;
+    /// Group commit: until [`RecordStorage::sync`], writes are committed
+    /// without being synced to disk each (`Err`: this storage cannot, and
+    /// every write stays durable on its own `Ok`).
+    fn defer_sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Sync every write committed since [`RecordStorage::defer_sync`] to
+    /// disk, and sync each write on its own again.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// What one owner's records in one stored container hold.
@@ -264,6 +280,13 @@ pub enum RecordCall {
     List {
         container: String,
     },
+}
+
+impl RecordCall {
+    /// Does it write (add, modify, delete)?
+    pub fn writes(&self) -> bool {
+        !matches!(self, RecordCall::Get { .. } | RecordCall::List { .. })
+    }
 }
 
 /// What a successful [`RecordCall`] gives.
@@ -376,8 +399,12 @@ impl StatusFile {
     }
 
     /// Replace the status file contents (Cluster::Init clstat format).
+    /// Readers see the old file or the new one, never a mix; it is not
+    /// synced to disk: it is a view of the daemon's state, rewritten at
+    /// every start and after every change, and syncing it (twice, file and
+    /// directory) on the event loop held up every request under load.
     pub fn write_status(&mut self, text: &str) -> Result<(), StoreError> {
-        write_atomic(&self.path, text.as_bytes()).map_err(|err| StoreError::Write {
+        replace_file(&self.path, text.as_bytes(), false).map_err(|err| StoreError::Write {
             path: self.path.clone(),
             err,
         })
@@ -388,6 +415,12 @@ impl StatusFile {
 /// fsync of the directory (so the rename itself is durable). A file being
 /// replaced keeps its permissions and, when the daemon may, its owner.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    replace_file(path, data, true)
+}
+
+/// Write a file through a temp file and a rename; with `durable`, sync the
+/// file before the rename and the directory after.
+fn replace_file(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok();
     let mut tmp = path.as_os_str().to_owned();
@@ -399,10 +432,13 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
         let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
     }
     f.write_all(data)?;
-    f.sync_all()?;
+    if durable {
+        f.sync_all()?;
+    }
     drop(f);
     std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+    if durable
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && let Ok(d) = std::fs::File::open(dir)
     {
         let _ = d.sync_all();

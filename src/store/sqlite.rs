@@ -87,6 +87,10 @@ impl StateDb {
                 .create(dir)
                 .map_err(io_err(dir))?;
         }
+        // The state is the daemon's alone: the directory 0700 (one made by
+        // a package or an operator is narrowed, said in the log), the
+        // database and its journals 0600.
+        private(dir, 0o700).map_err(io_err(dir))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock_file = crate::config::files::lock(&lock_path).map_err(io_err(&lock_path))?;
         let lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
@@ -105,6 +109,12 @@ impl StateDb {
         };
 
         let path = dir.join(DB_FILE);
+        for f in [DB_FILE, "clinit.db-wal", "clinit.db-shm"] {
+            let p = dir.join(f);
+            if f == DB_FILE || p.exists() {
+                precreate_private(&p).map_err(io_err(&p))?;
+            }
+        }
         let mut conn = Connection::open(&path).map_err(db_err(&path))?;
         // Refuse a newer file before anything (even the journal mode) is
         // written to it; `migrate` checks again inside its transaction.
@@ -368,6 +378,45 @@ impl StateDb {
     }
 }
 
+/// Narrow `dir`'s mode to `mode` if it is wider (a symbolic link is refused).
+fn private(dir: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other(
+            "not a directory (a symbolic link is not taken as the state directory)",
+        ));
+    }
+    let now = meta.permissions().mode() & 0o7777;
+    if now & !mode != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+        tracing::warn!(
+            "state directory {} was mode {now:o}; made {mode:o} (the state is the daemon's alone)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Create the database file (or open it), not following a symbolic link,
+/// and make it 0600 (SQLite would create it 0644 and gives its journals
+/// the database's mode).
+fn precreate_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    if f.metadata()?.permissions().mode() & 0o077 != 0 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 impl StateStore for StateDb {
     fn location(&self) -> String {
         self.path.display().to_string()
@@ -395,6 +444,33 @@ impl StateStore for StateDb {
 }
 
 impl RecordStorage for StateDb {
+    fn defer_sync(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err(&self.path))
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        // In WAL mode a commit appends to DB-wal; with synchronous=NORMAL
+        // it is not synced, and a checkpoint syncs the WAL before it copies
+        // it. One fsync of the WAL makes every commit since durable.
+        let back = self
+            .conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err(&self.path));
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        match File::open(&wal).and_then(|f| f.sync_data()) {
+            Ok(()) => {}
+            // No WAL file: nothing was written since the last checkpoint
+            // removed it (not while the connection is open; kept for safety).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(StoreError::Write { path: wal, err }),
+        }
+        back
+    }
+
     fn get(&self, container: &str, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
         self.record_get(container, key)
     }
