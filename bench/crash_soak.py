@@ -10,7 +10,9 @@ random delay, start it again on the same state, let it settle, and count
   orphans     processes of the group that the new daemon does not track,
   leftovers   processes of the group still alive after its clean shutdown.
 
-All three must be 0. Processes are found by the CLINIT_GROUP in their
+All three must be 0; it also reports the time from the new daemon's start
+until the group's processes are exactly the ones it supervises (`clinit
+wait` done, no duplicate, no orphan). Processes are found by the CLINIT_GROUP in their
 environment; each run has a group name of its own.
 
     python3 bench/crash_soak.py CLINIT_BIN [REPS] [N]
@@ -211,6 +213,7 @@ def main():
     t_all = time.time()
     for name, op in OPS.items():
         dups = orphans = left = 0
+        back = []
         t0 = time.time()
         for rep in range(REPS):
             r = Run(name.split()[0].replace("/", ""), rep)
@@ -223,9 +226,11 @@ def main():
                 r.cli("wait", g, "1", "--timeout", "30")
                 op(r)
                 r.kill9()
+                t_restart = time.time()
                 r.start()
                 r.wait_answers()
                 d, o = r.settle()
+                back.append(time.time() - t_restart)
                 l = r.shutdown()
                 dups, orphans, left = dups + d, orphans + o, left + l
                 if d or o or l:
@@ -233,8 +238,10 @@ def main():
             finally:
                 r.cleanup()
         total_bad += dups + orphans + left
+        back.sort()
         print(f"{name:17} {REPS} runs: duplicates {dups}, orphans {orphans}, "
-              f"leftovers after shutdown {left}  ({time.time() - t0:.1f} s)")
+              f"leftovers after shutdown {left}; restart -> all supervised p50 "
+              f"{back[len(back) // 2]:.2f} s, max {back[-1]:.2f} s  ({time.time() - t0:.1f} s)")
     print(f"total {time.time() - t_all:.0f} s; {'all 0' if total_bad == 0 else 'FAILED'}")
     sys.exit(1 if total_bad else 0)
 

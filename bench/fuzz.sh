@@ -9,6 +9,8 @@
 # input in fuzz/artifacts/TARGET/ (replay: cargo fuzz run --sanitizer none -O
 # TARGET FILE).
 #   bash bench/fuzz.sh [SECONDS] [TARGET...]
+# FUZZ_RUNS=N stops each target after N executions (SECONDS still bounds it):
+#   FUZZ_RUNS=10000000 bash bench/fuzz.sh 7200 frame edit
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -31,7 +33,7 @@ for t in "${targets[@]}"; do
     mkdir -p "$work/$t" "fuzz/artifacts/$t"
     before=$(find "fuzz/artifacts/$t" -type f | wc -l)
     if cargo fuzz run --sanitizer none -O "$t" "$work/$t" "fuzz/seeds/$t" -- \
-        -max_total_time="$secs" -print_final_stats=1 >"$work/$t.log" 2>&1; then
+        -max_total_time="$secs" ${FUZZ_RUNS:+-runs=$FUZZ_RUNS} -print_final_stats=1 >"$work/$t.log" 2>&1; then
         rc=0
     else
         rc=$?

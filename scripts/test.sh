@@ -27,3 +27,6 @@ done
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test
+# A short fuzz smoke run of every target (20 s each, from the seed corpus;
+# bench/fuzz.sh installs cargo-fuzz when missing and fails on a crash).
+bash bench/fuzz.sh 20

@@ -483,3 +483,65 @@ fn records_per_user_are_bounded_with_limit_errors() {
     assert!(nobody(&["record", "delete", "c", "k2"]).status.success());
     assert!(nobody(&["record", "add", "c", "k3", "v"]).status.success());
 }
+
+#[test]
+fn out_of_descriptors_the_daemon_serves_what_it_has_backs_off_and_recovers() {
+    let mut d = Daemon::prepare(":::client_timeout:120\n");
+    let cltab = d.cltab();
+    // Few descriptors: clients can take all the daemon has left.
+    let child = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 48; exec {} -c {} -d",
+            bin(),
+            cltab.display()
+        ))
+        .current_dir(d.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    d.child = Some(child);
+    d.wait_until("daemon answers", || d.run(&["status"]).status.success());
+    let mut kept = connect(&d);
+    hello(&mut kept);
+    let failures = |d: &Daemon| d.log().matches("failed: Too many open files").count();
+    let mut hogs = Vec::new();
+    d.wait_until("accept fails for want of descriptors, six times", || {
+        for _ in 0..8 {
+            if let Ok(s) = UnixStream::connect(d.path("clinit.s")) {
+                hogs.push(s);
+            }
+        }
+        failures(&d) >= 6
+    });
+    // Backing off (10 ms doubling to 1 s), not spinning: a spinning accept
+    // logs thousands of lines between two looks.
+    let seen = failures(&d);
+    assert!(seen < 40, "{seen} accept failures logged: it spins");
+    // The connection it had is still served.
+    kept.write_all(&frame(
+        r#"{"id":1,"op":"status","group":null,"brief":true}"#,
+    ))
+    .unwrap();
+    let r = read_frame(&mut kept).expect("a reply on the kept connection");
+    assert_eq!(r["kind"], "status", "{r}");
+    // Descriptors come back: new clients are served again.
+    drop(hogs);
+    d.wait_until("a new client is served again", || {
+        d.run(&["status"]).status.success()
+    });
+}
+
+#[test]
+fn a_file_that_is_not_a_socket_at_the_socket_path_is_left_alone() {
+    let d = Daemon::prepare("");
+    std::fs::write(d.path("clinit.s"), "precious\n").unwrap();
+    let out = d.run(&["-d"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a socket"), "{err}");
+    assert!(err.contains("clinit.s"), "{err}");
+    assert_eq!(d.read("clinit.s"), "precious\n");
+}

@@ -326,6 +326,18 @@ pub enum ErrorKind {
         MAX_CLTAB_BYTES >> 20
     )]
     TooLarge { size: u64 },
+    #[error(
+        "the log file name of entry {}:{} ({}.{}.log) would be {len} bytes, more than the {MAX_FILE_NAME} a file name may have; shorten the group or the tag",
+        crate::logsafe::Safe(group),
+        crate::logsafe::Safe(tag),
+        crate::logsafe::Safe(group),
+        crate::logsafe::Safe(tag)
+    )]
+    LogNameTooLong {
+        group: String,
+        tag: String,
+        len: usize,
+    },
     #[error("too few fields: expected group:tag:levels:mode:command")]
     TooFewFields,
     #[error("empty group name")]
@@ -413,6 +425,7 @@ impl ErrorKind {
             ErrorKind::Unreadable(_) => "CLTAB_UNREADABLE",
             ErrorKind::NotUtf8 { .. } => "CLTAB_NOT_UTF8",
             ErrorKind::TooLarge { .. } => "CLTAB_TOO_LARGE",
+            ErrorKind::LogNameTooLong { .. } => "CLTAB_LOG_NAME_TOO_LONG",
             ErrorKind::TooFewFields => "CLTAB_TOO_FEW_FIELDS",
             ErrorKind::EmptyGroup => "CLTAB_EMPTY_GROUP",
             ErrorKind::EmptyTag => "CLTAB_EMPTY_TAG",
@@ -525,6 +538,20 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The longest file name the system takes (NAME_MAX).
+const MAX_FILE_NAME: usize = 255;
+
+/// An entry's output log is `GROUP.TAG.log` (under `logdir`): that must be
+/// one file name the system takes. `Err`: its length in bytes.
+pub fn check_log_name(group: &str, tag: &str) -> Result<(), usize> {
+    let len = group.len() + 1 + tag.len() + ".log".len();
+    if len > MAX_FILE_NAME {
+        Err(len)
+    } else {
+        Ok(())
+    }
+}
+
 /// Split a line into at most five fields: the fifth keeps its colons.
 fn split_fields(line: &str) -> Option<[&str; 5]> {
     let mut it = line.splitn(5, ':');
@@ -631,6 +658,17 @@ fn parse_under(path: &Path, text: &str, local: Option<&Settings>) -> Result<Clta
                 );
                 bad = true;
             }
+        }
+        if !bad && let Err(len) = check_log_name(group, tag) {
+            err(
+                line_no,
+                ErrorKind::LogNameTooLong {
+                    group: group.to_string(),
+                    tag: tag.to_string(),
+                    len,
+                },
+            );
+            bad = true;
         }
         if command.contains('\0') {
             err(line_no, ErrorKind::NulInCommand);

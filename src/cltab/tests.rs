@@ -468,3 +468,30 @@ fn a_file_that_is_not_utf8_is_refused_naming_line_and_byte() {
     std::fs::write(dir.path().join("ok"), "web:a:1:once:caf\u{e9}\n").unwrap();
     assert!(Cltab::load(&dir.path().join("ok")).is_ok());
 }
+
+/// An entry's log file `GROUP.TAG.log` must be one file name the system
+/// takes (255 bytes): refused when the cltab is read, not when it starts.
+#[test]
+fn a_group_and_tag_too_long_for_one_log_file_name_are_refused() {
+    // (group length, tag length, refused)
+    let rows = [
+        (125, 125, false),
+        (125, 126, true),
+        (255, 1, true),
+        (1, 249, false),
+    ];
+    for (g, t, refused) in rows {
+        let text = format!("{}:{}:1:once:true\n", "g".repeat(g), "t".repeat(t));
+        match p(&text) {
+            Ok(_) => assert!(!refused, "{g}+{t} accepted"),
+            Err(e) => {
+                assert!(refused, "{g}+{t}: {e}");
+                assert_eq!(e.errors[0].kind.code(), "CLTAB_LOG_NAME_TOO_LONG", "{e}");
+                assert!(
+                    e.to_string().contains(&format!("{} bytes", g + t + 5)),
+                    "{e}"
+                );
+            }
+        }
+    }
+}

@@ -152,8 +152,20 @@ impl ClusterConfig {
             }
             (None, None) => Ok(None),
         };
-        let node =
-            name(&settings.node, &flags.node, "node")?.unwrap_or_else(crate::config::hostname);
+        let node = match name(&settings.node, &flags.node, "node")? {
+            Some(n) => n,
+            // The host name, checked as a node name would be (a '/' in it
+            // would put this node's keys under another node's).
+            None => {
+                let host = crate::config::hostname();
+                Settings::default().set("node", &host).map_err(|e| {
+                    ClusterError::Setting(format!(
+                        "the host name {host:?} cannot be the node name ({e}); set :::node:NAME or --node"
+                    ))
+                })?;
+                host
+            }
+        };
         let cluster = name(&settings.cluster, &flags.cluster, "cluster")?
             .unwrap_or_else(|| DEFAULT_CLUSTER.to_string());
         Ok(Some(ClusterConfig {

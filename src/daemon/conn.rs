@@ -960,6 +960,65 @@ mod tests {
         });
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(40))]
+        /// Whatever length a frame declares and however its bytes are cut
+        /// up: a frame within the cap comes whole and unchanged; one over
+        /// the cap is refused from its length alone, never buffered whole.
+        #[test]
+        fn no_frame_over_the_cap_is_buffered_whole(
+            declared in proptest::prop_oneof![
+                0usize..4096,
+                proto::MAX_FRAME - 16..proto::MAX_FRAME + 1,
+                proto::MAX_FRAME + 1..u32::MAX as usize,
+            ],
+            chunks in proptest::collection::vec(1usize..70_000, 1..40),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (mut a, b) = UnixStream::pair().unwrap();
+                let mut r = Conn::new(b, Limits::default().client_timeout);
+                // What is sent: the length, then the body (or, over the
+                // cap, as much as 2 MiB of it).
+                let sent = if declared > proto::MAX_FRAME { 2 << 20 } else { declared };
+                let body: Vec<u8> = (0..sent).map(|i| (i % 251) as u8).collect();
+                let mut bytes = (declared as u32).to_be_bytes().to_vec();
+                bytes.extend_from_slice(&body);
+                let writer = tokio::spawn(async move {
+                    let mut at = 0;
+                    for c in chunks.iter().cycle() {
+                        if at >= bytes.len() {
+                            break;
+                        }
+                        // At most some 200 writes, however small the cuts.
+                        let end = (at + (*c).max(bytes.len() / 200)).min(bytes.len());
+                        if a.write_all(&bytes[at..end]).await.is_err() {
+                            break;
+                        }
+                        at = end;
+                        tokio::task::yield_now().await;
+                    }
+                    a
+                });
+                let got = r.next().await.map(<[u8]>::to_vec);
+                if declared > proto::MAX_FRAME {
+                    assert!(
+                        matches!(got, Err(proto::FrameError::TooLarge(n)) if n == declared),
+                        "{declared}: {got:?}"
+                    );
+                    assert!(r.buf.len() < proto::MAX_FRAME, "{} bytes buffered", r.buf.len());
+                } else {
+                    assert_eq!(got.unwrap(), body, "{declared}");
+                }
+                drop(r);
+                let _ = writer.await;
+            });
+        }
+    }
+
     #[test]
     fn spinning_reads_what_comes_and_gives_up_on_silence() {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -179,8 +179,19 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         crate::config::files::lock(&lock_path).map_err(io_err("cannot create", &lock_path))?;
     let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| StartError::AlreadyRunning(paths.socket.display().to_string()))?;
-    // We hold the lock, so a socket file left behind is stale.
-    let _ = std::fs::remove_file(&paths.socket);
+    // We hold the lock, so a socket file left behind is stale; anything
+    // else at that path is not ours to remove.
+    if let Ok(meta) = std::fs::symlink_metadata(&paths.socket) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(io_err("cannot listen on", &paths.socket)(
+                std::io::Error::other(
+                    "a file that is not a socket is there; clinit removes only a socket it left",
+                ),
+            ));
+        }
+        let _ = std::fs::remove_file(&paths.socket);
+    }
 
     if opts.noauth {
         let msg = "WARNING: started with --noauth: EVERY user who can open the socket may change groups, entries and the cltab";

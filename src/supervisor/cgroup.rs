@@ -106,7 +106,7 @@ impl Cgroups {
             return Err(CgroupError::NotCgroup(parent));
         }
         let root = parent.join(format!("clinit.{:016x}", fnv1a(socket.as_os_str())));
-        match std::fs::create_dir(&root) {
+        match dir_755(&root) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(source) => return Err(CgroupError::Make { path: root, source }),
@@ -171,7 +171,7 @@ impl Cgroups {
             None => {
                 self.next += 1;
                 let name = format!("{}.{}", self.run, self.next);
-                match std::fs::create_dir(self.root.join(&name)) {
+                match dir_755(&self.root.join(&name)) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(e),
@@ -189,7 +189,7 @@ impl Cgroups {
             Ok(f) => Ok(f.into()),
             // Removed behind the daemon's back: make it again, once.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(self.root.join(&name))?;
+                dir_755(&self.root.join(&name))?;
                 Ok(open()?.into())
             }
             Err(e) => Err(e),
@@ -346,6 +346,15 @@ fn fnv1a(s: &std::ffi::OsStr) -> u64 {
     s.as_bytes().iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// Make a cgroup directory 0755 whatever the umask (one that others may
+/// write would let them make cgroups under the daemon's).
+fn dir_755(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(0o755).create(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
 }
 
 #[cfg(test)]

@@ -196,6 +196,16 @@ pub(crate) fn create(
             ));
         }
     }
+    if let Err(len) = crate::cltab::check_log_name(group, tag) {
+        return Some(error(
+            ErrorCode::BadName,
+            format!(
+                "the log file name of entry {}:{} would be {len} bytes, more than the 255 a file name may have; shorten the group or the tag",
+                Safe(group),
+                Safe(tag)
+            ),
+        ));
+    }
     for (what, v) in [
         ("group", group),
         ("tag", tag),
