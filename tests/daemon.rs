@@ -330,7 +330,8 @@ fn errors_have_exit_codes() {
 #[test]
 fn a_second_daemon_is_refused_and_a_stale_socket_replaced() {
     let d = Daemon::prepare("g:a:1:once:true\n");
-    std::fs::write(d.path("clinit.s"), "stale").unwrap();
+    // A stale socket: bound once, its listener gone (a killed daemon's).
+    drop(std::os::unix::net::UnixListener::bind(d.path("clinit.s")).unwrap());
     let d = d.launch(&[]);
     let out = d.run(&["-d"]);
     assert_eq!(out.status.code(), Some(8));
