@@ -14,6 +14,7 @@
     python3 bench/reread_soak.py CLINIT_BIN [REREADS]
 """
 
+import atexit
 import json
 import os
 import random
@@ -98,6 +99,7 @@ def main():
             if time.time() > end:
                 raise
             time.sleep(0.01)
+    atexit.register(lambda: daemon.poll() is None and daemon.kill())
     v0 = vm(daemon.pid)
     peak = dict(v0)
     refused = 0
@@ -179,4 +181,5 @@ def main():
     sys.exit(0 if ok else 1)
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -536,6 +536,7 @@ mod tests {
             "0 ,, * * *",
             "1,,2 * * * *",
             "0 0 1, * *",
+            "* * , * *",
         ] {
             assert!(
                 matches!(Schedule::parse(text), Err(E::Cron { .. })),
