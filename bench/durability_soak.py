@@ -22,46 +22,17 @@ import json
 import os
 import random
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+from soaklib import Client
+
 BIN = sys.argv[1]
 REPS = int(sys.argv[2]) if len(sys.argv) > 2 else 50
 WRITERS = int(sys.argv[3]) if len(sys.argv) > 3 else 4
-
-
-def frame(obj):
-    body = json.dumps(obj).encode()
-    return struct.pack(">I", len(body)) + body
-
-
-def read_exact(s, n):
-    buf = bytearray()
-    while len(buf) < n:
-        b = s.recv(n - len(buf))
-        if not b:
-            raise ConnectionError("closed")
-        buf += b
-    return bytes(buf)
-
-
-def read_frame(s):
-    n = struct.unpack(">I", read_exact(s, 4))[0]
-    return json.loads(read_exact(s, n))
-
-
-def connect(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(path)
-    s.sendall(frame({"version": 1, "agent": "durability_soak"}))
-    read_frame(s)
-    return s
 
 
 def b64(v):
@@ -78,7 +49,7 @@ class Writer:
 
     def run(self, path, rep):
         try:
-            s = connect(path)
+            c = Client(path, "durability_soak")
         except OSError:
             return
         rid = 0
@@ -100,8 +71,7 @@ class Writer:
                     ent[2] = v
                     req = {"id": rid, "op": "record", "record": "modify", "container": f"c{self.n}",
                            "key": k, "value_b64": b64(v), "sig": ent[1]}
-                s.sendall(frame(req))
-                r = read_frame(s)
+                r = c.call(req)
                 if r.get("kind") != "signature":
                     raise RuntimeError(f"unexpected reply {r}")
                 ent = self.keys[k]
@@ -112,10 +82,9 @@ class Writer:
 
 
 def read_back(path, n):
-    s = connect(path)
-    s.sendall(frame({"id": 1, "op": "record", "record": "list", "container": f"c{n}"}))
-    r = read_frame(s)
-    s.close()
+    c = Client(path, "durability_soak")
+    r = c.call({"op": "record", "record": "list", "container": f"c{n}"})
+    c.close()
     if r.get("kind") != "records":
         raise RuntimeError(f"list c{n}: {r}")
     return {rec["key"]: (base64.b64decode(rec["value_b64"]).decode(), rec["sig"]) for rec in r["records"]}
@@ -138,7 +107,7 @@ def main():
         end = time.time() + 30
         while time.time() < end:
             try:
-                connect(sock).close()
+                Client(sock, "durability_soak").close()
                 return p
             except OSError:
                 time.sleep(0.01)

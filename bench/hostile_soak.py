@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 
+from soaklib import fds, rss_kb
+
 BIN = sys.argv[1]
 SECS = float(sys.argv[2]) if len(sys.argv) > 2 else 30
 WORKERS = int(sys.argv[3]) if len(sys.argv) > 3 else 4
@@ -176,18 +178,6 @@ def probe(sock_path):
     s.close()
     assert r is not None and r.get("kind") == "status", r
     return time.time() - t
-
-
-def fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def half_frames(sock_path, n):

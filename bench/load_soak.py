@@ -32,74 +32,18 @@ import json
 import os
 import random
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import time
+
+from soaklib import Client, fds, rss_kb
 
 BIN = sys.argv[1]
 CLIENTS = int(sys.argv[2]) if len(sys.argv) > 2 else 50
 REQS = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
 GROUPS = [f"g{i}" for i in range(5)]
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def frame(obj):
-    body = json.dumps(obj).encode()
-    return struct.pack(">I", len(body)) + body
-
-
-def read_exact(s, n):
-    buf = bytearray()
-    while len(buf) < n:
-        b = s.recv(n - len(buf))
-        if not b:
-            raise ConnectionError("daemon closed the connection")
-        buf += b
-    return bytes(buf)
-
-
-def read_frame(s):
-    n = struct.unpack(">I", read_exact(s, 4))[0]
-    return json.loads(read_exact(s, n))
-
-
-class Client:
-    """One kept-open connection; replies are read through a buffer (one
-    recv per reply, mostly), so that the clients, not the daemon, are
-    not what limits the rate."""
-
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(10)
-        self.s.connect(path)
-        self.buf = b""
-        self.s.sendall(frame({"version": 1, "agent": "load_soak"}))
-        self.read()
-        self.id = 0
-
-    def read(self):
-        while True:
-            if len(self.buf) >= 4:
-                n = struct.unpack_from(">I", self.buf)[0]
-                if len(self.buf) >= 4 + n:
-                    body = self.buf[4:4 + n]
-                    self.buf = self.buf[4 + n:]
-                    return json.loads(body)
-            b = self.s.recv(16384)
-            if not b:
-                raise ConnectionError("daemon closed the connection")
-            self.buf += b
-
-    def call(self, req):
-        self.id += 1
-        req["id"] = self.id
-        self.s.sendall(frame(req))
-        while True:
-            r = self.read()
-            if r.get("id") == self.id:
-                return r
 
 
 def client(path, n, out_path):
@@ -111,7 +55,7 @@ def client(path, n, out_path):
     timeouts = 0
     lock_waits = 0
     done = 0
-    c = Client(path)
+    c = Client(path, "load_soak")
 
     def timed(kind, req):
         t = time.perf_counter()
@@ -189,22 +133,10 @@ def client(path, n, out_path):
             timeouts += 1
             done += 1
             c.s.close()
-            c = Client(path)
+            c = Client(path, "load_soak")
     c.s.close()
     with open(out_path, "w") as f:
         json.dump({"lat": lat, "errors": errors, "timeouts": timeouts, "lock_waits": lock_waits}, f)
-
-
-def fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def cpu(pid):

@@ -18,50 +18,16 @@ import atexit
 import json
 import os
 import random
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+from soaklib import Client
+
 BIN = sys.argv[1]
 REREADS = int(sys.argv[2]) if len(sys.argv) > 2 else 20000
-
-
-def frame(obj):
-    body = json.dumps(obj).encode()
-    return struct.pack(">I", len(body)) + body
-
-
-class Client:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(120)
-        self.s.connect(path)
-        self.buf = b""
-        self.s.sendall(frame({"version": 1, "agent": "reread_soak"}))
-        self.read()
-        self.id = 0
-
-    def read(self):
-        while True:
-            if len(self.buf) >= 4:
-                n = struct.unpack_from(">I", self.buf)[0]
-                if len(self.buf) >= 4 + n:
-                    body, self.buf = self.buf[4:4 + n], self.buf[4 + n:]
-                    return json.loads(body)
-            b = self.s.recv(65536)
-            if not b:
-                raise ConnectionError("closed")
-            self.buf += b
-
-    def call(self, req):
-        self.id += 1
-        req["id"] = self.id
-        self.s.sendall(frame(req))
-        return self.read()
 
 
 def vm(pid):
@@ -93,7 +59,7 @@ def main():
     end = time.time() + 20
     while True:
         try:
-            c = Client(sock)
+            c = Client(sock, "reread_soak", 120)
             break
         except OSError:
             if time.time() > end:
@@ -146,7 +112,7 @@ def main():
     worst = [0.0]
 
     def pinger():
-        p = Client(sock)
+        p = Client(sock, "reread_soak", 120)
         while not stop.is_set():
             t = time.perf_counter()
             p.call({"op": "ping"})

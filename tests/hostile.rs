@@ -88,21 +88,15 @@ fn silent_and_slow_clients_are_dropped_after_client_timeout_and_delay_nobody() {
     );
 }
 
-#[test]
-fn files_are_never_world_writable_whatever_the_umask() {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let mut d = Daemon::prepare("g:a:1:once:true\n:::logdir:logs\n");
-    let cltab = d.cltab();
-    // A state directory made beforehand, open to all: narrowed to 0700.
-    let state = d.path("state");
-    std::fs::create_dir(&state).unwrap();
-    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+/// Start the prepared daemon through `/bin/sh -c "SETUP; exec clinit ..."`
+/// (a umask, a ulimit) and wait until it answers.
+fn launch_under(d: &mut Daemon, setup: &str) {
     let child = std::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(format!(
-            "umask 000; exec {} -c {} -d",
+            "{setup}; exec {} -c {} -d",
             bin(),
-            cltab.display()
+            d.cltab().display()
         ))
         .current_dir(d.dir.path())
         .stdin(std::process::Stdio::null())
@@ -112,6 +106,17 @@ fn files_are_never_world_writable_whatever_the_umask() {
         .unwrap();
     d.child = Some(child);
     d.wait_until("daemon answers", || d.run(&["status"]).status.success());
+}
+
+#[test]
+fn files_are_never_world_writable_whatever_the_umask() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let mut d = Daemon::prepare("g:a:1:once:true\n:::logdir:logs\n");
+    // A state directory made beforehand, open to all: narrowed to 0700.
+    let state = d.path("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    launch_under(&mut d, "umask 000");
     d.ok(&["tell", "g", "1"]);
     d.wait_status("g", "g 1 DONE");
     d.ok(&["record", "add", "c", "k", "v"]);
@@ -487,23 +492,8 @@ fn records_per_user_are_bounded_with_limit_errors() {
 #[test]
 fn out_of_descriptors_the_daemon_serves_what_it_has_backs_off_and_recovers() {
     let mut d = Daemon::prepare(":::client_timeout:120\n");
-    let cltab = d.cltab();
     // Few descriptors: clients can take all the daemon has left.
-    let child = std::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 48; exec {} -c {} -d",
-            bin(),
-            cltab.display()
-        ))
-        .current_dir(d.dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    d.child = Some(child);
-    d.wait_until("daemon answers", || d.run(&["status"]).status.success());
+    launch_under(&mut d, "ulimit -n 48");
     let mut kept = connect(&d);
     hello(&mut kept);
     let failures = |d: &Daemon| d.log().matches("failed: Too many open files").count();
