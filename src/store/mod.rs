@@ -217,17 +217,6 @@ pub trait RecordStorage: Send {
     /// `Ok`); `Ok(Some(highest))`, changing nothing, if `token` is below
     /// the highest seen.
     fn raise_fence(&mut self, lock: &str, token: u64) -> Result<Option<u64>, StoreError>;
-    /// Group commit: until [`RecordStorage::sync`], writes are committed
-    /// without being synced to disk each (`Err`: this storage cannot, and
-    /// every write stays durable on its own `Ok`).
-    fn defer_sync(&mut self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    /// Sync every write committed since [`RecordStorage::defer_sync`] to
-    /// disk, and sync each write on its own again.
-    fn sync(&mut self) -> Result<(), StoreError> {
-        Ok(())
-    }
 }
 
 /// What one owner's records in one stored container hold.

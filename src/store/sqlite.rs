@@ -417,6 +417,39 @@ fn precreate_private(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+impl StateDb {
+    /// Group commit: until [`StateDb::sync`], commits are not synced to
+    /// disk each (the store worker holds the database for the batch).
+    pub fn defer_sync(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err(&self.path))
+    }
+
+    /// Sync every commit since [`StateDb::defer_sync`] to disk, and sync
+    /// each commit on its own again.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        // In WAL mode a commit appends to DB-wal; with synchronous=NORMAL
+        // it is not synced, and a checkpoint syncs the WAL before it copies
+        // it. One fsync of the WAL makes every commit since durable.
+        let back = self
+            .conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err(&self.path));
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        match File::open(&wal).and_then(|f| f.sync_data()) {
+            Ok(()) => {}
+            // No WAL file: nothing was written since the last checkpoint
+            // removed it (not while the connection is open; kept for safety).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(StoreError::Write { path: wal, err }),
+        }
+        back
+    }
+}
+
 impl StateStore for StateDb {
     fn location(&self) -> String {
         self.path.display().to_string()
@@ -444,33 +477,6 @@ impl StateStore for StateDb {
 }
 
 impl RecordStorage for StateDb {
-    fn defer_sync(&mut self) -> Result<(), StoreError> {
-        self.conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(db_err(&self.path))
-    }
-
-    fn sync(&mut self) -> Result<(), StoreError> {
-        // In WAL mode a commit appends to DB-wal; with synchronous=NORMAL
-        // it is not synced, and a checkpoint syncs the WAL before it copies
-        // it. One fsync of the WAL makes every commit since durable.
-        let back = self
-            .conn
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(db_err(&self.path));
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        let wal = PathBuf::from(wal);
-        match File::open(&wal).and_then(|f| f.sync_data()) {
-            Ok(()) => {}
-            // No WAL file: nothing was written since the last checkpoint
-            // removed it (not while the connection is open; kept for safety).
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(StoreError::Write { path: wal, err }),
-        }
-        back
-    }
-
     fn get(&self, container: &str, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
         self.record_get(container, key)
     }

@@ -17,8 +17,8 @@
 
 use super::sqlite::StateDb;
 use super::{
-    DisabledNote, Pending, Persisted, RecordBackend, RecordCall, RecordOutcome, RecordStorage,
-    StateStore, StoreError, StoreOp,
+    DisabledNote, Pending, Persisted, RecordBackend, RecordCall, RecordOutcome, StateStore,
+    StoreError, StoreOp,
 };
 use crate::records::{LocalRecords, RecordError};
 use std::sync::mpsc;
