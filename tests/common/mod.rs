@@ -388,13 +388,31 @@ impl Daemon {
     }
 }
 
-/// A free TCP port on loopback (bound, then released for the server).
+/// A free TCP port on loopback for a server a test starts (etcd).
+///
+/// Not one the kernel hands out for `:0`: a port taken that way and
+/// released is in the ephemeral range, where any outgoing connection
+/// (a daemon's to etcd, a proxy's) may take it as its source port before
+/// the server binds it; that was a flaky "address already in use". These
+/// come from below that range (20000-32767), in turn from a start that
+/// depends on the process, and each is checked free when given.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_768;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A real etcd (one member, or several for the failure tests) on free
@@ -438,13 +456,27 @@ impl Etcd {
             url,
             members,
         };
-        e.launch();
-        e
+        match e.try_launch() {
+            Ok(()) => e,
+            // A port was taken between the check and etcd's bind (by
+            // something outside this test): once more, on other ports.
+            Err(log) if log.contains("address already in use") => {
+                drop(e);
+                Etcd::start_members(n)
+            }
+            Err(log) => panic!("{log}"),
+        }
     }
 
     /// Start every member that is not running (again: same ports, same
     /// data), and wait until each running one is healthy.
     pub fn launch(&mut self) {
+        if let Err(e) = self.try_launch() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_launch(&mut self) -> Result<(), String> {
         let initial = self
             .members
             .iter()
@@ -476,15 +508,23 @@ impl Etcd {
             m.child = Some(child);
         }
         let end = Instant::now() + DEADLINE;
-        for m in self.members.iter().filter(|m| m.child.is_some()) {
+        let dir = self.dir.path().to_path_buf();
+        for m in self.members.iter_mut().filter(|m| m.child.is_some()) {
             while !healthy(m.client) {
-                assert!(
-                    Instant::now() < end,
-                    "etcd member {} did not become healthy:\n{}",
-                    m.name,
-                    std::fs::read_to_string(self.dir.path().join(format!("{}.log", m.name)))
-                        .unwrap_or_default()
-                );
+                let log = || {
+                    std::fs::read_to_string(dir.join(format!("{}.log", m.name))).unwrap_or_default()
+                };
+                let exited = m
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+                if exited || Instant::now() >= end {
+                    return Err(format!(
+                        "etcd member {} did not become healthy:\n{}",
+                        m.name,
+                        log()
+                    ));
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -492,9 +532,12 @@ impl Etcd {
         while self.members.iter().filter(|m| m.child.is_some()).count() * 2 > self.members.len()
             && !self.writable()
         {
-            assert!(Instant::now() < end, "etcd does not commit writes");
+            if Instant::now() >= end {
+                return Err("etcd does not commit writes".into());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// A write through every running member goes through (a quorum has a
