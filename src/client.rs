@@ -1,12 +1,16 @@
-//! Talking to a daemon over its UNIX socket (blocking; used by the CLI and
-//! by tests).
+//! Talking to a daemon (blocking; used by the CLI and by tests): over its
+//! UNIX socket, or over TCP with mutual TLS (`clinit --host`; see
+//! [`crate::tls`]).
 
 use crate::proto::{
     self, ErrorCode, ErrorReply, Hello, Reply, Request, RequestFrame, ResponseFrame,
 };
 use crate::spin::Backoff;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +21,18 @@ pub enum ClientError {
     Daemon(ErrorReply),
     #[error("protocol error talking to {path}: {err}")]
     Protocol { path: PathBuf, err: String },
+    #[error("cannot resolve {host}: {err}")]
+    Resolve { host: String, err: String },
+    #[error("cannot connect to {addr}: {err}")]
+    Connect { addr: String, err: String },
+    #[error("TLS handshake with {addr} failed: {why}")]
+    ServerCert { addr: String, why: String },
+    #[error("{addr} refused your certificate: {why}")]
+    CertRefused { addr: String, why: String },
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl ClientError {
@@ -25,14 +41,173 @@ impl ClientError {
             ClientError::NoDaemon { .. } => 5,
             ClientError::Daemon(e) => e.code.exit_code(),
             ClientError::Protocol { .. } => ErrorCode::BadRequest.exit_code(),
+            ClientError::Resolve { .. } => 22,
+            ClientError::Connect { .. } => 23,
+            ClientError::ServerCert { .. } => 24,
+            ClientError::CertRefused { .. } => 25,
+            ClientError::Tls(e) => e.exit_code(),
+            ClientError::Usage(_) => 2,
         }
+    }
+}
+
+/// Where a client's requests go.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// The daemon's UNIX socket.
+    Unix(PathBuf),
+    /// A daemon's TCP listener (`clinit --host`).
+    Remote(Remote),
+}
+
+/// A remote daemon, and how to talk to it.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    pub host: String,
+    pub port: u16,
+    /// None: plain TCP, to loopback only (`--insecure-loopback`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The CA file the server's certificate must chain to (for messages).
+    pub ca: PathBuf,
+    /// Said when the server refuses a client that had no certificate to
+    /// present (where none was found).
+    pub no_cert: Option<String>,
+}
+
+impl Remote {
+    fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// How long a remote connection and its TLS handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection beneath a [`Client`].
+enum Conn {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            Conn::Unix(s) => s.as_fd(),
+            Conn::Tcp(s) => s.as_fd(),
+            Conn::Tls(s) => s.sock.as_fd(),
+        }
+    }
+
+    fn set_read_timeout(&self, t: Duration) -> std::io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.set_read_timeout(Some(t)),
+            Conn::Tcp(s) => s.set_read_timeout(Some(t)),
+            Conn::Tls(s) => s.sock.set_read_timeout(Some(t)),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Tcp(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.flush(),
+            Conn::Tcp(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// What a failed TLS exchange means, in words a user can act on.
+fn tls_failure(r: &Remote, e: &std::io::Error) -> ClientError {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let addr = r.addr();
+    let server = |why: String| ClientError::ServerCert {
+        addr: addr.clone(),
+        why,
+    };
+    let Some(te) = e.get_ref().and_then(|i| i.downcast_ref::<E>()) else {
+        return server(match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => "the server closed the connection during the TLS handshake (is it a clinit TLS listener? its log says why)".into(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())
+            }
+            _ => e.to_string(),
+        });
+    };
+    match te {
+        E::InvalidCertificate(c) => server(match c {
+            C::UnknownIssuer | C::BadSignature => format!(
+                "the server's certificate is not signed by your CA ({})",
+                r.ca.display()
+            ),
+            C::NotValidForName => format!(
+                "the server's certificate is for other names, not {}",
+                r.host
+            ),
+            C::NotValidForNameContext { presented, .. } => format!(
+                "the server's certificate is for other names ({}), not {}",
+                presented.join(", "),
+                r.host
+            ),
+            C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "the server's certificate is not valid yet".into()
+            }
+            other => format!("the server's certificate is not acceptable: {other:?}"),
+        }),
+        E::AlertReceived(a) => {
+            let why = match a {
+                A::CertificateRequired => format!(
+                    "you sent none{}",
+                    r.no_cert
+                        .as_deref()
+                        .map(|h| format!(" ({h})"))
+                        .unwrap_or_default()
+                ),
+                A::CertificateExpired => "your certificate has expired".into(),
+                A::UnknownCA => "your certificate is not signed by the server's CA".into(),
+                A::BadCertificate | A::UnsupportedCertificate | A::CertificateUnknown => {
+                    "your certificate is not acceptable to it".into()
+                }
+                A::CertificateRevoked => "your certificate is revoked".into(),
+                A::AccessDenied => "access denied".into(),
+                other => return server(format!("the server sent alert {other:?}")),
+            };
+            ClientError::CertRefused { addr, why }
+        }
+        other => server(other.to_string()),
     }
 }
 
 pub struct Client {
     /// The connection; replies are read through the buffer (one read per
     /// reply, usually), requests written to the stream beneath it.
-    reader: std::io::BufReader<UnixStream>,
+    reader: std::io::BufReader<Conn>,
+    /// Where it is connected, for messages.
     path: PathBuf,
     next_id: u64,
     /// How long to wait for a reply.
@@ -42,41 +217,189 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connect and exchange hellos; gives up within a second.
+    /// Connect to the daemon's UNIX socket and exchange hellos; gives up
+    /// within a second.
     pub fn connect(path: &Path) -> Result<Client, ClientError> {
         let no = |err: String| ClientError::NoDaemon {
             path: path.to_path_buf(),
             err,
         };
-        let mut stream = UnixStream::connect(path).map_err(|e| no(e.to_string()))?;
+        let stream = UnixStream::connect(path).map_err(|e| no(e.to_string()))?;
         stream
             .set_read_timeout(Some(Duration::from_secs(1)))
             .map_err(|e| no(e.to_string()))?;
-        proto::write_frame(&mut stream, &Hello::ours()).map_err(|e| no(e.to_string()))?;
-        let hello: serde_json::Value =
-            proto::read_frame(&mut stream).map_err(|e| no(e.to_string()))?;
-        if hello.get("version").is_none() {
-            let r: ResponseFrame = serde_json::from_value(hello).map_err(|e| no(e.to_string()))?;
-            if let Reply::Error(e) = r.reply {
-                return Err(ClientError::Daemon(e));
+        let mut conn = Conn::Unix(stream);
+        exchange_hellos(&mut conn).map_err(|e| match e {
+            Hellos::Refused(e) => ClientError::Daemon(e),
+            Hellos::Failed(e) => no(e),
+            Hellos::Io(e) => no(e.to_string()),
+        })?;
+        Ok(Client::over(
+            conn,
+            path.to_path_buf(),
+            crate::spin::budget(),
+        ))
+    }
+
+    /// Connect to `target` and exchange hellos.
+    pub fn open(target: &Target) -> Result<Client, ClientError> {
+        match target {
+            Target::Unix(path) => Client::connect(path),
+            Target::Remote(r) => Client::connect_remote(r),
+        }
+    }
+
+    fn connect_remote(r: &Remote) -> Result<Client, ClientError> {
+        use std::net::ToSocketAddrs;
+        let addr = r.addr();
+        let addrs: Vec<std::net::SocketAddr> = (r.host.as_str(), r.port)
+            .to_socket_addrs()
+            .map_err(|e| ClientError::Resolve {
+                host: r.host.clone(),
+                err: e.to_string(),
+            })?
+            .collect();
+        if r.tls.is_none()
+            && let Some(a) = addrs.iter().find(|a| !a.ip().is_loopback())
+        {
+            return Err(ClientError::Usage(format!(
+                "--insecure-loopback talks plain TCP to loopback only, and {} is {}",
+                r.host,
+                a.ip()
+            )));
+        }
+        let mut last = None;
+        let mut sock = None;
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, CONNECT_TIMEOUT) {
+                Ok(s) => {
+                    sock = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
             }
         }
+        let Some(sock) = sock else {
+            return Err(ClientError::Connect {
+                addr,
+                err: last.map_or("no address".into(), |e| e.to_string()),
+            });
+        };
+        let setup = |e: std::io::Error| ClientError::Connect {
+            addr: addr.clone(),
+            err: e.to_string(),
+        };
+        sock.set_nodelay(true).map_err(setup)?;
+        sock.set_read_timeout(Some(CONNECT_TIMEOUT))
+            .map_err(setup)?;
+        sock.set_write_timeout(Some(CONNECT_TIMEOUT))
+            .map_err(setup)?;
+        let mut conn = match &r.tls {
+            None => Conn::Tcp(sock),
+            Some(cfg) => {
+                let name = crate::tls::server_name(&r.host).map_err(ClientError::Usage)?;
+                let tc = rustls::ClientConnection::new(cfg.clone(), name).map_err(|e| {
+                    ClientError::ServerCert {
+                        addr: addr.clone(),
+                        why: e.to_string(),
+                    }
+                })?;
+                let mut s = rustls::StreamOwned::new(tc, sock);
+                while s.conn.is_handshaking() {
+                    s.conn
+                        .complete_io(&mut s.sock)
+                        .map_err(|e| tls_failure(r, &e))?;
+                }
+                Conn::Tls(Box::new(s))
+            }
+        };
+        // The server checks a client certificate after the handshake ends
+        // on this side: its refusal comes as the answer to the hello.
+        exchange_hellos(&mut conn).map_err(|e| match e {
+            Hellos::Refused(e) => ClientError::Daemon(e),
+            Hellos::Failed(_) => match &conn {
+                Conn::Tls(_) => ClientError::ServerCert {
+                    addr: addr.clone(),
+                    why: "no hello from the server".into(),
+                },
+                _ => ClientError::Protocol {
+                    path: PathBuf::from(&addr),
+                    err: "no hello from the server (is it a clinit listener without TLS?)".into(),
+                },
+            },
+            Hellos::Io(e) => match &conn {
+                Conn::Tls(_) => tls_failure(r, &e),
+                _ => ClientError::Protocol {
+                    path: PathBuf::from(&addr),
+                    err: e.to_string(),
+                },
+            },
+        })?;
+        let _ = conn.set_read_timeout(Duration::from_secs(60));
+        // Spinning pays on a UNIX socket only.
+        Ok(Client::over(conn, PathBuf::from(addr), Duration::ZERO))
+    }
+
+    fn over(conn: Conn, path: PathBuf, spin: Duration) -> Client {
         let mut c = Client {
             // Large enough for a batch of streamed events in one read.
-            reader: std::io::BufReader::with_capacity(1 << 16, stream),
-            path: path.to_path_buf(),
+            reader: std::io::BufReader::with_capacity(1 << 16, conn),
+            path,
             next_id: 1,
             timeout: Duration::ZERO,
-            spin: Backoff::new(crate::spin::budget()),
+            spin: Backoff::new(spin),
         };
         c.set_timeout(Duration::from_secs(60));
-        Ok(c)
+        c
+    }
+
+    /// Whether the daemon closed the connection, looked at while no reply
+    /// is expected (nothing else comes then).
+    pub fn peer_closed(&mut self) -> bool {
+        use std::os::fd::AsRawFd;
+        let peek = |fd: i32| {
+            let mut b = [0u8; 1];
+            match nix::sys::socket::recv(
+                fd,
+                &mut b,
+                nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(nix::errno::Errno::EAGAIN) => false,
+                Err(_) => true,
+            }
+        };
+        match self.reader.get_mut() {
+            Conn::Unix(s) => peek(s.as_raw_fd()),
+            Conn::Tcp(s) => peek(s.as_raw_fd()),
+            // What arrives is TLS records: a close_notify, an alert, or
+            // the end of the stream all mean closed.
+            Conn::Tls(s) => {
+                if s.sock.set_nonblocking(true).is_err() {
+                    return true;
+                }
+                let closed = loop {
+                    match s.conn.read_tls(&mut s.sock) {
+                        Ok(0) => break true,
+                        Ok(_) => match s.conn.process_new_packets() {
+                            Err(_) => break true,
+                            Ok(st) if st.peer_has_closed() => break true,
+                            Ok(_) => continue,
+                        },
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => break true,
+                    }
+                };
+                closed || s.sock.set_nonblocking(false).is_err()
+            }
+        }
     }
 
     /// The connection (to poll it for end of stream).
     pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        use std::os::fd::AsFd;
-        self.reader.get_ref().as_fd()
+        self.reader.get_ref().fd()
     }
 
     /// How long to busy-wait for a reply before sleeping (see
@@ -89,7 +412,7 @@ impl Client {
     /// How long to wait for a reply (default 60 s).
     pub fn set_timeout(&mut self, t: Duration) {
         self.timeout = t;
-        let _ = self.reader.get_ref().set_read_timeout(Some(t));
+        let _ = self.reader.get_ref().set_read_timeout(t);
     }
 
     /// Wait until a reply can be read. A thread blocked in `read` on a UNIX
@@ -102,6 +425,11 @@ impl Client {
     /// Before sleeping it may spin a little (see [`crate::spin`]).
     fn await_reply(&mut self) -> Result<(), ClientError> {
         if !self.reader.buffer().is_empty() {
+            return Ok(());
+        }
+        // TLS may hold decrypted bytes that poll cannot see: its reads
+        // wait, up to the socket's read timeout.
+        if matches!(self.reader.get_ref(), Conn::Tls(_)) {
             return Ok(());
         }
         if self.spin.try_now() {
@@ -130,12 +458,13 @@ impl Client {
     pub fn send(&mut self, req: Request) -> Result<u64, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        proto::write_frame(&mut self.reader.get_ref(), &RequestFrame { id, req }).map_err(|e| {
-            ClientError::Protocol {
+        let conn = self.reader.get_mut();
+        proto::write_frame(conn, &RequestFrame { id, req })
+            .and_then(|()| conn.flush().map_err(Into::into))
+            .map_err(|e| ClientError::Protocol {
                 path: self.path.clone(),
                 err: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(id)
     }
 
@@ -144,7 +473,17 @@ impl Client {
         self.await_reply()?;
         let resp = self.read_reply().map_err(|e| ClientError::Protocol {
             path: self.path.clone(),
-            err: e.to_string(),
+            err: match e {
+                proto::FrameError::Io(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    format!("no reply within {:?}", self.timeout)
+                }
+                e => e.to_string(),
+            },
         })?;
         match resp.reply {
             Reply::Error(e) => Err(ClientError::Daemon(e)),
@@ -255,6 +594,35 @@ impl Client {
     pub fn has_frame(&self) -> bool {
         matches!(proto::frame_len(self.reader.buffer()), Ok(Some(_)))
     }
+}
+
+/// Why the hellos were not exchanged.
+enum Hellos {
+    /// The daemon answered with an error (a limit, shutting down, ...).
+    Refused(ErrorReply),
+    /// Reading or writing failed.
+    Io(std::io::Error),
+    /// Something else came.
+    Failed(String),
+}
+
+/// Send our hello and read the daemon's.
+fn exchange_hellos(conn: &mut Conn) -> Result<(), Hellos> {
+    let io = |e: proto::FrameError| match e {
+        proto::FrameError::Io(e) => Hellos::Io(e),
+        e => Hellos::Failed(e.to_string()),
+    };
+    proto::write_frame(conn, &Hello::ours()).map_err(io)?;
+    conn.flush().map_err(Hellos::Io)?;
+    let hello: serde_json::Value = proto::read_frame(conn).map_err(io)?;
+    if hello.get("version").is_none() {
+        let r: ResponseFrame =
+            serde_json::from_value(hello).map_err(|e| Hellos::Failed(e.to_string()))?;
+        if let Reply::Error(e) = r.reply {
+            return Err(Hellos::Refused(e));
+        }
+    }
+    Ok(())
 }
 
 /// Poll `fd` without blocking, yielding the CPU between polls, until it is

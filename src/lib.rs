@@ -54,3 +54,4 @@ pub mod schedule;
 pub mod spin;
 pub mod store;
 pub mod supervisor;
+pub mod tls;

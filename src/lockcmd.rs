@@ -6,7 +6,7 @@
 //! means the service died and the lock is gone), the forwarded signals (a
 //! signalfd) and, with `--ttl`, the lease renewal time. No sleeps.
 
-use crate::client::{Client, ClientError, wait_readable};
+use crate::client::{Client, ClientError, Target, wait_readable};
 use crate::config::{CliPaths, Paths};
 use crate::lock::LockMode;
 use crate::proto::{ErrorCode, Reply, Request};
@@ -134,25 +134,20 @@ pub fn connect_or_start(cli: &CliPaths, p: &Paths, no_start: bool) -> Result<Cli
     }
 }
 
-/// Whether the peer closed the connection (nothing is expected from it
-/// between requests).
-fn connection_closed(fd: std::os::fd::BorrowedFd) -> bool {
-    let mut b = [0u8; 1];
-    match nix::sys::socket::recv(
-        fd.as_raw_fd(),
-        &mut b,
-        nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-    ) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(nix::errno::Errno::EAGAIN) => false,
-        Err(_) => true,
-    }
-}
-
 /// Run `clinit lock`; returns the exit status.
-pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
-    let mut c = match connect_or_start(cli, p, a.no_start) {
+/// With a remote `target` (`clinit --host`), the lock service is that
+/// daemon: nothing is started, and a connection that fails exits with the
+/// remote client's codes (22-26).
+pub fn run(cli: &CliPaths, p: &Paths, target: &Target, a: &LockArgs) -> i32 {
+    let connected = match target {
+        Target::Unix(_) => connect_or_start(cli, p, a.no_start),
+        Target::Remote(_) => match Client::open(target) {
+            Ok(c) => Ok(c),
+            Err(ClientError::Daemon(e)) => Err(ConnectError::Refused(e)),
+            Err(e) => return fail(e.to_string(), e.exit_code()),
+        },
+    };
+    let mut c = match connected {
         Ok(c) => c,
         // The service answered, and refused (a per-user limit, ...).
         Err(ConnectError::Refused(e)) => return fail(e.message, e.code.exit_code()),
@@ -292,7 +287,7 @@ pub fn run(cli: &CliPaths, p: &Paths, a: &LockArgs) -> i32 {
                 }
             }
         }
-        if lost.is_none() && sock_event && connection_closed(sock_fd) {
+        if lost.is_none() && sock_event && c.peer_closed() {
             lost = Some("the lock service went away".into());
         }
         if lost.is_none()

@@ -1,7 +1,7 @@
 //! `clinit`: command-line parsing and dispatch only.
 
 use clap::{Parser, Subcommand};
-use clinit::client::{Client, ClientError};
+use clinit::client::{Client, ClientError, Target};
 use clinit::cltab;
 use clinit::config::{CliPaths, Paths};
 use clinit::proto::{ControlAction, EntryStatus, GroupStatus, Reply, Request};
@@ -44,10 +44,86 @@ struct Cli {
     /// [default: clinit; a `:::cluster:` setting wins].
     #[arg(long, global = true, value_name = "NAME")]
     cluster: Option<String>,
+    /// Send the command to the daemon on HOST (over TCP with mutual TLS;
+    /// port 4072 unless given) instead of the local socket.
+    #[arg(
+        short = 'H',
+        long,
+        global = true,
+        env = "CLINIT_HOST",
+        value_name = "HOST[:PORT]"
+    )]
+    host: Option<String>,
+    /// The CA certificate (PEM) the other side's certificate must chain to
+    /// [client default: ~/.config/clinit/tls/ca.pem, then
+    /// /etc/clinit/tls/ca.pem; daemon default: /etc/clinit/tls/ca.pem].
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Your certificate (PEM) [client default: cert.pem beside the CA
+    /// defaults; daemon: /etc/clinit/tls/cert.pem].
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The key (PEM) of --tls-cert [default: key.pem beside it].
+    #[arg(long, global = true, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Plain TCP without TLS, on loopback only (for tests and tunnels):
+    /// the daemon serves `--listen` so, a client talks to `--host` so.
+    #[arg(long, global = true)]
+    insecure_loopback: bool,
     #[command(flatten)]
     daemon_args: DaemonArgs,
     #[command(subcommand)]
     cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum CaCmd {
+    /// Create a CA in DIR: its key (ca.key, mode 0600) and certificate
+    /// (ca.pem). An existing CA is never overwritten.
+    Init {
+        dir: PathBuf,
+        /// The CA's name (CN) [default: "clinit CA HOSTNAME"].
+        #[arg(long)]
+        name: Option<String>,
+        /// How long the CA is valid, in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertCmd {
+    /// Issue a certificate signed by the CA in --ca: a user's (identity
+    /// NAME), or with --server a node's, which serves under those names
+    /// and can administer the others. Writes cert.pem, key.pem (0600) and
+    /// ca.pem into --out.
+    Issue {
+        /// The CA's directory (made by `clinit ca init`).
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The identity (CN), as a UserList names it after `cert:`.
+        name: String,
+        /// Host names and addresses the server is reached by, comma-separated.
+        #[arg(long, value_name = "HOST,...", value_delimiter = ',')]
+        server: Vec<String>,
+        /// How long it is valid, in days.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        /// Valid from this date (YYYY-MM-DD, UTC) [default: now].
+        #[arg(long, value_name = "DATE", value_parser = clinit::tls::parse_date)]
+        not_before: Option<time::OffsetDateTime>,
+        /// Valid until this date (YYYY-MM-DD, UTC) [default: --days after the start].
+        #[arg(long, value_name = "DATE", value_parser = clinit::tls::parse_date)]
+        not_after: Option<time::OffsetDateTime>,
+        /// The directory to write into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace a cert.pem and key.pem already there.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a certificate's subject, identity, names, validity and issuer.
+    Show { file: PathBuf },
 }
 
 /// Options of the daemon (`clinit daemon` or `clinit -d`).
@@ -63,6 +139,11 @@ struct DaemonArgs {
     /// Let every user who can open the socket change anything (warns loudly).
     #[arg(long)]
     noauth: bool,
+    /// Serve remote administration on these TCP addresses, comma-separated
+    /// (HOST, HOST:PORT, [IPV6]:PORT; port 4072 when none is given), with
+    /// mutual TLS [a `:::listen:` setting wins].
+    #[arg(long, value_name = "ADDRS", value_delimiter = ',')]
+    listen: Option<Vec<String>>,
 }
 
 /// Per-entry options of `clinit create`: one flag for every entry option
@@ -252,6 +333,12 @@ enum Cmd {
     },
     /// Stop every group and make the daemon exit.
     Shutdown,
+    /// A certificate authority for remote administration.
+    #[command(subcommand)]
+    Ca(CaCmd),
+    /// Certificates for remote administration: issue, show.
+    #[command(subcommand)]
+    Cert(CertCmd),
     /// Print what happened: level switches, starts and exits, operator
     /// actions, rereads, locks and records, one event per line.
     ///
@@ -426,6 +513,7 @@ fn daemon_args(cli: &Cli) -> DaemonArgs {
             state_dir: d.state_dir.clone().or(top.state_dir),
             no_restore: d.no_restore || top.no_restore,
             noauth: d.noauth || top.noauth,
+            listen: d.listen.clone().or(top.listen),
         },
         Some(Cmd::Lockd { state_dir, .. }) => DaemonArgs {
             state_dir: state_dir.clone().or(top.state_dir),
@@ -466,21 +554,21 @@ fn print_status(groups: &[GroupStatus]) {
 }
 
 /// Send one request and print the daemon's reply text, if any.
-fn call(p: &Paths, req: Request) -> Result<(), ClientError> {
-    if let Reply::Message { text } = Client::connect(&p.socket)?.request(req)? {
+fn call(t: &Target, req: Request) -> Result<(), ClientError> {
+    if let Reply::Message { text } = Client::open(t)?.request(req)? {
         println!("{text}");
     }
     Ok(())
 }
 
 fn status(
-    p: &Paths,
+    t: &Target,
     group: Option<String>,
     json: bool,
     long: bool,
     cluster: bool,
 ) -> Result<(), ClientError> {
-    let mut c = Client::connect(&p.socket)?;
+    let mut c = Client::open(t)?;
     let whole = group.is_none();
     let groups = c.status_all(group, !(json || long))?;
     if json {
@@ -588,14 +676,14 @@ fn long_entry(group: &str, e: &EntryStatus) -> String {
 }
 
 fn wait(
-    p: &Paths,
+    t: &Target,
     group: &str,
     level: &Option<String>,
     state: Option<GroupState>,
     timeout: f64,
 ) -> Result<(), ClientError> {
     let timeout = std::time::Duration::from_secs_f64(timeout.clamp(0.0, 86_400.0));
-    let mut c = Client::connect(&p.socket)?;
+    let mut c = Client::open(t)?;
     c.set_timeout(timeout + std::time::Duration::from_secs(5));
     let reply = c.request(Request::Wait {
         group: group.to_string(),
@@ -649,7 +737,7 @@ fn record_json(r: &clinit::proto::RecordWire) -> serde_json::Value {
     }
 }
 
-fn record(p: &Paths, cmd: &RecordCmd) -> Result<(), ClientError> {
+fn record(t: &Target, cmd: &RecordCmd) -> Result<(), ClientError> {
     use base64::Engine;
     use clinit::proto::RecordOp;
     use std::io::{Read, Write};
@@ -736,7 +824,7 @@ fn record(p: &Paths, cmd: &RecordCmd) -> Result<(), ClientError> {
         | RecordOp::Delete { key, .. } => key.clone(),
         RecordOp::List { .. } => String::new(),
     };
-    let reply = Client::connect(&p.socket)?.request(Request::Record(op))?;
+    let reply = Client::open(t)?.request(Request::Record(op))?;
     match reply {
         Reply::Signature { sig } if json => {
             println!("{}", serde_json::json!({"key": key, "sig": sig}))
@@ -769,8 +857,8 @@ fn record(p: &Paths, cmd: &RecordCmd) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn locks(p: &Paths, name: Option<String>, json: bool) -> Result<(), ClientError> {
-    let mut c = Client::connect(&p.socket)?;
+fn locks(t: &Target, name: Option<String>, json: bool) -> Result<(), ClientError> {
+    let mut c = Client::open(t)?;
     let mut containers = Vec::new();
     let mut after = None;
     loop {
@@ -891,7 +979,7 @@ fn seq_of(event: &[u8]) -> Option<u64> {
 
 /// `clinit events`: print the stream until its end (or forever).
 fn events(
-    p: &Paths,
+    t: &Target,
     since: Option<u64>,
     last: Option<u64>,
     group: Option<String>,
@@ -900,7 +988,7 @@ fn events(
 ) -> Result<(), ExitCode> {
     use clinit::proto::ResponseFrame;
     let fail_client = |e: ClientError| fail(&e, e.exit_code());
-    let mut c = Client::connect(&p.socket).map_err(fail_client)?;
+    let mut c = Client::open(t).map_err(fail_client)?;
     if follow {
         // No reply timeout while following: events come when they come.
         c.set_timeout(std::time::Duration::from_secs(100 * 365 * 86_400));
@@ -1007,8 +1095,8 @@ fn events(
 }
 
 /// `clinit explain NAME`.
-fn explain(p: &Paths, name: &str, json: bool) -> Result<(), ClientError> {
-    let reply = Client::connect(&p.socket)?.request(Request::Explain {
+fn explain(t: &Target, name: &str, json: bool) -> Result<(), ClientError> {
+    let reply = Client::open(t)?.request(Request::Explain {
         name: name.to_string(),
     })?;
     if let Reply::Explain { explanations } = reply {
@@ -1240,9 +1328,180 @@ fn cluster_cmd(cli: &Cli, cmd: &ClusterCmd) -> ExitCode {
     }
 }
 
+/// The remote-administration flags of the daemon.
+fn remote_flags(cli: &Cli, args: &DaemonArgs) -> clinit::daemon::RemoteFlags {
+    clinit::daemon::RemoteFlags {
+        listen: args.listen.clone(),
+        tls_ca: cli.tls_ca.clone(),
+        tls_cert: cli.tls_cert.clone(),
+        tls_key: cli.tls_key.clone(),
+        insecure_loopback: cli.insecure_loopback,
+    }
+}
+
+/// Where client commands go: `--host` (TLS with the client's files, or
+/// plain TCP with `--insecure-loopback`), else the local socket.
+fn target(cli: &Cli, p: &Paths) -> Result<Target, ClientError> {
+    use clinit::tls::{Files, TlsError};
+    let Some(host) = cli.host.as_deref().filter(|h| !h.is_empty()) else {
+        return Ok(Target::Unix(p.socket.clone()));
+    };
+    let (host, port) = clinit::tls::parse_host(host).map_err(ClientError::Usage)?;
+    let dirs: Vec<Files> = Files::user().into_iter().chain([Files::system()]).collect();
+    let ca = match &cli.tls_ca {
+        Some(ca) => ca.clone(),
+        None => dirs
+            .iter()
+            .map(|f| f.ca.clone())
+            .find(|ca| ca.exists())
+            .unwrap_or_else(|| dirs[0].ca.clone()),
+    };
+    if cli.insecure_loopback {
+        return Ok(Target::Remote(clinit::client::Remote {
+            host,
+            port,
+            tls: None,
+            ca,
+            no_cert: None,
+        }));
+    }
+    if !ca.exists() && cli.tls_ca.is_none() {
+        return Err(TlsError::Read {
+            what: "CA certificate",
+            path: ca,
+            err: "no such file: give --tls-ca FILE, or put the CA's certificate at ~/.config/clinit/tls/ca.pem or /etc/clinit/tls/ca.pem".into(),
+        }
+        .into());
+    }
+    let (pair, no_cert) = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(c), Some(k)) => (Some((c.clone(), k.clone())), None),
+        (Some(c), None) => {
+            let k = c.with_file_name(clinit::tls::KEY_FILE);
+            (Some((c.clone(), k)), None)
+        }
+        (None, Some(_)) => {
+            return Err(ClientError::Usage("--tls-key needs --tls-cert".into()));
+        }
+        (None, None) => match dirs.iter().find(|f| f.cert.exists()) {
+            Some(f) => (Some((f.cert.clone(), f.key.clone())), None),
+            None => (
+                None,
+                Some(format!(
+                    "no certificate of yours was found at {}: give --tls-cert FILE",
+                    dirs.iter()
+                        .map(|f| f.cert.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                )),
+            ),
+        },
+    };
+    let tls =
+        clinit::tls::client_config(&ca, pair.as_ref().map(|(c, k)| (c.as_path(), k.as_path())))?;
+    Ok(Target::Remote(clinit::client::Remote {
+        host,
+        port,
+        tls: Some(tls),
+        ca,
+        no_cert,
+    }))
+}
+
+fn ca_cmd(c: &CaCmd) -> ExitCode {
+    match c {
+        CaCmd::Init { dir, name, days } => {
+            match clinit::tls::ca_init(dir, name.as_deref(), *days) {
+                Ok(m) => {
+                    println!(
+                        "created CA {:?}: certificate {} (give it to every node and client), key {} (mode 0600: keep it secret, best off the nodes)",
+                        m.name,
+                        m.cert.display(),
+                        m.key.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e, e.exit_code()),
+            }
+        }
+    }
+}
+
+fn cert_cmd(c: &CertCmd) -> ExitCode {
+    match c {
+        CertCmd::Issue {
+            ca,
+            name,
+            server,
+            days,
+            not_before,
+            not_after,
+            out,
+            force,
+        } => {
+            let servers: Vec<String> = server
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            let issue = clinit::tls::Issue {
+                ca_dir: ca,
+                name,
+                servers: &servers,
+                days: *days,
+                not_before: *not_before,
+                not_after: *not_after,
+                out,
+                force: *force,
+            };
+            match clinit::tls::cert_issue(&issue) {
+                Ok(files) => {
+                    let kind = if servers.is_empty() {
+                        format!("a user's certificate, identity {name}")
+                    } else {
+                        format!(
+                            "a server's certificate for {}, identity {name}",
+                            servers.join(", ")
+                        )
+                    };
+                    println!(
+                        "issued {kind}: {}",
+                        files
+                            .iter()
+                            .map(|f| f.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e, e.exit_code()),
+            }
+        }
+        CertCmd::Show { file } => match clinit::tls::cert_show(file) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e, e.exit_code()),
+        },
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (cp, p, cluster) = paths(&cli);
+    match &cli.cmd {
+        Some(Cmd::Ca(c)) => return ca_cmd(c),
+        Some(Cmd::Cert(c)) => return cert_cmd(c),
+        _ => {}
+    }
+    // Where client commands go: the local socket, or --host.
+    let t = match target(&cli, &p) {
+        Ok(t) => t,
+        Err(e) => return fail(&e, e.exit_code()),
+    };
+    let remote = matches!(t, Target::Remote(_));
+    // A remote daemon's status ends with its node line when it has one.
+    let cluster = cluster || remote;
     let run_daemon = |opts: clinit::daemon::Options| match clinit::daemon::run(&opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e.to_string(), e.exit_code()),
@@ -1257,6 +1516,7 @@ fn main() -> ExitCode {
                 noauth: args.noauth,
                 lockd_idle: None,
                 cluster: cluster_flags(&cli),
+                remote: remote_flags(&cli, &args),
             });
         }
         (Some(Cmd::Lockd { idle, .. }), _, _) => {
@@ -1267,12 +1527,14 @@ fn main() -> ExitCode {
                 noauth: false,
                 lockd_idle: Some(std::time::Duration::from_secs_f64(minutes * 60.0)),
                 cluster: cluster_flags(&cli),
+                remote: remote_flags(&cli, &daemon_args(&cli)),
             });
         }
         (Some(Cmd::Watchdog { device }), _, _) => {
             return ExitCode::from(clinit::cluster::watchdog::run(device.as_deref()) as u8);
         }
-        (Some(Cmd::Shutdown), _, _) | (None, false, true) => call(&p, Request::Shutdown),
+        (Some(Cmd::Shutdown), _, _) | (None, false, true) => call(&t, Request::Shutdown),
+        (Some(Cmd::Ca(_) | Cmd::Cert(_)), _, _) => unreachable!("handled above"),
         (Some(Cmd::Tell { group, level }), _, _) if cli.node.is_some() => {
             return match remote_tell(&cli, cli.node.as_deref().unwrap_or_default(), group, level) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -1281,17 +1543,17 @@ fn main() -> ExitCode {
         }
         (Some(Cmd::Cluster(cmd)), _, _) => return cluster_cmd(&cli, cmd),
         (Some(Cmd::Tell { group, level }), _, _) => call(
-            &p,
+            &t,
             Request::Tell {
                 group: group.clone(),
                 level: level.clone(),
             },
         ),
         (Some(Cmd::Status { group, json, long }), _, _) => {
-            status(&p, group.clone(), *json, *long, cluster)
+            status(&t, group.clone(), *json, *long, cluster)
         }
         (Some(Cmd::Stop { tag, temporary }), _, _) => call(
-            &p,
+            &t,
             Request::Control {
                 tag: tag.clone(),
                 action: ControlAction::Stop,
@@ -1299,7 +1561,7 @@ fn main() -> ExitCode {
             },
         ),
         (Some(Cmd::Start { tag, temporary }), _, _) => call(
-            &p,
+            &t,
             Request::Control {
                 tag: tag.clone(),
                 action: ControlAction::Start,
@@ -1318,7 +1580,7 @@ fn main() -> ExitCode {
                 },
                 _ => Request::RestartGroup { group: None },
             };
-            call(&p, req)
+            call(&t, req)
         }
         (
             Some(Cmd::Create {
@@ -1332,7 +1594,7 @@ fn main() -> ExitCode {
             _,
             _,
         ) => call(
-            &p,
+            &t,
             Request::Create {
                 group: group.clone(),
                 tag: tag.clone(),
@@ -1342,7 +1604,7 @@ fn main() -> ExitCode {
                 command: command.join(" "),
             },
         ),
-        (Some(Cmd::Delete { tag }), _, _) => call(&p, Request::Delete { tag: tag.clone() }),
+        (Some(Cmd::Delete { tag }), _, _) => call(&t, Request::Delete { tag: tag.clone() }),
         (
             Some(Cmd::Lock {
                 shared,
@@ -1372,10 +1634,10 @@ fn main() -> ExitCode {
                 no_start: *no_start || cluster,
                 command,
             };
-            let code = clinit::lockcmd::run(&cp, &p, &args);
+            let code = clinit::lockcmd::run(&cp, &p, &t, &args);
             return ExitCode::from(code.clamp(0, 255) as u8);
         }
-        (Some(Cmd::Locks { name, json }), _, _) => locks(&p, name.clone(), *json),
+        (Some(Cmd::Locks { name, json }), _, _) => locks(&t, name.clone(), *json),
         (
             Some(Cmd::Events {
                 follow,
@@ -1387,13 +1649,13 @@ fn main() -> ExitCode {
             _,
             _,
         ) => {
-            return match events(&p, *since, *last, group.clone(), *follow, *json) {
+            return match events(&t, *since, *last, group.clone(), *follow, *json) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(code) => code,
             };
         }
-        (Some(Cmd::Explain { name, json }), _, _) => explain(&p, name, *json),
-        (Some(Cmd::Record(cmd)), _, _) => record(&p, cmd),
+        (Some(Cmd::Explain { name, json }), _, _) => explain(&t, name, *json),
+        (Some(Cmd::Record(cmd)), _, _) => record(&t, cmd),
         (
             Some(Cmd::Wait {
                 group,
@@ -1403,11 +1665,17 @@ fn main() -> ExitCode {
             }),
             _,
             _,
-        ) => wait(&p, group, level, *state, *timeout),
-        (Some(Cmd::Reread), _, _) | (None, false, false) => call(&p, Request::Reread),
+        ) => wait(&t, group, level, *state, *timeout),
+        (Some(Cmd::Reread), _, _) | (None, false, false) => call(&t, Request::Reread),
         (Some(Cmd::Compat(args)), _, _) => {
             let req = match args.as_slice() {
                 [] => Request::Reread,
+                [_] if remote => {
+                    return fail(
+                        "clinit --host HOST LEVEL: name the group (clinit --host HOST GROUP LEVEL); the group named after this host is not the remote one's",
+                        2,
+                    );
+                }
                 [level] => Request::Tell {
                     group: hostname(),
                     level: level.clone(),
@@ -1430,12 +1698,12 @@ fn main() -> ExitCode {
                     );
                 }
             };
-            call(&p, req)
+            call(&t, req)
         }
     };
     let result = result.and_then(|()| {
         if cli.verbose && !cli.kill {
-            status(&p, None, false, false, cluster)
+            status(&t, None, false, false, cluster)
         } else {
             Ok(())
         }

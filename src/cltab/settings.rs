@@ -209,6 +209,18 @@ settings! {
         "the etcd user to authenticate as (with etcd_password_file)";
     etcd_password_file: PathBuf = File, "PATH", path,
         "a file holding etcd_user's password (its first line)";
+    listen: Vec<String> = File, "ADDRS", listen_addrs,
+        "TCP addresses to serve remote administration on, comma-separated (HOST, HOST:PORT, [IPV6]:PORT; port 4072 when none is given): mutual TLS with tls_ca, tls_cert and tls_key (default: no TCP listener)";
+    tls_ca: PathBuf = File, "PATH", path,
+        "the CA certificate (PEM) that remote clients' certificates must chain to (default /etc/clinit/tls/ca.pem)";
+    tls_cert: PathBuf = File, "PATH", path,
+        "the daemon's certificate (PEM) for its TCP listener (default /etc/clinit/tls/cert.pem)";
+    tls_key: PathBuf = File, "PATH", path,
+        "the key (PEM) of tls_cert (default /etc/clinit/tls/key.pem)";
+    tls_handshake_timeout: Duration = File, "SECS", parse_seconds,
+        "how long a remote client may take to finish its TLS handshake before it is closed (default 5)";
+    listen_connections_max: usize = File, "N", positive_count,
+        "how many remote (TCP) connections the daemon serves at once (default 256)";
     lock_access: Access = File, "WHO", access,
         "who may take locks: anyone (default) or userlist (who may change things)";
     record_access: Access = File, "WHO", access,
@@ -314,6 +326,22 @@ fn path(value: &str) -> Result<PathBuf, String> {
     } else {
         Ok(PathBuf::from(value))
     }
+}
+
+fn listen_addrs(value: &str) -> Result<Vec<String>, String> {
+    let addrs: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    if addrs.is_empty() {
+        return Err("expected addresses such as 0.0.0.0:4072 or [::]:4072".into());
+    }
+    for a in &addrs {
+        crate::tls::parse_listen(a)?;
+    }
+    Ok(addrs)
 }
 
 fn endpoints(value: &str) -> Result<Vec<String>, String> {
@@ -479,6 +507,14 @@ mod tests {
             ("socket_mode", "999", false),
             ("notifier_format", "json", true),
             ("notifier_format", "xml", false),
+            ("listen", "0.0.0.0:4072", true),
+            ("listen", "node1, [::]:5000", true),
+            ("listen", "[::1]", true),
+            ("listen", "node1:http", false),
+            ("listen", " , ", false),
+            ("listen", "[::1", false),
+            ("listen_connections_max", "0", false),
+            ("tls_handshake_timeout", "0.5", true),
         ];
         for (name, value, ok) in rows {
             let r = Settings::default().set(name, value);

@@ -50,6 +50,21 @@ pub struct Options {
     pub lockd_idle: Option<std::time::Duration>,
     /// `--etcd`, `--node`, `--cluster` (cluster mode).
     pub cluster: crate::cluster::ClusterFlags,
+    /// `--listen`, `--tls-*`, `--insecure-loopback` (remote administration).
+    pub remote: RemoteFlags,
+}
+
+/// The command-line flags of remote administration; a cltab setting of
+/// the same name wins, as for every setting.
+#[derive(Clone, Debug, Default)]
+pub struct RemoteFlags {
+    /// `--listen ADDR,...`.
+    pub listen: Option<Vec<String>>,
+    pub tls_ca: Option<std::path::PathBuf>,
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Serve plain TCP (loopback only) instead of TLS.
+    pub insecure_loopback: bool,
 }
 
 /// Why the daemon could not start; each maps to an exit status.
@@ -71,6 +86,8 @@ pub enum StartError {
     Cgroup(#[from] crate::supervisor::cgroup::CgroupError),
     #[error("{0}")]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("remote administration: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl StartError {
@@ -81,6 +98,7 @@ impl StartError {
             StartError::State(crate::store::StoreError::Busy { .. }) => 8,
             StartError::Io { .. } | StartError::State(_) | StartError::Cgroup(_) => 10,
             StartError::Cluster(e) => e.exit_code(),
+            StartError::Tls(e) => e.exit_code(),
         }
     }
 }
@@ -95,6 +113,79 @@ fn ensure_parent(path: &Path) -> Result<(), StartError> {
         crate::config::files::dirs(dir).map_err(io_err("cannot create directory for", path))?;
     }
     Ok(())
+}
+
+/// The TCP listeners of remote administration (`listen`), bound, or none.
+/// TLS unless `--insecure-loopback`, which is refused for any address
+/// that is not loopback. Call within the runtime.
+fn bind_remote(
+    flags: &RemoteFlags,
+    settings: &crate::cltab::Settings,
+) -> Result<Vec<listen::tcp::TcpTransport>, StartError> {
+    use crate::tls::{Files, TlsError};
+    use std::net::ToSocketAddrs;
+    let Some(addrs) = settings.listen.as_ref().or(flags.listen.as_ref()) else {
+        if flags.insecure_loopback {
+            return Err(TlsError::Usage("--insecure-loopback needs --listen".into()).into());
+        }
+        return Ok(Vec::new());
+    };
+    let d = Files::system();
+    let pick = |set: &Option<std::path::PathBuf>, flag: &Option<std::path::PathBuf>, def| {
+        set.clone().or_else(|| flag.clone()).unwrap_or(def)
+    };
+    let files = Files {
+        ca: pick(&settings.tls_ca, &flags.tls_ca, d.ca),
+        cert: pick(&settings.tls_cert, &flags.tls_cert, d.cert),
+        key: pick(&settings.tls_key, &flags.tls_key, d.key),
+    };
+    let tls = if flags.insecure_loopback {
+        None
+    } else {
+        Some(crate::tls::server_config(&files)?)
+    };
+    let tcp = listen::tcp::TcpSettings {
+        tls,
+        handshake_timeout: settings
+            .tls_handshake_timeout
+            .unwrap_or(Duration::from_secs(5)),
+        max_connections: settings.listen_connections_max.unwrap_or(256),
+        open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    };
+    let mut out = Vec::new();
+    for a in addrs {
+        let (host, port) = crate::tls::parse_listen(a).map_err(TlsError::Usage)?;
+        let resolved: Vec<std::net::SocketAddr> = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(io_err("cannot resolve listen address", Path::new(a)))?
+            .collect();
+        for sa in resolved {
+            if flags.insecure_loopback && !sa.ip().is_loopback() {
+                return Err(TlsError::Usage(format!(
+                    "--insecure-loopback serves plain TCP on loopback only, and listen {a} is {}",
+                    sa.ip()
+                ))
+                .into());
+            }
+            let t = listen::tcp::TcpTransport::bind(sa, tcp.clone())
+                .map_err(io_err("cannot listen on", Path::new(&sa.to_string())))?;
+            if tcp.tls.is_some() {
+                tracing::info!(
+                    "remote administration on {} (mutual TLS; clients' certificates chain to {})",
+                    t.local_addr(),
+                    files.ca.display()
+                );
+            } else {
+                tracing::warn!(
+                    "WARNING: remote administration on {} WITHOUT TLS (--insecure-loopback): every local process that connects is {}",
+                    t.local_addr(),
+                    listen::tcp::INSECURE_IDENTITY
+                );
+            }
+            out.push(t);
+        }
+    }
+    Ok(out)
 }
 
 /// The daemon's cgroup directory as the setting `cgroup` asks: none for
@@ -303,6 +394,10 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         )
     }
     .map_err(|(what, e)| io_err(what, &paths.socket)(e))?;
+    let remote = {
+        let _g = rt.enter();
+        bind_remote(&opts.remote, &cltab.settings)?
+    };
 
     // A starter (`clinit lock` starting `clinit lockd`) waits on this pipe.
     if let Ok(v) = std::env::var("CLINIT_READY_FD") {
@@ -520,6 +615,9 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
             tokio::spawn(crate::cluster::locks::guarded(cfg, l, shared.clone(), rx))
         });
         tokio::spawn(listen::accept_loop(listener, shared.clone()));
+        for r in remote {
+            tokio::spawn(listen::accept_loop(r, shared.clone()));
+        }
         let result = daemon.run(rx, goals, started).await;
         // The agent revokes the node's lease when the daemon closes: give
         // it a moment, so the others see the node gone at once.

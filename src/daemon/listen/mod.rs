@@ -5,6 +5,7 @@
 //! is a module here implementing these three traits, plus the start-up
 //! code that binds it and hands it to `accept_loop`.
 
+pub mod tcp;
 pub mod unix;
 
 use super::conn::{self, Shared};
@@ -63,7 +64,19 @@ pub(crate) async fn accept_loop<L: Listener>(mut listener: L, shared: Arc<Shared
                 tokio::spawn(async move {
                     match incoming.establish().await {
                         Ok((stream, peer)) => conn::serve(stream, peer, id, &shared).await,
-                        Err(e) => tracing::warn!("cannot set up connection {id}: {e}"),
+                        // A flood of failing set-ups logs a few lines a minute.
+                        Err(e) => {
+                            if let Some(held) = shared
+                                .refusals
+                                .allow("connection set-up", std::time::Instant::now())
+                            {
+                                let held = match held {
+                                    0 => String::new(),
+                                    n => format!(" ({n} more failed set-ups were not logged)"),
+                                };
+                                tracing::warn!("cannot set up connection {id}: {e}{held}");
+                            }
+                        }
                     }
                     conn::closed(id, &shared).await;
                 });
