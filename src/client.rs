@@ -170,7 +170,15 @@ fn tls_failure(r: &Remote, e: &std::io::Error) -> ClientError {
             ),
             C::NotValidForNameContext { presented, .. } => format!(
                 "the server's certificate is for other names ({}), not {}",
-                presented.join(", "),
+                presented
+                    .iter()
+                    // rustls words them `DnsName("node9")`: the name only.
+                    .map(|p| match (p.find('"'), p.rfind('"')) {
+                        (Some(a), Some(b)) if b > a => &p[a + 1..b],
+                        _ => p.as_str(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 r.host
             ),
             C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired".into(),

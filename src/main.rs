@@ -15,7 +15,12 @@ use std::process::ExitCode;
 ///
 /// Cluster::Init form: clinit [-d] [-k] [-v] [-c cltab] [-s socket] [[group] level]
 #[derive(Parser, Debug)]
-#[command(name = "clinit", version, allow_external_subcommands = true)]
+#[command(
+    name = "clinit",
+    version,
+    allow_external_subcommands = true,
+    args_override_self = true
+)]
 struct Cli {
     /// Run the daemon in the foreground.
     #[arg(short = 'd')]

@@ -73,7 +73,13 @@ pub(crate) fn call(
         pid: local.and_then(|u| u.pid),
         uid: local.map(|u| u.uid),
         host: shared.host.clone(),
-        what: crate::lock::cut_what(what).into(),
+        // A remote holder has no pid or uid here: its identity says who.
+        what: match peer {
+            Peer::Certificate { subject } => {
+                crate::lock::cut_what(format!("[certificate {subject}] {what}")).into()
+            }
+            Peer::Local(_) => crate::lock::cut_what(what).into(),
+        },
     };
     let (reply, changes) = {
         let mut locks = shared.locks();
