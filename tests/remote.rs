@@ -589,3 +589,70 @@ fn ca_and_cert_commands_refuse_to_overwrite_and_show_what_they_made() {
     assert_eq!(code, 26, "{err}");
     assert!(err.contains("ca.key"), "{err}");
 }
+
+#[test]
+fn a_certificate_identity_is_held_to_the_per_peer_limits() {
+    use clinit::client::{Client, ClientError, Remote, Target};
+    use clinit::proto::{ErrorCode, Request};
+    let (d, pki, port) = start("", ":::peer_locks_max:2\n:::peer_leases_max:1\n", "server");
+    let tls = clinit::tls::client_config(
+        Path::new(&pki.file("bob", "ca.pem")),
+        Some((
+            Path::new(&pki.file("bob", "cert.pem")),
+            Path::new(&pki.file("bob", "key.pem")),
+        )),
+    )
+    .unwrap();
+    let target = Target::Remote(Remote {
+        host: "127.0.0.1".into(),
+        port,
+        tls: Some(tls),
+        ca: PathBuf::from(pki.file("bob", "ca.pem")),
+        no_cert: None,
+    });
+    let acquire = |c: &mut Client, name: &str| {
+        c.request(Request::LockAcquire {
+            name: name.into(),
+            mode: clinit::lock::LockMode::Exclusive,
+            wait: false,
+            timeout_ms: None,
+            lease: None,
+            what: "test".into(),
+        })
+    };
+    // Two connections of one identity count together.
+    let mut c1 = Client::open(&target).unwrap();
+    let mut c2 = Client::open(&target).unwrap();
+    acquire(&mut c1, "a").unwrap();
+    acquire(&mut c2, "b").unwrap();
+    match acquire(&mut c2, "c") {
+        Err(ClientError::Daemon(e)) => {
+            assert_eq!(e.code, ErrorCode::Limit);
+            assert!(
+                e.message.contains("cert bob holds or waits for 2 locks"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected LIMIT: {other:?}"),
+    }
+    c1.request(Request::LeaseGrant { ttl_ms: 60_000 }).unwrap();
+    match c2.request(Request::LeaseGrant { ttl_ms: 60_000 }) {
+        Err(ClientError::Daemon(e)) => {
+            assert_eq!(e.code, ErrorCode::Limit);
+            assert!(
+                e.message.contains("cert bob has 1 live leases"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected LIMIT: {other:?}"),
+    }
+    // Another identity is not held to bob's count; nor is a local root.
+    ok(&d, &pki, port, "alice", &["lock", "c", "--", "true"]);
+    d.ok(&["lock", "d", "--", "true"]);
+    // The holder's identity is in the locks view.
+    let view: serde_json::Value = serde_json::from_str(&d.ok(&["locks", "--json"])).unwrap();
+    let held = view.to_string();
+    assert!(held.contains(r#""identity":"bob""#), "{held}");
+}

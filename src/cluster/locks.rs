@@ -127,6 +127,7 @@ fn grant_info(rev: i64, k: &Key) -> GrantInfo {
         info: HolderInfo {
             pid: None,
             uid: None,
+            identity: None,
             host: k.value.node.as_str().into(),
             what: format!(
                 "claim of node {} (its holders are listed there)",

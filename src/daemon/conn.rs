@@ -62,11 +62,11 @@ pub(crate) struct Shared {
     pub cluster: Option<Arc<crate::cluster::agent::ClusterHandle>>,
     /// The leases each limited user made (pruned of ended ones when
     /// counted).
-    pub peer_leases: Mutex<std::collections::HashMap<u32, Vec<u64>>>,
+    pub peer_leases: Mutex<std::collections::HashMap<String, Vec<u64>>>,
     /// The connections open per peer.
     pub peer_connections: Mutex<std::collections::HashMap<String, usize>>,
     /// The bytes of large frames each limited user is sending.
-    pub frame_bytes: Arc<Mutex<std::collections::HashMap<u32, usize>>>,
+    pub frame_bytes: Arc<Mutex<std::collections::HashMap<String, usize>>>,
     /// Cluster mode: connections to close (they held a lock whose claim
     /// was lost), and the bell their tasks listen for.
     pub kicked: Mutex<std::collections::HashSet<u64>>,
@@ -176,17 +176,22 @@ impl Shared {
             .is_some_and(|u| u.uid == 0 || u.uid == self.policy.daemon_uid)
     }
 
-    pub fn limited_uid(&self, peer: &Peer) -> Option<u32> {
-        peer.local()
-            .map(|u| u.uid)
-            .filter(|&uid| uid != 0 && uid != self.policy.daemon_uid)
+    /// Who `peer` is for per-peer limits, unless it is exempt (root and
+    /// the daemon's user): a local uid, or a certificate identity (never
+    /// exempt).
+    pub fn limited<'p>(&self, peer: &'p Peer) -> Option<crate::lock::Who<'p>> {
+        match peer {
+            Peer::Local(u) if u.uid == 0 || u.uid == self.policy.daemon_uid => None,
+            Peer::Local(u) => Some(crate::lock::Who::Uid(u.uid)),
+            Peer::Certificate { subject } => Some(crate::lock::Who::Certificate(subject)),
+        }
     }
 
     /// Count a new connection of `peer`, unless it has as many open as
     /// `peer_connections_max` allows (root and the daemon's user are not
     /// limited).
     fn open_slot(&self, peer: &Peer) -> Result<Option<PeerSlot<'_>>, String> {
-        if peer.local().is_some() && self.limited_uid(peer).is_none() {
+        if self.limited(peer).is_none() {
             return Ok(None);
         }
         let key = peer.key();
@@ -326,8 +331,9 @@ const KEEP_BUF: usize = 64 * 1024;
 /// connections are receiving at once, against `peer_frame_bytes_max`.
 #[derive(Clone)]
 pub(crate) struct FrameBudget {
-    pub used: Arc<Mutex<std::collections::HashMap<u32, usize>>>,
-    pub uid: u32,
+    pub used: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    /// Whose budget: [`Peer::key`].
+    pub key: String,
     pub max: usize,
 }
 
@@ -356,10 +362,10 @@ impl<S> Conn<S> {
     fn release(&mut self) {
         if let (Some(b), true) = (&self.budget, self.reserved > 0) {
             let mut m = b.used.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(n) = m.get_mut(&b.uid) {
+            if let Some(n) = m.get_mut(&b.key) {
                 *n = n.saturating_sub(self.reserved);
                 if *n == 0 {
-                    m.remove(&b.uid);
+                    m.remove(&b.key);
                 }
             }
         }
@@ -375,14 +381,14 @@ impl<S> Conn<S> {
             return Ok(());
         }
         let mut m = b.used.lock().unwrap_or_else(PoisonError::into_inner);
-        let cur = m.get(&b.uid).copied().unwrap_or(0);
+        let cur = m.get(&b.key).copied().unwrap_or(0);
         if cur + want > b.max {
             return Err(proto::FrameError::OverBudget(format!(
-                "uid {} is already sending {cur} bytes in large frames; this frame of {want} bytes would pass peer_frame_bytes_max ({})",
-                b.uid, b.max
+                "{} is already sending {cur} bytes in large frames; this frame of {want} bytes would pass peer_frame_bytes_max ({})",
+                b.key, b.max
             )));
         }
-        m.insert(b.uid, cur + want);
+        m.insert(b.key.clone(), cur + want);
         self.reserved = want;
         Ok(())
     }
@@ -593,9 +599,9 @@ fn id_of(body: &[u8]) -> u64 {
 /// frame gets an error reply and the connection is closed; the daemon is
 /// never disturbed.
 pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &Shared) {
-    let budget = shared.limited_uid(&peer).map(|uid| FrameBudget {
+    let budget = shared.limited(&peer).map(|_| FrameBudget {
         used: shared.frame_bytes.clone(),
-        uid,
+        key: peer.key(),
         max: shared.limits.peer_frame_bytes_max,
     });
     let mut c = Conn::new(stream, shared.limits.client_timeout).with_budget(budget);
@@ -884,7 +890,7 @@ mod tests {
         rt.block_on(async {
             let budget = FrameBudget {
                 used: Default::default(),
-                uid: 1000,
+                key: "uid 1000".into(),
                 max: 300_000,
             };
             let head = |n: u32| n.to_be_bytes().to_vec();
@@ -900,7 +906,7 @@ mod tests {
                 (c1, n)
             });
             // Until it is all in, a second one of 200,000 is over 300,000.
-            while budget.used.lock().unwrap().get(&1000).is_none() {
+            while budget.used.lock().unwrap().get("uid 1000").is_none() {
                 tokio::task::yield_now().await;
             }
             a2.write_all(&head(200_000)).await.unwrap();

@@ -102,8 +102,19 @@ impl LockMode {
 pub struct HolderInfo {
     pub pid: Option<i32>,
     pub uid: Option<u32>,
+    /// The certificate identity of a remote holder (which has no uid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<std::sync::Arc<str>>,
     pub host: std::sync::Arc<str>,
     pub what: std::sync::Arc<str>,
+}
+
+/// Whose locks [`LockManager::held_or_waited_by`] counts: a local user's
+/// or a certificate identity's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who<'a> {
+    Uid(u32),
+    Certificate(&'a str),
 }
 
 /// One granted lock.
@@ -851,15 +862,16 @@ impl LockManager {
 
     /// Locks held and waited for by requests of user `uid` (a scan of
     /// every lock: the daemon asks only for users under a limit).
-    pub fn held_or_waited_by(&self, uid: u32) -> usize {
+    pub fn held_or_waited_by(&self, who: Who) -> usize {
+        let is = |i: &HolderInfo| match who {
+            Who::Uid(uid) => i.uid == Some(uid),
+            Who::Certificate(id) => i.identity.as_deref() == Some(id),
+        };
         self.containers
             .values()
             .map(|c| {
-                c.holders
-                    .values()
-                    .filter(|g| g.info.uid == Some(uid))
-                    .count()
-                    + c.queue.values().filter(|w| w.info.uid == Some(uid)).count()
+                c.holders.values().filter(|g| is(&g.info)).count()
+                    + c.queue.values().filter(|w| is(&w.info)).count()
             })
             .sum()
     }

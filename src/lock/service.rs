@@ -646,8 +646,8 @@ impl LockBackend for LocalLocks {
         self.manager.is_idle()
     }
 
-    fn held_or_waited_by(&self, uid: u32) -> usize {
-        self.manager.held_or_waited_by(uid)
+    fn held_or_waited_by(&self, who: crate::lock::Who) -> usize {
+        self.manager.held_or_waited_by(who)
     }
 
     fn has_lease(&self, lease: u64) -> bool {
@@ -725,6 +725,7 @@ mod tests {
         let who = HolderInfo {
             pid: Some(1),
             uid: Some(0),
+            identity: None,
             host: "host".into(),
             what: "".into(),
         };
@@ -749,6 +750,7 @@ mod tests {
             token,
             since: 0,
             info: crate::lock::HolderInfo {
+                identity: None,
                 pid: Some(7),
                 uid: Some(0),
                 host: "h".into(),

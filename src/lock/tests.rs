@@ -75,6 +75,7 @@ impl Sim {
             wait,
             deadline,
             info: HolderInfo {
+                identity: None,
                 pid: Some(holder as i32),
                 uid: Some(0),
                 host: "h".into(),
@@ -123,6 +124,7 @@ impl Sim {
                     token: 3 << CLAIM_SHIFT,
                     since: 0,
                     info: HolderInfo {
+                        identity: None,
                         host: "n2".into(),
                         ..Default::default()
                     },

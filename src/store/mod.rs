@@ -365,7 +365,7 @@ pub trait LockBackend: Send {
     /// Nothing held, waited for or leased (`clinit lockd` may exit).
     fn is_idle(&self) -> bool;
     /// Locks held and waited for by user `uid` (for `peer_locks_max`).
-    fn held_or_waited_by(&self, uid: u32) -> usize;
+    fn held_or_waited_by(&self, who: crate::lock::Who) -> usize;
     /// Whether `lease` is live (for `peer_leases_max`).
     fn has_lease(&self, lease: u64) -> bool;
     /// The changes made since the last call.

@@ -30,16 +30,16 @@ pub(crate) fn call(
             ),
         ));
     }
-    let limited = shared.limited_uid(peer);
-    if let Some(uid) = limited {
+    let limited = shared.limited(peer).map(|who| (who, peer.key()));
+    if let Some((who, key)) = &limited {
         match &call {
             LockCall::Acquire { name, .. } => {
-                let n = shared.locks().held_or_waited_by(uid);
+                let n = shared.locks().held_or_waited_by(*who);
                 if n >= shared.limits.peer_locks_max {
                     return Pending::Ready(error(
                         ErrorCode::Limit,
                         format!(
-                            "lock {}: uid {uid} holds or waits for {n} locks, the most peer_locks_max allows",
+                            "lock {}: {key} holds or waits for {n} locks, the most peer_locks_max allows",
                             crate::logsafe::Safe(name)
                         ),
                     ));
@@ -52,16 +52,14 @@ pub(crate) fn call(
                         .peer_leases
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let mine = m.entry(uid).or_default();
+                    let mine = m.entry(key.clone()).or_default();
                     mine.retain(|&l| locks.has_lease(l));
                     mine.len()
                 };
                 if live >= shared.limits.peer_leases_max {
                     return Pending::Ready(error(
                         ErrorCode::Limit,
-                        format!(
-                            "uid {uid} has {live} live leases, the most peer_leases_max allows"
-                        ),
+                        format!("{key} has {live} live leases, the most peer_leases_max allows"),
                     ));
                 }
             }
@@ -72,6 +70,10 @@ pub(crate) fn call(
     let who = HolderInfo {
         pid: local.and_then(|u| u.pid),
         uid: local.map(|u| u.uid),
+        identity: match peer {
+            Peer::Certificate { subject } => Some(subject.as_str().into()),
+            Peer::Local(_) => None,
+        },
         host: shared.host.clone(),
         // A remote holder has no pid or uid here: its identity says who.
         what: match peer {
@@ -98,12 +100,12 @@ pub(crate) fn call(
     if !changes.is_empty() {
         shared.events.push_all(changes.into_iter().map(Into::into));
     }
-    if let (Some(uid), Pending::Ready(Reply::Lease { lease, .. })) = (limited, &reply) {
+    if let (Some((_, key)), Pending::Ready(Reply::Lease { lease, .. })) = (limited, &reply) {
         shared
             .peer_leases
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(uid)
+            .entry(key)
             .or_default()
             .push(*lease);
     }
