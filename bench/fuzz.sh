@@ -22,7 +22,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(cltab edit frame schedule userlist)
+    targets=(cltab edit frame schedule userlist names)
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -43,7 +43,7 @@ impl Pki {
             args.extend_from_slice(extra);
             clinit(&args);
         };
-        let server = ["--server", "127.0.0.1,localhost"];
+        let server = ["--server", "127.0.0.1,localhost,::1"];
         issue(&p("ca"), "node1", &p("server"), &server);
         issue(&p("ca"), "alice", &p("alice"), &[]);
         issue(&p("ca"), "bob", &p("bob"), &[]);
@@ -655,4 +655,32 @@ fn a_certificate_identity_is_held_to_the_per_peer_limits() {
     let view: serde_json::Value = serde_json::from_str(&d.ok(&["locks", "--json"])).unwrap();
     let held = view.to_string();
     assert!(held.contains(r#""identity":"bob""#), "{held}");
+}
+
+#[test]
+fn ipv6_listens_and_connects() {
+    let d = Daemon::prepare("");
+    let pki = Pki::new(d.dir.path());
+    let mut flags = pki.serve("server");
+    flags[1] = "[::1]:0".into();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let d = d.launch(&flags);
+    const SAYS: &str = "remote administration on [::1]:";
+    let mut port = 0u16;
+    d.wait_until("the IPv6 listener is logged", || {
+        let log = d.log();
+        log.find(SAYS).is_some_and(|at| {
+            port = log[at + SAYS.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap_or(0);
+            port != 0
+        })
+    });
+    let mut c = remote(&d, &pki, port, "alice", &["status"]);
+    c.args(["-H", &format!("[::1]:{port}")]);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
 }
