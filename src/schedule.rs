@@ -248,10 +248,12 @@ fn cron(text: &str, expr: String) -> Result<(String, When), ScheduleError> {
     // a field of nothing but commas as one that matches nothing, and the
     // search for a matching date below then walks minute by minute to the
     // year 5000 (a minute, found by fuzzing).
-    if let Some(field) = expr
-        .split_whitespace()
-        .find(|f| f.split(',').any(str::is_empty))
-    {
+    // The same for a day-of-week field of a lone `+` (croner's AND
+    // modifier before nothing), found by fuzzing too.
+    if let Some(field) = expr.split_whitespace().find(|f| {
+        let f = f.strip_prefix('+').unwrap_or(f);
+        f.is_empty() || f.split(',').any(str::is_empty)
+    }) {
         return Err(ScheduleError::Cron {
             text: text.to_string(),
             reason: format!("the field {field:?} has an empty list item"),
@@ -265,10 +267,19 @@ fn cron(text: &str, expr: String) -> Result<(String, When), ScheduleError> {
         text: text.to_string(),
         reason: e.to_string().trim_end_matches('.').to_string(),
     })?;
-    if cron
-        .find_next_occurrence(&DateTime::<chrono::Utc>::UNIX_EPOCH, false)
-        .is_err()
-    {
+    // The Gregorian calendar repeats itself, weekdays and all, every 400
+    // years: a pattern that matches no date in the last 401 years croner
+    // searches matches none ever. Searching only those (and not from 1970)
+    // makes refusing an impossible date (`0 0 30 2 *`) ~7 times cheaper:
+    // the fuzzer measured 17 ms each.
+    let from = DateTime::<chrono::Utc>::from_timestamp(
+        chrono::NaiveDate::from_ymd_opt(croner::YEAR_UPPER_LIMIT - 401, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map_or(0, |t| t.and_utc().timestamp()),
+        0,
+    )
+    .unwrap_or(DateTime::<chrono::Utc>::UNIX_EPOCH);
+    if cron.find_next_occurrence(&from, false).is_err() {
         return Err(ScheduleError::NoDate {
             text: text.to_string(),
         });
@@ -519,6 +530,7 @@ mod tests {
             ("0 3 * *", |text| E::Unrecognised { text }),
             ("sometimes", |text| E::Unrecognised { text }),
             ("0 0 30 2 *", |text| E::NoDate { text }),
+            ("0 0 31 4,6,9,11 *", |text| E::NoDate { text }),
         ];
         for (text, want) in cases {
             let want = want(text.trim().to_string());
@@ -537,6 +549,9 @@ mod tests {
             "1,,2 * * * *",
             "0 0 1, * *",
             "* * , * *",
+            // A lone AND modifier: nothing to AND with (fuzzing).
+            "* * * * +",
+            "0 0 1 * +,1",
         ] {
             assert!(
                 matches!(Schedule::parse(text), Err(E::Cron { .. })),
