@@ -264,13 +264,16 @@ impl Policy {
 /// Read a UserList: the user names, numeric uids and `cert:` identities it
 /// lists, in file order, trimmed, without blank lines and `#` comment lines.
 pub fn read_userlist(path: &Path) -> std::io::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)?;
-    Ok(text
-        .lines()
+    Ok(parse_userlist(&std::fs::read_to_string(path)?))
+}
+
+/// The entries of a UserList's text (see [`read_userlist`]).
+pub fn parse_userlist(text: &str) -> Vec<String> {
+    text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(str::to_string)
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
