@@ -218,6 +218,9 @@ pub struct Slot {
     pub restart_pending: bool,
     /// Cron entries at their level: the next scheduled run.
     pub next_run: Option<NextRun>,
+    /// When a reread (or create) added or changed the entry (Unix
+    /// seconds); None for an entry as the daemon started with it.
+    pub configured: Option<i64>,
 }
 
 impl Slot {
@@ -229,6 +232,7 @@ impl Slot {
             enable: Enable::default(),
             restart_pending: false,
             next_run: None,
+            configured: None,
         }
     }
 
@@ -1165,6 +1169,9 @@ impl Group {
             .map(Some)
             .collect();
         let mut by_tag: Option<std::collections::HashMap<String, usize>> = None;
+        // Grown once, not by doubling (a slot is large: each doubling
+        // copied all of them, measured on a 90,000-entry reread).
+        self.slots.reserve_exact(specs.len());
         for (pos, spec) in specs.into_iter().enumerate() {
             let in_place = old
                 .get(pos)
@@ -1201,7 +1208,11 @@ impl Group {
                     }
                     self.slots.push(slot);
                 }
-                None => self.slots.push(new_slot(spec, disabled)),
+                None => {
+                    let mut slot = new_slot(spec, disabled);
+                    slot.configured = Some(unix);
+                    self.slots.push(slot);
+                }
             }
         }
         for slot in old.into_iter().flatten() {

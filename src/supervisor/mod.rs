@@ -236,6 +236,8 @@ pub struct Reread {
     pub cltab: Cltab,
     pub base: std::sync::Arc<Cltab>,
     pub diff: RereadDiff,
+    /// `cltab`'s entries by group, made off the loop too.
+    pub grouped: Grouped,
     /// How many groups `cltab` has.
     pub groups: usize,
 }
@@ -246,13 +248,28 @@ impl Reread {
     pub fn plan(cltab: Cltab, base: std::sync::Arc<Cltab>) -> Reread {
         let diff = reread_diff(&base, &cltab);
         let groups = cltab.groups().len();
+        let grouped = grouped(&cltab);
         Reread {
             cltab,
             base,
             diff,
+            grouped,
             groups,
         }
     }
+}
+
+/// A cltab's entries by group, in cltab order (owned, so that it can be
+/// made off the event loop and handed over).
+pub type Grouped = Vec<(String, Vec<std::sync::Arc<crate::cltab::Entry>>)>;
+
+/// [`Cltab::by_group`], owned.
+pub fn grouped(cltab: &Cltab) -> Grouped {
+    cltab
+        .by_group()
+        .into_iter()
+        .map(|(g, specs)| (g.to_string(), specs))
+        .collect()
 }
 
 /// What a reread from `old` to `new` changes: an entry is changed when
@@ -314,8 +331,6 @@ pub struct Supervisor {
     changes: Vec<Change>,
     /// What operators last did to entries.
     notes: HashMap<String, OperatorNote>,
-    /// When a reread last added or changed each tag.
-    configured: HashMap<String, i64>,
 }
 
 impl Supervisor {
@@ -334,7 +349,6 @@ impl Supervisor {
             ops: Vec::new(),
             changes: Vec::new(),
             notes: HashMap::new(),
-            configured: HashMap::new(),
         }
     }
 
@@ -542,7 +556,8 @@ impl Supervisor {
     /// and then forgotten.
     pub fn reread(&mut self, cltab: Cltab, now: Now) -> (Vec<Action>, RereadDiff) {
         let diff = reread_diff(&self.cltab, &cltab);
-        self.reread_with(cltab, diff, now).0
+        let by_group = grouped(&cltab);
+        self.reread_with(cltab, diff, by_group, now).0
     }
 
     /// [`Supervisor::reread`] with the diff from the current cltab already
@@ -552,34 +567,38 @@ impl Supervisor {
         &mut self,
         cltab: Cltab,
         diff: RereadDiff,
+        by_group: Grouped,
         now: Now,
     ) -> ((Vec<Action>, RereadDiff), std::sync::Arc<Cltab>) {
-        for tag in diff.added.iter().chain(&diff.changed) {
-            self.configured.insert(tag.clone(), now.unix);
-        }
-        for tag in &diff.removed {
-            self.configured.remove(tag);
-        }
-        let mut old = std::mem::take(&mut self.groups);
+        let mut old: Vec<Option<Group>> = std::mem::take(&mut self.groups)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let at: HashMap<String, usize> = old
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| g.as_ref().map(|g| (g.name.clone(), i)))
+            .collect();
         let mut actions = Vec::new();
-        let disabled = self.disabled.clone();
+        let disabled = std::mem::take(&mut self.disabled);
         let is_disabled = |t: &str| disabled.contains(t);
-        for (name, specs) in cltab.by_group() {
-            let group = match old.iter().position(|g| g.name == name) {
-                Some(i) => old.remove(i),
-                None => Group::new(name, [], &is_disabled),
+        for (name, specs) in by_group {
+            let group = match at.get(&name).and_then(|&i| old[i].take()) {
+                Some(g) => g,
+                None => Group::new(&name, [], &is_disabled),
             };
             let (g, a) = group.reconfigure(specs, now.at, now.unix, &is_disabled);
             actions.extend(a);
             self.groups.push(g);
         }
-        for group in old {
+        for group in old.into_iter().flatten() {
             let (g, a) = group.reconfigure(Vec::new(), now.at, now.unix, &is_disabled);
             actions.extend(a);
             if !g.is_quiet() {
                 self.removed.push(g);
             }
         }
+        self.disabled = disabled;
         let old = std::mem::replace(&mut self.cltab, std::sync::Arc::new(cltab));
         ((actions, diff), old)
     }
@@ -650,7 +669,7 @@ impl Supervisor {
     /// When a reread last added or changed `tag` (Unix seconds); `None`
     /// when its line is as the daemon first read it.
     pub fn configured_at(&self, tag: &str) -> Option<i64> {
-        self.configured.get(tag).copied()
+        self.slot(tag).and_then(|(_, s)| s.configured)
     }
 }
 

@@ -84,10 +84,12 @@ pub(crate) fn reread(
             // The diff made off the loop holds if nothing changed the
             // cltab since; else it is made again here.
             let ((actions, diff), old) = if Arc::ptr_eq(&plan.base, &d.sup.cltab) {
-                d.sup.reread_with(plan.cltab, plan.diff, Now::real())
+                d.sup
+                    .reread_with(plan.cltab, plan.diff, plan.grouped, Now::real())
             } else {
                 let diff = crate::supervisor::reread_diff(&d.sup.cltab, &plan.cltab);
-                d.sup.reread_with(plan.cltab, diff, Now::real())
+                d.sup
+                    .reread_with(plan.cltab, diff, plan.grouped, Now::real())
             };
             d.actions.extend(actions);
             after_reread(d, [old, plan.base]);
@@ -143,7 +145,8 @@ fn edit_cltab(
         )
     })?;
     let diff = crate::supervisor::reread_diff(&d.sup.cltab, &tab);
-    let ((actions, _), old) = d.sup.reread_with(tab, diff, Now::real());
+    let by_group = crate::supervisor::grouped(&tab);
+    let ((actions, _), old) = d.sup.reread_with(tab, diff, by_group, Now::real());
     after_reread(d, [old]);
     Ok(actions)
 }
