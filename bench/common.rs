@@ -22,6 +22,7 @@ pub fn connect(sock: &Path) -> Client {
     }
 }
 
+#[allow(dead_code)] // not every bench uses it
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -29,6 +30,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 
 /// Median wall time, in ms, of `n` runs of the command `cmd` makes (each
 /// must succeed; its output is dropped).
+#[allow(dead_code)] // not every bench uses it
 pub fn median_cli_ms(n: usize, mut cmd: impl FnMut() -> Command) -> f64 {
     median(
         (0..n)
