@@ -360,6 +360,15 @@ pub enum ErrorKind {
     UnknownMode(String),
     #[error("duplicate tag '{tag}' (first used on line {first_line})")]
     DuplicateTag { tag: String, first_line: usize },
+    #[error(
+        "entry {tag} of group {group} would write the log file {name} under logdir, as the entry on line {first_line} does"
+    )]
+    LogNameShared {
+        group: String,
+        tag: String,
+        name: String,
+        first_line: usize,
+    },
     #[error("unknown setting '{0}' (known: {known})", known = setting_names().join(", "))]
     UnknownSetting(String),
     #[error("bad value '{value}' for setting '{name}': {why}")]
@@ -434,6 +443,7 @@ impl ErrorKind {
             ErrorKind::LocalEntry(_) => "CLTAB_LOCAL_ENTRY",
             ErrorKind::UnknownMode(_) => "CLTAB_UNKNOWN_MODE",
             ErrorKind::DuplicateTag { .. } => "CLTAB_DUPLICATE_TAG",
+            ErrorKind::LogNameShared { .. } => "CLTAB_LOG_NAME_SHARED",
             ErrorKind::UnknownSetting(_) => "CLTAB_UNKNOWN_SETTING",
             ErrorKind::BadSetting { .. } => "CLTAB_BAD_SETTING",
             ErrorKind::EntryOnlySetting(_) => "CLTAB_ENTRY_ONLY_SETTING",
@@ -709,6 +719,28 @@ fn parse_under(path: &Path, text: &str, local: Option<&Settings>) -> Result<Clta
 
     if let Some(local) = local {
         settings = settings.overridden_by(local);
+    }
+    // Under logdir each entry writes GROUP.TAG.log: group `a.b` tag `c`
+    // and group `a` tag `b.c` would share one file.
+    if settings.logdir.is_some() {
+        let mut names: std::collections::HashMap<String, usize> = Default::default();
+        for e in &entries {
+            let name = format!("{}.{}.log", e.group, e.tag);
+            match names.get(&name) {
+                Some(&first) => err(
+                    e.line,
+                    ErrorKind::LogNameShared {
+                        group: e.group.clone(),
+                        tag: e.tag.clone(),
+                        name,
+                        first_line: first,
+                    },
+                ),
+                None => {
+                    names.insert(name, e.line);
+                }
+            }
+        }
     }
     // Entry options, then every entry resolved against the file's settings.
     let mut scoped: Vec<(Settings, Vec<(String, usize)>)> =

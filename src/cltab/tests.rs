@@ -495,3 +495,33 @@ fn a_group_and_tag_too_long_for_one_log_file_name_are_refused() {
         }
     }
 }
+
+/// Under `logdir`, two entries whose `GROUP.TAG.log` is one file name are
+/// refused, naming both lines; without `logdir` there is no such file.
+#[test]
+fn two_entries_sharing_a_log_file_under_logdir_are_refused() {
+    let rows: &[(&str, Option<usize>)] = &[
+        (
+            ":::logdir:/l\na.b:c:1:once:true\na:b.c:1:once:true\n",
+            Some(3),
+        ),
+        (
+            "a.b:c:1:once:true\na:b.c:1:once:true\n:::logdir:/l\n",
+            Some(2),
+        ),
+        ("a.b:c:1:once:true\na:b.c:1:once:true\n", None),
+        (":::logdir:/l\na.b:c:1:once:true\na:d:1:once:true\n", None),
+    ];
+    for (text, refused_line) in rows {
+        match (p(text), refused_line) {
+            (Ok(_), None) => {}
+            (Err(e), Some(line)) => {
+                assert_eq!(e.errors.len(), 1, "{e}");
+                assert_eq!(e.errors[0].kind.code(), "CLTAB_LOG_NAME_SHARED", "{e}");
+                assert_eq!(e.errors[0].line, *line, "{e}");
+                assert!(e.to_string().contains("a.b.c.log"), "{e}");
+            }
+            (r, want) => panic!("{text:?}: {r:?}, wanted refusal on {want:?}"),
+        }
+    }
+}

@@ -118,11 +118,18 @@ fn holding(keys: &BTreeMap<i64, Key>) -> Vec<(i64, &Key)> {
         .collect()
 }
 
+/// The token base of a claim created at etcd revision `rev`. etcd's
+/// revisions start at 1; a negative one (never sent) counts as 0 rather
+/// than wrapping to a huge token.
+fn claim_base(rev: i64) -> u64 {
+    u64::try_from(rev).unwrap_or(0) << CLAIM_SHIFT
+}
+
 fn grant_info(rev: i64, k: &Key) -> GrantInfo {
     GrantInfo {
         holder: 0,
         mode: k.value.mode,
-        token: (rev as u64) << CLAIM_SHIFT,
+        token: claim_base(rev),
         since: k.value.since,
         info: HolderInfo {
             pid: None,
@@ -616,7 +623,7 @@ fn evaluate(
                 ctx.step(LockEvent::Claimed {
                     id,
                     name: name.clone(),
-                    base: (m.create_rev as u64) << CLAIM_SHIFT,
+                    base: claim_base(m.create_rev),
                 });
             }
             if now == Told::Contended {
