@@ -62,6 +62,10 @@ pub(crate) async fn accept_loop<L: Listener>(mut listener: L, shared: Arc<Shared
                 shared.conns.fetch_add(1, Ordering::SeqCst);
                 let shared = shared.clone();
                 tokio::spawn(async move {
+                    let mut closing = Closing {
+                        id,
+                        shared: Some(shared.clone()),
+                    };
                     match incoming.establish().await {
                         Ok((stream, peer)) => conn::serve(stream, peer, id, &shared).await,
                         // A flood of failing set-ups logs a few lines a minute.
@@ -78,6 +82,7 @@ pub(crate) async fn accept_loop<L: Listener>(mut listener: L, shared: Arc<Shared
                             }
                         }
                     }
+                    closing.shared = None;
                     conn::closed(id, &shared).await;
                 });
             }
@@ -91,5 +96,90 @@ pub(crate) async fn accept_loop<L: Listener>(mut listener: L, shared: Arc<Shared
                 tokio::time::sleep(backoff).await;
             }
         }
+    }
+}
+
+/// Runs [`conn::closed`] for a connection whose task ends without reaching
+/// it (a panic in its serving; the daemon never means to panic, but a
+/// connection that did must not keep its locks, waits and count for the
+/// daemon's life). Disarmed (`shared` None) on the normal path, which
+/// awaits `closed` in order.
+struct Closing {
+    id: u64,
+    shared: Option<Arc<Shared>>,
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let (Some(shared), Ok(rt)) = (self.shared.take(), tokio::runtime::Handle::try_current())
+        {
+            let id = self.id;
+            rt.spawn(async move { conn::closed(id, &shared).await });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::{HolderInfo, LockMode};
+    use crate::proto::Reply;
+    use crate::store::{LockCall, Pending};
+
+    fn acquire(shared: &Shared, conn: u64) -> bool {
+        let call = LockCall::Acquire {
+            name: "vol".into(),
+            mode: LockMode::Exclusive,
+            wait: false,
+            timeout_ms: None,
+            lease: None,
+        };
+        matches!(
+            shared.locks().call(conn, call, HolderInfo::default()),
+            Pending::Ready(Reply::Granted { .. })
+        )
+    }
+
+    /// A connection task that panics still releases what it held.
+    #[test]
+    fn a_connection_task_that_panics_still_releases_its_locks() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Arc::new(std::sync::Mutex::new(
+                crate::store::sqlite::StateDb::open(dir.path()).unwrap(),
+            ));
+            let state: Arc<std::sync::Mutex<dyn crate::store::StateStore>> = db.clone();
+            let records: Arc<std::sync::Mutex<dyn crate::store::RecordBackend>> =
+                Arc::new(std::sync::Mutex::new(crate::records::LocalRecords::new(db)));
+            let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+            let shared = Arc::new(Shared::for_tests(tx, state, records));
+            shared.conns.fetch_add(1, Ordering::SeqCst);
+            assert!(acquire(&shared, 7));
+            assert!(!acquire(&shared, 8), "held by connection 7");
+            let s = shared.clone();
+            let task = tokio::spawn(async move {
+                let _closing = Closing {
+                    id: 7,
+                    shared: Some(s),
+                };
+                panic!("a bug in serving connection 7");
+            });
+            assert!(task.await.unwrap_err().is_panic());
+            // The guard's task runs `closed`, which tells the loop.
+            let told = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+            assert!(
+                matches!(told, Ok(Some(crate::daemon::event_loop::Msg::Closed))),
+                "closed was not run"
+            );
+            assert!(
+                acquire(&shared, 8),
+                "released when connection 7's task ended"
+            );
+            assert_eq!(shared.conns.load(Ordering::SeqCst), 0);
+        });
     }
 }
