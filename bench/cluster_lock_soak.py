@@ -36,15 +36,9 @@ import tempfile
 import threading
 import time
 
+from soaklib import free_port
+
 DEADLINE_S = 30
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 class Proxy:

@@ -5,11 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000}
-VENV=${VENV:-${TMPDIR:-/tmp}/clinit-bench-venv}
-if [ ! -x "$VENV/bin/supervisord" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q 'supervisor>=4.2,<4.3'
-fi
+source bench/supervisord_venv.sh
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 cargo bench --quiet --bench core -- "$N" --json > "$out/clinit.json"

@@ -63,3 +63,11 @@ def rss_kb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def free_port():
+    """A TCP port on loopback that was free a moment ago (for a server
+    started next: a peer, a proxy)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

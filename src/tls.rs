@@ -275,8 +275,9 @@ fn parse_addr(s: &str, zero_ok: bool) -> Result<(String, u16), String> {
 // ---------------------------------------------------------------------------
 // The certificate authority.
 
-/// Write `data` to `path` (mode `mode`) through a temp file, synced, then
-/// renamed; an existing `path` is kept unless `force`.
+/// Write `data` to `path` (mode `mode`) atomically
+/// ([`crate::store::write_atomic_mode`]); an existing `path` is kept
+/// unless `force`.
 fn write_new(
     path: &Path,
     data: &[u8],
@@ -284,8 +285,6 @@ fn write_new(
     force: bool,
     what: &'static str,
 ) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     if !force && std::fs::symlink_metadata(path).is_ok() {
         return Err(TlsError::Exists {
             path: path.to_path_buf(),
@@ -297,41 +296,17 @@ fn write_new(
             },
         });
     }
-    let werr = |err| TlsError::Write {
+    crate::store::write_atomic_mode(path, data, mode).map_err(|err| TlsError::Write {
         path: path.to_path_buf(),
         err,
-    };
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(werr)?;
-    let done = f
-        .write_all(data)
-        .and_then(|()| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = done {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(werr(e));
-    }
-    Ok(())
+    })
 }
 
 fn make_dir(dir: &Path) -> Result<(), TlsError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|err| TlsError::Write {
-            path: dir.to_path_buf(),
-            err,
-        })
+    crate::config::files::dirs(dir).map_err(|err| TlsError::Write {
+        path: dir.to_path_buf(),
+        err,
+    })
 }
 
 fn random_serial() -> rcgen::SerialNumber {

@@ -106,19 +106,25 @@ fn start(entries: &str, settings: &str, server: &str) -> (Daemon, Pki, u16) {
 
 /// The port the daemon says it serves remote administration on.
 fn listening_port(d: &Daemon) -> u16 {
-    const SAYS: &str = "remote administration on 127.0.0.1:";
+    logged_port(d, "127.0.0.1")
+}
+
+/// The port of the log line `remote administration on ADDR:PORT` (ADDR as
+/// the log writes it: `127.0.0.1`, `[::1]`), once the daemon has written it.
+fn logged_port(d: &Daemon, addr: &str) -> u16 {
+    let says = format!("remote administration on {addr}:");
     let mut port = 0;
     d.wait_until("the TCP listener is logged", || {
         let log = d.log();
-        match log.find(SAYS) {
-            Some(at) => {
-                let rest = &log[at + SAYS.len()..];
-                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                port = digits.parse().unwrap_or(0);
-                port != 0
-            }
-            None => false,
-        }
+        port = log.find(&says).map_or(0, |at| {
+            log[at + says.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap_or(0)
+        });
+        port != 0
     });
     port
 }
@@ -493,17 +499,7 @@ fn plain_tcp_only_on_loopback_and_only_when_asked() {
     // On loopback it serves, warns, and its peers may only read.
     let d = d.launch(&["--insecure-loopback", "--listen", "127.0.0.1:0"]);
     d.wait_until("the warning", || d.log().contains("WITHOUT TLS"));
-    let port = {
-        const SAYS: &str = "remote administration on 127.0.0.1:";
-        let log = d.log();
-        let at = log.find(SAYS).unwrap() + SAYS.len();
-        log[at..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse::<u16>()
-            .unwrap()
-    };
+    let port = logged_port(&d, "127.0.0.1");
     let plain = |args: &[&str]| {
         Command::new(bin())
             .env("HOME", d.path("home"))
@@ -665,20 +661,7 @@ fn ipv6_listens_and_connects() {
     flags[1] = "[::1]:0".into();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let d = d.launch(&flags);
-    const SAYS: &str = "remote administration on [::1]:";
-    let mut port = 0u16;
-    d.wait_until("the IPv6 listener is logged", || {
-        let log = d.log();
-        log.find(SAYS).is_some_and(|at| {
-            port = log[at + SAYS.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-                .parse()
-                .unwrap_or(0);
-            port != 0
-        })
-    });
+    let port = logged_port(&d, "[::1]");
     let mut c = remote(&d, &pki, port, "alice", &["status"]);
     c.args(["-H", &format!("[::1]:{port}")]);
     let out = c.output().unwrap();

@@ -328,13 +328,18 @@ fn path(value: &str) -> Result<PathBuf, String> {
     }
 }
 
-fn listen_addrs(value: &str) -> Result<Vec<String>, String> {
-    let addrs: Vec<String> = value
+/// The non-empty items of a comma-separated list, trimmed.
+fn comma_list(value: &str) -> Vec<String> {
+    value
         .split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
         .map(str::to_string)
-        .collect();
+        .collect()
+}
+
+fn listen_addrs(value: &str) -> Result<Vec<String>, String> {
+    let addrs = comma_list(value);
     if addrs.is_empty() {
         return Err("expected addresses such as 0.0.0.0:4072 or [::]:4072".into());
     }
@@ -345,12 +350,7 @@ fn listen_addrs(value: &str) -> Result<Vec<String>, String> {
 }
 
 fn endpoints(value: &str) -> Result<Vec<String>, String> {
-    let urls: Vec<String> = value
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(str::to_string)
-        .collect();
+    let urls = comma_list(value);
     if urls.is_empty() {
         return Err("expected etcd endpoints such as http://127.0.0.1:2379".into());
     }

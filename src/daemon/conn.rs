@@ -167,13 +167,10 @@ impl Drop for PeerSlot<'_> {
 }
 
 impl Shared {
-    /// The uid of `peer` if limits apply to it (a local user other than
-    /// root and the daemon's user).
     /// Root and the daemon's user on the local socket: no per-user limit
     /// applies to them.
     pub fn exempt(&self, peer: &Peer) -> bool {
-        peer.local()
-            .is_some_and(|u| u.uid == 0 || u.uid == self.policy.daemon_uid)
+        self.limited(peer).is_none()
     }
 
     /// Who `peer` is for per-peer limits, unless it is exempt (root and
@@ -191,7 +188,7 @@ impl Shared {
     /// `peer_connections_max` allows (root and the daemon's user are not
     /// limited).
     fn open_slot(&self, peer: &Peer) -> Result<Option<PeerSlot<'_>>, String> {
-        if self.limited(peer).is_none() {
+        if self.exempt(peer) {
             return Ok(None);
         }
         let key = peer.key();

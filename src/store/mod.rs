@@ -393,7 +393,7 @@ impl StatusFile {
     /// every start and after every change, and syncing it (twice, file and
     /// directory) on the event loop held up every request under load.
     pub fn write_status(&mut self, text: &str) -> Result<(), StoreError> {
-        replace_file(&self.path, text.as_bytes(), false).map_err(|err| StoreError::Write {
+        replace_file(&self.path, text.as_bytes(), false, None).map_err(|err| StoreError::Write {
             path: self.path.clone(),
             err,
         })
@@ -404,28 +404,48 @@ impl StatusFile {
 /// fsync of the directory (so the rename itself is durable). A file being
 /// replaced keeps its permissions and, when the daemon may, its owner.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    replace_file(path, data, true)
+    replace_file(path, data, true, None)
+}
+
+/// [`write_atomic`] of a file that gets `mode` from its first byte (a
+/// private key: 0600), whatever a file it replaces had.
+pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    replace_file(path, data, true, Some(mode))
 }
 
 /// Write a file through a temp file and a rename; with `durable`, sync the
-/// file before the rename and the directory after.
-fn replace_file(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
+/// file before the rename and the directory after. With `mode` the temp
+/// file is made with it; without, a replaced file's permissions and owner
+/// are kept. A failed write leaves no temp file behind.
+fn replace_file(path: &Path, data: &[u8], durable: bool, mode: Option<u32>) -> std::io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok();
+    let meta = std::fs::metadata(path).ok().filter(|_| mode.is_none());
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp.{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    let mut f = crate::config::files::create(&tmp, crate::config::files::SHARED)?;
-    if let Some(m) = &meta {
-        f.set_permissions(m.permissions())?;
-        let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+    // A temp file left by a crashed writer of the same pid would keep its
+    // own mode: with `mode` it is made anew.
+    if mode.is_some() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    f.write_all(data)?;
-    if durable {
-        f.sync_all()?;
+    let written = (|| {
+        let mut f =
+            crate::config::files::create(&tmp, mode.unwrap_or(crate::config::files::SHARED))?;
+        if let Some(m) = &meta {
+            f.set_permissions(m.permissions())?;
+            let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+        }
+        f.write_all(data)?;
+        if durable {
+            f.sync_all()?;
+        }
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    drop(f);
-    std::fs::rename(&tmp, path)?;
+    written?;
     if durable
         && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && let Ok(d) = std::fs::File::open(dir)

@@ -236,10 +236,9 @@ pub struct Reread {
     pub cltab: Cltab,
     pub base: std::sync::Arc<Cltab>,
     pub diff: RereadDiff,
-    /// `cltab`'s entries by group, made off the loop too.
+    /// `cltab`'s entries by group, made off the loop too (its length is
+    /// how many groups `cltab` has).
     pub grouped: Grouped,
-    /// How many groups `cltab` has.
-    pub groups: usize,
 }
 
 impl Reread {
@@ -247,14 +246,12 @@ impl Reread {
     /// reread was asked).
     pub fn plan(cltab: Cltab, base: std::sync::Arc<Cltab>) -> Reread {
         let diff = reread_diff(&base, &cltab);
-        let groups = cltab.groups().len();
         let grouped = grouped(&cltab);
         Reread {
             cltab,
             base,
             diff,
             grouped,
-            groups,
         }
     }
 }

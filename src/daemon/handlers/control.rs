@@ -78,7 +78,7 @@ pub(crate) fn reread(
         Ok(plan) => {
             let text = format!(
                 "cltab reread: {} groups, {} entries",
-                plan.groups,
+                plan.grouped.len(),
                 plan.cltab.entries.len()
             );
             // The diff made off the loop holds if nothing changed the

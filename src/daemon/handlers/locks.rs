@@ -30,17 +30,20 @@ pub(crate) fn call(
             ),
         ));
     }
-    let limited = shared.limited(peer).map(|who| (who, peer.key()));
-    if let Some((who, key)) = &limited {
+    // The peer's key (a string) is made only where it is used: not on
+    // every lock call.
+    let limited = shared.limited(peer);
+    if let Some(who) = limited {
         match &call {
             LockCall::Acquire { name, .. } => {
-                let n = shared.locks().held_or_waited_by(*who);
+                let n = shared.locks().held_or_waited_by(who);
                 if n >= shared.limits.peer_locks_max {
                     return Pending::Ready(error(
                         ErrorCode::Limit,
                         format!(
-                            "lock {}: {key} holds or waits for {n} locks, the most peer_locks_max allows",
-                            crate::logsafe::Safe(name)
+                            "lock {}: {} holds or waits for {n} locks, the most peer_locks_max allows",
+                            crate::logsafe::Safe(name),
+                            peer.key()
                         ),
                     ));
                 }
@@ -52,14 +55,17 @@ pub(crate) fn call(
                         .peer_leases
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let mine = m.entry(key.clone()).or_default();
+                    let mine = m.entry(peer.key()).or_default();
                     mine.retain(|&l| locks.has_lease(l));
                     mine.len()
                 };
                 if live >= shared.limits.peer_leases_max {
                     return Pending::Ready(error(
                         ErrorCode::Limit,
-                        format!("{key} has {live} live leases, the most peer_leases_max allows"),
+                        format!(
+                            "{} has {live} live leases, the most peer_leases_max allows",
+                            peer.key()
+                        ),
                     ));
                 }
             }
@@ -100,12 +106,12 @@ pub(crate) fn call(
     if !changes.is_empty() {
         shared.events.push_all(changes.into_iter().map(Into::into));
     }
-    if let (Some((_, key)), Pending::Ready(Reply::Lease { lease, .. })) = (limited, &reply) {
+    if let (Some(_), Pending::Ready(Reply::Lease { lease, .. })) = (limited, &reply) {
         shared
             .peer_leases
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(key)
+            .entry(peer.key())
             .or_default()
             .push(*lease);
     }

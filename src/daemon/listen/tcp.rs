@@ -141,12 +141,6 @@ enum Inner {
     Plain(TcpStream),
 }
 
-impl TcpIncoming {
-    fn setup_error(&self, what: String) -> std::io::Error {
-        std::io::Error::other(format!("{what} (client {})", self.from))
-    }
-}
-
 /// A `LIMIT` error in place of the hello.
 async fn refuse<S: AsyncWrite + Unpin>(s: &mut S, message: String) {
     let frame = proto::encode(&ResponseFrame {
@@ -164,90 +158,73 @@ impl Incoming for TcpIncoming {
     type Stream = TcpConn;
 
     async fn establish(self) -> std::io::Result<(TcpConn, Peer)> {
+        let TcpIncoming {
+            stream,
+            from,
+            acceptor,
+            handshake_timeout,
+            before,
+            max,
+            slot,
+        } = self;
         // Far over the limit: not even a handshake.
-        if self.before >= self.max.saturating_mul(2) {
-            return Err(self.setup_error(format!(
-                "closed at once: {} remote connections are open (listen_connections_max {})",
-                self.before, self.max
+        if before >= max.saturating_mul(2) {
+            return Err(std::io::Error::other(format!(
+                "closed at once: {before} remote connections are open (listen_connections_max {max}) (client {from})"
             )));
         }
-        let _ = self.stream.set_nodelay(true);
+        let _ = stream.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new()
             .with_time(Duration::from_secs(30))
             .with_interval(Duration::from_secs(10))
             .with_retries(3);
-        let _ = socket2::SockRef::from(&self.stream).set_tcp_keepalive(&keepalive);
-        let over = self.before >= self.max;
-        let limit_msg = || {
-            format!(
-                "this daemon serves at most {} remote connections at once (listen_connections_max); try again later",
-                self.max
-            )
-        };
-        let Some(acceptor) = self.acceptor.clone() else {
-            let mut s = self.stream;
-            if over {
-                refuse(&mut s, limit_msg()).await;
-                return Err(std::io::Error::other(format!(
-                    "refused a client at {}: {}",
-                    self.from,
-                    limit_msg()
-                )));
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        // The stream, and the identity its peer goes by (None: a
+        // certificate that names none).
+        let (inner, identity) = match acceptor {
+            None => (Inner::Plain(stream), Some(INSECURE_IDENTITY.to_string())),
+            Some(acceptor) => {
+                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                    .await
+                {
+                    Err(_) => {
+                        return Err(std::io::Error::other(format!(
+                            "no TLS handshake from {from} within {} s (tls_handshake_timeout); closed",
+                            handshake_timeout.as_secs_f64()
+                        )));
+                    }
+                    Ok(Err(e)) => {
+                        return Err(std::io::Error::other(format!(
+                            "TLS handshake with {from} failed: {e}"
+                        )));
+                    }
+                    Ok(Ok(s)) => s,
+                };
+                let identity = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| crate::tls::identity(c));
+                (Inner::Tls(Box::new(tls)), identity)
             }
-            let peer = Peer::Certificate {
-                subject: INSECURE_IDENTITY.to_string(),
-            };
-            return Ok((
-                TcpConn {
-                    inner: Inner::Plain(s),
-                    _slot: self.slot,
-                },
-                peer,
-            ));
         };
-        let from = self.from;
-        let tls = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(self.stream))
-            .await
-        {
-            Err(_) => {
-                return Err(std::io::Error::other(format!(
-                    "no TLS handshake from {from} within {} s (tls_handshake_timeout); closed",
-                    self.handshake_timeout.as_secs_f64()
-                )));
-            }
-            Ok(Err(e)) => {
-                return Err(std::io::Error::other(format!(
-                    "TLS handshake with {from} failed: {e}"
-                )));
-            }
-            Ok(Ok(s)) => s,
-        };
-        let mut tls = Box::new(tls);
-        if over {
-            refuse(&mut tls, limit_msg()).await;
+        let mut conn = TcpConn { inner, _slot: slot };
+        if before >= max {
+            let why = format!(
+                "this daemon serves at most {max} remote connections at once (listen_connections_max); try again later"
+            );
+            refuse(&mut conn, why.clone()).await;
             return Err(std::io::Error::other(format!(
-                "refused a client at {from}: {}",
-                limit_msg()
+                "refused a client at {from}: {why}"
             )));
         }
-        let identity = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|c| crate::tls::identity(c));
         let Some(subject) = identity else {
             return Err(std::io::Error::other(format!(
                 "the certificate of {from} names no identity (no CN, DNS name or URI); closed"
             )));
         };
-        Ok((
-            TcpConn {
-                inner: Inner::Tls(tls),
-                _slot: self.slot,
-            },
-            Peer::Certificate { subject },
-        ))
+        Ok((conn, Peer::Certificate { subject }))
     }
 }
 
