@@ -103,6 +103,7 @@ fn time_restore(cltab: &Path, sock: &Path, n: usize) -> (f64, std::process::Chil
             group: Some("b".into()),
             brief: false,
             from: None,
+            usage: false,
         })
         .unwrap();
     let secs = t.elapsed().as_secs_f64();
@@ -138,6 +139,7 @@ fn entry_pids(c: &mut Client) -> Vec<Option<i32>> {
             group: Some("b".into()),
             brief: false,
             from: None,
+            usage: false,
         })
         .unwrap()
     else {
@@ -372,6 +374,7 @@ fn clinit_run(n: usize) -> Run {
                 group: Some("r".into()),
                 brief: false,
                 from: None,
+                usage: false,
             })
             .unwrap()
         {

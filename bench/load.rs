@@ -72,6 +72,7 @@ fn client(sock: &Path, me: usize, n: usize) -> Tally {
                     group: Some(group),
                     brief: false,
                     from: None,
+                    usage: false,
                 },
             )
         } else if x < 37 {

@@ -13,6 +13,10 @@ fi
 source scripts/deps.sh
 need_build_tools
 need_packages etcd etcd-server etcdctl etcd-client
+# The status page is tested in a real headless browser (tests/http.rs).
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    need_packages _ chromium
+fi
 # A minimal rustup profile lacks rustfmt and clippy.
 for tool in rustfmt clippy; do
     if ! cargo "${tool/rustfmt/fmt}" --version >/dev/null 2>&1; then

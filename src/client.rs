@@ -36,6 +36,21 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The stable code printed in brackets after the message.
+    pub fn code(&self) -> String {
+        match self {
+            ClientError::NoDaemon { .. } => "NO_DAEMON".into(),
+            ClientError::Daemon(e) => e.code.name(),
+            ClientError::Protocol { .. } => "PROTOCOL".into(),
+            ClientError::Resolve { .. } => "RESOLVE".into(),
+            ClientError::Connect { .. } => "CONNECT".into(),
+            ClientError::ServerCert { .. } => "SERVER_CERT".into(),
+            ClientError::CertRefused { .. } => "CERT_REFUSED".into(),
+            ClientError::Tls(_) => "TLS".into(),
+            ClientError::Usage(_) => "USAGE".into(),
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             ClientError::NoDaemon { .. } => 5,
@@ -518,6 +533,17 @@ impl Client {
         group: Option<String>,
         brief: bool,
     ) -> Result<Vec<crate::proto::GroupStatus>, ClientError> {
+        self.status_with(group, brief, false)
+    }
+
+    /// [`Client::status_all`], with each running entry's CPU time and
+    /// memory when `usage`.
+    pub fn status_with(
+        &mut self,
+        group: Option<String>,
+        brief: bool,
+        usage: bool,
+    ) -> Result<Vec<crate::proto::GroupStatus>, ClientError> {
         let mut all: Vec<crate::proto::GroupStatus> = Vec::new();
         let mut from = None;
         loop {
@@ -525,6 +551,7 @@ impl Client {
                 group: group.clone(),
                 brief,
                 from,
+                usage,
             })?;
             let Reply::Status { groups, more } = reply else {
                 return Err(match reply {

@@ -134,6 +134,11 @@ pub enum EventKind {
     DaemonShutdown {
         by: String,
     },
+    /// Maintenance mode turned on or off.
+    Maintenance {
+        on: bool,
+        by: String,
+    },
     /// A group's level or state changed.
     GroupState {
         group: String,
@@ -264,6 +269,7 @@ impl EventKind {
             EventKind::RestartGroup { group, .. } => group.as_deref(),
             EventKind::DaemonStarted { .. }
             | EventKind::DaemonShutdown { .. }
+            | EventKind::Maintenance { .. }
             | EventKind::Reread { .. }
             | EventKind::LockGranted(_)
             | EventKind::LockReleased(_)
@@ -308,6 +314,11 @@ impl EventKind {
                 format!("daemon started, pid {pid}, {version}")
             }
             EventKind::DaemonShutdown { by: b } => format!("daemon shutting down{}", by(b)),
+            EventKind::Maintenance { on, by: b } => format!(
+                "maintenance mode {}{}",
+                if *on { "on" } else { "off" },
+                by(b)
+            ),
             EventKind::GroupState {
                 group,
                 old_level,
@@ -641,12 +652,21 @@ impl EventLog {
         seq
     }
 
-    /// The oldest number kept (the next one when none is).
     /// How many events are kept (`events_keep`).
     pub fn keep(&self) -> usize {
         self.keep
     }
 
+    /// Keep `keep` events from now on (at least 1); the oldest go when
+    /// there are more.
+    pub fn set_keep(&mut self, keep: usize) {
+        self.keep = keep.max(1);
+        while self.ring.len() > self.keep {
+            self.ring.pop_front();
+        }
+    }
+
+    /// The oldest number kept (the next one when none is).
     pub fn first(&self) -> u64 {
         self.ring.front().map_or(self.next, |e| e.seq)
     }
@@ -715,7 +735,7 @@ pub struct Events {
     log: Arc<Mutex<EventLog>>,
     /// Unix time at which this daemon run started (in every subscription's
     /// header, so that a client can tell a restarted daemon).
-    started: f64,
+    pub started: f64,
 }
 
 /// The wall clock, Unix seconds with fraction.

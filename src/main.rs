@@ -149,6 +149,14 @@ struct DaemonArgs {
     /// mutual TLS [a `:::listen:` setting wins].
     #[arg(long, value_name = "ADDRS", value_delimiter = ',')]
     listen: Option<Vec<String>>,
+    /// Set a parameter (any `:::NAME:VALUE` setting) for this run; it wins
+    /// over the cltab. Repeat for several (`clinit params` lists them).
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
+    set: Vec<(String, String)>,
+}
+
+fn parse_set(s: &str) -> Result<(String, String), String> {
+    clinit::params::parse_assignment(s).map_err(|e| e.to_string())
 }
 
 /// Per-entry options of `clinit create`: one flag for every entry option
@@ -337,7 +345,88 @@ enum Cmd {
         timeout: f64,
     },
     /// Stop every group and make the daemon exit.
+    #[command(visible_alias = "byebye")]
     Shutdown,
+    /// A table of groups, entries or locks: the columns, filters and sort
+    /// order you choose.
+    ///
+    /// clinit survey entries --columns group,tag,state,pid --filter
+    /// group=web --filter state=running --sort -restarts
+    ///
+    /// cdadm's compact form: clinit survey -e +gtsp group=web s:t (-g, -e,
+    /// -l: the table; +LETTERS: the columns; NAME=VALUE: a filter; KEYS
+    /// joined by ':' sort, a '-' after a letter descending). Letters of
+    /// groups: g=group l=level s=state o=goal e=entries r=running; of
+    /// entries: g=group t=tag v=levels m=mode s=state p=pid b=start_time
+    /// u=uptime n=starts r=restarts q=rapid x=last_exit c=cpu k=rss o=goal
+    /// S=stopped G=gave_up; of locks: n=name m=mode h=holders w=waiters
+    /// t=token s=since. Filters: NAME=VALUE, NAME!=VALUE (text, any case; a
+    /// trailing * matches a prefix), NAME<N, NAME>N.
+    Survey(SurveyArgs),
+    /// Is the daemon alive: the round trip, its version, pid and uptime.
+    #[command(visible_alias = "ping")]
+    Null,
+    /// List every parameter: its value, where the value came from
+    /// (default, cltab, command line, live, persisted), whether it can
+    /// change while the daemon runs, and what it does.
+    Params {
+        /// A list of objects {name, value, source, live, kind, help}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one parameter's value.
+    Getpar {
+        /// The parameter's name (`clinit params` lists them).
+        name: String,
+        /// {name, value, source, live, kind, help}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a parameter while the daemon runs and print its previous value.
+    ///
+    /// Lasts until the daemon stops, or with --persist across restarts
+    /// (kept in the state directory). Booleans take on/off, 1/0,
+    /// true/false. Parameters that can change live: loglevel, lwords_keep,
+    /// maintenance, events_keep, notifier_timeout, stop_signal,
+    /// stop_term_after, stop_kill_after and the respawn_* settings.
+    Setpar {
+        /// The parameter's name.
+        name: String,
+        /// The new value (omit with --unset).
+        #[arg(
+            required_unless_present = "unset",
+            conflicts_with = "unset",
+            allow_hyphen_values = true
+        )]
+        value: Option<String>,
+        /// Keep the value across daemon restarts (with --unset: forget
+        /// the kept value too).
+        #[arg(long)]
+        persist: bool,
+        /// Remove the live value: back to the command line's, the cltab's
+        /// or the default.
+        #[arg(long)]
+        unset: bool,
+        /// {"previous": {...}, "now": {...}}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the daemon's last words (its most recent log records of every
+    /// level) to its log, and print them.
+    Lastwords,
+    /// Reopen the daemon's log file (after logrotate moved it; SIGHUP
+    /// does the same).
+    Reopen,
+    /// Print a shell completion script: clinit completions bash >
+    /// /etc/bash_completion.d/clinit (zsh: into a directory of $fpath as
+    /// _clinit; fish: ~/.config/fish/completions/clinit.fish).
+    Completions {
+        /// bash, zsh or fish.
+        #[arg(value_parser = ["bash", "zsh", "fish"])]
+        shell: String,
+    },
+    /// Print the manual page (roff): clinit man > /usr/local/share/man/man1/clinit.1
+    Man,
     /// A certificate authority for remote administration.
     #[command(subcommand)]
     Ca(CaCmd),
@@ -383,6 +472,42 @@ enum Cmd {
     /// Cluster::Init form: `[GROUP] LEVEL` tells GROUP (default: the host name).
     #[command(external_subcommand)]
     Compat(Vec<String>),
+}
+
+/// `clinit survey`.
+#[derive(clap::Args, Debug)]
+struct SurveyArgs {
+    /// The groups table (compact form).
+    #[arg(short = 'g')]
+    groups: bool,
+    /// The entries table (compact form).
+    #[arg(short = 'e')]
+    entries: bool,
+    /// The locks table (compact form).
+    #[arg(short = 'l')]
+    locks: bool,
+    /// The table (groups, entries or locks; default entries), then in the
+    /// compact form +LETTERS, NAME=VALUE filters and sort KEYS.
+    #[arg(value_name = "TABLE|WORD")]
+    words: Vec<String>,
+    /// The columns, comma-separated, in order.
+    #[arg(long, value_name = "COL,...")]
+    columns: Vec<String>,
+    /// Keep rows where NAME=VALUE (also !=, <, >); repeat to combine.
+    #[arg(long, value_name = "NAME=VALUE")]
+    filter: Vec<String>,
+    /// Sort by these columns, comma-separated; -COL sorts descending.
+    #[arg(long, value_name = "[-]COL,...", allow_hyphen_values = true)]
+    sort: Vec<String>,
+    /// Leave out the header line.
+    #[arg(long)]
+    no_header: bool,
+    /// tsv: tab-separated values (for scripts).
+    #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = ["table", "tsv"])]
+    output: Option<String>,
+    /// A list of objects, one per row, with the chosen columns as keys.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -519,6 +644,7 @@ fn daemon_args(cli: &Cli) -> DaemonArgs {
             no_restore: d.no_restore || top.no_restore,
             noauth: d.noauth || top.noauth,
             listen: d.listen.clone().or(top.listen),
+            set: top.set.iter().chain(&d.set).cloned().collect(),
         },
         Some(Cmd::Lockd { state_dir, .. }) => DaemonArgs {
             state_dir: state_dir.clone().or(top.state_dir),
@@ -863,7 +989,16 @@ fn record(t: &Target, cmd: &RecordCmd) -> Result<(), ClientError> {
 }
 
 fn locks(t: &Target, name: Option<String>, json: bool) -> Result<(), ClientError> {
-    let mut c = Client::open(t)?;
+    let containers = all_locks(&mut Client::open(t)?, name)?;
+    print_locks(&containers, json);
+    Ok(())
+}
+
+/// Every page of the locks view.
+fn all_locks(
+    c: &mut Client,
+    name: Option<String>,
+) -> Result<Vec<clinit::lock::ContainerStatus>, ClientError> {
     let mut containers = Vec::new();
     let mut after = None;
     loop {
@@ -885,13 +1020,17 @@ fn locks(t: &Target, name: Option<String>, json: bool) -> Result<(), ClientError
             _ => break,
         }
     }
+    Ok(containers)
+}
+
+fn print_locks(containers: &[clinit::lock::ContainerStatus], json: bool) {
     {
         if json {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&containers).expect("serializable")
             );
-            return Ok(());
+            return;
         }
         // "on host pid 12 uid 0 what", with "-" for what the daemon does
         // not know (the host is the node in cluster mode).
@@ -905,7 +1044,7 @@ fn locks(t: &Target, name: Option<String>, json: bool) -> Result<(), ClientError
                 i.what
             )
         };
-        for c in &containers {
+        for c in containers {
             println!("{}", c.name);
             for h in &c.holders {
                 println!(
@@ -925,6 +1064,82 @@ fn locks(t: &Target, name: Option<String>, json: bool) -> Result<(), ClientError
                 );
             }
         }
+    }
+}
+
+/// `clinit survey`: rows from the status or the locks view, filtered,
+/// sorted, with the chosen columns.
+fn survey(t: &Target, a: &SurveyArgs) -> Result<(), ClientError> {
+    use clinit::survey::{Query, Table};
+    let usage = |e: clinit::survey::SurveyError| ClientError::Usage(e.to_string());
+    let flag = match (a.groups, a.entries, a.locks) {
+        (true, false, false) => Some(Table::Groups),
+        (false, true, false) => Some(Table::Entries),
+        (false, false, true) => Some(Table::Locks),
+        (false, false, false) => None,
+        _ => {
+            return Err(ClientError::Usage(
+                "survey: give one of -g, -e and -l".into(),
+            ));
+        }
+    };
+    let mut words = a.words.clone();
+    let named = match words.first().map(|w| Table::parse(w)) {
+        Some(Some(t)) => {
+            words.remove(0);
+            Some(t)
+        }
+        _ => None,
+    };
+    let table = match (flag, named) {
+        (Some(f), Some(n)) if f != n => {
+            return Err(usage(clinit::survey::SurveyError::TwoTables(
+                f.name(),
+                n.name(),
+            )));
+        }
+        (Some(t), _) | (None, Some(t)) => t,
+        (None, None) => match words.first() {
+            Some(w) if !w.starts_with('+') && !w.contains(['=', '<', '>', ':']) => {
+                return Err(usage(clinit::survey::SurveyError::NoTable(w.clone())));
+            }
+            _ => Table::Entries,
+        },
+    };
+    let compact = !words.is_empty();
+    let q = if compact {
+        if !(a.columns.is_empty() && a.filter.is_empty() && a.sort.is_empty()) {
+            return Err(ClientError::Usage(
+                "survey: use either the compact words (+COLUMNS NAME=VALUE KEYS) or --columns/--filter/--sort".into(),
+            ));
+        }
+        Query::compact(table, &words)
+    } else {
+        Query::named(table, &a.columns, &a.filter, &a.sort)
+    }
+    .map_err(usage)?;
+    let mut c = Client::open(t)?;
+    let rows = match table {
+        Table::Locks => clinit::survey::lock_rows(&all_locks(&mut c, None)?),
+        Table::Groups => clinit::survey::group_rows(&c.status_with(None, false, false)?),
+        Table::Entries => clinit::survey::entry_rows(
+            &c.status_with(None, false, q.wants_usage())?,
+            clinit::events::wall_now(),
+        ),
+    };
+    let rows = q.apply(rows);
+    let out = if a.json {
+        let mut text = serde_json::to_string_pretty(&rows).expect("serializable");
+        text.push('\n');
+        text
+    } else if a.output.as_deref() == Some("tsv") {
+        clinit::survey::render_tsv(&q.columns, &rows, a.no_header)
+    } else {
+        clinit::survey::render_table(&q.columns, &rows, a.no_header)
+    };
+    print!("{out}");
+    if rows.is_empty() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        eprintln!("clinit: survey {}: no rows", table.name());
     }
     Ok(())
 }
@@ -1124,6 +1339,122 @@ fn explain(t: &Target, name: &str, json: bool) -> Result<(), ClientError> {
             for s in x.sentences(now) {
                 println!("  {s}");
             }
+        }
+    }
+    Ok(())
+}
+
+fn null(t: &Target) -> Result<(), ClientError> {
+    let start = std::time::Instant::now();
+    let mut c = Client::open(t)?;
+    let reply = c.request(Request::Null)?;
+    let rtt = start.elapsed();
+    if let Reply::Alive {
+        version,
+        pid,
+        uptime,
+        maintenance,
+    } = reply
+    {
+        println!(
+            "alive: clinit {version}, pid {pid}, up {}, round trip {:.3} ms{}",
+            clinit::survey::duration_text(uptime),
+            rtt.as_secs_f64() * 1000.0,
+            if maintenance {
+                ", MAINTENANCE MODE"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+fn params(t: &Target, name: Option<&String>, json: bool) -> Result<(), ClientError> {
+    let reply = Client::open(t)?.request(Request::Params {
+        name: name.cloned(),
+    })?;
+    let Reply::Params { params } = reply else {
+        return Ok(());
+    };
+    match (name, json) {
+        (Some(_), true) => println!(
+            "{}",
+            serde_json::to_string_pretty(&params[0]).expect("serializable")
+        ),
+        (Some(_), false) => println!("{}", params[0].value),
+        (None, true) => println!(
+            "{}",
+            serde_json::to_string_pretty(&params).expect("serializable")
+        ),
+        (None, false) => {
+            let w = params.iter().map(|p| p.name.len()).max().unwrap_or(4);
+            let v = params
+                .iter()
+                .map(|p| shown(&p.value).len())
+                .max()
+                .unwrap_or(5)
+                .min(40);
+            println!(
+                "{:w$}  {:v$}  {:12}  {:4}  WHAT IT DOES",
+                "NAME", "VALUE", "SOURCE", "LIVE"
+            );
+            for p in &params {
+                println!(
+                    "{:w$}  {:v$}  {:12}  {:4}  {}",
+                    p.name,
+                    shown(&p.value),
+                    p.source.as_str(),
+                    if p.live { "yes" } else { "no" },
+                    p.help
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn shown(v: &str) -> &str {
+    if v.is_empty() { "-" } else { v }
+}
+
+fn setpar(
+    t: &Target,
+    name: &str,
+    value: Option<String>,
+    persist: bool,
+    json: bool,
+) -> Result<(), ClientError> {
+    let reply = Client::open(t)?.request(Request::SetPar {
+        name: name.to_string(),
+        value,
+        persist,
+    })?;
+    if let Reply::SetPar { previous, now } = reply {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "previous": previous, "now": now })
+            );
+        } else {
+            // cdadm's habit: the previous value on standard output.
+            println!("{}", shown(&previous.value));
+            eprintln!(
+                "clinit: {name} is now {} ({}), was {} ({})",
+                shown(&now.value),
+                now.source.as_str(),
+                shown(&previous.value),
+                previous.source.as_str()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn lastwords(t: &Target) -> Result<(), ClientError> {
+    if let Reply::LastWords { lines } = Client::open(t)?.request(Request::LastWords)? {
+        for l in lines {
+            println!("{l}");
         }
     }
     Ok(())
@@ -1491,8 +1822,66 @@ fn cert_cmd(c: &CertCmd) -> ExitCode {
     }
 }
 
+/// `clinit completions SHELL`.
+fn completions(shell: &str) -> ExitCode {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let sh = match shell {
+        "zsh" => Shell::Zsh,
+        "fish" => Shell::Fish,
+        _ => Shell::Bash,
+    };
+    clap_complete::generate(sh, &mut Cli::command(), "clinit", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+/// `clinit man`: the manual page of every command, from the same
+/// definitions as `--help`.
+fn man() -> ExitCode {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut out = Vec::new();
+    let page = clap_mangen::Man::new(cmd.clone());
+    if page.render(&mut out).is_err() {
+        return fail("cannot render the manual page", 1);
+    }
+    // Each command's synopsis, description and options, after the main
+    // page.
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("clinit {}", sub.get_name());
+        out.extend_from_slice(format!(".SH \"{}\"\n", name.to_uppercase()).as_bytes());
+        let page = clap_mangen::Man::new(sub.clone().name(name.clone()).bin_name(name));
+        let _ = page.render_synopsis_section(&mut out);
+        let _ = page.render_description_section(&mut out);
+        let _ = page.render_options_section(&mut out);
+        let _ = page.render_subcommands_section(&mut out);
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(&out);
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        (&cli.cmd, cli.daemon),
+        (
+            Some(Cmd::Daemon(_) | Cmd::Lockd { .. } | Cmd::Watchdog { .. }),
+            _
+        ) | (None, true)
+    ) {
+        // A client writing into a closed pipe (`clinit params | head`)
+        // ends quietly, as other commands do, instead of panicking.
+        // SAFETY: setting a signal's disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    match &cli.cmd {
+        Some(Cmd::Completions { shell }) => return completions(shell),
+        Some(Cmd::Man) => return man(),
+        _ => {}
+    }
     let (cp, p, cluster) = paths(&cli);
     match &cli.cmd {
         Some(Cmd::Ca(c)) => return ca_cmd(c),
@@ -1522,6 +1911,7 @@ fn main() -> ExitCode {
                 lockd_idle: None,
                 cluster: cluster_flags(&cli),
                 remote: remote_flags(&cli, &args),
+                set: args.set.clone(),
             });
         }
         (Some(Cmd::Lockd { idle, .. }), _, _) => {
@@ -1533,13 +1923,16 @@ fn main() -> ExitCode {
                 lockd_idle: Some(std::time::Duration::from_secs_f64(minutes * 60.0)),
                 cluster: cluster_flags(&cli),
                 remote: remote_flags(&cli, &daemon_args(&cli)),
+                set: daemon_args(&cli).set,
             });
         }
         (Some(Cmd::Watchdog { device }), _, _) => {
             return ExitCode::from(clinit::cluster::watchdog::run(device.as_deref()) as u8);
         }
         (Some(Cmd::Shutdown), _, _) | (None, false, true) => call(&t, Request::Shutdown),
-        (Some(Cmd::Ca(_) | Cmd::Cert(_)), _, _) => unreachable!("handled above"),
+        (Some(Cmd::Ca(_) | Cmd::Cert(_) | Cmd::Completions { .. } | Cmd::Man), _, _) => {
+            unreachable!("handled above")
+        }
         (Some(Cmd::Tell { group, level }), _, _) if cli.node.is_some() => {
             return match remote_tell(&cli, cli.node.as_deref().unwrap_or_default(), group, level) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -1660,6 +2053,23 @@ fn main() -> ExitCode {
             };
         }
         (Some(Cmd::Explain { name, json }), _, _) => explain(&t, name, *json),
+        (Some(Cmd::Null), _, _) => null(&t),
+        (Some(Cmd::Survey(a)), _, _) => survey(&t, a),
+        (Some(Cmd::Params { json }), _, _) => params(&t, None, *json),
+        (Some(Cmd::Getpar { name, json }), _, _) => params(&t, Some(name), *json),
+        (
+            Some(Cmd::Setpar {
+                name,
+                value,
+                persist,
+                unset: _,
+                json,
+            }),
+            _,
+            _,
+        ) => setpar(&t, name, value.clone(), *persist, *json),
+        (Some(Cmd::Lastwords), _, _) => lastwords(&t),
+        (Some(Cmd::Reopen), _, _) => call(&t, Request::Reopen),
         (Some(Cmd::Record(cmd)), _, _) => record(&t, cmd),
         (
             Some(Cmd::Wait {
@@ -1681,10 +2091,25 @@ fn main() -> ExitCode {
                         2,
                     );
                 }
-                [level] => Request::Tell {
-                    group: hostname(),
-                    level: level.clone(),
-                },
+                [level] => {
+                    if let Some(cmd) = did_you_mean(level) {
+                        return fail(
+                            format!(
+                                "'{level}' is no command: did you mean `{cmd}`? (to tell the group named after this host, `clinit tell {} {level}`) [USAGE]",
+                                hostname()
+                            ),
+                            2,
+                        );
+                    }
+                    eprintln!(
+                        "clinit: telling group {} (this host) to go to level {level}",
+                        hostname()
+                    );
+                    Request::Tell {
+                        group: hostname(),
+                        level: level.clone(),
+                    }
+                }
                 [group, level] if cli.node.is_some() => {
                     let node = cli.node.clone().unwrap_or_default();
                     return match remote_tell(&cli, &node, group, level) {
@@ -1692,10 +2117,37 @@ fn main() -> ExitCode {
                         Err(e) => fail(&e, e.exit_code()),
                     };
                 }
-                [group, level] => Request::Tell {
-                    group: group.clone(),
-                    level: level.clone(),
-                },
+                [group, level] => {
+                    let r = call(
+                        &t,
+                        Request::Tell {
+                            group: group.clone(),
+                            level: level.clone(),
+                        },
+                    );
+                    // Not a group: perhaps a mistyped command.
+                    if let Err(ClientError::Daemon(e)) = &r
+                        && e.code == clinit::proto::ErrorCode::NoSuchGroup
+                        && let Some(cmd) = did_you_mean(group)
+                    {
+                        return fail(
+                            format!(
+                                "'{group}' is neither a command nor a group of the cltab: did you mean `{cmd}`? [USAGE]"
+                            ),
+                            2,
+                        );
+                    }
+                    return match r.and_then(|()| {
+                        if cli.verbose {
+                            status(&t, None, false, false, cluster)
+                        } else {
+                            Ok(())
+                        }
+                    }) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => client_fail(&cli, &e),
+                    };
+                }
                 _ => {
                     return fail(
                         "usage: clinit [-d] [-k] [-v] [-c cltab] [-s socket] [[group] level]",
@@ -1715,8 +2167,101 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e, e.exit_code()),
+        Err(e) => client_fail(&cli, &e),
     }
+}
+
+/// A client error: its message, a hint where one helps, and its stable
+/// code in brackets; with `--json`, `{"error":{"code","message"}}` on
+/// standard output instead. The exit status is the code's either way.
+fn client_fail(cli: &Cli, e: &ClientError) -> ExitCode {
+    let mut msg = e.to_string();
+    if let ClientError::NoDaemon { .. } = e {
+        match &cli.cltab {
+            Some(f) if !f.exists() => msg.push_str(&format!(
+                " (the cltab {} does not exist, so the default socket was tried)",
+                f.display()
+            )),
+            _ => msg.push_str(&format!(
+                "; start one with `clinit -c {} daemon`",
+                cli.cltab
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(clinit::config::DEFAULT_CLTAB))
+                    .display()
+            )),
+        }
+    }
+    if wants_json(cli) {
+        println!(
+            "{}",
+            serde_json::json!({"error": {"code": e.code(), "message": msg}})
+        );
+        return ExitCode::from(e.exit_code() as u8);
+    }
+    fail(format!("{msg} [{}]", e.code()), e.exit_code())
+}
+
+/// Whether the command was asked for JSON output.
+fn wants_json(cli: &Cli) -> bool {
+    match &cli.cmd {
+        Some(
+            Cmd::Status { json, .. }
+            | Cmd::Locks { json, .. }
+            | Cmd::Events { json, .. }
+            | Cmd::Explain { json, .. }
+            | Cmd::Params { json }
+            | Cmd::Getpar { json, .. }
+            | Cmd::Setpar { json, .. },
+        ) => *json,
+        Some(Cmd::Survey(a)) => a.json,
+        Some(Cmd::Record(
+            RecordCmd::Add { json, .. }
+            | RecordCmd::Get { json, .. }
+            | RecordCmd::Modify { json, .. }
+            | RecordCmd::Delete { json, .. }
+            | RecordCmd::List { json, .. },
+        )) => *json,
+        _ => false,
+    }
+}
+
+/// The subcommand a mistyped word was probably meant as (edit distance
+/// at most 2, and less than half the word).
+fn did_you_mean(word: &str) -> Option<String> {
+    use clap::CommandFactory;
+    // Edits (insert, delete, replace, swap two neighbours) from a to b.
+    fn distance(a: &str, b: &str) -> usize {
+        let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+        for (i, row) in d.iter_mut().enumerate() {
+            row[0] = i;
+        }
+        for (j, cell) in d[0].iter_mut().enumerate() {
+            *cell = j;
+        }
+        for i in 1..=a.len() {
+            for j in 1..=b.len() {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                d[i][j] = (d[i - 1][j] + 1)
+                    .min(d[i][j - 1] + 1)
+                    .min(d[i - 1][j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+                }
+            }
+        }
+        d[a.len()][b.len()]
+    }
+    Cli::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .flat_map(|c| {
+            std::iter::once(c.get_name().to_string()).chain(c.get_all_aliases().map(str::to_string))
+        })
+        .map(|n| (distance(word, &n), n))
+        .filter(|(d, n)| *d > 0 && *d <= 2 && *d * 2 < n.len().max(word.len()))
+        .min()
+        .map(|(_, n)| n)
 }
 
 #[cfg(test)]

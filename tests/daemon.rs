@@ -43,7 +43,7 @@ fn modes_levels_and_status_file() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        "clinit: no such group: nope"
+        "clinit: no such group: nope [NO_SUCH_GROUP]"
     );
 
     // Shutdown stops everything, removes the socket, empties the status file.

@@ -6,6 +6,8 @@
 //!   `crate::cluster::owners`).
 //! - `nodes`: the nodes that may run an exclusive group, most preferred
 //!   first (default: every node, preferred in name order).
+//! - `startup`: the level the group goes to when the daemon starts and
+//!   no goal is stored for it (inittab's `initdefault`).
 
 use super::ErrorKind;
 use std::time::Duration;
@@ -36,6 +38,8 @@ pub struct GroupOpts {
     pub nodes: Vec<String>,
     /// The line of its `placement` option (0: none), for errors.
     pub line: usize,
+    /// The level to go to at start-up when no goal is stored.
+    pub startup: Option<String>,
 }
 
 impl GroupOpts {
@@ -50,7 +54,7 @@ impl GroupOpts {
 }
 
 /// The group option names.
-pub const GROUP_OPTIONS: &[&str] = &["placement", "nodes"];
+pub const GROUP_OPTIONS: &[&str] = &["placement", "nodes", "startup"];
 
 /// Apply one group option line to `opts`.
 pub fn set(opts: &mut GroupOpts, name: &str, value: &str) -> Result<(), String> {
@@ -79,6 +83,12 @@ pub fn set(opts: &mut GroupOpts, name: &str, value: &str) -> Result<(), String> 
                 nodes.push(n.to_string());
             }
             opts.nodes = nodes;
+        }
+        "startup" => {
+            if value.is_empty() || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err("expected a level: a word without blanks".into());
+            }
+            opts.startup = Some(value.to_string());
         }
         _ => unreachable!("checked by the caller"),
     }

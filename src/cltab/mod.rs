@@ -15,7 +15,7 @@ pub use group::{FenceTimes, GroupOpts, Placement};
 mod settings;
 
 pub use settings::{
-    Access, NotifierFormat, SETTINGS, Scope, SettingInfo, Settings, entry_option_names,
+    Access, LogLevel, NotifierFormat, SETTINGS, Scope, SettingInfo, Settings, entry_option_names,
     is_entry_option, is_setting, parse_seconds, parse_signal, setting_names,
 };
 
@@ -251,6 +251,12 @@ impl Cltab {
     /// Read and parse a cltab file.
     pub fn load(path: &Path) -> Result<Cltab, CltabErrors> {
         parse(path, &read_text(path)?)
+    }
+
+    /// [`Cltab::load`] with `over` (the daemon's parameters set on the
+    /// command line or live) laid over the file's settings.
+    pub fn load_over(path: &Path, over: &Settings) -> Result<Cltab, CltabErrors> {
+        parse_shared(path, &read_text(path)?, over)
     }
 }
 

@@ -86,6 +86,57 @@ impl Access {
     }
 }
 
+/// The daemon log's level (`loglevel`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Error,
+        LogLevel::Warn,
+        LogLevel::Info,
+        LogLevel::Debug,
+        LogLevel::Trace,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<LogLevel, String> {
+        let v = value.to_ascii_lowercase();
+        LogLevel::ALL
+            .into_iter()
+            .find(|l| l.as_str() == v || (v == "warning" && *l == LogLevel::Warn))
+            .ok_or_else(|| "expected error, warn, info, debug or trace".into())
+    }
+}
+
 macro_rules! settings {
     ($( $name:ident : $ty:ty = $scope:ident, $value_name:literal, $parse:expr, $help:literal; )*) => {
         /// Values set in one scope of a cltab; `None` means "not set here".
@@ -159,6 +210,12 @@ settings! {
         "the UserList: users who may change things besides root and the daemon's user";
     restore_timeout: Duration = File, "SECS", parse_seconds,
         "how long start-up waits for restored groups to settle before serving";
+    loglevel: LogLevel = File, "LEVEL", LogLevel::parse,
+        "the daemon log's level: error, warn, info (default), debug or trace";
+    lwords_keep: usize = File, "N", positive_count,
+        "how many recent log records of every level the daemon keeps in memory as last words, written out when something goes wrong (default 1000)";
+    maintenance: bool = File, "on|off", on_off,
+        "maintenance mode: keep every process as it is; start, restart and stop nothing, refuse tells (default off)";
     events_keep: usize = File, "N", positive_count,
         "how many recent events the daemon keeps for `clinit events` (default 10000)";
     client_timeout: Duration = File, "SECS", parse_seconds,
@@ -171,15 +228,15 @@ settings! {
         "how many live leases one user may have, root and the daemon's user excepted (default 64)";
     record_container_max: usize = File, "N", positive_count,
         "how many records one container may hold (default 10000)";
-    record_container_bytes_max: usize = File, "BYTES", positive_count,
+    record_container_bytes_max: usize = File, "BYTES", byte_count,
         "how many bytes of values one container may hold (default 67108864, 64 MiB)";
-    record_bytes_max: usize = File, "BYTES", positive_count,
+    record_bytes_max: usize = File, "BYTES", byte_count,
         "how many bytes of values the whole record store may hold (default 1073741824, 1 GiB)";
     peer_records_max: usize = File, "N", positive_count,
         "how many records one user (uid or certificate) may have last written, root and the daemon's user excepted (default 10000)";
-    peer_record_bytes_max: usize = File, "BYTES", positive_count,
+    peer_record_bytes_max: usize = File, "BYTES", byte_count,
         "how many bytes of values the records one user last wrote may hold, root and the daemon's user excepted (default 67108864, 64 MiB)";
-    peer_frame_bytes_max: usize = File, "BYTES", positive_count,
+    peer_frame_bytes_max: usize = File, "BYTES", byte_count,
         "how many bytes of large frames (over 64 KiB) one user's connections may be receiving at once, root and the daemon's user excepted (default 16777216, 16 MiB)";
     peer_connections_max: usize = File, "N", positive_count,
         "how many connections one user (uid or certificate) may have open at once, root and the daemon's user excepted (default 256)";
@@ -221,6 +278,8 @@ settings! {
         "how long a remote client may take to finish its TLS handshake before it is closed (default 5)";
     listen_connections_max: usize = File, "N", positive_count,
         "how many remote (TCP) connections the daemon serves at once (default 256)";
+    http_listen: String = File, "ADDR", http_addr,
+        "the HTTP listener of /metrics and the status page, HOST:PORT (port 0: a free one); plain HTTP on loopback, HTTPS with the tls_* files and client certificates elsewhere (default: none)";
     lock_access: Access = File, "WHO", access,
         "who may take locks: anyone (default) or userlist (who may change things)";
     record_access: Access = File, "WHO", access,
@@ -404,12 +463,36 @@ fn positive_count(value: &str) -> Result<usize, String> {
         .ok_or_else(|| "expected a whole number from 1 to 10000000".into())
 }
 
+/// A size in bytes: from 1 to 1 TiB (the byte limits' defaults are
+/// above [`positive_count`]'s range).
+fn byte_count(value: &str) -> Result<usize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=1usize << 40).contains(n))
+        .ok_or_else(|| "expected a number of bytes from 1 to 1099511627776 (1 TiB)".into())
+}
+
 fn access(value: &str) -> Result<Access, String> {
     match value {
         "anyone" => Ok(Access::Anyone),
         "userlist" => Ok(Access::Userlist),
         _ => Err("expected anyone or userlist".into()),
     }
+}
+
+/// A boolean: on/off, 1/0, true/false, yes/no.
+pub fn on_off(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "on" | "1" | "true" | "yes" => Ok(true),
+        "off" | "0" | "false" | "no" => Ok(false),
+        _ => Err("expected on or off (1/0, true/false)".into()),
+    }
+}
+
+fn http_addr(value: &str) -> Result<String, String> {
+    crate::tls::parse_listen(value)?;
+    Ok(value.to_string())
 }
 
 fn command(value: &str) -> Result<std::sync::Arc<str>, String> {

@@ -64,6 +64,9 @@ pub struct ClusterHandle {
     pub view: Mutex<ClusterView>,
     /// Exclusive groups: permits, the watchdog, owners as last seen.
     pub exclusive: Arc<super::owners::Exclusive>,
+    /// The daemon's parameters (`--set`, `clinit setpar`), laid over the
+    /// local settings.
+    pub params: Arc<Mutex<crate::params::Params>>,
 }
 
 impl ClusterHandle {
@@ -83,7 +86,17 @@ impl ClusterHandle {
     /// entries).
     pub fn compose(&self, rev: i64, text: &str) -> Result<Cltab, crate::cltab::CltabErrors> {
         let local = load_local(&self.local_cltab)?;
-        crate::cltab::parse_shared(&self.cfg.cltab_name(rev), text, &local.settings)
+        crate::cltab::parse_shared(&self.cfg.cltab_name(rev), text, &self.local_over(&local))
+    }
+
+    /// The local settings with the daemon's parameters over them.
+    pub fn local_over(&self, local: &Cltab) -> crate::cltab::Settings {
+        let over = self
+            .params
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .overrides();
+        local.settings.overridden_by(&over)
     }
 
     /// The lock of [`ClusterHandle::running`], for a loop job to set.
@@ -443,6 +456,8 @@ pub(super) async fn job_on_loop(
             pid: None,
         }),
         who: who.to_string(),
+        handler: "cluster::agent",
+        tag: format!("cluster {who}"),
         reply: tx,
     };
     if shared.tx.send(msg).await.is_err() {
@@ -515,9 +530,14 @@ async fn apply_cltab(h: &ClusterHandle, shared: &Shared, rev: i64, value: &[u8])
         let text = text.clone();
         let h_local = h.local_cltab.clone();
         let name = h.cfg.cltab_name(rev);
+        let over = h
+            .params
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .overrides();
         tokio::task::spawn_blocking(move || {
             let local = load_local(&h_local)?;
-            crate::cltab::parse_shared(&name, &text, &local.settings)
+            crate::cltab::parse_shared(&name, &text, &local.settings.overridden_by(&over))
                 .map(|tab| crate::supervisor::Reread::plan(tab, base))
         })
         .await
@@ -676,6 +696,7 @@ async fn publish(
             group: None,
             brief: true,
             from: None,
+            usage: false,
         },
         None,
         "",

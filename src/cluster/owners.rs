@@ -1102,6 +1102,7 @@ mod tests {
             placement: crate::cltab::Placement::Exclusive,
             nodes: nodes.iter().map(|s| s.to_string()).collect(),
             line: 1,
+            startup: None,
         }
     }
 

@@ -183,6 +183,33 @@ impl Op<'_> {
                 out.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
                 Ok(RecordOutcome::Records(out))
             }
+            RecordCall::Usage => {
+                // Every record key, without values: counted per container.
+                let prefix = format!("/{}/records/", self.cfg.cluster);
+                let r = self
+                    .c
+                    .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+                    .await
+                    .map_err(|e| self.down(e))?;
+                let mut per: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+                for kv in r.kvs() {
+                    let Some(rest) = std::str::from_utf8(kv.key())
+                        .ok()
+                        .and_then(|k| k.strip_prefix(&prefix))
+                    else {
+                        continue;
+                    };
+                    let Some(c) = rest.split('/').next().and_then(decode) else {
+                        continue;
+                    };
+                    let e = per.entry(c).or_default();
+                    e.0 += 1;
+                    e.1 += unpack(kv.value()).1.len() as u64;
+                }
+                Ok(RecordOutcome::Usage(
+                    per.into_iter().map(|(c, (n, b))| (c, n, b)).collect(),
+                ))
+            }
             RecordCall::Add {
                 container,
                 key,

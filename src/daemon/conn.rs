@@ -71,6 +71,10 @@ pub(crate) struct Shared {
     /// was lost), and the bell their tasks listen for.
     pub kicked: Mutex<std::collections::HashSet<u64>>,
     pub kick_bell: Notify,
+    /// The daemon's parameters above the cltab (`--set`, `clinit setpar`).
+    pub params: Arc<Mutex<crate::params::Params>>,
+    /// What `/metrics` counts.
+    pub metrics: super::metrics::Metrics,
 }
 
 /// The limit settings (see the README's "Limits"), resolved.
@@ -275,7 +279,17 @@ impl Shared {
             frame_bytes: Default::default(),
             kicked: Default::default(),
             kick_bell: Default::default(),
+            params: Default::default(),
+            metrics: Default::default(),
         }
+    }
+
+    /// The parameters set above the cltab, as settings to lay over it.
+    pub fn overrides(&self) -> crate::cltab::Settings {
+        self.params
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .overrides()
     }
 
     pub fn locks(&self) -> std::sync::MutexGuard<'_, dyn LockBackend + 'static> {
@@ -680,7 +694,9 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
         if !*restored.borrow() && restored.wait_for(|r| *r).await.is_err() {
             return;
         }
+        let began = shared.metrics.on().then(Instant::now);
         let route = route::route(frame.req);
+        let handler = route.handler;
         let who = match shared.policy.check(&peer, route.right) {
             Ok(who) => who,
             Err(e) => {
@@ -755,6 +771,8 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
                     describe: route.describe,
                     peer: peer.clone(),
                     who: who.unwrap_or_default(),
+                    handler: route.handler,
+                    tag: format!("{} c{conn}#{}", peer.key(), frame.id),
                     reply: tx,
                 };
                 if shared.tx.send(msg).await.is_err() {
@@ -776,6 +794,16 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
             // Made a loop job above; never a panic in the daemon.
             Target::Reread => error(ErrorCode::Internal, "reread not routed".into()),
         };
+        if let Some(t0) = began {
+            let took = t0.elapsed();
+            shared.metrics.request(handler, took);
+            if let Reply::Granted { .. } = &reply {
+                // Over a millisecond: it waited for the lock.
+                shared
+                    .metrics
+                    .granted((took > std::time::Duration::from_millis(1)).then_some(took));
+            }
+        }
         if c.reply(frame.id, reply).await.is_err() {
             return;
         }
@@ -800,6 +828,7 @@ async fn reread_job(shared: &Shared) -> super::route::LoopJob {
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
     let cluster = shared.cluster.clone();
+    let over = shared.overrides();
     if let Some(h) = &cluster
         && h.view().rejected.is_some()
     {
@@ -810,7 +839,7 @@ async fn reread_job(shared: &Shared) -> super::route::LoopJob {
         match &cluster {
             // The node's local settings again over the cached shared cltab.
             Some(h) => h.reread(),
-            None => crate::cltab::Cltab::load(&base.path),
+            None => crate::cltab::Cltab::load_over(&base.path, &over),
         }
         .map(|tab| crate::supervisor::Reread::plan(tab, base))
     };

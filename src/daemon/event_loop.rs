@@ -39,6 +39,10 @@ pub(crate) enum Msg {
         peer: Peer,
         /// Who asked, as the policy described them (for logged rights).
         who: String,
+        /// The router's name of the handler (`groups::tell`).
+        handler: &'static str,
+        /// The request's tag in the log: peer, connection and request id.
+        tag: String,
         reply: oneshot::Sender<Reply>,
     },
     /// A connection closed (its locks are already released).
@@ -126,6 +130,10 @@ pub(crate) struct Daemon {
     clstat_dirty: bool,
     /// When the status file was last written.
     clstat_written: Option<Instant>,
+    /// Maintenance mode (parameter `maintenance`): starts are held.
+    pub maintenance: bool,
+    /// Spawns held back in maintenance mode, done when it ends.
+    held: Vec<Action>,
 }
 
 /// The status file is rewritten at most this often: each rewrite creates
@@ -164,6 +172,50 @@ impl Daemon {
             replies: Vec::new(),
             clstat_dirty: true,
             clstat_written: None,
+            maintenance: false,
+            held: Vec::new(),
+        }
+    }
+
+    /// Turn maintenance mode on or off. Off: the starts held meanwhile are
+    /// done now (supervision resumes from the recorded state).
+    pub fn set_maintenance(&mut self, on: bool, by: &str) {
+        if on == self.maintenance {
+            return;
+        }
+        self.maintenance = on;
+        if on {
+            tracing::warn!(
+                "maintenance mode ON (by {by}): every process is kept as it is; nothing is started, restarted or stopped by the daemon, and tells are refused"
+            );
+        } else {
+            tracing::warn!(
+                "maintenance mode OFF (by {by}): supervision resumes; {} held starts are done now",
+                self.held.len()
+            );
+            self.actions.append(&mut self.held);
+        }
+        self.shared.events.push(EventKind::Maintenance {
+            on,
+            by: by.to_string(),
+        });
+    }
+
+    /// Reopen the log file (logrotate); children write to the new one.
+    pub fn reopen_log(&mut self) -> Result<Option<std::path::PathBuf>, String> {
+        match crate::logging::reopen() {
+            Ok(Some(f)) => {
+                self.exec.set_log(f);
+                let path = crate::logging::path();
+                tracing::info!("log reopened");
+                Ok(path)
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                let path = crate::logging::path().unwrap_or_default();
+                tracing::error!("cannot reopen the log {}: {e}", path.display());
+                Err(format!("cannot reopen the log {}: {e}", path.display()))
+            }
         }
     }
 
@@ -177,6 +229,8 @@ impl Daemon {
         let mut sigchld = sig(SignalKind::child())?;
         let mut sigterm = sig(SignalKind::terminate())?;
         let mut sigint = sig(SignalKind::interrupt())?;
+        // SIGHUP reopens the log (logrotate's postrotate).
+        let mut sighup = sig(SignalKind::hangup())?;
 
         tracing::info!(
             "clinit daemon started, pid {}, socket {}, state {}",
@@ -291,6 +345,9 @@ impl Daemon {
                 _ = sigchld.recv() => events.extend(self.exec.reap()),
                 _ = sigterm.recv(), if !self.halting => self.begin_halt("SIGTERM"),
                 _ = sigint.recv(), if !self.halting => self.begin_halt("SIGINT"),
+                _ = sighup.recv() => {
+                    let _ = self.reopen_log();
+                }
                 _ = sleep_until(deadline) => {
                     let now = Instant::now();
                     for t in self.exec.due_timers(now) {
@@ -316,8 +373,10 @@ impl Daemon {
                     // loop to reconsider the idle exit and drop the waits of
                     // clients that went away.
                     Msg::Closed => self.waiters.retain(|w| !w.reply.is_closed()),
-                    Msg::Job { job, right, describe, peer, who, reply } => {
-                        self.serve(job, right, describe, peer, who, reply)
+                    Msg::Job { job, right, describe, peer, who, handler, tag, reply } => {
+                        let span = tracing::info_span!("req", tag = %tag);
+                        let _in = span.enter();
+                        self.serve(job, right, describe, peer, who, handler, reply)
                     }
                 },
             }
@@ -326,6 +385,7 @@ impl Daemon {
 
     /// Serve one request; its reply goes out after this turn's store ops
     /// are durable.
+    #[allow(clippy::too_many_arguments)]
     fn serve(
         &mut self,
         job: LoopJob,
@@ -333,6 +393,7 @@ impl Daemon {
         describe: Option<String>,
         peer: Peer,
         who: String,
+        handler: &'static str,
         reply: oneshot::Sender<Reply>,
     ) {
         // While shutting down, and in `clinit lockd`, nothing changes.
@@ -352,8 +413,27 @@ impl Daemon {
                 return;
             }
         }
-        if let Some(d) = &describe {
-            tracing::info!("{d} (by {who})");
+        // Maintenance mode: no operator's request that starts or stops
+        // entries; the console's own requests (setpar turns it off) still
+        // pass, and so does the cluster agent's (its starts are held like
+        // every other).
+        if right == Right::Change
+            && self.maintenance
+            && !handler.starts_with("params::")
+            && !handler.starts_with("cluster::")
+        {
+            let what = describe.as_deref().unwrap_or(handler);
+            tracing::info!("refused {what} (by {who}): maintenance mode");
+            self.replies.push((
+                reply,
+                error(
+                    ErrorCode::Maintenance,
+                    format!(
+                        "{what} refused: maintenance mode is on (nothing is started or stopped); `clinit setpar maintenance off` resumes supervision"
+                    ),
+                ),
+            ));
+            return;
         }
         let mut call = Call {
             peer,
@@ -361,6 +441,21 @@ impl Daemon {
             reply: Some(reply),
         };
         let r = job(self, &mut call);
+        // Logged as done only when it was: a refused or failed request is
+        // logged with why.
+        if let Some(d) = &describe {
+            match &r {
+                Some(Reply::Error(e)) => {
+                    tracing::info!(
+                        "{d} (by {}) failed: {} [{}]",
+                        call.who,
+                        e.message,
+                        e.code.name()
+                    )
+                }
+                _ => tracing::info!("{d} (by {})", call.who),
+            }
+        }
         if let (Some(r), Some(tx)) = (r, call.reply) {
             self.replies.push((tx, r));
         }
@@ -370,7 +465,18 @@ impl Daemon {
     /// produce events, events produce actions.
     fn drain(&mut self, events: &mut VecDeque<EntryEvent>) {
         loop {
-            for a in self.actions.drain(..) {
+            for a in std::mem::take(&mut self.actions) {
+                if self.maintenance
+                    && let Action::Spawn { spec, .. } = &a
+                {
+                    tracing::info!(
+                        "maintenance: not starting {}:{}; it starts when maintenance ends",
+                        spec.group,
+                        spec.tag
+                    );
+                    self.held.push(a);
+                    continue;
+                }
                 if let Some(e) = self.exec.perform(a) {
                     events.push_back(e);
                 }
@@ -388,6 +494,11 @@ impl Daemon {
         let changes = self.sup.take_changes();
         if changes.is_empty() {
             return;
+        }
+        for c in &changes {
+            if let Change::GaveUp { group, tag, .. } = c {
+                crate::logging::dump_last_words(&format!("entry {group}:{tag} gave up"));
+            }
         }
         let mut groups: Vec<String> = Vec::new();
         for c in &changes {
@@ -466,6 +577,7 @@ impl Daemon {
             }
             Some(Pending::Ready(Err(e))) => {
                 tracing::error!("{e}");
+                crate::logging::dump_last_words(&format!("state store failure: {e}"));
                 release(gates, Some(&e.to_string()));
                 send(replies);
             }
@@ -477,6 +589,7 @@ impl Daemon {
                         Ok(Ok(())) => release(gates, None),
                         Ok(Err(e)) => {
                             tracing::error!("{e}");
+                            crate::logging::dump_last_words(&format!("state store failure: {e}"));
                             release(gates, Some(&e.to_string()));
                         }
                         Err(_) => {
@@ -524,6 +637,9 @@ impl Daemon {
     /// Stop every group and exit once every process has stopped; `by` is
     /// who asked (or the signal).
     pub fn begin_halt(&mut self, by: &str) {
+        // Held starts would keep their entries waiting for a spawn that
+        // never comes: they go out, and are stopped with the rest.
+        self.set_maintenance(false, by);
         self.halting = true;
         tracing::info!("shutting down: stopping every group");
         self.shared
@@ -730,7 +846,15 @@ mod tests {
             group: "g".into(),
             level: "1".into(),
         });
-        d.serve(j, right, None, root.clone(), "root".into(), told_tx);
+        d.serve(
+            j,
+            right,
+            None,
+            root.clone(),
+            "root".into(),
+            "groups::tell",
+            told_tx,
+        );
         d.fan_out();
         d.persist();
         // The goal went to the store, which has not answered: no reply yet.
@@ -749,8 +873,17 @@ mod tests {
             group: None,
             brief: true,
             from: None,
+            usage: false,
         });
-        d.serve(j, right, None, root, String::new(), status_tx);
+        d.serve(
+            j,
+            right,
+            None,
+            root,
+            String::new(),
+            "groups::status",
+            status_tx,
+        );
         d.fan_out();
         d.persist();
         assert!(matches!(status.try_recv(), Ok(Reply::Status { .. })));

@@ -12,7 +12,9 @@
 pub(crate) mod conn;
 pub(crate) mod event_loop;
 pub(crate) mod handlers;
+pub(crate) mod http;
 pub mod listen;
+pub(crate) mod metrics;
 pub mod policy;
 pub(crate) mod route;
 pub(crate) mod view;
@@ -52,6 +54,8 @@ pub struct Options {
     pub cluster: crate::cluster::ClusterFlags,
     /// `--listen`, `--tls-*`, `--insecure-loopback` (remote administration).
     pub remote: RemoteFlags,
+    /// `--set NAME=VALUE`: parameters given on the command line (checked).
+    pub set: Vec<(String, String)>,
 }
 
 /// The command-line flags of remote administration; a cltab setting of
@@ -88,6 +92,8 @@ pub enum StartError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("remote administration: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    Params(#[from] crate::params::ParamError),
 }
 
 impl StartError {
@@ -99,6 +105,7 @@ impl StartError {
             StartError::Io { .. } | StartError::State(_) | StartError::Cgroup(_) => 10,
             StartError::Cluster(e) => e.exit_code(),
             StartError::Tls(e) => e.exit_code(),
+            StartError::Params(_) => 10,
         }
     }
 }
@@ -122,7 +129,7 @@ fn bind_remote(
     flags: &RemoteFlags,
     settings: &crate::cltab::Settings,
 ) -> Result<Vec<listen::tcp::TcpTransport>, StartError> {
-    use crate::tls::{Files, TlsError};
+    use crate::tls::TlsError;
     use std::net::ToSocketAddrs;
     let Some(addrs) = settings.listen.as_ref().or(flags.listen.as_ref()) else {
         if flags.insecure_loopback {
@@ -130,15 +137,7 @@ fn bind_remote(
         }
         return Ok(Vec::new());
     };
-    let d = Files::system();
-    let pick = |set: &Option<std::path::PathBuf>, flag: &Option<std::path::PathBuf>, def| {
-        set.clone().or_else(|| flag.clone()).unwrap_or(def)
-    };
-    let files = Files {
-        ca: pick(&settings.tls_ca, &flags.tls_ca, d.ca),
-        cert: pick(&settings.tls_cert, &flags.tls_cert, d.cert),
-        key: pick(&settings.tls_key, &flags.tls_key, d.key),
-    };
+    let files = tls_files(flags, settings);
     let tls = if flags.insecure_loopback {
         None
     } else {
@@ -188,6 +187,55 @@ fn bind_remote(
     Ok(out)
 }
 
+/// The daemon's TLS files: settings, else flags, else the defaults.
+fn tls_files(flags: &RemoteFlags, settings: &crate::cltab::Settings) -> crate::tls::Files {
+    let d = crate::tls::Files::system();
+    let pick = |set: &Option<std::path::PathBuf>, flag: &Option<std::path::PathBuf>, def| {
+        set.clone().or_else(|| flag.clone()).unwrap_or(def)
+    };
+    crate::tls::Files {
+        ca: pick(&settings.tls_ca, &flags.tls_ca, d.ca),
+        cert: pick(&settings.tls_cert, &flags.tls_cert, d.cert),
+        key: pick(&settings.tls_key, &flags.tls_key, d.key),
+    }
+}
+
+/// The HTTP listener of `/metrics` and the status page (`http_listen`),
+/// bound, or none. Call within the runtime.
+fn bind_http(
+    flags: &RemoteFlags,
+    settings: &crate::cltab::Settings,
+) -> Result<Option<http::HttpListener>, StartError> {
+    use std::net::ToSocketAddrs;
+    let Some(a) = &settings.http_listen else {
+        return Ok(None);
+    };
+    let (host, port) = crate::tls::parse_listen(a).map_err(crate::tls::TlsError::Usage)?;
+    let sa = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(io_err("cannot resolve http_listen address", Path::new(a)))?
+        .next()
+        .ok_or_else(|| {
+            io_err("cannot resolve http_listen address", Path::new(a))(std::io::Error::other(
+                "no address",
+            ))
+        })?;
+    let files = tls_files(flags, settings);
+    if !sa.ip().is_loopback() {
+        // The files are checked here, where a mistake is a clear start-up
+        // error naming the file.
+        crate::tls::server_config(&files)?;
+    }
+    let l = http::HttpListener::bind(sa, &files)
+        .map_err(|e| io_err("cannot listen on", Path::new(a))(std::io::Error::other(e)))?;
+    tracing::info!(
+        "HTTP listener on {}://{} (/metrics, the status page at /)",
+        if l.is_tls() { "https" } else { "http" },
+        l.local_addr().map_or_else(|| a.clone(), |x| x.to_string())
+    );
+    Ok(Some(l))
+}
+
 /// The daemon's cgroup directory as the setting `cgroup` asks: none for
 /// `off` and for the lock daemon (it runs no entries); for `auto`, none
 /// (said in the log) when no cgroup v2 directory can be made; for a path,
@@ -230,6 +278,17 @@ fn open_cgroups(
 /// leftover children of a previous run that was killed are stopped; the
 /// socket is bound; goals are restored; only then are requests handled.
 pub fn run(opts: &Options) -> Result<(), StartError> {
+    let r = run_daemon(opts);
+    if let Err(e) = &r
+        && crate::logging::path().is_some()
+    {
+        tracing::error!("{e}");
+        crate::logging::dump_last_words(&format!("fatal: {e}"));
+    }
+    r
+}
+
+fn run_daemon(opts: &Options) -> Result<(), StartError> {
     let started = Instant::now();
     one_malloc_arena();
     // Read the spin budget now (the docs say the daemon reads
@@ -237,15 +296,22 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
     // start-up and not at the first connection.
     let _ = crate::spin::budget();
     let cli = &opts.paths;
-    let cltab = match opts.lockd_idle {
-        // The lock daemon runs no entries; it reads only the settings that
-        // place its socket, state and log.
-        Some(_) => {
-            let text = std::fs::read_to_string(cli.cltab()).unwrap_or_default();
-            Cltab::empty(&cli.cltab(), crate::cltab::scan_settings(&text))
-        }
-        None => Cltab::load(&cli.cltab())?,
+    let mut params = crate::params::Params::with_cli(opts.set.iter().cloned());
+    let load = |over: &crate::cltab::Settings| -> Result<Cltab, StartError> {
+        Ok(match opts.lockd_idle {
+            // The lock daemon runs no entries; it reads only the settings
+            // that place its socket, state and log.
+            Some(_) => {
+                let text = std::fs::read_to_string(cli.cltab()).unwrap_or_default();
+                Cltab::empty(
+                    &cli.cltab(),
+                    crate::cltab::scan_settings(&text).overridden_by(over),
+                )
+            }
+            None => Cltab::load_over(&cli.cltab(), over)?,
+        })
     };
+    let mut cltab = load(&params.overrides())?;
     // Cluster mode: the local cltab holds this node's settings only.
     let cluster = match opts.lockd_idle {
         Some(_) => None,
@@ -255,6 +321,11 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         crate::cluster::agent::load_local(&cli.cltab())?;
     }
     let paths = Paths::resolve(cli, &cltab.settings);
+    // Values kept with `clinit setpar --persist` are live values again.
+    let skipped = params.load_persisted(&paths.state)?;
+    if params != crate::params::Params::with_cli(opts.set.iter().cloned()) {
+        cltab = load(&params.overrides())?;
+    }
     for p in [&paths.socket, &paths.clstat, &paths.log] {
         ensure_parent(p)?;
     }
@@ -263,7 +334,17 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
     }
     let log =
         crate::config::files::append(&paths.log).map_err(io_err("cannot open log", &paths.log))?;
-    init_tracing(&log);
+    init_logging(&log, &paths.log, &cltab.settings);
+    if std::env::var_os("CLINIT_TEST_PANIC").is_some() {
+        // The tests' way to see a panic's report (its place and the last
+        // words) in the log.
+        tracing::debug!("CLINIT_TEST_PANIC is set: panicking on purpose");
+        panic!("CLINIT_TEST_PANIC is set: a panic on purpose");
+    }
+    for s in skipped {
+        tracing::warn!("a persisted parameter is not used: {s}");
+    }
+    let params = Arc::new(Mutex::new(params));
 
     // One daemon per socket: hold an exclusive lock on <socket>.lock for life.
     let lock_path = paths.socket_lock();
@@ -398,6 +479,10 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         let _g = rt.enter();
         bind_remote(&opts.remote, &cltab.settings)?
     };
+    let http_listener = {
+        let _g = rt.enter();
+        bind_http(&opts.remote, &cltab.settings)?
+    };
 
     // A starter (`clinit lock` starting `clinit lockd`) waits on this pipe.
     if let Ok(v) = std::env::var("CLINIT_READY_FD") {
@@ -467,6 +552,7 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
                 running: Default::default(),
                 refetch: Default::default(),
                 exclusive: exclusive.clone(),
+                params: params.clone(),
             });
             let cached = crate::cluster::CachedCltab::load(&paths.state);
             let tab = match &cached {
@@ -522,6 +608,17 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
             .collect(),
         None => goals,
     };
+    // A group with a startup level and no stored goal goes to it.
+    let mut goals = goals;
+    for (g, o) in &cltab.groups {
+        if let Some(level) = &o.startup
+            && !goals.iter().any(|(h, _)| h == g)
+            && !(cluster.is_some() && o.exclusive())
+        {
+            tracing::info!("group {g} has no stored goal: going to its startup level {level}");
+            goals.push((g.clone(), level.clone()));
+        }
+    }
     let mut sup = Supervisor::new(cltab, disabled);
     sup.restore_notes(notes.into_iter().map(|n| {
         (
@@ -597,8 +694,11 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         kicked: Default::default(),
         kick_bell: Default::default(),
         limits: conn::Limits::from_settings(settings),
+        params,
+        metrics: Default::default(),
     });
-    let daemon = event_loop::Daemon::new(
+    let maintenance = settings.maintenance.unwrap_or(false);
+    let mut daemon = event_loop::Daemon::new(
         sup,
         executor,
         state,
@@ -606,6 +706,9 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         paths.clone(),
         opts.lockd_idle,
     );
+    if maintenance {
+        daemon.set_maintenance(true, "the maintenance parameter at start-up");
+    }
     let result = rt.block_on(async {
         let owners = cluster
             .clone()
@@ -617,6 +720,9 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
         tokio::spawn(listen::accept_loop(listener, shared.clone()));
         for r in remote {
             tokio::spawn(listen::accept_loop(r, shared.clone()));
+        }
+        if let Some(h) = http_listener {
+            tokio::spawn(http::serve(h, shared.clone()));
         }
         let result = daemon.run(rx, goals, started).await;
         // The agent revokes the node's lease when the daemon closes: give
@@ -671,31 +777,18 @@ fn is_fifo(fd: i32) -> bool {
 /// Threads of the daemon's blocking pool.
 const BLOCKING_THREADS: usize = 4;
 
-fn init_tracing(log: &File) {
-    use tracing_subscriber::fmt::writer::MakeWriterExt;
-    // Without a second descriptor of the log (none left), standard error
-    // only, said there: the daemon still starts.
+/// The log at `path` (a second descriptor of `log`), at the level and
+/// with the last words the settings say. Without a second descriptor (none
+/// left), standard error only, said there: the daemon still starts.
+fn init_logging(log: &File, path: &Path, settings: &crate::cltab::Settings) {
+    let level = settings.loglevel.unwrap_or_default();
+    let keep = settings
+        .lwords_keep
+        .unwrap_or(crate::logging::DEFAULT_LWORDS);
     match log.try_clone() {
-        Ok(file) => {
-            // The file first: a failing standard error (a hung-up
-            // terminal, a closed pipe) must not keep lines from the file.
-            // A failed write is not reported on standard error either
-            // (that report would panic when standard error fails).
-            let writer = std::sync::Mutex::new(file).and(std::io::stderr);
-            let _ = tracing_subscriber::fmt()
-                .with_writer(writer)
-                .with_ansi(false)
-                .with_target(false)
-                .log_internal_errors(false)
-                .try_init();
-        }
+        Ok(file) => crate::logging::init(Some((path, file)), level, keep),
         Err(e) => {
-            let _ = tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                .with_ansi(false)
-                .with_target(false)
-                .log_internal_errors(false)
-                .try_init();
+            crate::logging::init(None, level, keep);
             tracing::error!("cannot write the log file ({e}); logging to standard error only");
         }
     }

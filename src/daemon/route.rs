@@ -8,7 +8,7 @@
 //! stays short, and a streamed reply occupies only its own connection).
 
 use super::event_loop::{Call, Daemon};
-use super::handlers::{control, daemon, groups};
+use super::handlers::{control, daemon, groups, params};
 use super::policy::Right;
 use crate::logsafe::Safe;
 use crate::proto::{ControlAction, RecordOp, Reply, Request};
@@ -104,11 +104,14 @@ pub(crate) fn route(req: Request) -> Route {
             Some("shutdown".into()),
             daemon::shutdown,
         ),
-        Request::Status { group, brief, from } => {
-            on_loop("groups::status", Right::Read, None, move |d, _| {
-                Some(groups::status(d, group.as_deref(), brief, from))
-            })
-        }
+        Request::Status {
+            group,
+            brief,
+            from,
+            usage,
+        } => on_loop("groups::status", Right::Read, None, move |d, _| {
+            Some(groups::status(d, group.as_deref(), brief, from, usage))
+        }),
         Request::Tell { group, level } => on_loop(
             "groups::tell",
             Right::Change,
@@ -129,6 +132,41 @@ pub(crate) fn route(req: Request) -> Route {
                 may_block: true,
             },
         },
+        Request::Null => on_loop("params::null", Right::Read, None, |d, _| {
+            Some(params::null(d))
+        }),
+        Request::Params { name } => on_loop("params::list", Right::Read, None, move |d, _| {
+            Some(params::list(d, name.as_deref()))
+        }),
+        Request::SetPar {
+            name,
+            value,
+            persist,
+        } => on_loop(
+            "params::setpar",
+            Right::Change,
+            Some(format!(
+                "setpar {} {}{}",
+                Safe(&name),
+                value
+                    .as_deref()
+                    .map_or("--unset".to_string(), |v| Safe(v).to_string()),
+                if persist { " --persist" } else { "" }
+            )),
+            move |d, c| Some(params::setpar(d, c, &name, value.as_deref(), persist)),
+        ),
+        Request::LastWords => on_loop(
+            "params::lastwords",
+            Right::Change,
+            Some("lastwords".into()),
+            |_, c| Some(params::lastwords(c)),
+        ),
+        Request::Reopen => on_loop(
+            "params::reopen",
+            Right::Change,
+            Some("reopen".into()),
+            |d, _| Some(params::reopen(d)),
+        ),
         Request::Explain { name } => on_loop("groups::explain", Right::Read, None, move |d, _| {
             Some(groups::explain(d, &name))
         }),
@@ -266,6 +304,7 @@ mod tests {
                 group: None,
                 brief: true,
                 from: None,
+                usage: false,
             },
             Request::Reread,
             Request::Shutdown,
@@ -319,6 +358,15 @@ mod tests {
                 follow: false,
             },
             Request::Explain { name: "t".into() },
+            Request::Null,
+            Request::Params { name: None },
+            Request::SetPar {
+                name: "loglevel".into(),
+                value: None,
+                persist: false,
+            },
+            Request::LastWords,
+            Request::Reopen,
         ];
         for r in &all {
             match r {
@@ -341,7 +389,12 @@ mod tests {
                 | Request::Locks { .. }
                 | Request::Record(_)
                 | Request::Events { .. }
-                | Request::Explain { .. } => {}
+                | Request::Explain { .. }
+                | Request::Null
+                | Request::Params { .. }
+                | Request::SetPar { .. }
+                | Request::LastWords
+                | Request::Reopen => {}
             }
         }
         all
@@ -453,6 +506,17 @@ mod tests {
             ),
             ("events", "events::stream", Right::Read, "stream", false),
             ("explain", "groups::explain", Right::Read, "loop", false),
+            ("null", "params::null", Right::Read, "loop", false),
+            ("params", "params::list", Right::Read, "loop", false),
+            ("set_par", "params::setpar", Right::Change, "loop", true),
+            (
+                "last_words",
+                "params::lastwords",
+                Right::Change,
+                "loop",
+                true,
+            ),
+            ("reopen", "params::reopen", Right::Change, "loop", true),
         ];
         let all = one_of_each();
         assert_eq!(all.len(), want.len());

@@ -95,6 +95,7 @@ fn group_status(g: &Group, entries: bool, now: Now) -> GroupStatus {
         state: g.state(),
         owner: None,
         token: None,
+        goal: g.phase.level().map(str::to_string),
         entries: if entries {
             g.slots.iter().map(|s| entry_status(s, now)).collect()
         } else {
@@ -142,6 +143,8 @@ fn entry_status(s: &Slot, now: Now) -> EntryStatus {
         next_run: s.next_run.map(|n| n.unix),
         notifier: s.spec.opts.notifier.as_ref().map(|n| n.command.to_string()),
         notifier_format: s.spec.opts.notifier.as_ref().map(|n| n.format),
+        cpu: None,
+        rss_kib: None,
     }
 }
 

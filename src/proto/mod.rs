@@ -51,6 +51,10 @@ pub enum Request {
         brief: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         from: Option<StatusCursor>,
+        /// Add each running entry's CPU time and memory (a scan of
+        /// /proc: asked only by those who show them).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        usage: bool,
     },
     Reread,
     Shutdown,
@@ -150,6 +154,26 @@ pub enum Request {
     Explain {
         name: String,
     },
+    /// Is the daemon alive: its version, pid and uptime (`clinit null`).
+    Null,
+    /// Every parameter (`name: None`) or one, with its value and source.
+    Params {
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Set a parameter while the daemon runs (`value: None` removes the
+    /// live value); `persist` keeps it across daemon restarts.
+    SetPar {
+        name: String,
+        #[serde(default)]
+        value: Option<String>,
+        #[serde(default)]
+        persist: bool,
+    },
+    /// Write the last words to the log, and return them.
+    LastWords,
+    /// Reopen the log file (for logrotate).
+    Reopen,
 }
 
 /// Record operations; values travel base64-encoded (`value_b64`).
@@ -264,9 +288,25 @@ pub enum ErrorCode {
     /// A record write fenced with a token older than one the store has
     /// seen for that lock.
     StaleToken,
+    /// No parameter of that name.
+    NoSuchParam,
+    /// A value a parameter does not take.
+    BadValue,
+    /// A parameter that cannot change while the daemon runs.
+    NotLive,
+    /// Refused: the daemon is in maintenance mode.
+    Maintenance,
 }
 
 impl ErrorCode {
+    /// The code as it is on the wire and in messages (`NO_SUCH_GROUP`).
+    pub fn name(self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(s)) => s,
+            _ => format!("{self:?}"),
+        }
+    }
+
     pub const fn exit_code(self) -> i32 {
         match self {
             ErrorCode::NoSuchGroup => 3,
@@ -287,6 +327,10 @@ impl ErrorCode {
             ErrorCode::Limit => 18,
             ErrorCode::EtcdUnreachable => 19,
             ErrorCode::StaleToken => 21,
+            ErrorCode::NoSuchParam => 3,
+            ErrorCode::BadValue => 7,
+            ErrorCode::NotLive => 27,
+            ErrorCode::Maintenance => 28,
             ErrorCode::NoLockmgr => 69,
             ErrorCode::Busy => 75,
         }
@@ -337,6 +381,13 @@ pub struct EntryStatus {
     pub next_run: Option<i64>,
     pub notifier: Option<String>,
     pub notifier_format: Option<NotifierFormat>,
+    /// CPU seconds of its process tree (only when a status asks for
+    /// `usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+    /// Resident memory of its process tree, KiB (with `usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_kib: Option<u64>,
 }
 
 /// Where a page of status starts: the index of a group among those asked
@@ -380,6 +431,9 @@ pub struct GroupStatus {
     pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<i64>,
+    /// The level it was last told, kept across restarts (its goal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -462,6 +516,27 @@ pub enum Reply {
     },
     Explain {
         explanations: Vec<crate::explain::Explanation>,
+    },
+    /// The answer to [`Request::Null`].
+    Alive {
+        version: String,
+        pid: u32,
+        /// Seconds since the daemon started.
+        uptime: f64,
+        /// Maintenance mode is on.
+        #[serde(default)]
+        maintenance: bool,
+    },
+    Params {
+        params: Vec<crate::params::ParamView>,
+    },
+    /// A parameter set live: before and now.
+    SetPar {
+        previous: Box<crate::params::ParamView>,
+        now: Box<crate::params::ParamView>,
+    },
+    LastWords {
+        lines: Vec<String>,
     },
 }
 
@@ -847,6 +922,7 @@ mod tests {
                     group: None,
                     brief: true,
                     from: None,
+                    usage: false,
                 },
                 r#"{"id":1,"op":"status","group":null,"brief":true}"#,
             ),

@@ -562,6 +562,28 @@ impl<S: RecordStorage + ?Sized> LocalRecords<S> {
         db: &mut S,
         call: RecordCall,
     ) -> Result<RecordOutcome, RecordError> {
+        if let RecordCall::Usage = call {
+            if self.usage.is_none() {
+                self.usage = Some(Usage::read(db)?);
+            }
+            let mut out: Vec<(String, u64, u64)> = self
+                .usage
+                .as_ref()
+                .map(|u| {
+                    u.containers
+                        .iter()
+                        .filter_map(|(stored, (n, b))| {
+                            stored
+                                .strip_prefix(FORMAT_PREFIX)
+                                .map(|c| (c.to_string(), *n, *b))
+                        })
+                        .filter(|(_, n, _)| *n > 0)
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.sort();
+            return Ok(RecordOutcome::Usage(out));
+        }
         // Writes are checked against the quota, and counted once done.
         let nobody = Writer::default();
         let write = match &call {
@@ -691,6 +713,7 @@ impl<S: RecordStorage + ?Sized> LocalRecords<S> {
                 ..
             } => delete(db, &container, &key, sig).map(|()| RecordOutcome::Deleted),
             RecordCall::List { container } => list(db, &container).map(RecordOutcome::Records),
+            RecordCall::Usage => unreachable!("answered above"),
         };
         if let (Ok(_), Some((stored, old, new_len, owner)), Some(usage)) =
             (&result, account, self.usage.as_mut())

@@ -269,12 +269,17 @@ pub enum RecordCall {
     List {
         container: String,
     },
+    /// Records and bytes per container (for `/metrics`).
+    Usage,
 }
 
 impl RecordCall {
     /// Does it write (add, modify, delete)?
     pub fn writes(&self) -> bool {
-        !matches!(self, RecordCall::Get { .. } | RecordCall::List { .. })
+        !matches!(
+            self,
+            RecordCall::Get { .. } | RecordCall::List { .. } | RecordCall::Usage
+        )
     }
 }
 
@@ -286,6 +291,8 @@ pub enum RecordOutcome {
     Record(crate::records::Record),
     Records(Vec<crate::records::Record>),
     Deleted,
+    /// (container, records, bytes), by container name.
+    Usage(Vec<(String, u64, u64)>),
 }
 
 /// The record store, as the daemon's handlers use it.

@@ -75,6 +75,11 @@ impl Executor {
     /// `socket`: the daemon's socket, given to every child as
     /// `CLINIT_SOCKET` (the next daemon on that socket finds what this one
     /// left by it: see `leftovers::marked`).
+    /// The log file children write to from now on (after a reopen).
+    pub fn set_log(&mut self, log: File) {
+        self.log = log;
+    }
+
     pub fn new(log: File, logdir: Option<PathBuf>, socket: &std::path::Path) -> Executor {
         Executor::with_cgroups(log, logdir, socket, None)
     }

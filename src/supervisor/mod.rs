@@ -15,6 +15,7 @@ pub mod machine;
 #[cfg(test)]
 pub mod sim;
 pub mod spawn;
+pub mod usage;
 
 use crate::cltab::Cltab;
 use crate::store::StoreOp;

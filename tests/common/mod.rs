@@ -202,6 +202,18 @@ impl Daemon {
         serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
     }
 
+    /// The entry's status, or None while the daemon has no such entry
+    /// (or does not answer).
+    pub fn entry_opt(&self, tag: &str) -> Option<serde_json::Value> {
+        let out = self.run(&["status", "--json"]);
+        let all: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        all.as_array()?
+            .iter()
+            .flat_map(|g| g["entries"].as_array().into_iter().flatten())
+            .find(|e| e["tag"] == tag)
+            .cloned()
+    }
+
     pub fn entry(&self, tag: &str) -> serde_json::Value {
         for g in self.status_json().as_array().unwrap() {
             for e in g["entries"].as_array().unwrap() {

@@ -154,7 +154,7 @@ fn edit_cltab(
 /// After the cltab changed: the connections' copy is the new one, the
 /// cgroups of entries no longer in it go once empty, and the old cltab
 /// (as large as the file) is freed off the event loop.
-fn after_reread<const N: usize>(d: &mut Daemon, old: [Arc<Cltab>; N]) {
+pub(crate) fn after_reread<const N: usize>(d: &mut Daemon, old: [Arc<Cltab>; N]) {
     let previous = std::mem::replace(
         &mut *d
             .shared

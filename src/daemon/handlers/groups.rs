@@ -66,6 +66,7 @@ pub(crate) fn status(
     group: Option<&str>,
     brief: bool,
     from: Option<crate::proto::StatusCursor>,
+    usage: bool,
 ) -> Reply {
     if let Some(g) = group
         && !d.sup.has_group(g)
@@ -87,6 +88,19 @@ pub(crate) fn status(
             {
                 g.owner = Some(node);
                 g.token = Some(token);
+            }
+        }
+    }
+    if usage {
+        let pids: Vec<i32> = groups
+            .iter()
+            .flat_map(|g| g.entries.iter().filter_map(|e| e.pid))
+            .collect();
+        let got = crate::supervisor::usage::of_trees(&pids);
+        for e in groups.iter_mut().flat_map(|g| g.entries.iter_mut()) {
+            if let Some((cpu, rss)) = e.pid.and_then(|p| got.get(&p)) {
+                e.cpu = Some(*cpu);
+                e.rss_kib = Some(*rss);
             }
         }
     }

@@ -10,12 +10,15 @@
 //! - [`locks`]: lock and lease requests, the locks view.
 //! - [`records`]: record operations.
 //! - [`events`]: the events subscription (a streamed reply).
+//! - [`params`]: null, parameters (params, getpar, setpar), last words,
+//!   reopening the log.
 
 pub mod control;
 pub mod daemon;
 pub mod events;
 pub mod groups;
 pub mod locks;
+pub mod params;
 pub mod records;
 
 use crate::proto::{ErrorCode, Reply};

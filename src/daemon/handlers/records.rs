@@ -111,7 +111,7 @@ pub(crate) async fn call(shared: &Shared, peer: &Peer, op: RecordOp) -> Reply {
             sig,
             ..
         } => Some((Write::Delete(*sig), container, key)),
-        RecordCall::Get { .. } | RecordCall::List { .. } => None,
+        RecordCall::Get { .. } | RecordCall::List { .. } | RecordCall::Usage => None,
     }
     .map(|(w, c, k)| (w, c.clone(), k.clone()));
     let list_of = match &call {
@@ -165,6 +165,8 @@ pub(crate) async fn call(shared: &Shared, peer: &Peer, op: RecordOp) -> Reply {
         RecordOutcome::Signature(sig) => Reply::Signature { sig },
         RecordOutcome::Record(r) => Reply::Record { record: wire(r) },
         RecordOutcome::Deleted => Reply::Ok,
+        // Asked by the HTTP listener only, never by a client's request.
+        RecordOutcome::Usage(_) => error(ErrorCode::Internal, "unexpected usage answer".into()),
         RecordOutcome::Records(rs) => {
             // The reply must fit one frame (base64 grows values by 4/3).
             let size: usize = rs

@@ -1,0 +1,831 @@
+//! `clinit survey`: a table of groups, entries or locks with the columns,
+//! filters and sort order the caller chooses (pure: rows in, text out).
+//!
+//! Two spellings of one query:
+//!
+//! - named: `clinit survey entries --columns group,tag,state
+//!   --filter group=web --sort -restarts`;
+//! - cdadm's compact form: `clinit survey -e +gtsp group=web s:t`: `-g`,
+//!   `-e` or `-l` picks the table, `+LETTERS` the columns (one letter
+//!   each, [`Table::letters`]), `NAME=VALUE` words filter, and a word
+//!   with a colon sorts (`s:t`: by state, then tag; a `-` after a letter
+//!   sorts that key descending: `r-:t`).
+//!
+//! Filters: `NAME=VALUE`, `NAME!=VALUE` (text, case-insensitive; a
+//! trailing `*` matches a prefix), `NAME<N`, `NAME>N` (numbers).
+
+use crate::lock::ContainerStatus;
+use crate::proto::GroupStatus;
+use serde_json::{Map, Value};
+
+/// Which table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Groups,
+    Entries,
+    Locks,
+}
+
+/// One column: its name, its compact letter, and what it shows.
+pub struct Column {
+    pub name: &'static str,
+    pub letter: char,
+    pub help: &'static str,
+}
+
+const fn col(name: &'static str, letter: char, help: &'static str) -> Column {
+    Column { name, letter, help }
+}
+
+pub const GROUP_COLUMNS: &[Column] = &[
+    col("group", 'g', "the group's name"),
+    col("level", 'l', "the level it is at (or going to)"),
+    col("state", 's', "STARTING, STOPPING, DONE, PASSED or FAILED"),
+    col(
+        "goal",
+        'o',
+        "the level it was last told (kept across restarts)",
+    ),
+    col("entries", 'e', "how many entries it has"),
+    col("running", 'r', "how many of them run now"),
+];
+
+pub const ENTRY_COLUMNS: &[Column] = &[
+    col("group", 'g', "the entry's group"),
+    col("tag", 't', "the entry's tag"),
+    col("levels", 'v', "the levels it runs at"),
+    col("mode", 'm', "wait, once, respawn, off, test or cron"),
+    col(
+        "state",
+        's',
+        "running, starting, stopping, exited, throttled, ...",
+    ),
+    col("pid", 'p', "its process id, when it runs"),
+    col("start_time", 'b', "when it was last started (local time)"),
+    col("uptime", 'u', "how long it has run since its last start"),
+    col("starts", 'n', "how many times it was started"),
+    col(
+        "restarts",
+        'r',
+        "how many times it was restarted after an exit",
+    ),
+    col("rapid", 'q', "quick exits in a row (respawn throttling)"),
+    col("last_exit", 'x', "its last exit: a code or a signal"),
+    col("cpu", 'c', "CPU seconds of its process tree"),
+    col("rss", 'k', "resident memory of its process tree, KiB"),
+    col(
+        "goal",
+        'o',
+        "what an operator decided: disabled, temporarily ...",
+    ),
+    col(
+        "stopped",
+        'S',
+        "yes when stopped by an operator (clinit stop)",
+    ),
+    col("gave_up", 'G', "yes when it stopped for too many errors"),
+];
+
+pub const LOCK_COLUMNS: &[Column] = &[
+    col("name", 'n', "the lock's container name"),
+    col("mode", 'm', "exclusive or shared (of its holders)"),
+    col("holders", 'h', "how many hold it"),
+    col("waiters", 'w', "how many wait for it"),
+    col("token", 't', "the fencing token of its newest grant"),
+    col("since", 's', "when its oldest holder got it (local time)"),
+];
+
+impl Table {
+    pub fn parse(s: &str) -> Option<Table> {
+        match s {
+            "groups" | "group" | "g" => Some(Table::Groups),
+            "entries" | "entry" | "e" => Some(Table::Entries),
+            "locks" | "lock" | "l" => Some(Table::Locks),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Groups => "groups",
+            Table::Entries => "entries",
+            Table::Locks => "locks",
+        }
+    }
+
+    pub fn columns(self) -> &'static [Column] {
+        match self {
+            Table::Groups => GROUP_COLUMNS,
+            Table::Entries => ENTRY_COLUMNS,
+            Table::Locks => LOCK_COLUMNS,
+        }
+    }
+
+    /// The columns shown when none are chosen.
+    pub fn default_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Groups => &["group", "level", "state", "goal", "entries", "running"],
+            Table::Entries => &[
+                "group",
+                "tag",
+                "mode",
+                "state",
+                "pid",
+                "uptime",
+                "restarts",
+                "last_exit",
+            ],
+            Table::Locks => &["name", "mode", "holders", "waiters", "token", "since"],
+        }
+    }
+
+    /// The letter → column table of the compact form.
+    pub fn letters(self) -> String {
+        self.columns()
+            .iter()
+            .map(|c| format!("{}={}", c.letter, c.name))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn by_letter(self, l: char) -> Option<&'static str> {
+        self.columns()
+            .iter()
+            .find(|c| c.letter == l)
+            .map(|c| c.name)
+    }
+
+    fn has(self, name: &str) -> bool {
+        self.columns().iter().any(|c| c.name == name)
+    }
+}
+
+/// How a filter compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Gt,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    pub column: String,
+    pub op: Op,
+    pub value: String,
+}
+
+/// A survey, as asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Query {
+    pub table: Table,
+    pub columns: Vec<String>,
+    pub filters: Vec<Filter>,
+    /// (column, descending).
+    pub sort: Vec<(String, bool)>,
+}
+
+/// A query the caller got wrong; every one names what and lists what is
+/// there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SurveyError {
+    #[error("no column {column} in survey {table} (columns: {known})")]
+    NoColumn {
+        table: &'static str,
+        column: String,
+        known: String,
+    },
+    #[error("no column letter {letter} in survey {table} (letters: {known})")]
+    NoLetter {
+        table: &'static str,
+        letter: char,
+        known: String,
+    },
+    #[error("bad filter {0:?}: expected NAME=VALUE, NAME!=VALUE, NAME<N or NAME>N")]
+    BadFilter(String),
+    #[error("filter {0:?}: {1} compares numbers")]
+    NotANumber(String, &'static str),
+    #[error("unknown survey table {0:?}: groups, entries or locks")]
+    NoTable(String),
+    #[error("survey: two tables named ({0} and {1})")]
+    TwoTables(&'static str, &'static str),
+}
+
+fn no_column(table: Table, column: &str) -> SurveyError {
+    SurveyError::NoColumn {
+        table: table.name(),
+        column: column.to_string(),
+        known: table
+            .columns()
+            .iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+/// Parse one filter word.
+pub fn parse_filter(table: Table, word: &str) -> Result<Filter, SurveyError> {
+    let (column, op, value) = if let Some((c, v)) = word.split_once("!=") {
+        (c, Op::Ne, v)
+    } else if let Some((c, v)) = word.split_once('=') {
+        (c, Op::Eq, v)
+    } else if let Some((c, v)) = word.split_once('<') {
+        (c, Op::Lt, v)
+    } else if let Some((c, v)) = word.split_once('>') {
+        (c, Op::Gt, v)
+    } else {
+        return Err(SurveyError::BadFilter(word.to_string()));
+    };
+    if column.is_empty() {
+        return Err(SurveyError::BadFilter(word.to_string()));
+    }
+    if !table.has(column) {
+        return Err(no_column(table, column));
+    }
+    if matches!(op, Op::Lt | Op::Gt) && value.parse::<f64>().is_err() {
+        return Err(SurveyError::NotANumber(
+            word.to_string(),
+            if op == Op::Lt { "<" } else { ">" },
+        ));
+    }
+    Ok(Filter {
+        column: column.to_string(),
+        op,
+        value: value.to_string(),
+    })
+}
+
+impl Query {
+    /// The named form: a table, `--columns a,b`, `--filter` words and
+    /// `--sort` keys (`-key` descending).
+    pub fn named(
+        table: Table,
+        columns: &[String],
+        filters: &[String],
+        sort: &[String],
+    ) -> Result<Query, SurveyError> {
+        let columns: Vec<String> = if columns.is_empty() {
+            table
+                .default_columns()
+                .iter()
+                .map(|c| c.to_string())
+                .collect()
+        } else {
+            columns
+                .iter()
+                .flat_map(|c| c.split(','))
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        for c in &columns {
+            if !table.has(c) {
+                return Err(no_column(table, c));
+            }
+        }
+        let filters = filters
+            .iter()
+            .map(|f| parse_filter(table, f))
+            .collect::<Result<_, _>>()?;
+        let mut keys = Vec::new();
+        for k in sort.iter().flat_map(|k| k.split(',')) {
+            let (name, desc) = match k.trim().strip_prefix('-') {
+                Some(n) => (n, true),
+                None => (k.trim().trim_start_matches('+'), false),
+            };
+            if !table.has(name) {
+                return Err(no_column(table, name));
+            }
+            keys.push((name.to_string(), desc));
+        }
+        Ok(Query {
+            table,
+            columns,
+            filters,
+            sort: keys,
+        })
+    }
+
+    /// cdadm's compact form: `words` after the table flag.
+    pub fn compact(table: Table, words: &[String]) -> Result<Query, SurveyError> {
+        let known = || table.letters();
+        let letter = |l: char| {
+            table.by_letter(l).ok_or(SurveyError::NoLetter {
+                table: table.name(),
+                letter: l,
+                known: known(),
+            })
+        };
+        let mut columns = Vec::new();
+        let mut filters = Vec::new();
+        let mut sort = Vec::new();
+        for w in words {
+            if let Some(letters) = w.strip_prefix('+') {
+                for l in letters.chars() {
+                    columns.push(letter(l)?.to_string());
+                }
+            } else if w.contains(['=', '<', '>']) {
+                filters.push(parse_filter(table, w)?);
+            } else {
+                for key in w.split(':').filter(|k| !k.is_empty()) {
+                    let mut chars = key.chars();
+                    let l = chars.next().expect("not empty");
+                    let desc = match chars.as_str() {
+                        "" => false,
+                        "-" => true,
+                        _ => return Err(SurveyError::BadFilter(w.clone())),
+                    };
+                    sort.push((letter(l)?.to_string(), desc));
+                }
+            }
+        }
+        if columns.is_empty() {
+            columns = table
+                .default_columns()
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+        }
+        Ok(Query {
+            table,
+            columns,
+            filters,
+            sort,
+        })
+    }
+
+    /// Whether the rows need each entry's CPU time and memory.
+    pub fn wants_usage(&self) -> bool {
+        self.columns
+            .iter()
+            .chain(self.filters.iter().map(|f| &f.column))
+            .chain(self.sort.iter().map(|(c, _)| c))
+            .any(|c| c == "cpu" || c == "rss")
+    }
+
+    /// Filter, sort and keep only the chosen columns.
+    pub fn apply(&self, rows: Vec<Map<String, Value>>) -> Vec<Map<String, Value>> {
+        let mut rows: Vec<_> = rows
+            .into_iter()
+            .filter(|r| self.filters.iter().all(|f| matches(r, f)))
+            .collect();
+        rows.sort_by(|a, b| {
+            for (c, desc) in &self.sort {
+                let o = compare(a.get(c), b.get(c));
+                let o = if *desc { o.reverse() } else { o };
+                if o != std::cmp::Ordering::Equal {
+                    return o;
+                }
+            }
+            std::cmp::Ordering::Equal
+        });
+        rows.into_iter()
+            .map(|r| {
+                self.columns
+                    .iter()
+                    .map(|c| (c.clone(), r.get(c).cloned().unwrap_or(Value::Null)))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+fn text(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Bool(b)) => if *b { "yes" } else { "no" }.to_string(),
+        Some(v) => v.to_string(),
+    }
+}
+
+fn matches(row: &Map<String, Value>, f: &Filter) -> bool {
+    let v = row.get(&f.column);
+    match f.op {
+        Op::Eq | Op::Ne => {
+            let have = text(v).to_ascii_lowercase();
+            let want = f.value.to_ascii_lowercase();
+            let eq = match want.strip_suffix('*') {
+                Some(prefix) => have.starts_with(prefix),
+                None => have == want,
+            };
+            eq == (f.op == Op::Eq)
+        }
+        Op::Lt | Op::Gt => {
+            let (Some(have), Ok(want)) = (v.and_then(Value::as_f64), f.value.parse::<f64>()) else {
+                return false;
+            };
+            if f.op == Op::Lt {
+                have < want
+            } else {
+                have > want
+            }
+        }
+    }
+}
+
+/// Numbers by value, text by text; an empty value sorts first.
+fn compare(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
+    match (a.and_then(Value::as_f64), b.and_then(Value::as_f64)) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (None, Some(_)) => std::cmp::Ordering::Less,
+        (Some(_), None) => std::cmp::Ordering::Greater,
+        (None, None) => text(a).cmp(&text(b)),
+    }
+}
+
+/// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
+pub fn duration_text(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// An entry's CPU seconds and RSS (KiB), when known.
+pub type Usage = std::collections::HashMap<String, (f64, u64)>;
+
+/// The rows of the entries table (every column), from a full status.
+pub fn entry_rows(groups: &[GroupStatus], now: f64) -> Vec<Map<String, Value>> {
+    let mut rows = Vec::new();
+    for g in groups {
+        for e in &g.entries {
+            let running = e.pid.is_some();
+            let mut r = Map::new();
+            r.insert("group".into(), g.group.clone().into());
+            r.insert("tag".into(), e.tag.clone().into());
+            r.insert("levels".into(), e.levels.clone().into());
+            r.insert("mode".into(), e.mode.clone().into());
+            r.insert("state".into(), e.state.clone().into());
+            r.insert("pid".into(), e.pid.map_or(Value::Null, Value::from));
+            r.insert(
+                "start_time".into(),
+                e.started.map_or(Value::Null, |t| {
+                    crate::logging::local_time(t)
+                        .chars()
+                        .take(19)
+                        .collect::<String>()
+                        .into()
+                }),
+            );
+            r.insert(
+                "uptime".into(),
+                match (running, e.started) {
+                    (true, Some(t)) => Value::from(((now - t).max(0.0) * 1000.0).round() / 1000.0),
+                    _ => Value::Null,
+                },
+            );
+            r.insert("starts".into(), e.starts.into());
+            r.insert("restarts".into(), e.restarts.into());
+            r.insert("rapid".into(), e.rapid.into());
+            r.insert(
+                "last_exit".into(),
+                e.last_exit.map_or(Value::Null, |x| x.to_string().into()),
+            );
+            r.insert(
+                "cpu".into(),
+                e.cpu
+                    .map_or(Value::Null, |c| Value::from((c * 100.0).round() / 100.0)),
+            );
+            r.insert("rss".into(), e.rss_kib.map_or(Value::Null, Value::from));
+            r.insert(
+                "goal".into(),
+                e.goal.clone().map_or(Value::Null, Value::from),
+            );
+            r.insert("stopped".into(), (!e.running_enabled).into());
+            r.insert("gave_up".into(), e.gave_up.into());
+            rows.push(r);
+        }
+    }
+    rows
+}
+
+/// The rows of the groups table, from a status and the stored goals.
+pub fn group_rows(groups: &[GroupStatus]) -> Vec<Map<String, Value>> {
+    groups
+        .iter()
+        .map(|g| {
+            let mut r = Map::new();
+            r.insert("group".into(), g.group.clone().into());
+            r.insert(
+                "level".into(),
+                g.level
+                    .clone()
+                    .filter(|l| !l.is_empty())
+                    .map_or(Value::Null, Value::from),
+            );
+            r.insert("state".into(), g.state.as_str().into());
+            r.insert(
+                "goal".into(),
+                g.goal.clone().map_or(Value::Null, Value::from),
+            );
+            r.insert("entries".into(), g.entries.len().into());
+            r.insert(
+                "running".into(),
+                g.entries.iter().filter(|e| e.pid.is_some()).count().into(),
+            );
+            r
+        })
+        .collect()
+}
+
+/// The rows of the locks table.
+pub fn lock_rows(containers: &[ContainerStatus]) -> Vec<Map<String, Value>> {
+    containers
+        .iter()
+        .map(|c| {
+            let mut r = Map::new();
+            r.insert("name".into(), c.name.clone().into());
+            let mode = c.holders.first().map(|h| h.mode.as_str());
+            r.insert("mode".into(), mode.map_or(Value::Null, Value::from));
+            r.insert("holders".into(), c.holders.len().into());
+            r.insert("waiters".into(), c.waiters.len().into());
+            r.insert(
+                "token".into(),
+                c.holders
+                    .iter()
+                    .map(|h| h.token)
+                    .max()
+                    .map_or(Value::Null, Value::from),
+            );
+            r.insert(
+                "since".into(),
+                c.holders
+                    .iter()
+                    .map(|h| h.since)
+                    .min()
+                    .map_or(Value::Null, |t| {
+                        crate::logging::local_time(t as f64)
+                            .chars()
+                            .take(19)
+                            .collect::<String>()
+                            .into()
+                    }),
+            );
+            r
+        })
+        .collect()
+}
+
+/// How a value prints in a table cell: `-` for none, durations for
+/// uptime.
+fn cell(column: &str, v: &Value) -> String {
+    match (column, v) {
+        (_, Value::Null) => "-".into(),
+        ("uptime", v) => v.as_f64().map_or("-".into(), duration_text),
+        (_, v) => {
+            let t = text(Some(v));
+            if t.is_empty() { "-".into() } else { t }
+        }
+    }
+}
+
+/// The rows as aligned columns (a header first unless `no_header`).
+pub fn render_table(columns: &[String], rows: &[Map<String, Value>], no_header: bool) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            columns
+                .iter()
+                .map(|c| cell(c, r.get(c).unwrap_or(&Value::Null)))
+                .map(|t| crate::logsafe::Safe(&t).to_string())
+                .collect()
+        })
+        .collect();
+    let heads: Vec<String> = columns.iter().map(|c| c.to_ascii_uppercase()).collect();
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain((!no_header).then(|| heads[i].len()))
+                .max()
+                .unwrap_or(1)
+        })
+        .collect();
+    let mut out = String::new();
+    let mut line = |words: &[String]| {
+        let mut l = String::new();
+        for (i, w) in words.iter().enumerate() {
+            if i + 1 == words.len() {
+                l.push_str(w);
+            } else {
+                l.push_str(w);
+                l.push_str(&" ".repeat(widths[i] - w.chars().count() + 2));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    if !no_header {
+        line(&heads);
+    }
+    for r in &cells {
+        line(r);
+    }
+    out
+}
+
+/// The rows as tab-separated values (a header of column names first
+/// unless `no_header`); tabs and newlines in values are escaped.
+pub fn render_tsv(columns: &[String], rows: &[Map<String, Value>], no_header: bool) -> String {
+    let esc = |s: String| {
+        s.replace('\\', "\\\\")
+            .replace('\t', "\\t")
+            .replace('\n', "\\n")
+    };
+    let mut out = String::new();
+    if !no_header {
+        out.push_str(&columns.join("\t"));
+        out.push('\n');
+    }
+    for r in rows {
+        let words: Vec<String> = columns.iter().map(|c| esc(text(r.get(c)))).collect();
+        out.push_str(&words.join("\t"));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pairs: &[(&str, Value)]) -> Map<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    fn rows() -> Vec<Map<String, Value>> {
+        vec![
+            row(&[
+                ("group", "web".into()),
+                ("tag", "a".into()),
+                ("state", "running".into()),
+                ("restarts", 3.into()),
+            ]),
+            row(&[
+                ("group", "web".into()),
+                ("tag", "b".into()),
+                ("state", "exited".into()),
+                ("restarts", 9.into()),
+            ]),
+            row(&[
+                ("group", "db".into()),
+                ("tag", "c".into()),
+                ("state", "running".into()),
+                ("restarts", 1.into()),
+            ]),
+        ]
+    }
+
+    fn tags(q: &Query) -> Vec<String> {
+        q.apply(rows()).iter().map(|r| text(r.get("tag"))).collect()
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// The named and the compact form of the same query agree, and each
+    /// filter and sort does what it says.
+    #[test]
+    fn filters_and_sorts_in_both_forms() {
+        let rows: &[(Query, &[&str])] = &[
+            (
+                Query::named(
+                    Table::Entries,
+                    &s(&["tag"]),
+                    &s(&["group=web"]),
+                    &s(&["-restarts"]),
+                )
+                .unwrap(),
+                &["b", "a"],
+            ),
+            (
+                Query::compact(Table::Entries, &s(&["+t", "group=web", "r-"])).unwrap(),
+                &["b", "a"],
+            ),
+            (
+                Query::named(
+                    Table::Entries,
+                    &s(&["tag"]),
+                    &s(&["state=RUNNING"]),
+                    &s(&["tag"]),
+                )
+                .unwrap(),
+                &["a", "c"],
+            ),
+            (
+                Query::compact(Table::Entries, &s(&["+gtsp", "state=running", "g:t"])).unwrap(),
+                &["c", "a"],
+            ),
+            (
+                Query::named(Table::Entries, &[], &s(&["restarts>2"]), &s(&["restarts"])).unwrap(),
+                &["a", "b"],
+            ),
+            (
+                Query::named(Table::Entries, &[], &s(&["restarts<2"]), &[]).unwrap(),
+                &["c"],
+            ),
+            (
+                Query::named(Table::Entries, &[], &s(&["group!=web"]), &[]).unwrap(),
+                &["c"],
+            ),
+            (
+                Query::named(Table::Entries, &[], &s(&["group=w*"]), &s(&["-tag"])).unwrap(),
+                &["b", "a"],
+            ),
+        ];
+        for (q, want) in rows {
+            assert_eq!(tags(q), s(want), "{q:?}");
+        }
+        let q = Query::compact(Table::Entries, &s(&["+gtsp", "group=web", "s:t"])).unwrap();
+        assert_eq!(q.columns, s(&["group", "tag", "state", "pid"]));
+        assert_eq!(
+            q.sort,
+            vec![("state".to_string(), false), ("tag".to_string(), false)]
+        );
+    }
+
+    #[test]
+    fn only_the_chosen_columns_come_out_in_their_order() {
+        let q = Query::named(Table::Entries, &s(&["tag,group"]), &[], &[]).unwrap();
+        let out = q.apply(rows());
+        assert_eq!(
+            out[0].keys().collect::<Vec<_>>(),
+            ["group", "tag"],
+            "a map sorts keys; the columns' order is kept by render"
+        );
+        let table = render_table(&q.columns, &out, false);
+        assert_eq!(table.lines().next(), Some("TAG  GROUP"));
+        assert_eq!(table.lines().nth(1), Some("a    web"));
+        assert_eq!(
+            render_tsv(&q.columns, &out, true).lines().next(),
+            Some("a\tweb")
+        );
+    }
+
+    #[test]
+    fn mistakes_name_what_is_wrong() {
+        let rows: &[(Result<Query, SurveyError>, &str)] = &[
+            (
+                Query::named(Table::Entries, &s(&["nope"]), &[], &[]),
+                "no column nope in survey entries",
+            ),
+            (
+                Query::named(Table::Groups, &[], &s(&["grp=web"]), &[]),
+                "no column grp in survey groups",
+            ),
+            (
+                Query::named(Table::Entries, &[], &s(&["web"]), &[]),
+                "bad filter \"web\"",
+            ),
+            (
+                Query::named(Table::Entries, &[], &s(&["restarts>many"]), &[]),
+                "compares numbers",
+            ),
+            (
+                Query::compact(Table::Locks, &s(&["+z"])),
+                "no column letter z in survey locks",
+            ),
+            (
+                Query::named(Table::Locks, &[], &[], &s(&["-tag"])),
+                "no column tag in survey locks",
+            ),
+        ];
+        for (r, want) in rows {
+            let e = r.clone().unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn durations_read_well() {
+        let rows: &[(f64, &str)] = &[
+            (0.4, "0s"),
+            (12.0, "12s"),
+            (250.0, "4m 10s"),
+            (7500.0, "2h 5m"),
+            (273_600.0, "3d 4h"),
+        ];
+        for (secs, want) in rows {
+            assert_eq!(duration_text(*secs), *want);
+        }
+    }
+
+    #[test]
+    fn tsv_escapes_tabs_and_newlines() {
+        let r = vec![row(&[("tag", "a\tb\nc".into())])];
+        assert_eq!(render_tsv(&s(&["tag"]), &r, true), "a\\tb\\nc\n");
+    }
+}

@@ -1,0 +1,425 @@
+//! The operator's console with the real binary: parameters from each
+//! source, live changes taking effect, refused changes leaving nothing
+//! half-applied, maintenance mode, startup levels, survey in both forms,
+//! null, last words, reopen, completions and the man page.
+
+mod common;
+use common::Daemon;
+use serde_json::Value;
+
+fn param(d: &Daemon, name: &str) -> Value {
+    serde_json::from_str(&d.ok(&["getpar", name, "--json"])).unwrap()
+}
+
+fn source_of(d: &Daemon, name: &str) -> (String, String) {
+    let p = param(d, name);
+    (
+        p["value"].as_str().unwrap().to_string(),
+        p["source"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn parameters_come_from_default_cltab_command_line_live_and_persisted() {
+    let mut d = Daemon::prepare(
+        ":::stop_term_after:7\n:::respawn_burst:4\nweb:a:1:respawn:exec sleep 100\n",
+    )
+    .launch(&["--set", "respawn_burst=6", "--set", "loglevel=debug"]);
+    let rows: &[(&str, &str, &str)] = &[
+        ("stop_kill_after", "10", "default"),
+        ("stop_term_after", "7", "cltab"),
+        ("respawn_burst", "6", "command_line"),
+        ("loglevel", "debug", "command_line"),
+    ];
+    for (name, value, source) in rows {
+        assert_eq!(
+            source_of(&d, name),
+            (value.to_string(), source.to_string()),
+            "{name}"
+        );
+    }
+    // The listing has every setting, each with its source and live flag.
+    let all: Vec<Value> = serde_json::from_str(&d.ok(&["params", "--json"])).unwrap();
+    let live: Vec<&str> = all
+        .iter()
+        .filter(|p| p["live"] == true)
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(live.contains(&"maintenance") && live.contains(&"loglevel"));
+    assert!(
+        all.iter()
+            .any(|p| p["name"] == "socket" && p["live"] == false)
+    );
+    let text = d.ok(&["params"]);
+    assert!(text.starts_with("NAME"), "{text}");
+
+    // setpar prints the previous value; the new one is live.
+    assert_eq!(d.ok(&["setpar", "stop_term_after", "2"]).trim(), "7");
+    assert_eq!(
+        source_of(&d, "stop_term_after"),
+        ("2".into(), "live".into())
+    );
+    // A persisted value survives a restart; a live one does not.
+    assert_eq!(
+        d.ok(&["setpar", "respawn_delay", "3", "--persist"]).trim(),
+        "1"
+    );
+    assert!(d.path("state/params.json").exists());
+    d.stop();
+    let d = d.launch(&[]);
+    assert_eq!(
+        source_of(&d, "respawn_delay"),
+        ("3".into(), "persisted".into())
+    );
+    assert_eq!(
+        source_of(&d, "stop_term_after"),
+        ("7".into(), "cltab".into())
+    );
+    // --unset --persist forgets it for good.
+    d.ok(&["setpar", "respawn_delay", "--unset", "--persist"]);
+    assert_eq!(
+        source_of(&d, "respawn_delay"),
+        ("1".into(), "default".into())
+    );
+    assert!(!d.read("state/params.json").contains("respawn_delay"));
+}
+
+#[test]
+fn refused_changes_have_codes_and_change_nothing() {
+    let d = Daemon::start("web:a:1:respawn:exec sleep 100\n");
+    let before = d.ok(&["params", "--json"]);
+    let rows: &[(&[&str], i32, &str)] = &[
+        (&["setpar", "nope", "1"], 3, "no such parameter: nope"),
+        (&["getpar", "nope"], 3, "no such parameter: nope"),
+        (
+            &["setpar", "socket", "/x"],
+            27,
+            "cannot change while the daemon runs",
+        ),
+        (
+            &["setpar", "maintenance", "maybe"],
+            7,
+            "bad value \"maybe\"",
+        ),
+        (&["setpar", "stop_kill_after", "-1"], 7, "stop_kill_after"),
+        (&["setpar", "events_keep", "0"], 7, "events_keep"),
+    ];
+    for (args, code, says) in rows {
+        let out = d.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(d.ok(&["params", "--json"]), before);
+    // A bad value given on the command line stops the daemon before it
+    // starts, naming it.
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "-c",
+            d.cltab().to_str().unwrap(),
+            "daemon",
+            "--set",
+            "loglevel=loud",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loglevel"));
+}
+
+#[test]
+fn live_changes_take_effect() {
+    let d = Daemon::start("web:a:1:respawn:exec sleep 100\nweb:b:1:wait:echo quiet-marker\n");
+    d.ok(&["web", "1"]);
+    d.wait_status("web", "web 1 DONE");
+    // loglevel: debug lines appear once it is debug.
+    d.ok(&["setpar", "loglevel", "debug"]);
+    d.ok(&["restart", "b"]);
+    d.wait_until("a debug line", || d.log().contains("DEBUG"));
+    // events_keep shrinks the ring.
+    d.ok(&["setpar", "events_keep", "2"]);
+    let ev = d.ok(&["events"]);
+    assert!(ev.lines().count() <= 2, "{ev}");
+    // A timing: the explain of the entry shows the new stop signal.
+    d.ok(&["setpar", "stop_signal", "TERM"]);
+    let pid = d.entry("a")["pid"].as_i64().unwrap();
+    d.ok(&["stop", "a"]);
+    d.wait_until("a stopped", || d.entry("a")["pid"].is_null());
+    assert!(
+        d.log().contains(&format!("pid {pid} exited: signal 15")),
+        "{}",
+        d.log()
+    );
+    // The entry was not restarted by the change itself.
+    assert_eq!(d.entry("b")["starts"], 2);
+}
+
+#[test]
+fn maintenance_holds_starts_refuses_tells_and_resumes() {
+    let d = Daemon::start("web:a:1:respawn:exec sleep 100\ndb:c:2:respawn:exec sleep 100\n");
+    d.ok(&["web", "1"]);
+    d.wait_until("a runs", || d.entry("a")["pid"].is_i64());
+    assert_eq!(d.ok(&["setpar", "maintenance", "on"]).trim(), "off");
+    // A tell is refused with its code.
+    let out = d.run(&["db", "2"]);
+    assert_eq!(out.status.code(), Some(28));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("maintenance mode is on"));
+    // An exit is recorded; the respawn is held.
+    let pid = d.entry("a")["pid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    d.wait_until("the exit recorded", || {
+        d.entry("a")["last_exit"].is_object() || d.entry("a")["last_exit"].is_string()
+    });
+    d.wait_until("the start held", || {
+        d.log().contains("maintenance: not starting web:a")
+    });
+    assert!(d.entry("a")["pid"].is_null());
+    assert!(d.ok(&["null"]).contains("MAINTENANCE"));
+    // Off: the held start is done.
+    d.ok(&["setpar", "maintenance", "off"]);
+    d.wait_until("a runs again", || {
+        d.entry("a")["pid"].as_i64().is_some_and(|p| p != pid)
+    });
+    d.ok(&["db", "2"]);
+    d.wait_status("db", "db 2 DONE");
+    let ev = d.ok(&["events"]);
+    assert!(
+        ev.contains("maintenance mode on") && ev.contains("maintenance mode off"),
+        "{ev}"
+    );
+}
+
+#[test]
+fn a_startup_level_applies_only_without_a_stored_goal() {
+    let mut d = Daemon::start("web:a:1,2:respawn:exec sleep 100\nweb:::startup:1\n");
+    d.wait_status("web", "web 1 DONE");
+    d.ok(&["web", "2"]);
+    d.wait_status("web", "web 2 DONE");
+    d.stop();
+    // The stored goal (2) wins over the startup level at the next start.
+    let d = d.launch(&[]);
+    d.wait_status("web", "web 2 DONE");
+}
+
+#[test]
+fn survey_in_both_forms() {
+    let d = Daemon::start(
+        "web:a:1:respawn:exec sleep 100\nweb:b:1:respawn:exec sleep 101\ndb:c:1:wait:true\n",
+    );
+    d.ok(&["web", "1"]);
+    d.ok(&["db", "1"]);
+    d.wait_status("web", "web 1 DONE");
+    d.wait_status("db", "db 1 DONE");
+    let named = d.ok(&[
+        "survey",
+        "entries",
+        "--columns",
+        "group,tag,state,pid,cpu,rss",
+        "--filter",
+        "group=web",
+        "--filter",
+        "state=RUNNING",
+        "--sort",
+        "-tag",
+    ]);
+    let lines: Vec<&str> = named.lines().collect();
+    assert_eq!(lines.len(), 3, "{named}");
+    assert!(lines[0].starts_with("GROUP  TAG  STATE"), "{named}");
+    assert!(lines[1].starts_with("web    b    running"), "{named}");
+    assert!(lines[2].starts_with("web    a    running"), "{named}");
+    // RSS of a running sleep is known.
+    let rss: u64 = lines[1].split_whitespace().last().unwrap().parse().unwrap();
+    assert!(rss > 0, "{named}");
+    // cdadm's form gives the same rows.
+    let compact = d.ok(&[
+        "survey",
+        "-e",
+        "+gtspck",
+        "group=web",
+        "state=running",
+        "t-",
+    ]);
+    assert_eq!(compact, named);
+    // JSON: exactly the chosen columns.
+    let rows: Vec<serde_json::Map<String, Value>> =
+        serde_json::from_str(&d.ok(&["survey", "-e", "+gts", "--json"])).unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        let mut keys: Vec<&str> = r.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["group", "state", "tag"]);
+    }
+    // TSV without a header, groups table.
+    let tsv = d.ok(&[
+        "survey",
+        "groups",
+        "--columns",
+        "group,level,running",
+        "-o",
+        "tsv",
+        "--no-header",
+        "--sort",
+        "group",
+    ]);
+    assert_eq!(tsv, "db\t1\t0\nweb\t1\t2\n");
+    // Locks.
+    let locks = d.ok(&["survey", "locks"]);
+    assert!(locks.starts_with("NAME"), "{locks}");
+    // Mistakes are usage errors that name the column.
+    let out = d.run(&["survey", "entries", "--columns", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no column nope"));
+}
+
+#[test]
+fn null_lastwords_and_reopen() {
+    let d = Daemon::start("web:a:1:wait:true\n");
+    let alive = d.ok(&["null"]);
+    assert!(alive.starts_with("alive: clinit "), "{alive}");
+    assert!(alive.contains("round trip"), "{alive}");
+    assert_eq!(d.ok(&["ping"]).lines().count(), 1);
+    // A debug record below the log level is in the last words.
+    d.ok(&["web", "1"]);
+    d.wait_status("web", "web 1 DONE");
+    assert!(!d.log().contains("DEBUG"));
+    let words = d.ok(&["lastwords"]);
+    assert!(words.contains("DEBUG"), "{words}");
+    assert!(d.log().contains("LAST WORDS (asked by"), "{}", d.log());
+    // Reopen: the log moved away, a new one is written.
+    std::fs::rename(d.path("log"), d.path("log.1")).unwrap();
+    assert!(d.ok(&["reopen"]).contains("log reopened"));
+    d.ok(&["web", "1"]);
+    d.wait_until("the new log written", || d.log().contains("tell web 1"));
+    // SIGHUP too.
+    std::fs::rename(d.path("log"), d.path("log.2")).unwrap();
+    let pid = d.child.as_ref().unwrap().id() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    d.wait_until("reopened on SIGHUP", || d.path("log").exists());
+    // Requests carry their tag in the log.
+    assert!(
+        d.read("log.1").contains("req{tag=uid "),
+        "{}",
+        d.read("log.1")
+    );
+}
+
+#[test]
+fn a_panic_writes_its_place_and_the_last_words() {
+    // The hidden test hook: CLINIT_TEST_PANIC makes the daemon panic once
+    // it serves requests.
+    let d = Daemon::prepare("web:a:1:wait:true\n");
+    let out = std::process::Command::new(common::bin())
+        .args(["-c", d.cltab().to_str().unwrap(), "daemon"])
+        .env("CLINIT_TEST_PANIC", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let log = d.log();
+    assert!(log.contains("PANIC in thread"), "{log}");
+    assert!(log.contains("src/daemon/mod.rs"), "{log}");
+    assert!(log.contains("LAST WORDS (panic at"), "{log}");
+    assert!(log.contains("END OF LAST WORDS"), "{log}");
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_commands() {
+    for sh in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(common::bin())
+            .args(["completions", sh])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("setpar") && text.contains("survey"), "{sh}");
+    }
+    let out = std::process::Command::new(common::bin())
+        .arg("man")
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH clinit 1"),
+        "{page}"
+    );
+    for section in [
+        ".SH \"CLINIT SETPAR\"",
+        ".SH \"CLINIT SURVEY\"",
+        ".SH \"CLINIT LOCK\"",
+    ] {
+        assert!(page.contains(section), "{section}");
+    }
+}
+
+#[test]
+fn errors_end_with_their_code_and_mistyped_commands_are_not_tells() {
+    let d = Daemon::start("web:a:1:wait:true\n");
+    let rows: &[(&[&str], i32, &str)] = &[
+        (
+            &["tell", "nope", "1"],
+            3,
+            "no such group: nope [NO_SUCH_GROUP]",
+        ),
+        (&["stauts"], 2, "did you mean `status`?"),
+        (&["evnets", "1"], 2, "did you mean `events`?"),
+        (&["record", "get", "c", "k"], 15, "[NOENT]"),
+    ];
+    for (args, code, says) in rows {
+        let out = d.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // A mistyped word never reached the daemon as a tell.
+    assert!(!d.log().contains("stauts"), "{}", d.log());
+    // A level alone says which group it tells.
+    let host = String::from_utf8(
+        std::process::Command::new("hostname")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let out = d.run(&["9"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("telling group {} (this host)", host.trim())),
+        "{out:?}"
+    );
+    // --json: the error as an object on standard output, same exit code.
+    let out = d.run(&["record", "get", "c", "k", "--json"]);
+    assert_eq!(out.status.code(), Some(15));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "NOENT");
+    assert!(v["error"]["message"].as_str().unwrap().contains("k"));
+    // A cltab that does not exist is named; no daemon says how to start one.
+    let out = std::process::Command::new(common::bin())
+        .args(["-c", "/nonexistent/cltab", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the cltab /nonexistent/cltab does not exist"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cltab = dir.path().join("cltab");
+    std::fs::write(&cltab, format!(":::socket:{}/s\n", dir.path().display())).unwrap();
+    let out = std::process::Command::new(common::bin())
+        .arg("-c")
+        .arg(&cltab)
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("start one with `clinit -c"), "{err}");
+    assert!(err.ends_with("[NO_DAEMON]\n"), "{err}");
+}
