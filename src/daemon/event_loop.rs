@@ -134,6 +134,8 @@ pub(crate) struct Daemon {
     pub maintenance: bool,
     /// Spawns held back in maintenance mode, done when it ends.
     held: Vec<Action>,
+    /// systemd's notification socket (`Type=notify`).
+    pub sd_notify: Option<super::notify::Notify>,
 }
 
 /// The status file is rewritten at most this often: each rewrite creates
@@ -174,7 +176,33 @@ impl Daemon {
             clstat_written: None,
             maintenance: false,
             held: Vec::new(),
+            sd_notify: None,
         }
+    }
+
+    /// Tell systemd (when it started the daemon).
+    fn notify(&self, msg: &str) {
+        if let Some(n) = &self.sd_notify {
+            n.send(msg);
+        }
+    }
+
+    /// The one-line status systemd shows.
+    fn status_line(&self) -> String {
+        let groups = self.sup.groups();
+        let running: usize = groups
+            .iter()
+            .map(|g| g.slots.iter().filter(|s| s.proc.pid().is_some()).count())
+            .sum();
+        format!(
+            "STATUS={} groups, {running} processes running{}",
+            groups.len(),
+            if self.maintenance {
+                "; MAINTENANCE MODE"
+            } else {
+                ""
+            }
+        )
     }
 
     /// Turn maintenance mode on or off. Off: the starts held meanwhile are
@@ -199,6 +227,7 @@ impl Daemon {
             on,
             by: by.to_string(),
         });
+        self.notify(&self.status_line());
     }
 
     /// Reopen the log file (logrotate); children write to the new one.
@@ -261,6 +290,8 @@ impl Daemon {
         let mut events: VecDeque<EntryEvent> = VecDeque::new();
         let mut restored = false;
         let mut idle_since: Option<Instant> = None;
+        let mut next_ping: Option<Instant> = None;
+        let mut last_status = String::new();
         let deadline_changed = self.shared.deadline_changed.clone();
 
         // The one sweep for adopted leftovers in flight (a /proc scan, off
@@ -287,6 +318,11 @@ impl Daemon {
                 if restoring.is_empty() || Instant::now() >= restore_deadline {
                     restored = true;
                     self.shared.restored.send_replace(true);
+                    self.notify(&format!(
+                        "READY=1\nMAINPID={}\n{}",
+                        std::process::id(),
+                        self.status_line()
+                    ));
                     if restoring.is_empty() {
                         tracing::info!(
                             "goals restored in {:.1} ms; serving requests",
@@ -331,10 +367,33 @@ impl Daemon {
                     None
                 }
             };
+            // systemd's STATUS=, sent when the summary changes.
+            if restored && self.sd_notify.is_some() {
+                let line = self.status_line();
+                if line != last_status {
+                    self.notify(&line);
+                    last_status = line;
+                }
+            }
+            // systemd's watchdog: pinged from this loop, so a loop that
+            // hangs stops the pings.
+            let ping_due = self
+                .sd_notify
+                .as_ref()
+                .and_then(|n| n.ping_every())
+                .map(|every| {
+                    let due = *next_ping.get_or_insert_with(|| Instant::now() + every);
+                    if due <= Instant::now() {
+                        self.notify("WATCHDOG=1");
+                        next_ping = Some(Instant::now() + every);
+                    }
+                    next_ping.unwrap_or(due)
+                });
             let deadline = self
                 .waiters
                 .iter()
                 .map(|w| w.deadline)
+                .chain(ping_due)
                 .chain(self.exec.next_deadline())
                 .chain(self.shared.locks().next_deadline())
                 .chain(idle_deadline)
@@ -641,6 +700,7 @@ impl Daemon {
         // never comes: they go out, and are stopped with the rest.
         self.set_maintenance(false, by);
         self.halting = true;
+        self.notify("STOPPING=1\nSTATUS=stopping every group");
         tracing::info!("shutting down: stopping every group");
         self.shared
             .events

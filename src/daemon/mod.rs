@@ -15,6 +15,7 @@ pub(crate) mod handlers;
 pub(crate) mod http;
 pub mod listen;
 pub(crate) mod metrics;
+pub mod notify;
 pub mod policy;
 pub(crate) mod route;
 pub(crate) mod view;
@@ -290,6 +291,10 @@ pub fn run(opts: &Options) -> Result<(), StartError> {
 
 fn run_daemon(opts: &Options) -> Result<(), StartError> {
     let started = Instant::now();
+    // systemd: its notification socket and a socket it may have passed
+    // (read, and taken out of the environment, before any thread starts).
+    let sd_notify = notify::Notify::from_env();
+    let activated = notify::activated_socket();
     one_malloc_arena();
     // Read the spin budget now (the docs say the daemon reads
     // CLINIT_SPIN_US when it starts), so that a bad value is reported at
@@ -353,8 +358,11 @@ fn run_daemon(opts: &Options) -> Result<(), StartError> {
     let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| StartError::AlreadyRunning(paths.socket.display().to_string()))?;
     // We hold the lock, so a socket file left behind is stale; anything
-    // else at that path is not ours to remove.
-    if let Ok(meta) = std::fs::symlink_metadata(&paths.socket) {
+    // else at that path is not ours to remove. (A socket passed by the
+    // service manager is at that path, and is not stale.)
+    if activated.is_none()
+        && let Ok(meta) = std::fs::symlink_metadata(&paths.socket)
+    {
         use std::os::unix::fs::FileTypeExt;
         if !meta.file_type().is_socket() {
             return Err(io_err("cannot listen on", &paths.socket)(
@@ -466,13 +474,24 @@ fn run_daemon(opts: &Options) -> Result<(), StartError> {
     rt.block_on(rt.spawn_blocking(|| ())).map_err(|e| {
         io_err("cannot start a thread for", &paths.socket)(std::io::Error::other(e))
     })?;
+    let socket_activated = activated.is_some();
     let listener = {
         let _g = rt.enter();
-        UnixTransport::bind(
-            &paths.socket,
-            paths.socket_mode,
-            paths.socket_group.as_deref(),
-        )
+        match activated {
+            Some(l) => {
+                tracing::info!(
+                    "socket-activated: serving the socket the service manager passed (fd 3) as {}",
+                    paths.socket.display()
+                );
+                UnixTransport::adopt(l, &paths.socket)
+                    .map_err(|e| ("cannot use the passed socket", e))
+            }
+            None => UnixTransport::bind(
+                &paths.socket,
+                paths.socket_mode,
+                paths.socket_group.as_deref(),
+            ),
+        }
     }
     .map_err(|(what, e)| io_err(what, &paths.socket)(e))?;
     let remote = {
@@ -706,6 +725,7 @@ fn run_daemon(opts: &Options) -> Result<(), StartError> {
         paths.clone(),
         opts.lockd_idle,
     );
+    daemon.sd_notify = sd_notify;
     if maintenance {
         daemon.set_maintenance(true, "the maintenance parameter at start-up");
     }
@@ -742,7 +762,9 @@ fn run_daemon(opts: &Options) -> Result<(), StartError> {
         }
         result
     });
-    let _ = std::fs::remove_file(&paths.socket);
+    if !socket_activated {
+        let _ = std::fs::remove_file(&paths.socket);
+    }
     let _ = write_atomic(&paths.clstat, b"");
     drop(lock);
     let _ = std::fs::remove_file(&lock_path);

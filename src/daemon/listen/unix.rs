@@ -41,6 +41,21 @@ impl UnixTransport {
     }
 }
 
+impl UnixTransport {
+    /// A socket the service manager bound and passed (socket activation):
+    /// its mode and group are the socket unit's. Call within the runtime.
+    pub fn adopt(
+        std: std::os::unix::net::UnixListener,
+        path: &Path,
+    ) -> std::io::Result<UnixTransport> {
+        std.set_nonblocking(true)?;
+        Ok(UnixTransport {
+            listener: UnixListener::from_std(std)?,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
 fn resolve_group(name: &str) -> std::io::Result<nix::unistd::Gid> {
     if let Ok(n) = name.parse::<u32>() {
         return Ok(nix::unistd::Gid::from_raw(n));
