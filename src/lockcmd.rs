@@ -90,14 +90,16 @@ pub fn connect_or_start(cli: &CliPaths, p: &Paths, no_start: bool) -> Result<Cli
     cmd.arg("lockd")
         .arg("-s")
         .arg(&p.socket)
-        .arg("--state-dir")
-        .arg(&p.state)
         .env("CLINIT_READY_FD", wr.as_raw_fd().to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     if let Some(c) = &cli.cltab {
         cmd.arg("-c").arg(c);
+    }
+    // Its state and log go next to the socket unless told otherwise.
+    if let Some(dir) = &cli.state {
+        cmd.arg("--state-dir").arg(dir);
     }
     let wr_raw = wr.as_raw_fd();
     crate::supervisor::spawn::with_default_signals(&mut cmd);
@@ -122,9 +124,29 @@ pub fn connect_or_start(cli: &CliPaths, p: &Paths, no_start: bool) -> Result<Cli
     let mut buf = [0u8; 16];
     let ready = matches!(wait_readable(rd.as_fd(), Duration::from_secs(30)), Ok(true))
         && nix::unistd::read(&rd, &mut buf).is_ok_and(|n| n > 0);
+    let pid = child.id();
     drop(child);
     match Client::connect(&p.socket) {
-        Ok(c) => Ok(c),
+        Ok(c) => {
+            let dir = p
+                .socket
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            eprintln!(
+                "clinit: no lock service answered on {}: started clinit lockd (pid {pid}; its state and log are in {}; it exits when idle)",
+                p.socket.display(),
+                if cli.state.is_none()
+                    && p.state == std::path::Path::new(crate::config::DEFAULT_STATE)
+                {
+                    dir
+                } else {
+                    &p.state
+                }
+                .display()
+            );
+            Ok(c)
+        }
         Err(e) if ready => Err(e.to_string().into()),
         Err(e) => Err(format!(
             "started clinit lockd on {}, but it did not come up ({e}); see its log",

@@ -86,6 +86,7 @@ enum CaCmd {
     /// Create a CA in DIR: its key (ca.key, mode 0600) and certificate
     /// (ca.pem). An existing CA is never overwritten.
     Init {
+        /// The directory to create the CA in.
         dir: PathBuf,
         /// The CA's name (CN) [default: "clinit CA HOSTNAME"].
         #[arg(long)]
@@ -128,7 +129,10 @@ enum CertCmd {
         force: bool,
     },
     /// Print a certificate's subject, identity, names, validity and issuer.
-    Show { file: PathBuf },
+    Show {
+        /// The certificate file (PEM).
+        file: PathBuf,
+    },
 }
 
 /// Options of the daemon (`clinit daemon` or `clinit -d`).
@@ -219,9 +223,15 @@ enum Cmd {
     /// Run the daemon in the foreground.
     Daemon(DaemonArgs),
     /// Tell a group to go to a level (on another node with --node NODE).
-    Tell { group: String, level: String },
+    Tell {
+        /// The group, as the cltab names it.
+        group: String,
+        /// The level to go to (a word of letters, digits, `_` and `-`).
+        level: String,
+    },
     /// Print the level and state of each group.
     Status {
+        /// Only this group (and, with --long or --json, its entries).
         group: Option<String>,
         /// Print every entry as JSON, with exact numbers.
         #[arg(long, conflicts_with = "long")]
@@ -233,6 +243,7 @@ enum Cmd {
     /// Stop an entry and keep it stopped, across level switches and daemon
     /// restarts, until `clinit start TAG`.
     Stop {
+        /// The entry's tag.
         tag: String,
         /// Only until the daemon restarts.
         #[arg(long)]
@@ -241,6 +252,7 @@ enum Cmd {
     /// Enable an entry again and start it if its group is at one of its
     /// levels.
     Start {
+        /// The entry's tag.
         tag: String,
         /// Only until the daemon restarts.
         #[arg(long)]
@@ -249,10 +261,13 @@ enum Cmd {
     /// Stop and start again: one entry, a group's entries (--group), or
     /// every group (--all).
     Restart {
+        /// The entry's tag.
         #[arg(required_unless_present_any = ["group", "all"], conflicts_with_all = ["group", "all"])]
         tag: Option<String>,
+        /// Every entry of this group that runs.
         #[arg(long, conflicts_with = "all")]
         group: Option<String>,
+        /// Every entry of every group that runs.
         #[arg(long)]
         all: bool,
     },
@@ -260,8 +275,11 @@ enum Cmd {
     ///
     /// clinit create GROUP TAG LEVELS MODE [options] -- COMMAND...
     Create {
+        /// The entry's group (a new group if no entry has it yet).
         group: String,
+        /// The entry's tag, unique in the cltab.
         tag: String,
+        /// The levels it runs at: `1`, `1,2`, `2-4` or `-` for none.
         levels: String,
         /// wait, once, respawn, off, test or cron.
         mode: String,
@@ -272,11 +290,15 @@ enum Cmd {
         command: Vec<String>,
     },
     /// Stop an entry gracefully and remove it from the cltab.
-    Delete { tag: String },
+    Delete {
+        /// The entry's tag.
+        tag: String,
+    },
     /// Run a command while holding a lock.
     ///
-    /// clinit lock [--shared] [--nowait | --timeout SECS] [--ttl SECS] NAME
-    /// -- COMMAND... Exits with the command's status; 75 when the lock cannot
+    /// clinit lock [--shared] [--nowait | --timeout SECS] [--ttl SECS] [--no-start] NAME -- COMMAND...
+    ///
+    /// Exits with the command's status; 75 when the lock cannot
     /// be had, 76 when it was lost while the command ran (the command is
     /// stopped), 69 when no lock service can be reached or started. In
     /// cluster mode the lock is the cluster's: it excludes holders on every
@@ -307,7 +329,9 @@ enum Cmd {
     },
     /// List lock holders and waiters.
     Locks {
+        /// Only this lock.
         name: Option<String>,
+        /// A list of objects {name, mode, holders, waiters, token, ...}.
         #[arg(long)]
         json: bool,
     },
@@ -327,6 +351,8 @@ enum Cmd {
         /// [default: IDLE in /etc/default/clinit-lockd, else 15].
         #[arg(long, value_name = "MINUTES", value_parser = non_negative)]
         idle: Option<f64>,
+        /// Where lockd keeps its records and lock tokens [default: the
+        /// directory of its socket].
         #[arg(long = "state-dir", value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
@@ -335,7 +361,9 @@ enum Cmd {
     /// Wait until a group is at LEVEL (if given) and in a state: by default
     /// any settled state (DONE, PASSED, FAILED).
     Wait {
+        /// The group to wait for.
         group: String,
+        /// The level it must be at [default: whatever level it is at].
         level: Option<String>,
         /// STARTING, STOPPING, DONE, PASSED or FAILED.
         #[arg(long, value_parser = parse_state)]
@@ -515,6 +543,7 @@ enum ClusterCmd {
     /// Validate FILE as a reread would, store it as the shared cltab and
     /// print its new revision; every node applies it.
     Push {
+        /// The cltab file to store.
         file: PathBuf,
         /// Store it only if the stored cltab is still at revision REV (0:
         /// none stored yet); else exit 16 (COLLISION).
@@ -530,6 +559,7 @@ enum ClusterCmd {
     /// Every node (alive or gone, since when) and its groups, and every
     /// exclusive group (goal, owner, fencing token), from etcd.
     Status {
+        /// {"nodes": [...], "exclusive": [...]}.
         #[arg(long)]
         json: bool,
     },
@@ -537,7 +567,9 @@ enum ClusterCmd {
     /// releases it, then NODE (default: the next eligible node) starts it.
     /// Waits until another node owns it.
     Move {
+        /// The exclusive group.
         group: String,
+        /// The node to move it to [default: the next eligible node].
         node: Option<String>,
         /// Give up waiting after SECS seconds (exit 6).
         #[arg(long, value_name = "SECS", default_value_t = 120.0, value_parser = non_negative)]
@@ -549,7 +581,9 @@ enum ClusterCmd {
 enum RecordCmd {
     /// Add a record (fails with EXISTS if the key is there); prints its signature.
     Add {
+        /// The container: a namespace of records.
         container: String,
+        /// The record's key in its container.
         key: String,
         /// The value, or - to read it from standard input.
         value: String,
@@ -560,22 +594,37 @@ enum RecordCmd {
         /// token for LOCK.
         #[arg(long, value_name = "LOCK:TOKEN", value_parser = parse_fence)]
         fence: Option<clinit::proto::Fence>,
+        /// Print JSON: {container, key, value, sig} (a list for list).
         #[arg(long)]
         json: bool,
     },
     /// Print a record's value (and signature with --json).
+    ///
+    /// The value is followed by a newline unless it ends with one; --raw
+    /// prints exactly its bytes.
     Get {
+        /// The container: a namespace of records.
         container: String,
+        /// The record's key in its container.
         key: String,
+        /// Print the value's bytes exactly, with no newline added.
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
+        /// Print JSON: {container, key, value, sig} (a list for list).
         #[arg(long)]
         json: bool,
     },
     /// Replace a record's value if its signature is still SIG; prints the new one.
     Modify {
+        /// The container: a namespace of records.
         container: String,
+        /// The record's key in its container.
         key: String,
+        /// The new value, or - to read it from standard input.
         value: String,
-        #[arg(long)]
+        /// The signature the record must still have (as `record get
+        /// --json` or the last add/modify printed it; decimal or 0x hex).
+        #[arg(long, value_parser = parse_sig)]
         sig: u64,
         /// Write only while holding lock LOCK with fencing token TOKEN
         /// (`--fence vol:$CLINIT_LOCK_TOKEN` in a `clinit lock vol` command,
@@ -584,14 +633,19 @@ enum RecordCmd {
         /// token for LOCK.
         #[arg(long, value_name = "LOCK:TOKEN", value_parser = parse_fence)]
         fence: Option<clinit::proto::Fence>,
+        /// Print JSON: {container, key, value, sig} (a list for list).
         #[arg(long)]
         json: bool,
     },
     /// Delete a record if its signature is still SIG (0 or absent: whatever it is).
     Delete {
+        /// The container: a namespace of records.
         container: String,
+        /// The record's key in its container.
         key: String,
-        #[arg(long, default_value_t = 0)]
+        /// The signature the record must still have (decimal or 0x hex;
+        /// 0: whatever it is).
+        #[arg(long, default_value_t = 0, value_parser = parse_sig)]
         sig: u64,
         /// Write only while holding lock LOCK with fencing token TOKEN
         /// (`--fence vol:$CLINIT_LOCK_TOKEN` in a `clinit lock vol` command,
@@ -600,12 +654,15 @@ enum RecordCmd {
         /// token for LOCK.
         #[arg(long, value_name = "LOCK:TOKEN", value_parser = parse_fence)]
         fence: Option<clinit::proto::Fence>,
+        /// Print JSON: {container, key, value, sig} (a list for list).
         #[arg(long)]
         json: bool,
     },
     /// List a container's records: KEY SIG VALUE per line.
     List {
+        /// The container: a namespace of records.
         container: String,
+        /// Print JSON: {container, key, value, sig} (a list for list).
         #[arg(long)]
         json: bool,
     },
@@ -832,6 +889,49 @@ fn wait(
 /// defaults file; 15 when absent.
 /// A number of seconds or minutes: finite and not negative (NaN and
 /// infinity would make no duration).
+/// `clinit lock NAME cmd args` without `--`: the fix, spelled out.
+fn lock_tip(e: &clap::Error, argv: Vec<String>) -> Option<String> {
+    use clap::error::ErrorKind;
+    if !matches!(
+        e.kind(),
+        ErrorKind::UnknownArgument | ErrorKind::MissingRequiredArgument
+    ) || argv.iter().any(|a| a == "--")
+    {
+        return None;
+    }
+    let at = argv.iter().position(|a| a == "lock")?;
+    // NAME is the first word after the options; the command is the rest.
+    let mut i = at + 1;
+    while i < argv.len() && argv[i].starts_with('-') {
+        let takes_value = matches!(
+            argv[i].as_str(),
+            "--timeout" | "--ttl" | "-c" | "--cltab" | "-s" | "--socket" | "-H" | "--host"
+        );
+        i += if takes_value { 2 } else { 1 };
+    }
+    if i + 1 >= argv.len() {
+        return None;
+    }
+    let mut fixed = vec!["clinit"];
+    fixed.extend(argv[1..=i].iter().map(String::as_str));
+    fixed.push("--");
+    fixed.extend(argv[i + 1..].iter().map(String::as_str));
+    Some(format!(
+        "tip: put `--` between the lock's name and the command: {}",
+        fixed.join(" ")
+    ))
+}
+
+/// A record signature: decimal, or hexadecimal after `0x`.
+fn parse_sig(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
+        None => t.parse::<u64>(),
+    };
+    r.map_err(|_| format!("{s:?} is not a signature (a decimal number, or hex after 0x)"))
+}
+
 fn non_negative(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
@@ -868,6 +968,32 @@ fn record_json(r: &clinit::proto::RecordWire) -> serde_json::Value {
     }
 }
 
+/// A key or value on one line of `record list`: `\\`, `\n`, `\r`, `\t`,
+/// and `\xNN` for other control bytes and bytes that are not UTF-8 (and,
+/// in a key, for a space, so that the line splits on its first two).
+fn escape_bytes(bytes: &[u8], key: bool) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                ' ' if key => out.push_str("\\x20"),
+                c if c.is_control() && (c as u32) < 0x100 => {
+                    out.push_str(&format!("\\x{:02x}", c as u32))
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 fn record(t: &Target, cmd: &RecordCmd) -> Result<(), ClientError> {
     use base64::Engine;
     use clinit::proto::RecordOp;
@@ -902,6 +1028,7 @@ fn record(t: &Target, cmd: &RecordCmd) -> Result<(), ClientError> {
             container,
             key,
             json,
+            ..
         } => (
             RecordOp::Get {
                 container: container.clone(),
@@ -966,20 +1093,36 @@ fn record(t: &Target, cmd: &RecordCmd) -> Result<(), ClientError> {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(&record.value_b64)
                 .unwrap_or_default();
-            let _ = std::io::stdout().write_all(&bytes);
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&bytes);
+            let raw = matches!(cmd, RecordCmd::Get { raw: true, .. });
+            if !raw && !bytes.ends_with(b"\n") {
+                let _ = out.write_all(b"\n");
+            }
         }
         Reply::Records { records } if json => {
             let v: Vec<_> = records.iter().map(record_json).collect();
             println!("{}", serde_json::Value::Array(v));
         }
         Reply::Records { records } => {
+            use std::io::IsTerminal;
             for r in &records {
-                let v = record_json(r);
-                let value = v["value"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("base64:{}", r.value_b64));
-                println!("{} {} {}", r.key, r.sig, value);
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(&r.value_b64)
+                    .unwrap_or_default();
+                println!(
+                    "{} {} {}",
+                    escape_bytes(r.key.as_bytes(), true),
+                    r.sig,
+                    escape_bytes(&bytes, false)
+                );
+            }
+            if records.is_empty() && std::io::stdout().is_terminal() {
+                let container = match cmd {
+                    RecordCmd::List { container, .. } => container.as_str(),
+                    _ => "",
+                };
+                eprintln!("clinit: no records in container {container:?}");
             }
         }
         Reply::Ok if json => println!("{}", serde_json::json!({"key": key, "deleted": true})),
@@ -1862,7 +2005,16 @@ fn man() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            if let Some(tip) = lock_tip(&e, std::env::args().collect()) {
+                eprintln!("{tip}");
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     if !matches!(
         (&cli.cmd, cli.daemon),
         (
@@ -2318,5 +2470,68 @@ mod tests {
                 "{argv:?}"
             );
         }
+    }
+
+    #[test]
+    fn record_list_escapes_what_would_break_a_line() {
+        let rows: &[(&[u8], bool, &str)] = &[
+            (b"10.0.0.5", false, "10.0.0.5"),
+            (b"a b", false, "a b"),
+            (b"a b", true, "a\\x20b"),
+            (b"line1\nline2\n", false, "line1\\nline2\\n"),
+            (b"tab\there\r", false, "tab\\there\\r"),
+            (b"back\\slash", false, "back\\\\slash"),
+            (b"\x00\x1b[0m", false, "\\x00\\x1b[0m"),
+            (b"\xff\xfe ok", false, "\\xff\\xfe ok"),
+            ("caf\u{e9}".as_bytes(), false, "caf\u{e9}"),
+            (b"", false, ""),
+        ];
+        for (bytes, key, want) in rows {
+            assert_eq!(escape_bytes(bytes, *key), *want, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn signatures_in_decimal_or_hex() {
+        let rows: &[(&str, Option<u64>)] = &[
+            ("0", Some(0)),
+            ("281474976710657", Some(281474976710657)),
+            ("0x1000000000001", Some(0x1000000000001)),
+            ("0X00ff", Some(255)),
+            ("0x0001_0000_0000_0001", Some(0x0001_0000_0000_0001)),
+            ("ff", None),
+            ("-1", None),
+            ("0x", None),
+            ("18446744073709551616", None),
+        ];
+        for (text, want) in rows {
+            assert_eq!(parse_sig(text).ok(), *want, "{text}");
+        }
+    }
+
+    /// Every argument and option of every command says what it is.
+    #[test]
+    fn every_argument_has_a_description() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "clinit", &mut missing);
+        assert!(missing.is_empty(), "no description: {missing:#?}");
     }
 }

@@ -429,7 +429,7 @@ fn records_are_shared_by_every_node_with_the_signature_rules_and_fencing() {
         .parse()
         .unwrap();
     assert_eq!(sig & ((1 << 48) - 1), 1, "a new record's counter is 1");
-    assert_eq!(n2.ok(&["record", "get", "hosts/eu", "web1"]), "10.0.0.5");
+    assert_eq!(n2.ok(&["record", "get", "hosts/eu", "web1"]), "10.0.0.5\n");
     // EXISTS from the other node.
     assert_eq!(
         n2.run(&["record", "add", "hosts/eu", "web1", "x"])
@@ -467,7 +467,7 @@ fn records_are_shared_by_every_node_with_the_signature_rules_and_fencing() {
     assert_eq!(out.status.code(), Some(16), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&format!(
-            "record \"web1\" in container \"hosts/eu\" has changed: its signature is {sig2:#018x}, not {sig:#018x}"
+            "record \"web1\" in container \"hosts/eu\" has changed: its signature is {sig2} ({sig2:#x}), not {sig} ({sig:#x})"
         )),
         "{out:?}"
     );

@@ -423,3 +423,88 @@ fn errors_end_with_their_code_and_mistyped_commands_are_not_tells() {
     assert!(err.contains("start one with `clinit -c"), "{err}");
     assert!(err.ends_with("[NO_DAEMON]\n"), "{err}");
 }
+
+#[test]
+fn records_print_in_one_base_on_whole_lines() {
+    let d = Daemon::start("");
+    let sig: u64 = d
+        .ok(&["record", "add", "c", "k", "v1"])
+        .trim()
+        .parse()
+        .unwrap();
+    // get ends with a newline; --raw prints the bytes alone.
+    assert_eq!(d.ok(&["record", "get", "c", "k"]), "v1\n");
+    assert_eq!(d.ok(&["record", "get", "c", "k", "--raw"]), "v1");
+    // --sig in hex is the same signature; a stale one names both in decimal.
+    let sig2: u64 = d
+        .ok(&[
+            "record",
+            "modify",
+            "c",
+            "k",
+            "v2",
+            "--sig",
+            &format!("{sig:#x}"),
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(sig2, sig + 1);
+    let out = d.run(&[
+        "record",
+        "modify",
+        "c",
+        "k",
+        "v3",
+        "--sig",
+        &sig.to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(16));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "its signature is {sig2} ({sig2:#x}), not {sig} ({sig:#x})"
+        )) && err.ends_with("[COLLISION]\n"),
+        "{err}"
+    );
+    let out = d.run(&["record", "delete", "c", "k", "--sig", "12ab"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a signature"));
+    // list: one line per record, whatever the value holds.
+    let mut add = d
+        .client(&["record", "add", "c", "two words", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"a\nb\t\\\xff").unwrap();
+    assert!(add.wait().unwrap().success());
+    let list = d.ok(&["record", "list", "c"]);
+    assert_eq!(
+        list,
+        format!("k {sig2} v2\ntwo\\x20words {} a\\nb\\t\\\\\\xff\n", {
+            let v: Value =
+                serde_json::from_str(&d.ok(&["record", "get", "c", "two words", "--json"]))
+                    .unwrap();
+            v["sig"].as_u64().unwrap()
+        })
+    );
+    // An empty container prints nothing (the note goes to a terminal only).
+    let out = d.run(&["record", "list", "empty"]);
+    assert!(out.status.success() && out.stdout.is_empty() && out.stderr.is_empty());
+}
+
+#[test]
+fn a_lock_command_without_the_double_dash_gets_the_fix() {
+    let d = Daemon::prepare("");
+    let out = d.run(&["lock", "--shared", "vol", "rsync", "-a", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let fix = format!(
+        "tip: put `--` between the lock's name and the command: clinit -c {} lock --shared vol -- rsync -a x",
+        d.cltab().display()
+    );
+    assert!(err.contains(&fix), "{err}");
+    // Nothing was started for it.
+    assert!(!d.path("clinit.s").exists());
+}

@@ -199,14 +199,14 @@ fn concurrent_on_demand_starts_leave_one_lockd_and_a_lost_lock_stops_the_command
             )
         })
         .collect();
+    let mut said = 0;
     for r in runs {
         let out = finish(r);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        said += usize::from(err.contains("started clinit lockd"));
     }
+    assert_eq!(said, 1, "the one run that started lockd says so");
     let pids = lockds(&socket);
     assert_eq!(pids.len(), 1, "exactly one lockd: {pids:?}");
     let tokens: std::collections::BTreeSet<String> =
@@ -232,6 +232,49 @@ fn concurrent_on_demand_starts_leave_one_lockd_and_a_lost_lock_stops_the_command
     let out = d.run(&["lock", "--no-start", "y", "--", "true"]);
     assert_eq!(out.status.code(), Some(69));
     assert!(lockds(&socket).is_empty());
+}
+
+#[test]
+fn a_lockd_started_on_demand_keeps_its_state_and_log_next_to_its_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("run");
+    let socket = sub.join("l.s");
+    let none = dir.path().join("no-cltab");
+    let client = |args: &[&str]| {
+        std::process::Command::new(common::bin())
+            .arg("-c")
+            .arg(&none)
+            .arg("-s")
+            .arg(&socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = client(&["lock", "v", "--", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "started clinit lockd (pid {}",
+            lockds(&socket.display().to_string())[0]
+        )) && err.contains(&format!("its state and log are in {}", sub.display())),
+        "{err}"
+    );
+    assert!(sub.join("lockd.log").is_file(), "its log beside the socket");
+    assert!(
+        sub.join("clinit.db").is_file(),
+        "its state beside the socket"
+    );
+    // A second run finds it and says nothing about starting one.
+    let out = client(&["lock", "v", "--", "true"]);
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(client(&["shutdown"]).status.success());
 }
 
 /// A `clinit lockd` with `--idle MINUTES` in a temp dir, once it answers.
@@ -393,7 +436,7 @@ fn records_with_update_signatures() {
     );
     let out = rec(&d, &["get", "vols", "nope"]);
     assert_eq!(out.status.code(), Some(15));
-    assert_eq!(d.ok(&["record", "get", "vols", "backup"]), "node1");
+    assert_eq!(d.ok(&["record", "get", "vols", "backup"]), "node1\n");
 
     let sig2: u64 = d
         .ok(&[
@@ -471,7 +514,7 @@ fn records_with_update_signatures() {
     assert_eq!(list[1]["value"], "line1\nline2\n");
     d.kill9();
     let d = d.launch(&[]);
-    assert_eq!(d.ok(&["record", "get", "vols", "backup"]), "node4");
+    assert_eq!(d.ok(&["record", "get", "vols", "backup"]), "node4\n");
     assert_eq!(d.ok(&["record", "get", "vols", "blob"]), "line1\nline2\n");
     // Delete with signature 0 is unconditional.
     d.ok(&["record", "delete", "vols", "blob"]);

@@ -213,7 +213,7 @@ fn every_client_command_works_over_tls() {
     assert!(!a(&["locks"]).contains("held"));
     let sig = a(&["record", "add", "hosts", "web1", "10.0.0.5"]);
     assert!(!sig.trim().is_empty());
-    assert_eq!(a(&["record", "get", "hosts", "web1"]), "10.0.0.5");
+    assert_eq!(a(&["record", "get", "hosts", "web1"]), "10.0.0.5\n");
     // Events and explain: the tell is alice's.
     let ev = a(&["events", "--group", "web"]);
     assert!(ev.contains("group web"), "{ev}");

@@ -273,6 +273,30 @@ fn open_cgroups(
     }
 }
 
+/// The lock daemon keeps its state, log and status file next to its
+/// socket unless told otherwise (`--state-dir`, the cltab's `state`, `log`,
+/// `clstat`): a lockd started on demand by `clinit lock -s /tmp/x/l.s`
+/// writes nothing under /var.
+fn lockd_paths(paths: &mut Paths, cli: &crate::config::CliPaths, s: &crate::cltab::Settings) {
+    let Some(dir) = paths
+        .socket
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+    else {
+        return;
+    };
+    if cli.state.is_none() && s.state.is_none() {
+        paths.state = dir.clone();
+    }
+    if s.log.is_none() {
+        paths.log = dir.join("lockd.log");
+    }
+    if s.clstat.is_none() {
+        paths.clstat = dir.join("lockd.clstat");
+    }
+}
+
 /// Run the daemon in the foreground until it is shut down.
 ///
 /// Start-up order: cltab, log, the socket lock, the state store; then
@@ -325,7 +349,10 @@ fn run_daemon(opts: &Options) -> Result<(), StartError> {
     if cluster.is_some() {
         crate::cluster::agent::load_local(&cli.cltab())?;
     }
-    let paths = Paths::resolve(cli, &cltab.settings);
+    let mut paths = Paths::resolve(cli, &cltab.settings);
+    if opts.lockd_idle.is_some() {
+        lockd_paths(&mut paths, cli, &cltab.settings);
+    }
     // Values kept with `clinit setpar --persist` are live values again.
     let skipped = params.load_persisted(&paths.state)?;
     if params != crate::params::Params::with_cli(opts.set.iter().cloned()) {

@@ -93,7 +93,7 @@ pub enum RecordError {
     /// The record changed since the caller read it: its signature is
     /// `current`, the caller gave `given`.
     #[error(
-        "record {key:?} in container {container:?} has changed: its signature is {current:#018x}, not {given:#018x} (read it again)"
+        "record {key:?} in container {container:?} has changed: its signature is {current} ({current:#x}), not {given} ({given:#x}) (read it again)"
     )]
     Collision {
         container: String,
