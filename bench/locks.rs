@@ -212,19 +212,78 @@ fn death_to_grant_ms(sock: &Path) -> f64 {
     median(samples)
 }
 
+/// A thread that GETs /metrics every second from the port the daemon
+/// logged, until stopped; counts the scrapes answered 200.
+struct Scraper {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl Scraper {
+    fn start(log: &Path) -> Scraper {
+        let end = Instant::now() + Duration::from_secs(10);
+        let port: u16 = loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Some(p) = text.lines().find_map(|l| {
+                l.split_once("HTTP listener on http://")?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()
+            }) {
+                break p;
+            }
+            assert!(
+                Instant::now() < end,
+                "no HTTP listener in {}",
+                log.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let (stop, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut ok = 0;
+            loop {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                let mut body = String::new();
+                let _ = s.read_to_string(&mut body);
+                ok += usize::from(body.starts_with("HTTP/1.1 200"));
+                if rx.recv_timeout(Duration::from_secs(1)).is_ok() {
+                    return ok;
+                }
+            }
+        });
+        Scraper { stop, thread }
+    }
+
+    fn stop(self) -> usize {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap()
+    }
+}
+
 fn main() {
     let json = std::env::args().any(|a| a == "--json");
     let dir = tempfile::tempdir().unwrap();
     let d: PathBuf = dir.path().to_path_buf();
     let cltab = d.join("cltab");
-    std::fs::write(
-        &cltab,
-        format!(
-            ":::socket:{0}/s\n:::log:{0}/log\n:::clstat:{0}/clstat\n:::state:{0}/state\n",
-            d.display()
-        ),
-    )
-    .unwrap();
+    // `--setting NAME:VALUE` (any number) adds a cltab setting
+    // (`--setting http_listen:127.0.0.1:0` measures with /metrics on).
+    let mut tab = format!(
+        ":::socket:{0}/s\n:::log:{0}/log\n:::clstat:{0}/clstat\n:::state:{0}/state\n",
+        d.display()
+    );
+    let args: Vec<String> = std::env::args().collect();
+    for w in args.windows(2).filter(|w| w[0] == "--setting") {
+        tab.push_str(&format!(":::{}\n", w[1]));
+    }
+    std::fs::write(&cltab, tab).unwrap();
     let mut lockd = Command::new(bin())
         .arg("-c")
         .arg(&cltab)
@@ -251,14 +310,20 @@ fn main() {
         if !json {
             println!("raw UNIX-socket round trip {:.1} us", raw_rtt_us());
         }
+        // `--scrape`: GET /metrics every second meanwhile, as a
+        // Prometheus with a 1 s interval would.
+        let scraper = std::env::args()
+            .any(|a| a == "--scrape")
+            .then(|| Scraper::start(&d.join("log")));
         let ops_s = one_profiled(&sock, secs, lockd.id(), json);
+        let scrapes = scraper.map(Scraper::stop).unwrap_or(0);
         let following = followers.following();
         let bytes = followers.bytes();
         drop(followers);
         if json {
             println!(
                 "{}",
-                serde_json::json!({"one_ops_s": ops_s, "subscribers": subs, "following": following, "subscriber_bytes": bytes})
+                serde_json::json!({"one_ops_s": ops_s, "subscribers": subs, "following": following, "subscriber_bytes": bytes, "scrapes": scrapes})
             );
         } else if subs > 0 {
             println!(

@@ -107,6 +107,16 @@ fn now_text() -> String {
         .to_string()
 }
 
+/// Children's output (whole lines, see `supervisor::relay`): to the log
+/// file, or standard error when there is none; never to both.
+pub fn write_children(bytes: &[u8]) {
+    if let Some((_, f)) = file().as_mut() {
+        let _ = f.write_all(bytes);
+        return;
+    }
+    let _ = std::io::stderr().write_all(bytes);
+}
+
 /// Write `bytes` to the log file and to standard error; failures are
 /// not reported (a report would have nowhere to go).
 fn write_out(bytes: &[u8]) {

@@ -729,10 +729,14 @@ fn paths(cli: &Cli) -> (CliPaths, Paths, bool) {
 fn print_status(groups: &[GroupStatus]) {
     for g in groups {
         println!(
-            "{} {} {}{}",
+            "{} {} {}{}{}",
             g.group,
             g.level.as_deref().filter(|l| !l.is_empty()).unwrap_or("-"),
             g.state.as_str(),
+            match g.gave_up {
+                0 => String::new(),
+                n => format!(" ({n} gave up)"),
+            },
             match (&g.owner, g.token) {
                 (Some(o), Some(t)) => format!(" owner {o} token {t}"),
                 _ => String::new(),
@@ -881,14 +885,24 @@ fn wait(
     })?;
     if let Reply::Status { groups, .. } = reply {
         print_status(&groups);
+        // Settled, but failed: not what a script waiting for it wants.
+        if state != Some(GroupState::Failed)
+            && let Some(g) = groups.iter().find(|g| g.state == GroupState::Failed)
+        {
+            return Err(ClientError::Daemon(clinit::proto::ErrorReply {
+                code: clinit::proto::ErrorCode::GroupFailed,
+                message: format!(
+                    "group {} settled in FAILED at level {}; `clinit explain {}` says why",
+                    g.group,
+                    g.level.as_deref().unwrap_or("-"),
+                    g.group
+                ),
+            }));
+        }
     }
     Ok(())
 }
 
-/// IDLE (minutes) from /etc/default/clinit-lockd, as dsvclockd reads its
-/// defaults file; 15 when absent.
-/// A number of seconds or minutes: finite and not negative (NaN and
-/// infinity would make no duration).
 /// `clinit lock NAME cmd args` without `--`: the fix, spelled out.
 fn lock_tip(e: &clap::Error, argv: Vec<String>) -> Option<String> {
     use clap::error::ErrorKind;
@@ -932,6 +946,8 @@ fn parse_sig(s: &str) -> Result<u64, String> {
     r.map_err(|_| format!("{s:?} is not a signature (a decimal number, or hex after 0x)"))
 }
 
+/// A number of seconds or minutes: finite and not negative (NaN and
+/// infinity would make no duration).
 fn non_negative(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
@@ -940,6 +956,8 @@ fn non_negative(s: &str) -> Result<f64, String> {
     }
 }
 
+/// IDLE (minutes) from /etc/default/clinit-lockd, as dsvclockd reads its
+/// defaults file; 15 when absent.
 fn default_idle() -> f64 {
     std::fs::read_to_string("/etc/default/clinit-lockd")
         .ok()
@@ -2233,6 +2251,9 @@ fn main() -> ExitCode {
             _,
             _,
         ) => wait(&t, group, level, *state, *timeout),
+        (Some(Cmd::Reread), _, _) | (None, false, false) if cli.verbose => {
+            return reread_then_status(&cli, &t, cluster);
+        }
         (Some(Cmd::Reread), _, _) | (None, false, false) => call(&t, Request::Reread),
         (Some(Cmd::Compat(args)), _, _) => {
             let req = match args.as_slice() {
@@ -2320,6 +2341,36 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => client_fail(&cli, &e),
+    }
+}
+
+/// `clinit -v`, Cluster::Init's reread-then-status: the status is printed
+/// even when the reread is refused to the caller (a note on standard
+/// error, exit 0) or fails on a bad cltab (its errors first, then the
+/// status, and the reread's exit status).
+fn reread_then_status(cli: &Cli, t: &Target, cluster: bool) -> ExitCode {
+    use clinit::proto::ErrorCode;
+    let reread = call(t, Request::Reread);
+    let failed = match &reread {
+        Ok(()) => None,
+        Err(ClientError::Daemon(e))
+            if matches!(e.code, ErrorCode::Access | ErrorCode::Maintenance) =>
+        {
+            eprintln!(
+                "clinit: the reread was not done ({} [{}]); the status as it is:",
+                e.message,
+                e.code.name()
+            );
+            None
+        }
+        Err(e @ ClientError::Daemon(d)) if d.code == ErrorCode::CltabInvalid => {
+            Some(client_fail(cli, e))
+        }
+        Err(e) => return client_fail(cli, e),
+    };
+    match status(t, None, false, false, cluster) {
+        Err(e) => client_fail(cli, &e),
+        Ok(()) => failed.unwrap_or(ExitCode::SUCCESS),
     }
 }
 

@@ -57,6 +57,7 @@ pub fn default_text(name: &str) -> &'static str {
         "restore_timeout" => "30",
         "loglevel" => "info",
         "lwords_keep" => "1000",
+        "log_prefix" => "on",
         "maintenance" => "off",
         "events_keep" => "10000",
         "client_timeout" => "10",

@@ -445,7 +445,7 @@ fn status_long_tells_the_history_and_give_up_stops_a_failing_entry() {
     assert_eq!(
         long,
         format!(
-            "f 1 DONE\n\nInstance fail, (group f, mode respawn) stopped for too many errors, currently shutdown.\n    Process last started at {} (3 proc starts)\n    Last exit at {}\n    Last error exit at {}, by exiting with code 3\n    Command 1 is 'exit 3'\n    Notifier  is 'true'\n",
+            "f 1 DONE (1 gave up)\n\nInstance fail, (group f, mode respawn) stopped for too many errors, currently shutdown.\n    Process last started at {} (3 proc starts)\n    Last exit at {}\n    Last error exit at {}, by exiting with code 3\n    Command 1 is 'exit 3'\n    Notifier  is 'true'\n",
             t("last_start"),
             t("last_exit_at"),
             t("last_error_at")

@@ -508,3 +508,129 @@ fn a_lock_command_without_the_double_dash_gets_the_fix() {
     // Nothing was started for it.
     assert!(!d.path("clinit.s").exists());
 }
+
+#[test]
+fn dash_v_prints_the_status_when_the_reread_is_refused_or_fails() {
+    let d = Daemon::prepare(":::socket_mode:0666\ng:a:1:wait:true\n");
+    d.open_to_others();
+    let d = d.launch(&[]);
+    d.ok(&["tell", "g", "1"]);
+    d.wait_status("g", "g 1 DONE");
+    // Refused to the caller: a note, the status, exit 0.
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let out = d.run_as(nobody.uid.as_raw(), nobody.gid.as_raw(), &["-v"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("the reread was not done") && err.contains("[ACCESS]"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "g 1 DONE\n");
+    // A bad cltab: its errors, then the status, and the reread's code.
+    let text = d.read("cltab");
+    std::fs::write(d.cltab(), format!("{text}g:b:1:nonsense:true\n")).unwrap();
+    let out = d.run(&["-v"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("nonsense") && err.contains("[CLTAB_INVALID]"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "g 1 DONE\n");
+    // A good one: reread, then the status.
+    std::fs::write(d.cltab(), format!("{text}g:b:1:wait:true\n")).unwrap();
+    let out = d.run(&["-v"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn wait_fails_on_failed_gave_up_shows_and_restart_says_nothing_started() {
+    let d = Daemon::start(
+        "t:x:1:test:false\n\
+         app:quick:1:respawn:exit 3\n\
+         :quick::respawn_give_up:1\n\
+         :quick::respawn_fast:60\n\
+         app:off:2:respawn:sleep 100\n\
+         app:held:1:respawn:sleep 100\n",
+    );
+    // A group that settles in FAILED: the status, then exit 30.
+    d.ok(&["tell", "t", "1"]);
+    let out = d.run(&["wait", "t"]);
+    assert_eq!(out.status.code(), Some(30), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "t 1 FAILED\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("[GROUP_FAILED]"),
+        "{out:?}"
+    );
+    // Waiting for FAILED itself is a success.
+    assert_eq!(
+        d.run(&["wait", "t", "--state", "FAILED"]).status.code(),
+        Some(0)
+    );
+    // An entry that gave up shows in the short status.
+    d.ok(&["tell", "app", "1"]);
+    d.wait_until("quick gave up", || d.entry("quick")["gave_up"] == true);
+    assert_eq!(d.ok(&["status", "app"]), "app 1 DONE (1 gave up)\n");
+    // Every exit is in the log at info: who, pid, status, run time.
+    let log = d.log();
+    assert!(
+        log.lines().any(|l| l.contains(" INFO ")
+            && l.contains("app:quick pid ")
+            && l.contains(" exited: exit code 3 after ")
+            && l.ends_with(" s")),
+        "{log}"
+    );
+    // Restart of an entry that does not run: nothing started, exit 29.
+    d.ok(&["stop", "held"]);
+    for (tag, says) in [
+        (
+            "held",
+            "held was not restarted: it is disabled (`clinit start held`",
+        ),
+        ("off", "group app is at level 1, and off runs at levels '2'"),
+    ] {
+        let out = d.run(&["restart", tag]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(29), "{tag}: {err}");
+        assert!(
+            err.contains(says) && err.ends_with("[NOT_STARTED]\n"),
+            "{err}"
+        );
+    }
+    assert_eq!(d.entry("held")["pid"], Value::Null);
+    assert_eq!(d.entry("off")["pid"], Value::Null);
+}
+
+#[test]
+fn childrens_lines_in_the_shared_log_carry_group_and_tag() {
+    let d = Daemon::prepare(
+        "web:talk:1:once:sh -c 'echo one; echo two >&2; read x < fifo; echo three; printf last'\n\
+         plain:raw:1:once:echo unprefixed\n",
+    );
+    nix::unistd::mkfifo(
+        &d.path("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let d = d.launch(&[]);
+    d.ok(&["tell", "web", "1"]);
+    d.wait_until("both lines, prefixed", || {
+        let log = d.log();
+        log.contains("\nweb:talk: one\n") && log.contains("\nweb:talk: two\n")
+    });
+    // Moved away and reopened: a running child's next lines go to the new
+    // file, since the daemon writes them.
+    std::fs::rename(d.path("log"), d.path("log.1")).unwrap();
+    d.ok(&["reopen"]);
+    std::fs::write(d.path("fifo"), "go\n").unwrap();
+    d.wait_until("the rest in the new log", || {
+        let log = d.log();
+        log.contains("\nweb:talk: three\n") && log.contains("\nweb:talk: last\n")
+    });
+    assert!(!d.read("log.1").contains("three"));
+    // log_prefix:off: children write to the file directly, as they are.
+    let d2 = Daemon::prepare(":::log_prefix:off\nplain:raw:1:once:echo unprefixed\n").launch(&[]);
+    d2.ok(&["tell", "plain", "1"]);
+    d2.wait_until("the raw line", || d2.log().contains("\nunprefixed\n"));
+    assert!(!d2.log().contains("plain:raw: unprefixed"));
+}

@@ -388,7 +388,7 @@ fn explain_says_why_an_entry_runs_or_not() {
     assert_eq!(facts, ["at_level", "waiting_for"]);
     // At another level.
     d.ok(&["db", "1"]);
-    d.wait_status("db", "db 1 DONE");
+    d.wait_status("db", "db 1 DONE (1 gave up)");
     let (text, _) = explain(&d, "off");
     assert!(
         text.contains("group db is at level 1, and off runs at level 2 only."),

@@ -139,6 +139,35 @@ fn metrics_parse_and_say_what_runs() {
     for (name, labels, want) in rows {
         assert_eq!(value(&s, name, labels), Some(*want), "{name}{labels:?}");
     }
+    // A hand-over: a waiter gets the lock when its holder lets go.
+    let fifo = d.path("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fifo_arg = format!("read x < {}", fifo.display());
+    let mut holder = d
+        .client(&["lock", "vol2", "--", "sh", "-c", &fifo_arg])
+        .spawn()
+        .unwrap();
+    let count = |what: &str| -> usize {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.ok(&["locks", "vol2", "--json"])).unwrap();
+        v.as_array()
+            .and_then(|a| a.first())
+            .and_then(|c| c[what].as_array())
+            .map_or(0, Vec::len)
+    };
+    d.wait_until("vol2 held", || count("holders") == 1);
+    let mut waiter = d.client(&["lock", "vol2", "--", "true"]).spawn().unwrap();
+    d.wait_until("a waiter on vol2", || count("waiters") == 1);
+    std::fs::write(&fifo, "go\n").unwrap();
+    assert!(common::wait_exit(&mut holder, "holder").success());
+    assert!(common::wait_exit(&mut waiter, "waiter").success());
+    let s = scrape(port);
+    assert_eq!(
+        value(&s, "clinit_lock_handover_seconds_count", &[]),
+        Some(1.0),
+        "one hand-over"
+    );
+    assert!(value(&s, "clinit_lock_wait_seconds_count", &[]).unwrap() >= 1.0);
     // Requests by kind, with a latency histogram.
     assert!(
         s.samples

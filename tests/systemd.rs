@@ -108,11 +108,18 @@ fn lockd_serves_a_socket_passed_by_the_service_manager() {
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::null());
-    // SAFETY: only dup2 between fork and exec.
+    // SAFETY: only dup2 and fcntl between fork and exec.
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
+            // The listener may be fd 3 already: then dup2 does nothing
+            // and close-on-exec must be cleared by hand.
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

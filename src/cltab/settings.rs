@@ -212,6 +212,8 @@ settings! {
         "how long start-up waits for restored groups to settle before serving";
     loglevel: LogLevel = File, "LEVEL", LogLevel::parse,
         "the daemon log's level: error, warn, info (default), debug or trace";
+    log_prefix: bool = File, "on|off", on_off,
+        "prefix each line children write to the shared log with their group:tag, through a pipe the daemon reads (default on); off: children write to the log file directly";
     lwords_keep: usize = File, "N", positive_count,
         "how many recent log records of every level the daemon keeps in memory as last words, written out when something goes wrong (default 1000)";
     maintenance: bool = File, "on|off", on_off,

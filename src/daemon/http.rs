@@ -205,7 +205,10 @@ async fn route(req: Request<hyper::body::Incoming>, shared: &Arc<Shared>) -> Res
 }
 
 async fn metrics(shared: &Arc<Shared>) -> Response<Body> {
-    let locks = shared.locks().status(None);
+    let (locks, handovers) = {
+        let l = shared.locks();
+        (l.status(None), l.handovers())
+    };
     let records = record_usage(shared).await;
     let started = shared.events.started();
     let text = on_loop(
@@ -216,6 +219,7 @@ async fn metrics(shared: &Arc<Shared>) -> Response<Body> {
                 text: super::metrics::render(
                     &d.sup,
                     &locks,
+                    &handovers,
                     &records,
                     &d.shared.metrics,
                     super::metrics::ProcessStats::read(),

@@ -172,6 +172,7 @@ fn exit_code(st: ExitStatus) -> i64 {
 pub fn render(
     sup: &Supervisor,
     locks: &[ContainerStatus],
+    handovers: &Histogram,
     records: &[(String, u64, u64)],
     m: &Metrics,
     me: ProcessStats,
@@ -350,6 +351,13 @@ pub fn render(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .write(&mut out, "clinit_lock_wait_seconds", "");
+    help(
+        &mut out,
+        "clinit_lock_handover_seconds",
+        "histogram",
+        "for a lock a waiter got because a holder let go (release, connection closed, lease expired): from the daemon handling that to the waiter's grant passed to its connection",
+    );
+    handovers.write(&mut out, "clinit_lock_handover_seconds", "");
     // Records.
     help(&mut out, "clinit_records", "gauge", "records per container");
     for (c, n, _) in records {

@@ -297,6 +297,20 @@ fn lockd_paths(paths: &mut Paths, cli: &crate::config::CliPaths, s: &crate::clta
     }
 }
 
+/// Each running entry holds one descriptor of the daemon's (the pipe its
+/// output comes through, `log_prefix`): raise the soft limit of open files
+/// towards the hard one, to 65,536 at most (children inherit it; a larger
+/// one slows programs that close every descriptor up to it).
+fn raise_open_files() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = hard.min(65_536).max(soft);
+        if want > soft {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want, hard);
+        }
+    }
+}
+
 /// Run the daemon in the foreground until it is shut down.
 ///
 /// Start-up order: cltab, log, the socket lock, the state store; then
@@ -320,6 +334,7 @@ fn run_daemon(opts: &Options) -> Result<(), StartError> {
     let sd_notify = notify::Notify::from_env();
     let activated = notify::activated_socket();
     one_malloc_arena();
+    raise_open_files();
     // Read the spin budget now (the docs say the daemon reads
     // CLINIT_SPIN_US when it starts), so that a bad value is reported at
     // start-up and not at the first connection.
@@ -562,6 +577,7 @@ fn run_daemon(opts: &Options) -> Result<(), StartError> {
         ),
     ));
     let mut executor = Executor::with_cgroups(log, paths.logdir.clone(), &paths.socket, cgroups);
+    executor.set_log_prefix(cltab.settings.log_prefix.unwrap_or(true));
     if cluster.is_some() {
         executor.set_exclusive(exclusive.clone());
     }

@@ -96,6 +96,11 @@ fn group_status(g: &Group, entries: bool, now: Now) -> GroupStatus {
         owner: None,
         token: None,
         goal: g.phase.level().map(str::to_string),
+        gave_up: g
+            .slots
+            .iter()
+            .filter(|s| matches!(s.proc, Proc::GaveUp { .. }))
+            .count() as u32,
         entries: if entries {
             g.slots.iter().map(|s| entry_status(s, now)).collect()
         } else {

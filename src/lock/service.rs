@@ -116,6 +116,12 @@ pub struct LocalLocks {
     /// Cluster mode: where claims go (the lock agent), and what the agent
     /// reports back.
     cluster: Option<ClusterLink>,
+    /// While a request, a closed connection or a tick is handled: when
+    /// its handling began. A waiter granted meanwhile was handed the lock
+    /// by it (a release, a holder gone, a lease expired).
+    freeing: Option<Instant>,
+    /// From that moment to the waiter's grant passed to its connection.
+    handovers: crate::daemon::metrics::Histogram,
 }
 
 /// Cluster mode: a request of the lock manager to the lock agent.
@@ -166,6 +172,8 @@ impl LocalLocks {
                 manager: LockManager::new(token_floor),
                 store,
                 pending: Default::default(),
+                freeing: None,
+                handovers: Default::default(),
                 current: None,
                 next_req: 1,
                 persisted: token_floor,
@@ -360,6 +368,9 @@ impl LocalLocks {
             Some((id, _, slot)) if *id == req => *slot = Some(r),
             _ => {
                 if let Some((tx, _)) = self.pending.remove(&req) {
+                    if let (Some(since), Reply::Granted { .. }) = (self.freeing, &r) {
+                        self.handovers.observe(since.elapsed());
+                    }
                     let _ = tx.send(r);
                 }
             }
@@ -575,7 +586,9 @@ impl LockBackend for LocalLocks {
         self.current = Some((req, subject, None));
         // A release comes before the grants it makes possible.
         let release_at = self.changes.len();
+        self.freeing = Some(now);
         self.step(ev, now);
+        self.freeing = None;
         let Some((_, subject, reply)) = self.current.take() else {
             return Pending::Ready(error(ErrorCode::Internal, "lock request lost".into()));
         };
@@ -602,14 +615,23 @@ impl LockBackend for LocalLocks {
     }
 
     fn connection_closed(&mut self, conn: u64) {
-        self.step(LockEvent::Gone { holder: conn }, Instant::now());
+        let now = Instant::now();
+        self.freeing = Some(now);
+        self.step(LockEvent::Gone { holder: conn }, now);
+        self.freeing = None;
         self.pending.retain(|_, (tx, _)| !tx.is_closed());
     }
 
     fn tick(&mut self, now: Instant) {
         if self.manager.next_deadline().is_some_and(|d| d <= now) {
+            self.freeing = Some(Instant::now());
             self.step(LockEvent::Tick, now);
+            self.freeing = None;
         }
+    }
+
+    fn handovers(&self) -> crate::daemon::metrics::Histogram {
+        self.handovers.clone()
     }
 
     fn next_deadline(&self) -> Option<Instant> {

@@ -296,6 +296,11 @@ pub enum ErrorCode {
     NotLive,
     /// Refused: the daemon is in maintenance mode.
     Maintenance,
+    /// `restart` of an entry that does not run (disabled, or not at its
+    /// group's level): nothing was started.
+    NotStarted,
+    /// `clinit wait`: the group settled in FAILED (client side).
+    GroupFailed,
 }
 
 impl ErrorCode {
@@ -331,6 +336,8 @@ impl ErrorCode {
             ErrorCode::BadValue => 7,
             ErrorCode::NotLive => 27,
             ErrorCode::Maintenance => 28,
+            ErrorCode::NotStarted => 29,
+            ErrorCode::GroupFailed => 30,
             ErrorCode::NoLockmgr => 69,
             ErrorCode::Busy => 75,
         }
@@ -434,6 +441,14 @@ pub struct GroupStatus {
     /// The level it was last told, kept across restarts (its goal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goal: Option<String>,
+    /// How many of its entries gave up (too many errors in a row); the
+    /// short status shows `(N gave up)`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gave_up: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

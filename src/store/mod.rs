@@ -379,6 +379,12 @@ pub trait LockBackend: Send {
     fn take_changes(&mut self) -> Vec<LockChange>;
     /// The daemon exits: drop parked requests unanswered.
     fn shutdown(&mut self);
+    /// Hand-over times: from the handling of what let a lock go (a
+    /// release, a holder gone, a lease expired) to the grant passed to the
+    /// waiting connection.
+    fn handovers(&self) -> crate::daemon::metrics::Histogram {
+        crate::daemon::metrics::Histogram::default()
+    }
 }
 
 /// The status file (Cluster::Init's clstat), always a local file, replaced

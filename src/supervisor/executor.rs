@@ -29,7 +29,11 @@ pub type EntryEvent = (String, String, ProcEvent);
 pub struct Executor {
     log: File,
     logdir: Option<PathBuf>,
-    children: HashMap<Pid, (String, String)>,
+    /// Children's output through a pipe, prefixed (`log_prefix`).
+    prefix: bool,
+    /// Each child's group, tag and when it was started (for the run
+    /// time its exit is logged with).
+    children: HashMap<Pid, (String, String, Instant)>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_data: HashMap<u64, Timer>,
     seq: u64,
@@ -95,6 +99,7 @@ impl Executor {
         Executor {
             log,
             logdir,
+            prefix: false,
             children: HashMap::new(),
             timers: BinaryHeap::new(),
             timer_data: HashMap::new(),
@@ -183,8 +188,20 @@ impl Executor {
     fn output(&self, group: &str, tag: &str) -> std::io::Result<File> {
         match &self.logdir {
             Some(dir) => crate::config::files::append(&dir.join(format!("{group}.{tag}.log"))),
-            None => self.log.try_clone(),
+            None => match self
+                .prefix
+                .then(|| super::relay::pipe(format!("{group}:{tag}: ")))
+            {
+                Some(Some(pipe)) => Ok(pipe),
+                _ => self.log.try_clone(),
+            },
         }
+    }
+
+    /// Prefix children's lines in the shared log with `group:tag` (setting
+    /// `log_prefix`; see `relay`).
+    pub fn set_log_prefix(&mut self, on: bool) {
+        self.prefix = on;
     }
 
     /// Fork an entry's child, gated (see [`spawn`]): in its own process
@@ -320,7 +337,8 @@ impl Executor {
                         // The child runs its command once this turn's
                         // records are durable (see `take_gates`).
                         self.gates.push(gated);
-                        self.children.insert(pid, (g.clone(), t.clone()));
+                        self.children
+                            .insert(pid, (g.clone(), t.clone(), Instant::now()));
                         Some((g, t, ProcEvent::Spawned { pid }))
                     }
                     Err(e) => {
@@ -511,9 +529,12 @@ impl Executor {
                 ex.feeder
                     .send(crate::cluster::watchdog::Cmd::Gone { group, pgid: pid });
             }
-            if let Some((g, t)) = self.children.remove(&pid) {
+            if let Some((g, t, since)) = self.children.remove(&pid) {
                 self.ops.push(StoreOp::RemoveChild { pid });
-                tracing::debug!("{g}:{t} pid {pid} exited: {status}");
+                tracing::info!(
+                    "{g}:{t} pid {pid} exited: {status} after {}",
+                    run_time(since.elapsed())
+                );
                 out.push((g, t, ProcEvent::Exited { pid, status }));
             }
         }
@@ -719,9 +740,40 @@ pub fn scan_adopted() -> Vec<Adopted> {
     found
 }
 
+/// A run time as people read it: `0.012 s`, `4.5 s`, `3 min 20 s`,
+/// `2 h 5 min`.
+fn run_time(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    let whole = d.as_secs();
+    if s < 10.0 {
+        format!("{s:.3} s")
+    } else if whole < 60 {
+        format!("{s:.1} s")
+    } else if whole < 3600 {
+        format!("{} min {} s", whole / 60, whole % 60)
+    } else {
+        format!("{} h {} min", whole / 3600, whole % 3600 / 60)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_times_read_as_people_say_them() {
+        use std::time::Duration;
+        let rows = [
+            (Duration::from_millis(12), "0.012 s"),
+            (Duration::from_millis(4500), "4.500 s"),
+            (Duration::from_millis(12_340), "12.3 s"),
+            (Duration::from_secs(200), "3 min 20 s"),
+            (Duration::from_secs(7500), "2 h 5 min"),
+        ];
+        for (d, want) in rows {
+            assert_eq!(run_time(d), want, "{d:?}");
+        }
+    }
 
     #[test]
     fn a_sweep_is_asked_not_done_then_stops_only_its_entrys_adopted_processes() {

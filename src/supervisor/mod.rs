@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod executor;
 pub mod leftovers;
 pub mod machine;
+pub mod relay;
 #[cfg(test)]
 pub mod sim;
 pub mod spawn;
@@ -69,6 +70,9 @@ pub fn unix_now() -> i64 {
 pub enum ControlError {
     #[error("no such entry: {0}")]
     NoSuchEntry(String),
+    /// `restart` of an entry that would not run: nothing was started.
+    #[error("{tag} was not restarted: {why}")]
+    NotStarted { tag: String, why: String },
 }
 
 /// What an operator last did to an entry, for `clinit explain`.
@@ -448,6 +452,34 @@ impl Supervisor {
             Some((g, s)) => (g.name.clone(), s.enable),
             None => return Err(ControlError::NoSuchEntry(tag.to_string())),
         };
+        // A restart starts nothing for an entry that does not run: say so
+        // (and change nothing) rather than report a restart.
+        if matches!(op, Control::Restart)
+            && let Some((g, slot)) = self.slot(tag)
+        {
+            let why = if !slot.enable.run {
+                Some(format!(
+                    "it is {} (`clinit start {tag}` enables and starts it)",
+                    slot.enable.describe().unwrap_or("disabled")
+                ))
+            } else {
+                match g.active_level() {
+                    Some(l) if slot.spec.wanted_at(l) => None,
+                    Some(l) => Some(format!(
+                        "group {} is at level {l}, and {tag} runs at levels '{}'",
+                        g.name,
+                        slot.spec.levels.as_str()
+                    )),
+                    None => Some(format!("group {} is at no level", g.name)),
+                }
+            };
+            if let Some(why) = why {
+                return Err(ControlError::NotStarted {
+                    tag: tag.to_string(),
+                    why,
+                });
+            }
+        }
         let actions = self
             .step(
                 &group,

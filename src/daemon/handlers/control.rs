@@ -45,7 +45,12 @@ pub(crate) fn entry(
             }
             message(&text)
         }
-        Err(e) => error(ErrorCode::NoSuchEntry, e.to_string()),
+        Err(e @ crate::supervisor::ControlError::NoSuchEntry(_)) => {
+            error(ErrorCode::NoSuchEntry, e.to_string())
+        }
+        Err(e @ crate::supervisor::ControlError::NotStarted { .. }) => {
+            error(ErrorCode::NotStarted, e.to_string())
+        }
     }
 }
 
