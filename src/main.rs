@@ -1279,18 +1279,34 @@ fn survey(t: &Target, a: &SurveyArgs) -> Result<(), ClientError> {
         Query::named(table, &a.columns, &a.filter, &a.sort)
     }
     .map_err(usage)?;
+    // The daemon makes the rows, page by page.
     let mut c = Client::open(t)?;
-    let rows = match table {
-        Table::Locks => clinit::survey::lock_rows(&all_locks(&mut c, None)?),
-        Table::Groups => clinit::survey::group_rows(&c.status_with(None, false, false)?),
-        Table::Entries => clinit::survey::entry_rows(
-            &c.status_with(None, false, q.wants_usage())?,
-            clinit::events::wall_now(),
-        ),
-    };
-    let rows = q.apply(rows);
+    let mut values = Vec::new();
+    let mut from = 0;
+    loop {
+        match c.request(Request::Survey {
+            query: q.clone(),
+            from,
+        })? {
+            Reply::Survey { rows, more, .. } => {
+                values.extend(rows);
+                match more {
+                    Some(m) if m > from => from = m,
+                    _ => break,
+                }
+            }
+            Reply::Error(e) => return Err(ClientError::Daemon(e)),
+            other => {
+                return Err(ClientError::Usage(format!(
+                    "survey: unexpected reply {other:?}"
+                )));
+            }
+        }
+    }
+    let rows = values;
     let out = if a.json {
-        let mut text = serde_json::to_string_pretty(&rows).expect("serializable");
+        let mut text =
+            serde_json::to_string_pretty(&q.as_objects(rows.clone())).expect("serializable");
         text.push('\n');
         text
     } else if a.output.as_deref() == Some("tsv") {

@@ -16,10 +16,12 @@
 
 use crate::lock::ContainerStatus;
 use crate::proto::GroupStatus;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Which table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Table {
     Groups,
     Entries,
@@ -155,13 +157,14 @@ impl Table {
             .map(|c| c.name)
     }
 
-    fn has(self, name: &str) -> bool {
+    pub fn has(self, name: &str) -> bool {
         self.columns().iter().any(|c| c.name == name)
     }
 }
 
 /// How a filter compares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Op {
     Eq,
     Ne,
@@ -169,15 +172,15 @@ pub enum Op {
     Gt,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filter {
     pub column: String,
     pub op: Op,
     pub value: String,
 }
 
-/// A survey, as asked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A survey, as asked (sent to the daemon, which makes the rows).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Query {
     pub table: Table,
     pub columns: Vec<String>,
@@ -366,30 +369,107 @@ impl Query {
             .any(|c| c == "cpu" || c == "rss")
     }
 
-    /// Filter, sort and keep only the chosen columns.
-    pub fn apply(&self, rows: Vec<Map<String, Value>>) -> Vec<Map<String, Value>> {
-        let mut rows: Vec<_> = rows
-            .into_iter()
-            .filter(|r| self.filters.iter().all(|f| matches(r, f)))
-            .collect();
-        rows.sort_by(|a, b| {
-            for (c, desc) in &self.sort {
-                let o = compare(a.get(c), b.get(c));
-                let o = if *desc { o.reverse() } else { o };
-                if o != std::cmp::Ordering::Equal {
-                    return o;
-                }
+    /// Every column the query reads: shown, filtered or sorted on.
+    pub fn reads(&self, column: &str) -> bool {
+        self.columns.iter().any(|c| c == column)
+            || self.filters.iter().any(|f| f.column == column)
+            || self.sort.iter().any(|(c, _)| c == column)
+    }
+
+    /// A query that names only columns of its table (one from another
+    /// client than ours is checked again by the daemon).
+    pub fn check(&self) -> Result<(), SurveyError> {
+        let names = self
+            .columns
+            .iter()
+            .chain(self.filters.iter().map(|f| &f.column))
+            .chain(self.sort.iter().map(|(c, _)| c));
+        for c in names {
+            if !self.table.has(c) {
+                return Err(no_column(self.table, c));
             }
-            std::cmp::Ordering::Equal
+        }
+        Ok(())
+    }
+
+    /// The columns the query reads, each once: the chosen ones first,
+    /// then those only filtered or sorted on. Rows for
+    /// [`Query::apply_indexed`] hold these, in this order.
+    pub fn needed(&self) -> Vec<String> {
+        let mut names = self.columns.clone();
+        for c in self
+            .filters
+            .iter()
+            .map(|f| &f.column)
+            .chain(self.sort.iter().map(|(c, _)| c))
+        {
+            if !names.contains(c) {
+                names.push(c.clone());
+            }
+        }
+        names
+    }
+
+    /// Filter and sort rows of [`Query::needed`] values, then keep the
+    /// chosen columns, in their order.
+    pub fn apply_indexed(&self, mut rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
+        let names = self.needed();
+        let at = |c: &str| names.iter().position(|n| n == c);
+        let filters: Vec<(Option<usize>, &Filter)> =
+            self.filters.iter().map(|f| (at(&f.column), f)).collect();
+        rows.retain(|r| {
+            filters
+                .iter()
+                .all(|(i, f)| matches(i.and_then(|i| r.get(i)), f))
         });
+        let keys: Vec<(Option<usize>, bool)> =
+            self.sort.iter().map(|(c, desc)| (at(c), *desc)).collect();
+        if !keys.is_empty() {
+            rows.sort_by(|a, b| {
+                for (i, desc) in &keys {
+                    let o = compare(i.and_then(|i| a.get(i)), i.and_then(|i| b.get(i)));
+                    let o = if *desc { o.reverse() } else { o };
+                    if o != std::cmp::Ordering::Equal {
+                        return o;
+                    }
+                }
+                std::cmp::Ordering::Equal
+            });
+        }
+        let shown = self.columns.len();
+        for r in &mut rows {
+            r.truncate(shown);
+        }
+        rows
+    }
+
+    /// Rows of values back into objects keyed by the chosen columns.
+    pub fn as_objects(&self, rows: Vec<Vec<Value>>) -> Vec<Map<String, Value>> {
         rows.into_iter()
-            .map(|r| {
-                self.columns
+            .map(|r| self.columns.iter().cloned().zip(r).collect())
+            .collect()
+    }
+
+    /// Filter, sort and keep only the chosen columns, from rows of every
+    /// column; values in the chosen columns' order.
+    pub fn apply_values(&self, rows: Vec<Map<String, Value>>) -> Vec<Vec<Value>> {
+        let names = self.needed();
+        let rows = rows
+            .into_iter()
+            .map(|mut r| {
+                names
                     .iter()
-                    .map(|c| (c.clone(), r.get(c).cloned().unwrap_or(Value::Null)))
+                    .map(|c| r.remove(c).unwrap_or(Value::Null))
                     .collect()
             })
-            .collect()
+            .collect();
+        self.apply_indexed(rows)
+    }
+
+    /// Filter, sort and keep only the chosen columns.
+    pub fn apply(&self, rows: Vec<Map<String, Value>>) -> Vec<Map<String, Value>> {
+        let rows = self.apply_values(rows);
+        self.as_objects(rows)
     }
 }
 
@@ -402,8 +482,7 @@ fn text(v: Option<&Value>) -> String {
     }
 }
 
-fn matches(row: &Map<String, Value>, f: &Filter) -> bool {
-    let v = row.get(&f.column);
+fn matches(v: Option<&Value>, f: &Filter) -> bool {
     match f.op {
         Op::Eq | Op::Ne => {
             let have = text(v).to_ascii_lowercase();
@@ -454,57 +533,103 @@ pub type Usage = std::collections::HashMap<String, (f64, u64)>;
 
 /// The rows of the entries table (every column), from a full status.
 pub fn entry_rows(groups: &[GroupStatus], now: f64) -> Vec<Map<String, Value>> {
-    let mut rows = Vec::new();
+    let names: Vec<String> = ENTRY_COLUMNS.iter().map(|c| c.name.to_string()).collect();
+    entry_values(groups, now, &names)
+        .into_iter()
+        .map(|r| names.iter().cloned().zip(r).collect())
+        .collect()
+}
+
+/// The rows of the entries table: the values of `names`, in that order
+/// (an unknown name gives null).
+pub fn entry_values(groups: &[GroupStatus], now: f64, names: &[String]) -> Vec<Vec<Value>> {
+    let mut rows = Vec::with_capacity(groups.iter().map(|g| g.entries.len()).sum());
     for g in groups {
         for e in &g.entries {
-            let running = e.pid.is_some();
-            let mut r = Map::new();
-            r.insert("group".into(), g.group.clone().into());
-            r.insert("tag".into(), e.tag.clone().into());
-            r.insert("levels".into(), e.levels.clone().into());
-            r.insert("mode".into(), e.mode.clone().into());
-            r.insert("state".into(), e.state.clone().into());
-            r.insert("pid".into(), e.pid.map_or(Value::Null, Value::from));
-            r.insert(
-                "start_time".into(),
-                e.started.map_or(Value::Null, |t| {
-                    crate::logging::local_time(t)
-                        .chars()
-                        .take(19)
-                        .collect::<String>()
-                        .into()
-                }),
-            );
-            r.insert(
-                "uptime".into(),
-                match (running, e.started) {
-                    (true, Some(t)) => Value::from(((now - t).max(0.0) * 1000.0).round() / 1000.0),
-                    _ => Value::Null,
-                },
-            );
-            r.insert("starts".into(), e.starts.into());
-            r.insert("restarts".into(), e.restarts.into());
-            r.insert("rapid".into(), e.rapid.into());
-            r.insert(
-                "last_exit".into(),
-                e.last_exit.map_or(Value::Null, |x| x.to_string().into()),
-            );
-            r.insert(
-                "cpu".into(),
-                e.cpu
-                    .map_or(Value::Null, |c| Value::from((c * 100.0).round() / 100.0)),
-            );
-            r.insert("rss".into(), e.rss_kib.map_or(Value::Null, Value::from));
-            r.insert(
-                "goal".into(),
-                e.goal.clone().map_or(Value::Null, Value::from),
-            );
-            r.insert("stopped".into(), (!e.running_enabled).into());
-            r.insert("gave_up".into(), e.gave_up.into());
-            rows.push(r);
+            let f = EntryFacts::of(g, e);
+            rows.push(names.iter().map(|c| f.value(now, c)).collect());
         }
     }
     rows
+}
+
+/// What the entries table shows of one entry, borrowed from wherever it
+/// is kept: a status on the wire ([`EntryFacts::of`]) or, in the daemon,
+/// the supervisor's own slot (no status is built for a survey).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntryFacts<'a> {
+    pub group: &'a str,
+    pub tag: &'a str,
+    pub levels: &'a str,
+    pub mode: &'a str,
+    pub state: &'a str,
+    pub pid: Option<i32>,
+    /// Unix time of the last start, while it runs or stops.
+    pub started: Option<f64>,
+    pub starts: u32,
+    pub restarts: u32,
+    pub rapid: u32,
+    pub last_exit: Option<crate::supervisor::machine::ExitStatus>,
+    pub cpu: Option<f64>,
+    pub rss_kib: Option<u64>,
+    pub goal: Option<&'a str>,
+    pub running_enabled: bool,
+    pub gave_up: bool,
+}
+
+impl<'a> EntryFacts<'a> {
+    pub fn of(g: &'a GroupStatus, e: &'a crate::proto::EntryStatus) -> EntryFacts<'a> {
+        EntryFacts {
+            group: &g.group,
+            tag: &e.tag,
+            levels: &e.levels,
+            mode: &e.mode,
+            state: &e.state,
+            pid: e.pid,
+            started: e.started,
+            starts: e.starts,
+            restarts: e.restarts,
+            rapid: e.rapid,
+            last_exit: e.last_exit,
+            cpu: e.cpu,
+            rss_kib: e.rss_kib,
+            goal: e.goal.as_deref(),
+            running_enabled: e.running_enabled,
+            gave_up: e.gave_up,
+        }
+    }
+
+    /// The value of one column (null for a name that is none).
+    pub fn value(&self, now: f64, column: &str) -> Value {
+        let or_null = |v: Option<Value>| v.unwrap_or(Value::Null);
+        match column {
+            "group" => self.group.into(),
+            "tag" => self.tag.into(),
+            "levels" => self.levels.into(),
+            "mode" => self.mode.into(),
+            "state" => self.state.into(),
+            "pid" => or_null(self.pid.map(Value::from)),
+            "start_time" => or_null(self.started.map(|t| {
+                let mut s = crate::logging::local_time(t);
+                s.truncate(19);
+                s.into()
+            })),
+            "uptime" => match (self.pid.is_some(), self.started) {
+                (true, Some(t)) => Value::from(((now - t).max(0.0) * 1000.0).round() / 1000.0),
+                _ => Value::Null,
+            },
+            "starts" => self.starts.into(),
+            "restarts" => self.restarts.into(),
+            "rapid" => self.rapid.into(),
+            "last_exit" => or_null(self.last_exit.map(|x| x.to_string().into())),
+            "cpu" => or_null(self.cpu.map(|c| Value::from((c * 100.0).round() / 100.0))),
+            "rss" => or_null(self.rss_kib.map(Value::from)),
+            "goal" => or_null(self.goal.map(Value::from)),
+            "stopped" => (!self.running_enabled).into(),
+            "gave_up" => self.gave_up.into(),
+            _ => Value::Null,
+        }
+    }
 }
 
 /// The rows of the groups table, from a status and the stored goals.
@@ -587,14 +712,16 @@ fn cell(column: &str, v: &Value) -> String {
     }
 }
 
-/// The rows as aligned columns (a header first unless `no_header`).
-pub fn render_table(columns: &[String], rows: &[Map<String, Value>], no_header: bool) -> String {
+/// The rows (values in the order of `columns`) as aligned columns (a
+/// header first unless `no_header`).
+pub fn render_table(columns: &[String], rows: &[Vec<Value>], no_header: bool) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             columns
                 .iter()
-                .map(|c| cell(c, r.get(c).unwrap_or(&Value::Null)))
+                .enumerate()
+                .map(|(i, c)| cell(c, r.get(i).unwrap_or(&Value::Null)))
                 .map(|t| crate::logsafe::Safe(&t).to_string())
                 .collect()
         })
@@ -635,7 +762,7 @@ pub fn render_table(columns: &[String], rows: &[Map<String, Value>], no_header: 
 
 /// The rows as tab-separated values (a header of column names first
 /// unless `no_header`); tabs and newlines in values are escaped.
-pub fn render_tsv(columns: &[String], rows: &[Map<String, Value>], no_header: bool) -> String {
+pub fn render_tsv(columns: &[String], rows: &[Vec<Value>], no_header: bool) -> String {
     let esc = |s: String| {
         s.replace('\\', "\\\\")
             .replace('\t', "\\t")
@@ -647,7 +774,7 @@ pub fn render_tsv(columns: &[String], rows: &[Map<String, Value>], no_header: bo
         out.push('\n');
     }
     for r in rows {
-        let words: Vec<String> = columns.iter().map(|c| esc(text(r.get(c)))).collect();
+        let words: Vec<String> = (0..columns.len()).map(|i| esc(text(r.get(i)))).collect();
         out.push_str(&words.join("\t"));
         out.push('\n');
     }
@@ -760,12 +887,8 @@ mod tests {
     #[test]
     fn only_the_chosen_columns_come_out_in_their_order() {
         let q = Query::named(Table::Entries, &s(&["tag,group"]), &[], &[]).unwrap();
-        let out = q.apply(rows());
-        assert_eq!(
-            out[0].keys().collect::<Vec<_>>(),
-            ["group", "tag"],
-            "a map sorts keys; the columns' order is kept by render"
-        );
+        let out = q.apply_values(rows());
+        assert_eq!(out[0], vec![Value::from("a"), Value::from("web")]);
         let table = render_table(&q.columns, &out, false);
         assert_eq!(table.lines().next(), Some("TAG  GROUP"));
         assert_eq!(table.lines().nth(1), Some("a    web"));
@@ -823,9 +946,79 @@ mod tests {
         }
     }
 
+    /// Filtering and sorting on columns not shown: the daemon's rows hold
+    /// them after the chosen ones, and they are cut before sending.
+    #[test]
+    fn rows_of_values_filter_and_sort_on_columns_not_shown() {
+        let q = Query::named(
+            Table::Entries,
+            &s(&["tag"]),
+            &s(&["group=web"]),
+            &s(&["-restarts"]),
+        )
+        .unwrap();
+        assert_eq!(q.needed(), s(&["tag", "group", "restarts"]));
+        let rows: Vec<Vec<Value>> = vec![
+            vec!["a".into(), "web".into(), 3.into()],
+            vec!["b".into(), "web".into(), 9.into()],
+            vec!["c".into(), "db".into(), 1.into()],
+        ];
+        assert_eq!(
+            q.apply_indexed(rows),
+            vec![vec![Value::from("b")], vec![Value::from("a")]]
+        );
+        // The same through rows of every column.
+        assert_eq!(
+            q.apply_values(super::tests::rows()),
+            vec![vec![Value::from("b")], vec![Value::from("a")]]
+        );
+    }
+
+    #[test]
+    fn entry_values_are_those_of_entry_rows() {
+        let g = GroupStatus {
+            group: "web".into(),
+            level: Some("1".into()),
+            state: crate::supervisor::machine::GroupState::Done,
+            entries: vec![crate::proto::EntryStatus {
+                tag: "a".into(),
+                pid: Some(42),
+                started: Some(100.0),
+                restarts: 2,
+                ..serde_json::from_value(serde_json::json!({
+                    "tag": "", "mode": "respawn", "levels": "1", "command": "x",
+                    "state": "running", "pid": null, "started": null, "starts": 3,
+                    "restarts": 0, "last_exit": null, "goal": null, "enabled": true,
+                    "running_enabled": true, "last_start": null, "last_exit_at": null,
+                    "last_error": null, "last_error_at": null, "rs_time": 0, "rs_count": 0,
+                    "rapid": 0, "throttled_until": null, "gave_up": false, "schedule": null,
+                    "next_run": null, "notifier": null, "notifier_format": null
+                }))
+                .unwrap()
+            }],
+            owner: None,
+            token: None,
+            goal: None,
+            gave_up: 0,
+        };
+        let all = entry_rows(std::slice::from_ref(&g), 160.0);
+        let names: Vec<String> = ENTRY_COLUMNS.iter().map(|c| c.name.to_string()).collect();
+        let values = entry_values(std::slice::from_ref(&g), 160.0, &names);
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(all[0][n], values[0][i], "{n}");
+        }
+        assert_eq!(all[0]["uptime"], 60.0);
+        assert_eq!(all[0]["pid"], 42);
+        assert_eq!(all[0]["starts"], 3);
+        assert_eq!(
+            entry_values(std::slice::from_ref(&g), 160.0, &s(&["restarts", "nope"])),
+            vec![vec![Value::from(2), Value::Null]]
+        );
+    }
+
     #[test]
     fn tsv_escapes_tabs_and_newlines() {
-        let r = vec![row(&[("tag", "a\tb\nc".into())])];
+        let r = vec![vec![Value::from("a\tb\nc")]];
         assert_eq!(render_tsv(&s(&["tag"]), &r, true), "a\\tb\\nc\n");
     }
 }

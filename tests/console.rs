@@ -269,6 +269,19 @@ fn survey_in_both_forms() {
     // Locks.
     let locks = d.ok(&["survey", "locks"]);
     assert!(locks.starts_with("NAME"), "{locks}");
+    // A query from another client is checked by the daemon too.
+    let q: clinit::survey::Query = serde_json::from_value(serde_json::json!({
+        "table": "entries", "columns": ["tag", "nope"], "filters": [], "sort": [["x", true]]
+    }))
+    .unwrap();
+    let mut c = clinit::client::Client::connect(&d.path("clinit.s")).unwrap();
+    match c.request(clinit::proto::Request::Survey { query: q, from: 0 }) {
+        Err(clinit::client::ClientError::Daemon(e)) => {
+            assert_eq!(e.code, clinit::proto::ErrorCode::BadRequest);
+            assert!(e.message.contains("no column nope"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
     // Mistakes are usage errors that name the column.
     let out = d.run(&["survey", "entries", "--columns", "nope"]);
     assert_eq!(out.status.code(), Some(2));

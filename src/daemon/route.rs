@@ -132,6 +132,11 @@ pub(crate) fn route(req: Request) -> Route {
                 may_block: true,
             },
         },
+        Request::Survey { query, from } => {
+            on_loop("groups::survey", Right::Read, None, move |d, _| {
+                Some(groups::survey(d, &query, from))
+            })
+        }
         Request::Null => on_loop("params::null", Right::Read, None, |d, _| {
             Some(params::null(d))
         }),
@@ -367,6 +372,11 @@ mod tests {
             },
             Request::LastWords,
             Request::Reopen,
+            Request::Survey {
+                query: crate::survey::Query::named(crate::survey::Table::Entries, &[], &[], &[])
+                    .unwrap(),
+                from: 0,
+            },
         ];
         for r in &all {
             match r {
@@ -394,7 +404,8 @@ mod tests {
                 | Request::Params { .. }
                 | Request::SetPar { .. }
                 | Request::LastWords
-                | Request::Reopen => {}
+                | Request::Reopen
+                | Request::Survey { .. } => {}
             }
         }
         all
@@ -517,6 +528,7 @@ mod tests {
                 true,
             ),
             ("reopen", "params::reopen", Right::Change, "loop", true),
+            ("survey", "groups::survey", Right::Read, "loop", false),
         ];
         let all = one_of_each();
         assert_eq!(all.len(), want.len());

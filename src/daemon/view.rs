@@ -79,8 +79,40 @@ pub fn status_page(
     (out, None)
 }
 
-#[cfg(test)]
-fn status(sup: &Supervisor, only: Option<&str>, entries: bool, now: Now) -> Vec<GroupStatus> {
+/// What the survey shows of a slot, borrowed (see
+/// [`crate::survey::EntryFacts`]); `usage`: its CPU seconds and RSS.
+pub fn entry_facts<'a>(
+    group: &'a str,
+    s: &'a Slot,
+    now: Now,
+    usage: Option<(f64, u64)>,
+) -> crate::survey::EntryFacts<'a> {
+    crate::survey::EntryFacts {
+        group,
+        tag: &s.spec.tag,
+        levels: s.spec.levels.as_str(),
+        mode: s.spec.mode.as_str(),
+        state: s.proc.name(),
+        pid: s.proc.pid(),
+        started: match s.proc {
+            Proc::Running { since, .. } | Proc::Stopping { since, .. } => Some(now.wall_of(since)),
+            _ => None,
+        },
+        starts: s.stats.starts,
+        restarts: s.stats.restarts,
+        rapid: s.stats.rapid,
+        last_exit: s.stats.last_exit.map(|(st, _)| st),
+        cpu: usage.map(|u| u.0),
+        rss_kib: usage.map(|u| u.1),
+        goal: s.enable.describe(),
+        running_enabled: s.enable.run,
+        gave_up: matches!(s.proc, Proc::GaveUp { .. }),
+    }
+}
+
+/// Every group (or one) whole, with no paging (the survey's rows; the
+/// tests).
+pub fn status(sup: &Supervisor, only: Option<&str>, entries: bool, now: Now) -> Vec<GroupStatus> {
     sup.groups()
         .iter()
         .filter(|g| only.is_none_or(|o| o == g.name))

@@ -174,6 +174,15 @@ pub enum Request {
     LastWords,
     /// Reopen the log file (for logrotate).
     Reopen,
+    /// `clinit survey`: the daemon makes the rows (only the columns the
+    /// query reads), filters, sorts and keeps the chosen columns. A result
+    /// too large for one frame comes in pages: `from` is the `more` of
+    /// the previous page.
+    Survey {
+        query: crate::survey::Query,
+        #[serde(default)]
+        from: usize,
+    },
 }
 
 /// Record operations; values travel base64-encoded (`value_b64`).
@@ -552,6 +561,14 @@ pub enum Reply {
     },
     LastWords {
         lines: Vec<String>,
+    },
+    /// The rows of a survey: one array of values per row, in the order of
+    /// `columns`.
+    Survey {
+        columns: Vec<String>,
+        rows: Vec<Vec<serde_json::Value>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        more: Option<usize>,
     },
 }
 
