@@ -581,6 +581,61 @@ impl Client {
         }
     }
 
+    /// Every row of a survey (page by page). Its frames are decoded
+    /// straight into rows of values, not through [`Reply`] (whose tagged
+    /// form buffers a whole frame before decoding it: for 1,000 rows that
+    /// was a millisecond of a CLI call).
+    pub fn survey(
+        &mut self,
+        query: &crate::survey::Query,
+    ) -> Result<Vec<Vec<serde_json::Value>>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            kind: String,
+            #[serde(default)]
+            rows: Vec<Vec<serde_json::Value>>,
+            #[serde(default)]
+            more: Option<usize>,
+            #[serde(default)]
+            code: Option<proto::ErrorCode>,
+            #[serde(default)]
+            message: String,
+        }
+        let mut all = Vec::new();
+        let mut from = 0;
+        loop {
+            self.send(Request::Survey {
+                query: query.clone(),
+                from,
+            })?;
+            let page = self.recv_raw(|body| serde_json::from_slice::<Page>(body))?;
+            let page = page.map_err(|e| ClientError::Protocol {
+                path: self.path.clone(),
+                err: e.to_string(),
+            })?;
+            match (page.kind.as_str(), page.code) {
+                ("survey", _) => {}
+                ("error", Some(code)) => {
+                    return Err(ClientError::Daemon(ErrorReply {
+                        code,
+                        message: page.message,
+                    }));
+                }
+                (kind, _) => {
+                    return Err(ClientError::Protocol {
+                        path: self.path.clone(),
+                        err: format!("unexpected reply to survey: {kind}"),
+                    });
+                }
+            }
+            all.extend(page.rows);
+            match page.more {
+                Some(m) if m > from => from = m,
+                _ => return Ok(all),
+            }
+        }
+    }
+
     pub fn request(&mut self, req: Request) -> Result<Reply, ClientError> {
         self.send(req)?;
         Ok(self.recv()?.1)

@@ -1280,30 +1280,7 @@ fn survey(t: &Target, a: &SurveyArgs) -> Result<(), ClientError> {
     }
     .map_err(usage)?;
     // The daemon makes the rows, page by page.
-    let mut c = Client::open(t)?;
-    let mut values = Vec::new();
-    let mut from = 0;
-    loop {
-        match c.request(Request::Survey {
-            query: q.clone(),
-            from,
-        })? {
-            Reply::Survey { rows, more, .. } => {
-                values.extend(rows);
-                match more {
-                    Some(m) if m > from => from = m,
-                    _ => break,
-                }
-            }
-            Reply::Error(e) => return Err(ClientError::Daemon(e)),
-            other => {
-                return Err(ClientError::Usage(format!(
-                    "survey: unexpected reply {other:?}"
-                )));
-            }
-        }
-    }
-    let rows = values;
+    let rows = Client::open(t)?.survey(&q)?;
     let out = if a.json {
         let mut text =
             serde_json::to_string_pretty(&q.as_objects(rows.clone())).expect("serializable");
