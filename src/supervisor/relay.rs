@@ -46,14 +46,20 @@ pub fn pipe(prefix: String) -> Option<File> {
     Some(File::from(wr))
 }
 
-async fn relay(mut rx: tokio::net::unix::pipe::Receiver, prefix: Vec<u8>) {
-    use tokio::io::AsyncReadExt;
+async fn relay(rx: tokio::net::unix::pipe::Receiver, prefix: Vec<u8>) {
     let mut lines = Lines::new(prefix);
-    let mut chunk = vec![0u8; LINE_MAX];
     loop {
-        let n = match rx.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
+        if rx.readable().await.is_err() {
+            break;
+        }
+        // The buffer lives between the wake-up and the read only, so it is
+        // not part of the task: 1,000 idle entries hold no 8 KiB each.
+        let mut chunk = [0u8; 4096];
+        let n = match rx.try_read(&mut chunk) {
+            Ok(0) => break,
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => break,
         };
         let out = lines.push(&chunk[..n]);
         if !out.is_empty() {
