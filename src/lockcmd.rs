@@ -37,6 +37,11 @@ pub struct LockArgs<'a> {
     pub command: &'a [String],
 }
 
+/// A client error, with its stable code in brackets.
+fn fail_client(e: &ClientError) -> i32 {
+    fail(format!("{e} [{}]", e.code()), e.exit_code())
+}
+
 fn fail(msg: impl std::fmt::Display, code: i32) -> i32 {
     eprintln!("clinit: {msg}");
     code
@@ -166,15 +171,23 @@ pub fn run(cli: &CliPaths, p: &Paths, target: &Target, a: &LockArgs) -> i32 {
         Target::Remote(_) => match Client::open(target) {
             Ok(c) => Ok(c),
             Err(ClientError::Daemon(e)) => Err(ConnectError::Refused(e)),
-            Err(e) => return fail(e.to_string(), e.exit_code()),
+            Err(e) => return fail_client(&e),
         },
     };
     let mut c = match connected {
         Ok(c) => c,
         // The service answered, and refused (a per-user limit, ...).
-        Err(ConnectError::Refused(e)) => return fail(e.message, e.code.exit_code()),
+        Err(ConnectError::Refused(e)) => {
+            return fail(
+                format!("{} [{}]", e.message, e.code.name()),
+                e.code.exit_code(),
+            );
+        }
         Err(ConnectError::Unreachable(e)) => {
-            return fail(format!("no lock service: {e}"), EXIT_NO_LOCKMGR);
+            return fail(
+                format!("no lock service: {e} [{}]", ErrorCode::NoLockmgr.name()),
+                EXIT_NO_LOCKMGR,
+            );
         }
     };
     let lease = match a.ttl {
@@ -183,8 +196,8 @@ pub fn run(cli: &CliPaths, p: &Paths, target: &Target, a: &LockArgs) -> i32 {
             ttl_ms: ttl.as_millis() as u64,
         }) {
             Ok(Reply::Lease { lease, .. }) => Some(lease),
-            Ok(other) => return fail(format!("unexpected reply {other:?}"), 1),
-            Err(e) => return fail(e.to_string(), e.exit_code()),
+            Ok(other) => return fail(format!("unexpected reply {other:?} [PROTOCOL]"), 1),
+            Err(e) => return fail_client(&e),
         },
     };
     if let Some(t) = a.timeout {
@@ -204,11 +217,11 @@ pub fn run(cli: &CliPaths, p: &Paths, target: &Target, a: &LockArgs) -> i32 {
         Ok(Reply::Granted {
             token, grace_ms, ..
         }) => (token, grace_ms),
-        Ok(other) => return fail(format!("unexpected reply {other:?}"), 1),
+        Ok(other) => return fail(format!("unexpected reply {other:?} [PROTOCOL]"), 1),
         Err(ClientError::Daemon(e)) if matches!(e.code, ErrorCode::Busy | ErrorCode::Timeout) => {
-            return fail(e.message, EXIT_BUSY);
+            return fail(format!("{} [{}]", e.message, e.code.name()), EXIT_BUSY);
         }
-        Err(e) => return fail(e.to_string(), e.exit_code()),
+        Err(e) => return fail_client(&e),
     };
     c.set_timeout(REQUEST_TIMEOUT);
 
@@ -365,7 +378,10 @@ pub fn run(cli: &CliPaths, p: &Paths, target: &Target, a: &LockArgs) -> i32 {
     };
     if let Some(why) = lost {
         return fail(
-            format!("the command was stopped: lock {} was lost ({why})", a.name),
+            format!(
+                "the command was stopped: lock {} was lost ({why}) [LOST]",
+                a.name
+            ),
             EXIT_LOST,
         );
     }

@@ -2019,7 +2019,15 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
+            // A mistake on the command line ends with its code too;
+            // --help and --version print as they are.
+            if e.use_stderr() {
+                let text = e.render().to_string();
+                let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+                eprint!("{first} [USAGE]\n{rest}");
+            } else {
+                let _ = e.print();
+            }
             if let Some(tip) = lock_tip(&e, std::env::args().collect()) {
                 eprintln!("{tip}");
             }
@@ -2375,8 +2383,13 @@ fn client_fail(cli: &Cli, e: &ClientError) -> ExitCode {
     if let ClientError::NoDaemon { .. } = e {
         match &cli.cltab {
             Some(f) if !f.exists() => msg.push_str(&format!(
-                " (the cltab {} does not exist, so the default socket was tried)",
-                f.display()
+                " (the cltab {} does not exist{})",
+                f.display(),
+                if cli.socket.is_some() {
+                    ""
+                } else {
+                    ", so the default socket was tried"
+                }
             )),
             _ => msg.push_str(&format!(
                 "; start one with `clinit -c {} daemon`",

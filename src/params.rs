@@ -228,6 +228,14 @@ impl Params {
         }
     }
 
+    /// A named flag of `clinit daemon` (`--state-dir`, `-s`) whose value
+    /// is the one in effect: shown as coming from the command line. (The
+    /// cltab's setting, where there is one, still wins over these flags,
+    /// as it always has; `--set` wins over both.)
+    pub fn note_flag(&mut self, name: &str, value: String) {
+        self.cli.entry(name.to_string()).or_insert(value);
+    }
+
     /// Everything set above the cltab, as settings to lay over it.
     pub fn overrides(&self) -> Settings {
         let mut s = Settings::default();

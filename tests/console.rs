@@ -482,7 +482,17 @@ fn records_print_in_one_base_on_whole_lines() {
     );
     let out = d.run(&["record", "delete", "c", "k", "--sig", "12ab"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a signature"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a signature"), "{err}");
+    // A command-line mistake carries its code too.
+    assert!(err.lines().next().unwrap().ends_with(" [USAGE]"), "{err}");
+    let out = d.run(&["setpar", "loglevel"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().next().unwrap().ends_with(" [USAGE]"), "{err}");
+    // --help is no error.
+    let out = d.run(&["setpar", "--help"]);
+    assert!(out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("[USAGE]"));
     // list: one line per record, whatever the value holds.
     let mut add = d
         .client(&["record", "add", "c", "two words", "-"])
@@ -646,4 +656,26 @@ fn childrens_lines_in_the_shared_log_carry_group_and_tag() {
     d2.ok(&["tell", "plain", "1"]);
     d2.wait_until("the raw line", || d2.log().contains("\nunprefixed\n"));
     assert!(!d2.log().contains("plain:raw: unprefixed"));
+}
+
+#[test]
+fn a_named_daemon_flag_in_effect_shows_as_the_command_lines() {
+    let d = Daemon::prepare("web:a:1:wait:true\n");
+    // No state setting in the cltab: --state-dir is the one in effect.
+    let text = d.read("cltab");
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with(":::state:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(d.cltab(), without).unwrap();
+    let dir = d.path("flagged-state");
+    let d = d.launch(&["--state-dir", dir.to_str().unwrap()]);
+    assert_eq!(
+        source_of(&d, "state"),
+        (dir.display().to_string(), "command_line".into())
+    );
+    assert!(dir.join("clinit.db").exists());
+    // The socket came from the cltab: shown so.
+    assert_eq!(source_of(&d, "socket").1, "cltab");
 }

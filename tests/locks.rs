@@ -105,9 +105,14 @@ fn exclusive_and_shared_contention_across_processes() {
         assert!(err.contains("lock x is busy"), "{err}");
         assert!(err.contains(&format!("token {token_a}")), "{err}");
         assert!(err.contains("clinit lock: sh -c"), "{err}");
+        assert!(err.ends_with("[BUSY]\n"), "{err}");
     }
     let out = d.run(&["lock", "--timeout", "0.2", "x", "--", "true"]);
     assert_eq!(out.status.code(), Some(75));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).ends_with("[TIMEOUT]\n"),
+        "{out:?}"
+    );
     let listing: serde_json::Value =
         serde_json::from_str(&d.ok(&["locks", "x", "--json"])).unwrap();
     let h = &listing[0]["holders"][0];
@@ -231,6 +236,10 @@ fn concurrent_on_demand_starts_leave_one_lockd_and_a_lost_lock_stops_the_command
     // --no-start: no service and none started.
     let out = d.run(&["lock", "--no-start", "y", "--", "true"]);
     assert_eq!(out.status.code(), Some(69));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).ends_with("[NO_LOCKMGR]\n"),
+        "{out:?}"
+    );
     assert!(lockds(&socket).is_empty());
 }
 

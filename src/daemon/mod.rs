@@ -373,6 +373,17 @@ fn run_daemon(opts: &Options) -> Result<(), StartError> {
     if params != crate::params::Params::with_cli(opts.set.iter().cloned()) {
         cltab = load(&params.overrides())?;
     }
+    // The named flags in effect are command-line values for `clinit params`.
+    for (name, flag, used) in [
+        ("state", &cli.state, &paths.state),
+        ("socket", &cli.socket, &paths.socket),
+    ] {
+        if let Some(v) = flag
+            && v == used
+        {
+            params.note_flag(name, v.display().to_string());
+        }
+    }
     for p in [&paths.socket, &paths.clstat, &paths.log] {
         ensure_parent(p)?;
     }
