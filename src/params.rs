@@ -184,6 +184,24 @@ pub fn check(name: &str, value: &str) -> Result<(), ParamError> {
     })
 }
 
+/// A value as the daemon shows it back: `on`/`off` for a boolean given as
+/// `1`, `TRUE`, `yes`..., a log level in lower case; others as given.
+pub fn canonical(name: &str, value: &str) -> String {
+    let kind = cltab::SETTINGS
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| s.value_name);
+    match kind {
+        Some("on|off") => match cltab::on_off(value) {
+            Ok(true) => "on".into(),
+            Ok(false) => "off".into(),
+            Err(_) => value.to_string(),
+        },
+        _ if name == "loglevel" => value.trim().to_ascii_lowercase(),
+        _ => value.to_string(),
+    }
+}
+
 /// Check a `--set NAME=VALUE` argument.
 pub fn parse_assignment(arg: &str) -> Result<(String, String), ParamError> {
     let (name, value) = arg.split_once('=').ok_or_else(|| ParamError::Bad {
@@ -312,7 +330,8 @@ impl Params {
             return Err(ParamError::NotLive(name.to_string()));
         }
         let mut next = self.clone();
-        match value {
+        let canonical = value.map(|v| canonical(name, v));
+        match canonical.as_deref() {
             Some(v) => {
                 check(name, v)?;
                 next.live.insert(
@@ -421,6 +440,22 @@ pub fn file_in(state_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_values_are_shown_in_one_spelling() {
+        let rows = [
+            ("maintenance", "TRUE", "on"),
+            ("maintenance", "1", "on"),
+            ("maintenance", "no", "off"),
+            ("maintenance", "Off", "off"),
+            ("loglevel", "DEBUG", "debug"),
+            ("stop_term_after", "2.5", "2.5"),
+            ("maintenance", "maybe", "maybe"),
+        ];
+        for (name, given, shown) in rows {
+            assert_eq!(canonical(name, given), shown, "{name} {given}");
+        }
+    }
 
     fn v(p: &Params, name: &str, cltab: &[(String, String)]) -> (String, Source) {
         let x = p.get(name, cltab).unwrap();

@@ -228,16 +228,25 @@ pub fn identity(der: &[u8]) -> Option<String> {
 /// `HOST`, `HOST:PORT`, `[V6]:PORT` or a bare IPv6 address: the host (no
 /// brackets) and the port ([`DEFAULT_PORT`] when none is given).
 pub fn parse_host(s: &str) -> Result<(String, u16), String> {
-    parse_addr(s, false)
+    parse_addr(s, false, DEFAULT_PORT)
 }
 
 /// [`parse_host`] for a listening address, where port 0 (any free port,
 /// said in the log) is allowed.
 pub fn parse_listen(s: &str) -> Result<(String, u16), String> {
-    parse_addr(s, true)
+    parse_addr(s, true, DEFAULT_PORT)
 }
 
-fn parse_addr(s: &str, zero_ok: bool) -> Result<(String, u16), String> {
+/// The port of `http_listen` when none is given: not the remote
+/// administration's, so that the two never collide.
+pub const HTTP_DEFAULT_PORT: u16 = 9472;
+
+/// An `http_listen` address: as [`parse_listen`], port 9472 by default.
+pub fn parse_http_listen(s: &str) -> Result<(String, u16), String> {
+    parse_addr(s, true, HTTP_DEFAULT_PORT)
+}
+
+fn parse_addr(s: &str, zero_ok: bool, default: u16) -> Result<(String, u16), String> {
     let bad = |why: &str| format!("{s:?}: {why} (HOST, HOST:PORT or [IPV6]:PORT)");
     let port = |p: &str| {
         p.parse::<u16>()
@@ -248,7 +257,7 @@ fn parse_addr(s: &str, zero_ok: bool) -> Result<(String, u16), String> {
     if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(|| bad("no closing ]"))?;
         let p = match after {
-            "" => DEFAULT_PORT,
+            "" => default,
             a => port(a.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?)?,
         };
         if host.parse::<std::net::Ipv6Addr>().is_err() {
@@ -257,11 +266,11 @@ fn parse_addr(s: &str, zero_ok: bool) -> Result<(String, u16), String> {
         return Ok((host.to_string(), p));
     }
     if s.parse::<std::net::Ipv6Addr>().is_ok() {
-        return Ok((s.to_string(), DEFAULT_PORT));
+        return Ok((s.to_string(), default));
     }
     let (host, p) = match s.rsplit_once(':') {
         Some((h, p)) => (h, port(p)?),
-        None => (s, DEFAULT_PORT),
+        None => (s, default),
     };
     if host.is_empty()
         || host.contains(':')
@@ -627,6 +636,14 @@ mod tests {
         assert_eq!(parse_listen("127.0.0.1:0"), Ok(("127.0.0.1".into(), 0)));
         assert_eq!(parse_listen("[::]"), Ok(("::".into(), DEFAULT_PORT)));
         assert!(parse_listen("127.0.0.1:x").is_err());
+        // http_listen has its own default port, never the listener's.
+        assert_eq!(
+            parse_http_listen("127.0.0.1"),
+            Ok(("127.0.0.1".into(), HTTP_DEFAULT_PORT))
+        );
+        assert_eq!(parse_http_listen("[::1]"), Ok(("::1".into(), 9472)));
+        assert_eq!(parse_http_listen("::1"), Ok(("::1".into(), 9472)));
+        assert_eq!(parse_http_listen("h:80"), Ok(("h".into(), 80)));
     }
 
     #[test]

@@ -485,7 +485,14 @@ fn changes_need_root_the_daemon_user_or_the_userlist() {
     assert_eq!(out.status.code(), Some(11));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("uid {uid}")), "{err}");
-    assert!(d.log().contains("refused tell g 1"));
+    assert!(
+        d.log()
+            .lines()
+            .any(|l| l.contains(&format!("req{{tag=uid {uid} c"))
+                && l.contains("refused tell g 1")),
+        "the refusal is tagged with its request: {}",
+        d.log()
+    );
     assert_eq!(d.ok(&["status", "g"]), "g - IDLE\n");
 
     // Listed in the UserList: allowed at once, and logged with the user.

@@ -93,18 +93,47 @@ fn lockd_serves_a_socket_passed_by_the_service_manager() {
         ),
     )
     .unwrap();
-    // The "service manager": binds the socket, passes it as fd 3 with
-    // LISTEN_FDS=1 and LISTEN_PID of the process it starts (the shell's
-    // pid, which exec keeps).
-    let listener = UnixListener::bind(&socket).unwrap();
+    let mut child = activated(&socket, &cltab, &["lockd", "--idle", "10"]);
+    let client = |args: &[&str]| {
+        Command::new(bin())
+            .arg("-c")
+            .arg(&cltab)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // A lock through the passed socket, without any lockd started on
+    // demand (--no-start).
+    let out = client(&["lock", "--no-start", "vol", "--", "true"]);
+    assert!(out.status.success(), "{out:?}");
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(log.contains("socket-activated"), "{log}");
+    // It leaves the socket in place when it exits (the manager's).
+    let out = client(&["shutdown"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_exit(&mut child, "lockd did not exit");
+    assert!(socket.exists(), "the passed socket was removed");
+}
+
+/// Start `clinit -c CLTAB ARGS...` as a service manager would for socket
+/// activation: `socket` bound here and passed as fd 3 with `LISTEN_FDS=1`
+/// and `LISTEN_PID` of the process it starts (the shell's pid, which exec
+/// keeps).
+fn activated(
+    socket: &std::path::Path,
+    cltab: &std::path::Path,
+    args: &[&str],
+) -> std::process::Child {
+    let listener = UnixListener::bind(socket).unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
     let mut cmd = Command::new("sh");
     cmd.args([
         "-c",
-        "LISTEN_FDS=1 LISTEN_PID=$$ exec \"$0\" -c \"$1\" lockd --idle 10",
+        "c=$1; shift; LISTEN_FDS=1 LISTEN_PID=$$ exec \"$0\" -c \"$c\" \"$@\"",
         bin(),
         cltab.to_str().unwrap(),
     ])
+    .args(args)
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::null());
@@ -125,25 +154,19 @@ fn lockd_serves_a_socket_passed_by_the_service_manager() {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().unwrap();
+    let child = cmd.spawn().unwrap();
     drop(listener);
-    let client = |args: &[&str]| {
-        Command::new(bin())
-            .arg("-c")
-            .arg(&cltab)
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    // A lock through the passed socket, without any lockd started on
-    // demand (--no-start).
-    let out = client(&["lock", "--no-start", "vol", "--", "true"]);
-    assert!(out.status.success(), "{out:?}");
-    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
-    assert!(log.contains("socket-activated"), "{log}");
-    // It leaves the socket in place when it exits (the manager's).
-    let out = client(&["shutdown"]);
-    assert!(out.status.success(), "{out:?}");
-    wait_exit(&mut child, "lockd did not exit");
+    child
+}
+
+#[test]
+fn the_daemon_serves_a_socket_passed_by_the_service_manager() {
+    let d = Daemon::prepare("web:a:1:wait:true\nweb:::startup:1\n");
+    let socket = d.path("clinit.s");
+    let mut child = activated(&socket, &d.cltab(), &["daemon"]);
+    d.wait_status("web", "web 1 DONE");
+    assert!(d.log().contains("socket-activated"), "{}", d.log());
+    d.ok(&["shutdown"]);
+    wait_exit(&mut child, "daemon did not exit");
     assert!(socket.exists(), "the passed socket was removed");
 }

@@ -16,7 +16,7 @@ mod settings;
 
 pub use settings::{
     Access, LogLevel, NotifierFormat, SETTINGS, Scope, SettingInfo, Settings, entry_option_names,
-    is_entry_option, is_setting, parse_seconds, parse_signal, setting_names,
+    is_entry_option, is_setting, on_off, parse_seconds, parse_signal, setting_names,
 };
 
 use crate::config::Timing;

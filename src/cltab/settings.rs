@@ -493,7 +493,7 @@ pub fn on_off(value: &str) -> Result<bool, String> {
 }
 
 fn http_addr(value: &str) -> Result<String, String> {
-    crate::tls::parse_listen(value)?;
+    crate::tls::parse_http_listen(value)?;
     Ok(value.to_string())
 }
 

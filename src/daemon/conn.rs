@@ -705,6 +705,9 @@ pub(crate) async fn serve<S: Stream>(stream: S, peer: Peer, conn: u64, shared: &
                         0 => String::new(),
                         n => format!(" ({n} more refusals of this peer were not logged)"),
                     };
+                    // Tagged as the requests served on the loop are.
+                    let tag = format!("{} c{conn}#{}", peer.key(), frame.id);
+                    let _req = tracing::info_span!("req", tag = %tag).entered();
                     tracing::warn!(
                         "refused {}: {e}{held}",
                         route.describe.as_deref().unwrap_or(route.handler)

@@ -211,7 +211,7 @@ fn bind_http(
     let Some(a) = &settings.http_listen else {
         return Ok(None);
     };
-    let (host, port) = crate::tls::parse_listen(a).map_err(crate::tls::TlsError::Usage)?;
+    let (host, port) = crate::tls::parse_http_listen(a).map_err(crate::tls::TlsError::Usage)?;
     let sa = (host.as_str(), port)
         .to_socket_addrs()
         .map_err(io_err("cannot resolve http_listen address", Path::new(a)))?
