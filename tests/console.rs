@@ -594,6 +594,10 @@ fn wait_fails_on_failed_gave_up_shows_and_restart_says_nothing_started() {
     d.ok(&["tell", "app", "1"]);
     d.wait_until("quick gave up", || d.entry("quick")["gave_up"] == true);
     assert_eq!(d.ok(&["status", "app"]), "app 1 DONE (1 gave up)\n");
+    // Giving up writes the last words to the log.
+    d.wait_until("last words of the give-up", || {
+        d.log().contains("LAST WORDS (entry app:quick gave up)")
+    });
     // Every exit is in the log at info: who, pid, status, run time.
     let log = d.log();
     assert!(
