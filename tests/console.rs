@@ -683,3 +683,13 @@ fn a_named_daemon_flag_in_effect_shows_as_the_command_lines() {
     // The socket came from the cltab: shown so.
     assert_eq!(source_of(&d, "socket").1, "cltab");
 }
+
+#[test]
+fn byebye_is_shutdown() {
+    let mut d = Daemon::start("web:a:1:respawn:exec sleep 100\nweb:::startup:1\n");
+    d.wait_status("web", "web 1 DONE");
+    assert_eq!(d.ok(&["byebye"]).trim(), "all groups halting");
+    let mut child = d.child.take().unwrap();
+    assert!(common::wait_exit(&mut child, "daemon did not exit").success());
+    assert!(d.log().contains("shutdown"), "{}", d.log());
+}

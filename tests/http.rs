@@ -134,7 +134,11 @@ fn metrics_parse_and_say_what_runs() {
         ("clinit_records", &[("container", "net")], 2.0),
         ("clinit_record_bytes", &[("container", "net")], 3.0),
         ("clinit_locks_held", &[], 0.0),
+        ("clinit_lock_holders", &[], 0.0),
+        ("clinit_lock_waiters", &[], 0.0),
         ("clinit_lock_grants_total", &[], 1.0),
+        ("clinit_entry_restarts_total", &[("tag", "a")], 0.0),
+        ("clinit_entry_throttled", &[("tag", "a")], 0.0),
     ];
     for (name, labels, want) in rows {
         assert_eq!(value(&s, name, labels), Some(*want), "{name}{labels:?}");
