@@ -1281,9 +1281,9 @@ fn survey(t: &Target, a: &SurveyArgs) -> Result<(), ClientError> {
     .map_err(usage)?;
     // The daemon makes the rows, page by page.
     let rows = Client::open(t)?.survey(&q)?;
+    let empty = rows.is_empty();
     let out = if a.json {
-        let mut text =
-            serde_json::to_string_pretty(&q.as_objects(rows.clone())).expect("serializable");
+        let mut text = serde_json::to_string_pretty(&q.as_objects(rows)).expect("serializable");
         text.push('\n');
         text
     } else if a.output.as_deref() == Some("tsv") {
@@ -1292,7 +1292,7 @@ fn survey(t: &Target, a: &SurveyArgs) -> Result<(), ClientError> {
         clinit::survey::render_table(&q.columns, &rows, a.no_header)
     };
     print!("{out}");
-    if rows.is_empty() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+    if empty && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         eprintln!("clinit: survey {}: no rows", table.name());
     }
     Ok(())

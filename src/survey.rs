@@ -360,15 +360,6 @@ impl Query {
         })
     }
 
-    /// Whether the rows need each entry's CPU time and memory.
-    pub fn wants_usage(&self) -> bool {
-        self.columns
-            .iter()
-            .chain(self.filters.iter().map(|f| &f.column))
-            .chain(self.sort.iter().map(|(c, _)| c))
-            .any(|c| c == "cpu" || c == "rss")
-    }
-
     /// Every column the query reads: shown, filtered or sorted on.
     pub fn reads(&self, column: &str) -> bool {
         self.columns.iter().any(|c| c == column)
@@ -528,34 +519,9 @@ pub fn duration_text(secs: f64) -> String {
     }
 }
 
-/// An entry's CPU seconds and RSS (KiB), when known.
-pub type Usage = std::collections::HashMap<String, (f64, u64)>;
-
-/// The rows of the entries table (every column), from a full status.
-pub fn entry_rows(groups: &[GroupStatus], now: f64) -> Vec<Map<String, Value>> {
-    let names: Vec<String> = ENTRY_COLUMNS.iter().map(|c| c.name.to_string()).collect();
-    entry_values(groups, now, &names)
-        .into_iter()
-        .map(|r| names.iter().cloned().zip(r).collect())
-        .collect()
-}
-
-/// The rows of the entries table: the values of `names`, in that order
-/// (an unknown name gives null).
-pub fn entry_values(groups: &[GroupStatus], now: f64, names: &[String]) -> Vec<Vec<Value>> {
-    let mut rows = Vec::with_capacity(groups.iter().map(|g| g.entries.len()).sum());
-    for g in groups {
-        for e in &g.entries {
-            let f = EntryFacts::of(g, e);
-            rows.push(names.iter().map(|c| f.value(now, c)).collect());
-        }
-    }
-    rows
-}
-
-/// What the entries table shows of one entry, borrowed from wherever it
-/// is kept: a status on the wire ([`EntryFacts::of`]) or, in the daemon,
-/// the supervisor's own slot (no status is built for a survey).
+/// What the entries table shows of one entry, borrowed from the
+/// supervisor's own slot (`daemon::view::entry_facts`): no status is built
+/// for a survey.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EntryFacts<'a> {
     pub group: &'a str,
@@ -577,28 +543,7 @@ pub struct EntryFacts<'a> {
     pub gave_up: bool,
 }
 
-impl<'a> EntryFacts<'a> {
-    pub fn of(g: &'a GroupStatus, e: &'a crate::proto::EntryStatus) -> EntryFacts<'a> {
-        EntryFacts {
-            group: &g.group,
-            tag: &e.tag,
-            levels: &e.levels,
-            mode: &e.mode,
-            state: &e.state,
-            pid: e.pid,
-            started: e.started,
-            starts: e.starts,
-            restarts: e.restarts,
-            rapid: e.rapid,
-            last_exit: e.last_exit,
-            cpu: e.cpu,
-            rss_kib: e.rss_kib,
-            goal: e.goal.as_deref(),
-            running_enabled: e.running_enabled,
-            gave_up: e.gave_up,
-        }
-    }
-
+impl EntryFacts<'_> {
     /// The value of one column (null for a name that is none).
     pub fn value(&self, now: f64, column: &str) -> Value {
         let or_null = |v: Option<Value>| v.unwrap_or(Value::Null);
@@ -632,11 +577,12 @@ impl<'a> EntryFacts<'a> {
     }
 }
 
-/// The rows of the groups table, from a status and the stored goals.
-pub fn group_rows(groups: &[GroupStatus]) -> Vec<Map<String, Value>> {
+/// The rows of the groups table: each group's status (without entries),
+/// with how many entries it has and how many of them run.
+pub fn group_rows(groups: &[(GroupStatus, usize, usize)]) -> Vec<Map<String, Value>> {
     groups
         .iter()
-        .map(|g| {
+        .map(|(g, entries, running)| {
             let mut r = Map::new();
             r.insert("group".into(), g.group.clone().into());
             r.insert(
@@ -651,11 +597,8 @@ pub fn group_rows(groups: &[GroupStatus]) -> Vec<Map<String, Value>> {
                 "goal".into(),
                 g.goal.clone().map_or(Value::Null, Value::from),
             );
-            r.insert("entries".into(), g.entries.len().into());
-            r.insert(
-                "running".into(),
-                g.entries.iter().filter(|e| e.pid.is_some()).count().into(),
-            );
+            r.insert("entries".into(), (*entries).into());
+            r.insert("running".into(), (*running).into());
             r
         })
         .collect()
@@ -975,44 +918,31 @@ mod tests {
     }
 
     #[test]
-    fn entry_values_are_those_of_entry_rows() {
-        let g = GroupStatus {
-            group: "web".into(),
-            level: Some("1".into()),
-            state: crate::supervisor::machine::GroupState::Done,
-            entries: vec![crate::proto::EntryStatus {
-                tag: "a".into(),
-                pid: Some(42),
-                started: Some(100.0),
-                restarts: 2,
-                ..serde_json::from_value(serde_json::json!({
-                    "tag": "", "mode": "respawn", "levels": "1", "command": "x",
-                    "state": "running", "pid": null, "started": null, "starts": 3,
-                    "restarts": 0, "last_exit": null, "goal": null, "enabled": true,
-                    "running_enabled": true, "last_start": null, "last_exit_at": null,
-                    "last_error": null, "last_error_at": null, "rs_time": 0, "rs_count": 0,
-                    "rapid": 0, "throttled_until": null, "gave_up": false, "schedule": null,
-                    "next_run": null, "notifier": null, "notifier_format": null
-                }))
-                .unwrap()
-            }],
-            owner: None,
-            token: None,
+    fn entry_values_of_a_slot() {
+        let f = EntryFacts {
+            group: "web",
+            tag: "a",
+            levels: "1",
+            mode: "respawn",
+            state: "running",
+            pid: Some(42),
+            started: Some(100.0),
+            starts: 3,
+            restarts: 2,
+            rapid: 0,
+            last_exit: None,
+            cpu: None,
+            rss_kib: None,
             goal: None,
-            gave_up: 0,
+            running_enabled: true,
+            gave_up: false,
         };
-        let all = entry_rows(std::slice::from_ref(&g), 160.0);
-        let names: Vec<String> = ENTRY_COLUMNS.iter().map(|c| c.name.to_string()).collect();
-        let values = entry_values(std::slice::from_ref(&g), 160.0, &names);
-        for (i, n) in names.iter().enumerate() {
-            assert_eq!(all[0][n], values[0][i], "{n}");
-        }
-        assert_eq!(all[0]["uptime"], 60.0);
-        assert_eq!(all[0]["pid"], 42);
-        assert_eq!(all[0]["starts"], 3);
+        assert_eq!(f.value(160.0, "uptime"), 60.0);
+        assert_eq!(f.value(160.0, "pid"), 42);
+        assert_eq!(f.value(160.0, "starts"), 3);
         assert_eq!(
-            entry_values(std::slice::from_ref(&g), 160.0, &s(&["restarts", "nope"])),
-            vec![vec![Value::from(2), Value::Null]]
+            ["restarts", "nope"].map(|c| f.value(160.0, c)),
+            [Value::from(2), Value::Null]
         );
     }
 

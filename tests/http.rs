@@ -19,30 +19,7 @@ fn start(entries: &str) -> (Daemon, u16) {
 }
 
 fn http_port(d: &Daemon) -> u16 {
-    logged_port(d, "HTTP listener on http://")
-}
-
-/// The port of the first log line with `after` followed by HOST:PORT.
-fn logged_port(d: &Daemon, after: &str) -> u16 {
-    let mut port = 0;
-    d.wait_until(&format!("'{after}' in the log"), || {
-        port = d
-            .log()
-            .lines()
-            .find_map(|l| {
-                l.split_once(after)?
-                    .1
-                    .split_whitespace()
-                    .next()?
-                    .rsplit(':')
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0);
-        port != 0
-    });
-    port
+    d.logged_port("HTTP listener on http://")
 }
 
 /// GET `path` over plain HTTP/1.1: (status, body).
@@ -281,7 +258,7 @@ fn https_with_client_certificates_off_loopback() {
     )
     .unwrap();
     let d = d.launch(&[]);
-    let port = logged_port(&d, "HTTP listener on https://");
+    let port = d.logged_port("HTTP listener on https://");
     let fetch = |who: Option<&str>| -> Result<(u16, String), String> {
         let cert = who.map(|w| (p(&format!("{w}/cert.pem")), p(&format!("{w}/key.pem"))));
         let cfg = clinit::tls::client_config(

@@ -112,21 +112,7 @@ fn listening_port(d: &Daemon) -> u16 {
 /// The port of the log line `remote administration on ADDR:PORT` (ADDR as
 /// the log writes it: `127.0.0.1`, `[::1]`), once the daemon has written it.
 fn logged_port(d: &Daemon, addr: &str) -> u16 {
-    let says = format!("remote administration on {addr}:");
-    let mut port = 0;
-    d.wait_until("the TCP listener is logged", || {
-        let log = d.log();
-        port = log.find(&says).map_or(0, |at| {
-            log[at + says.len()..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-                .parse()
-                .unwrap_or(0)
-        });
-        port != 0
-    });
-    port
+    d.logged_port(&format!("remote administration on {addr}"))
 }
 
 /// `clinit -H 127.0.0.1:PORT` as `who` (a directory of the PKI: its

@@ -292,6 +292,7 @@ impl Daemon {
         let mut idle_since: Option<Instant> = None;
         let mut next_ping: Option<Instant> = None;
         let mut last_status = String::new();
+        let mut status_seq = u64::MAX;
         let deadline_changed = self.shared.deadline_changed.clone();
 
         // The one sweep for adopted leftovers in flight (a /proc scan, off
@@ -367,12 +368,18 @@ impl Daemon {
                     None
                 }
             };
-            // systemd's STATUS=, sent when the summary changes.
+            // systemd's STATUS=, sent when the summary changes. Every
+            // change of it (a start, an exit, maintenance) is an event, so
+            // it is looked at only when the event ring moved.
             if restored && self.sd_notify.is_some() {
-                let line = self.status_line();
-                if line != last_status {
-                    self.notify(&line);
-                    last_status = line;
+                let seq = self.shared.events.lock().last();
+                if seq != status_seq {
+                    status_seq = seq;
+                    let line = self.status_line();
+                    if line != last_status {
+                        self.notify(&line);
+                        last_status = line;
+                    }
                 }
             }
             // systemd's watchdog: pinged from this loop, so a loop that

@@ -94,10 +94,7 @@ pub fn entry_facts<'a>(
         mode: s.spec.mode.as_str(),
         state: s.proc.name(),
         pid: s.proc.pid(),
-        started: match s.proc {
-            Proc::Running { since, .. } | Proc::Stopping { since, .. } => Some(now.wall_of(since)),
-            _ => None,
-        },
+        started: started(s, now),
         starts: s.stats.starts,
         restarts: s.stats.restarts,
         rapid: s.stats.rapid,
@@ -107,6 +104,14 @@ pub fn entry_facts<'a>(
         goal: s.enable.describe(),
         running_enabled: s.enable.run,
         gave_up: matches!(s.proc, Proc::GaveUp { .. }),
+    }
+}
+
+/// When the slot's process was started, while it runs or stops.
+fn started(s: &Slot, now: Now) -> Option<f64> {
+    match s.proc {
+        Proc::Running { since, .. } | Proc::Stopping { since, .. } => Some(now.wall_of(since)),
+        _ => None,
     }
 }
 
@@ -149,10 +154,7 @@ fn entry_status(s: &Slot, now: Now) -> EntryStatus {
         command: s.spec.command.clone(),
         state: s.proc.name().to_string(),
         pid: s.proc.pid(),
-        started: match s.proc {
-            Proc::Running { since, .. } | Proc::Stopping { since, .. } => Some(now.wall_of(since)),
-            _ => None,
-        },
+        started: started(s, now),
         starts: s.stats.starts,
         restarts: s.stats.restarts,
         last_exit: s.stats.last_exit.map(|(st, _)| st),

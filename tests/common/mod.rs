@@ -248,6 +248,30 @@ impl Daemon {
         });
     }
 
+    /// The port of the first log line with `after` followed by `HOST:PORT`
+    /// (or `:PORT`), once the daemon has written it.
+    pub fn logged_port(&self, after: &str) -> u16 {
+        let mut port = 0;
+        self.wait_until(&format!("'{after}' in the log"), || {
+            port = self
+                .log()
+                .lines()
+                .find_map(|l| {
+                    l.split_once(after)?
+                        .1
+                        .split_whitespace()
+                        .next()?
+                        .rsplit(':')
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0);
+            port != 0
+        });
+        port
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("log")).unwrap_or_default()
     }

@@ -110,14 +110,15 @@ pub(crate) fn survey(d: &Daemon, q: &crate::survey::Query, from: usize) -> Reply
         Table::Locks => q.apply_values(crate::survey::lock_rows(&d.shared.locks().status(None))),
         Table::Groups => {
             // Counted from the slots: no entry's status is made.
-            let groups = view::status(&d.sup, None, false, Now::real());
-            let mut rows = crate::survey::group_rows(&groups);
-            for (r, g) in rows.iter_mut().zip(d.sup.groups()) {
-                let running = g.slots.iter().filter(|s| s.proc.pid().is_some()).count();
-                r.insert("entries".into(), g.slots.len().into());
-                r.insert("running".into(), running.into());
-            }
-            q.apply_values(rows)
+            let groups: Vec<_> = view::status(&d.sup, None, false, Now::real())
+                .into_iter()
+                .zip(d.sup.groups())
+                .map(|(st, g)| {
+                    let running = g.slots.iter().filter(|s| s.proc.pid().is_some()).count();
+                    (st, g.slots.len(), running)
+                })
+                .collect();
+            q.apply_values(crate::survey::group_rows(&groups))
         }
         Table::Entries => {
             // Only the values the query reads, straight from the slots.
@@ -153,9 +154,14 @@ pub(crate) fn survey(d: &Daemon, q: &crate::survey::Query, from: usize) -> Reply
     let total = rows.len();
     let from = from.min(total);
     rows.drain(..from);
-    // Most surveys fit in one frame: measured once; row by row only if not.
+    // Most surveys fit in one frame, which a bound on their size shows
+    // without serializing them; measured row by row only if not.
     let mut end = total;
-    if crate::proto::json_len(&rows) > crate::proto::STATUS_PAGE {
+    let bound: usize = rows
+        .iter()
+        .map(|r| r.iter().map(|v| json_bound(v) + 1).sum::<usize>() + 3)
+        .sum();
+    if bound > crate::proto::STATUS_PAGE {
         let mut used = 0;
         end = from;
         for r in &rows {
@@ -172,6 +178,24 @@ pub(crate) fn survey(d: &Daemon, q: &crate::survey::Query, from: usize) -> Reply
         columns: q.columns.clone(),
         more: (end < total).then_some(end),
         rows,
+    }
+}
+
+/// At least as many bytes as `v` takes as JSON (a string's every byte
+/// escaped as `\u00XX`).
+fn json_bound(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 24,
+        Value::String(s) => 6 * s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(|x| json_bound(x) + 1).sum::<usize>(),
+        Value::Object(o) => {
+            2 + o
+                .iter()
+                .map(|(k, x)| 6 * k.len() + 3 + json_bound(x) + 1)
+                .sum::<usize>()
+        }
     }
 }
 
@@ -266,4 +290,30 @@ pub(crate) fn explain(d: &Daemon, name: &str) -> Reply {
         );
     }
     Reply::Explain { explanations }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_bound;
+    use serde_json::{Value, json};
+
+    /// The bound a survey page is cut by is never below the real size.
+    #[test]
+    fn a_json_bound_is_never_below_the_json() {
+        let rows: Vec<Value> = vec![
+            json!(null),
+            json!(true),
+            json!(u64::MAX),
+            json!(-1.234_567_890_123_456_7e-300),
+            json!(""),
+            json!("plain"),
+            json!("\u{1}\n\"\\ caf\u{e9} \u{1f600}"),
+            json!(["web", 42, null, [1.5, "x"]]),
+            json!({"k\n": {"a": [true, "\u{7f}"]}}),
+        ];
+        for v in rows {
+            let len = serde_json::to_string(&v).unwrap().len();
+            assert!(json_bound(&v) >= len, "{v}: {} < {len}", json_bound(&v));
+        }
+    }
 }
